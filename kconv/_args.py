@@ -1,0 +1,170 @@
+"""The one canonicalisation core: every argument of every tier is parsed here.
+
+Each function takes the user's value, the argument's name and the label of whoever asks
+(``"Conv2D"``, ``"kconv.ops.conv"``), and returns the canonical form, or raises a
+``ValueError``/``TypeError`` that names all three, e.g.
+``Conv2D: strides must be positive integers, got (2, 0)``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kconv import config
+
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass; Keras users passing True for a size are making a mistake.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def int_tuple(
+    value: Any, n: int, arg: str, where: str, *, minimum: int = 1, what: str | None = None
+) -> tuple[int, ...]:
+    """An int or a sequence of ``n`` ints, each ``>= minimum``, as a tuple of ``n`` ints.
+
+    >>> int_tuple(3, 2, "kernel_size", "Conv2D")
+    (3, 3)
+    >>> int_tuple([1, 2], 2, "strides", "Conv2D")
+    (1, 2)
+    """
+    kind = what or ("positive integers" if minimum == 1 else f"integers >= {minimum}")
+    if _is_int(value):
+        items = (int(value),) * n
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        if not all(_is_int(v) for v in value):
+            raise TypeError(f"{where}: {arg} must be an int or a tuple of {n} ints, "
+                            f"got {value!r}")
+        if len(value) != n:
+            raise ValueError(f"{where}: {arg} must be an int or a tuple of {n} ints, "
+                             f"got {value!r}")
+        items = tuple(int(v) for v in value)
+    else:
+        raise TypeError(f"{where}: {arg} must be an int or a tuple of {n} ints, got {value!r}")
+    if any(v < minimum for v in items):
+        raise ValueError(f"{where}: {arg} must be {kind}, got {value!r}")
+    return items
+
+
+def positive_int(value: Any, arg: str, where: str) -> int:
+    """A single positive int.
+
+    >>> positive_int(4, "filters", "Conv2D")
+    4
+    """
+    if not _is_int(value):
+        raise TypeError(f"{where}: {arg} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{where}: {arg} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def padding_mode(value: Any, where: str, allowed: Sequence[str]) -> str:
+    """A padding string in any case, stored lower case as Keras does.
+
+    >>> padding_mode("SAME", "Conv2D", ("valid", "same"))
+    'same'
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{where}: padding must be one of {tuple(allowed)}, got {value!r}")
+    lowered = value.lower()
+    if lowered not in allowed:
+        raise ValueError(f"{where}: padding must be one of {tuple(allowed)}, got {value!r}")
+    return lowered
+
+
+def data_format(value: Any, where: str) -> str:
+    """``None`` resolves to :func:`kconv.config.image_data_format` now; strings in any case.
+
+    >>> data_format("Channels_First", "Conv2D")
+    'channels_first'
+    """
+    if value is None:
+        return config.image_data_format()
+    if not isinstance(value, str) or value.lower() not in DATA_FORMATS:
+        raise ValueError(f"{where}: data_format must be one of {DATA_FORMATS}, got {value!r}")
+    return value.lower()
+
+
+def output_padding(
+    value: Any, n: int, strides: tuple[int, ...], where: str
+) -> tuple[int, ...] | None:
+    """``None``, or ``n`` non-negative ints each strictly below the stride (as Keras).
+
+    >>> output_padding(1, 2, (2, 2), "Conv2DTranspose")
+    (1, 1)
+    """
+    if value is None:
+        return None
+    pads = int_tuple(value, n, "output_padding", where, minimum=0)
+    for p, s in zip(pads, strides):
+        if p >= s:
+            raise ValueError(
+                f"{where}: output_padding must be smaller than strides on every axis, "
+                f"got output_padding={value!r} with strides={strides}"
+            )
+    return pads
+
+
+def dtype(value: Any, arg: str, where: str) -> np.dtype | None:
+    """``None`` or a floating dtype, as a hashable NumPy dtype.
+
+    >>> dtype("bfloat16", "dtype", "Conv2D").name
+    'bfloat16'
+    """
+    if value is None:
+        return None
+    import jax.numpy as jnp  # local: keeps this module importable without initialising jax
+
+    try:
+        resolved = jnp.dtype(value)
+    except TypeError as e:
+        raise TypeError(f"{where}: {arg} must be a dtype, got {value!r}") from e
+    if not jnp.issubdtype(resolved, jnp.floating):
+        raise ValueError(f"{where}: {arg} must be a floating dtype, got {value!r}")
+    return resolved
+
+
+def input_shape(shape: Any, rank: int, where: str) -> tuple[int | None, ...]:
+    """A shape of rank ``rank + 2`` (the batch dim may be ``None``), as a tuple.
+
+    >>> input_shape([None, 8, 3], 1, "Conv1D")
+    (None, 8, 3)
+    """
+    try:
+        dims = tuple(None if d is None else int(d) for d in shape)
+    except TypeError as e:
+        raise TypeError(f"{where}: input_shape must be a sequence of ints or None, "
+                        f"got {shape!r}") from e
+    if len(dims) != rank + 2:
+        raise ValueError(
+            f"{where}: expected an input_shape of rank {rank + 2} (batch, spatial..., "
+            f"channels), got {shape!r}"
+        )
+    return dims
+
+
+def channel_axis(fmt: str, rank: int) -> int:
+    """The channel axis counted from the end, valid for any number of leading dims.
+
+    >>> channel_axis("channels_first", 2)
+    -3
+    """
+    return -1 if fmt == "channels_last" else -(rank + 1)
+
+
+def spatial_axes(fmt: str, rank: int) -> tuple[int, ...]:
+    """The spatial axes counted from the end.
+
+    >>> spatial_axes("channels_last", 2)
+    (-3, -2)
+    """
+    if fmt == "channels_last":
+        return tuple(range(-rank - 1, -1))
+    return tuple(range(-rank, 0))

@@ -1,0 +1,107 @@
+"""Global defaults, resolved the way Keras resolves them.
+
+kconv has one global setting, the default image data format, which a layer reads once,
+when it is constructed, so that a layer object (and its saved config) never changes
+meaning afterwards.
+
+Resolution order for :func:`image_data_format`:
+
+1. a value set with :func:`set_image_data_format` in this process;
+2. ``"image_data_format"`` in ``$KERAS_HOME/keras.json`` (if ``KERAS_HOME`` is set);
+3. ``"image_data_format"`` in ``~/.keras/keras.json``;
+4. ``"channels_last"``.
+
+Example:
+    >>> import kconv
+    >>> kconv.config.set_image_data_format("channels_first")
+    >>> kconv.Conv2D(4, 3).data_format
+    'channels_first'
+    >>> kconv.config.set_image_data_format(None)  # back to keras.json / default
+    >>> kconv.config.image_data_format()
+    'channels_last'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+__all__ = ["image_data_format", "set_image_data_format", "epsilon"]
+
+_DATA_FORMATS = ("channels_last", "channels_first")
+_image_data_format: str | None = None
+
+# Keras's fuzz factor (`keras.config.epsilon()`), used by the norm constraints.
+_EPSILON = 1e-7
+
+
+def epsilon() -> float:
+    """The fuzz factor Keras uses in norm constraints (``1e-7``).
+
+    Example:
+        >>> epsilon()
+        1e-07
+    """
+    return _EPSILON
+
+
+def _validate(value: object, where: str) -> str:
+    if not isinstance(value, str) or value.lower() not in _DATA_FORMATS:
+        raise ValueError(
+            f"{where}: image_data_format must be one of {_DATA_FORMATS}, got {value!r}"
+        )
+    return value.lower()
+
+
+def set_image_data_format(data_format: str | None) -> None:
+    """Sets the process-wide default data format for layers built afterwards.
+
+    Args:
+      data_format: ``"channels_last"``, ``"channels_first"`` (any case), or ``None`` to
+        go back to ``keras.json`` / ``"channels_last"``.
+
+    Example:
+        >>> set_image_data_format("channels_last")
+        >>> image_data_format()
+        'channels_last'
+        >>> set_image_data_format(None)
+    """
+    global _image_data_format
+    if data_format is None:
+        _image_data_format = None
+    else:
+        _image_data_format = _validate(data_format, "set_image_data_format")
+
+
+def _from_keras_json(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        # A missing or unreadable keras.json means "not configured", as in Keras.
+        return None
+    value = cfg.get("image_data_format") if isinstance(cfg, dict) else None
+    if value is None:
+        return None
+    return _validate(value, path)
+
+
+def image_data_format() -> str:
+    """The default data format: ``"channels_last"`` or ``"channels_first"``.
+
+    Example:
+        >>> image_data_format() in ("channels_last", "channels_first")
+        True
+    """
+    if _image_data_format is not None:
+        return _image_data_format
+    keras_home = os.environ.get("KERAS_HOME")
+    candidates = []
+    if keras_home:
+        candidates.append(os.path.join(keras_home, "keras.json"))
+    candidates.append(os.path.join(os.path.expanduser("~"), ".keras", "keras.json"))
+    for path in candidates:
+        value = _from_keras_json(path)
+        if value is not None:
+            return value
+    return "channels_last"

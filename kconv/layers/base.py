@@ -1,0 +1,256 @@
+"""What every kconv layer shares: the config-object contract of the pure tier.
+
+A layer is an immutable, hashable description (a frozen dataclass holding exactly the Keras
+constructor arguments, canonicalised once, when it is built). Arrays live outside it, in a
+plain params dict keyed by Keras's weight names:
+
+- ``init(key, input_shape) -> params`` (``{}`` for layers without weights),
+- ``apply(params, x)`` — pure; ``layer(params, x)`` is the same call,
+- ``compute_output_shape``, ``get_config`` / ``from_config``,
+- ``regularization_losses(params, outputs=None)`` and ``constrain(params)``.
+
+Rank aliases (``Conv1D``, ``Conv2D``, ``Conv3D``) are generated from one N-d family class
+by :func:`make_rank_class`, so their signatures cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kconv import _args, activations, constraints, initializers, regularizers
+
+Params = dict[str, jax.Array]
+
+# Fields every layer takes as keywords after the Keras arguments (JAX-specific).
+_JAX_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("dtype", None),
+    ("param_dtype", jnp.float32),
+    ("precision", None),
+)
+# Keys of a Keras layer config that carry no meaning for a pure layer.
+_IGNORED_KERAS_KEYS = ("name", "trainable")
+
+
+class Weight(NamedTuple):
+    """One weight of a layer: its shape and the objects that make, penalise and project it."""
+
+    shape: tuple[int, ...]
+    initializer: Callable
+    regularizer: Callable | None
+    constraint: Callable | None
+
+
+def _wrap(where: str, arg: str, getter: Callable, value: Any) -> Any:
+    """Resolves ``value`` with a module's ``get``, re-raising with the layer and argument."""
+    try:
+        return getter(value)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{where}: invalid {arg} {value!r}: {e}") from e
+
+
+def _policy_dtypes(value: Any) -> tuple[Any, Any]:
+    """A Keras dtype policy (name or serialized dict) as ``(dtype, param_dtype)``."""
+    if isinstance(value, Mapping):
+        value = value.get("config", {}).get("name", value.get("name"))
+    if value is None:
+        return None, None
+    name = str(value)
+    if name.startswith("mixed_"):
+        return name[len("mixed_"):], "float32"
+    return name, name
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """Base of all kconv layers (pure tier). Subclasses are frozen dataclasses."""
+
+    rank: ClassVar[int]
+    #: Keras constructor arguments, in Keras's positional order (for get_config).
+    keras_args: ClassVar[tuple[str, ...]] = ()
+
+    # --- construction -------------------------------------------------------------
+    def __post_init__(self) -> None:
+        values = self._canonicalize({f.name: getattr(self, f.name)
+                                     for f in dataclasses.fields(self)})
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+
+    def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Returns canonical field values; raises naming the layer, argument and value."""
+        where = type(self).__name__
+        values["dtype"] = _args.dtype(values["dtype"], "dtype", where)
+        values["param_dtype"] = _args.dtype(values["param_dtype"], "param_dtype", where)
+        if values["param_dtype"] is None:
+            raise ValueError(f"{where}: param_dtype must be a floating dtype, got None")
+        return values
+
+    # --- the pure-tier contract ---------------------------------------------------
+    def weights(self, input_shape: Sequence[int | None]) -> dict[str, Weight]:
+        """The layer's weights for an input shape: ``{name: Weight}`` (``{}`` if none)."""
+        return {}
+
+    def init(self, key: jax.Array, input_shape: Sequence[int | None]) -> Params:
+        """Creates the params dict for inputs of ``input_shape`` (batch dim may be None).
+
+        Args:
+          key: a ``jax.random`` key; split once per weight, in Keras's weight order.
+          input_shape: ``(batch, *spatial, channels)`` (or channels_first).
+
+        Returns:
+          ``{weight_name: array}`` with Keras's names and shapes, in ``param_dtype``.
+        """
+        weights = self.weights(input_shape)
+        if not weights:
+            return {}
+        keys = jax.random.split(key, len(weights))
+        return {name: jnp.asarray(w.initializer(k, w.shape, self.param_dtype),
+                                  self.param_dtype)
+                for k, (name, w) in zip(keys, weights.items())}
+
+    def apply(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+        """Applies the layer to ``x`` with ``params``; pure, safe under any transform."""
+        raise NotImplementedError
+
+    def __call__(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+        return self.apply(params, x)
+
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple:
+        """The output shape for ``input_shape`` (Keras semantics; ``None`` dims kept)."""
+        raise NotImplementedError
+
+    def regularization_losses(self, params: Mapping[str, jax.Array],
+                              outputs: jax.Array | None = None) -> jax.Array:
+        """The penalty Keras would add to the loss for these params (and outputs).
+
+        Weight penalties are ``regularizer(weight)``; the activity penalty, counted only
+        when ``outputs`` is given, is ``activity_regularizer(outputs) / batch_size`` (as
+        Keras 3 divides it), with ``batch_size`` the product of the leading dims before
+        the ``rank + 1`` sample dims (``outputs.shape[0]`` for a batched output).
+        """
+        total = jnp.zeros((), jnp.float32)
+        for name, weight in self._weights_from_params(params).items():
+            if weight.regularizer is not None:
+                total = total + jnp.asarray(weight.regularizer(params[name]), jnp.float32)
+        activity = getattr(self, "activity_regularizer", None)
+        if outputs is not None and activity is not None:
+            batch = math.prod(outputs.shape[: max(outputs.ndim - self.rank - 1, 0)])
+            penalty = jnp.asarray(activity(outputs), jnp.float32)
+            total = total + penalty / jnp.float32(max(batch, 1))
+        return total
+
+    def constrain(self, params: Mapping[str, jax.Array]) -> Params:
+        """Projects each weight with its constraint (what Keras does after each update)."""
+        out = dict(params)
+        for name, weight in self._weights_from_params(params).items():
+            if weight.constraint is not None and name in out:
+                out[name] = weight.constraint(out[name])
+        return out
+
+    def _weights_from_params(self, params: Mapping[str, jax.Array]) -> dict[str, Weight]:
+        return {}
+
+    # --- configs ------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """The Keras config: Keras's keys and value forms (JAX keywords only if set).
+
+        ``dtype``, ``param_dtype`` and ``precision`` appear only when they differ from
+        their defaults, so the config of a default layer is exactly Keras's argument set.
+        ``dtype`` is written as a Keras dtype-policy name (``"float32"``,
+        ``"mixed_bfloat16"``) whenever one expresses the pair.
+        """
+        config = {arg: self._serialize_arg(arg, getattr(self, arg)) for arg in self.keras_args}
+        param_dtype = np.dtype(self.param_dtype).name
+        if self.dtype is not None:
+            dtype = np.dtype(self.dtype).name
+            if dtype == param_dtype:
+                config["dtype"] = dtype  # a Keras policy name: compute = variables
+            elif param_dtype == "float32":
+                config["dtype"] = f"mixed_{dtype}"  # Keras's mixed-precision policy
+            else:
+                config["dtype"], config["param_dtype"] = dtype, param_dtype
+        elif param_dtype != "float32":
+            config["param_dtype"] = param_dtype
+        if self.precision is not None:
+            config["precision"] = self.precision
+        return config
+
+    def _serialize_arg(self, arg: str, value: Any) -> Any:
+        if arg == "activation":
+            return activations.serialize(value)
+        if arg.endswith("_initializer"):
+            return initializers.serialize(value)
+        if arg.endswith("_regularizer"):
+            return None if value is None else regularizers.serialize(value)
+        if arg.endswith("_constraint"):
+            return None if value is None else constraints.serialize(value)
+        return value
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Layer:
+        """Builds a layer from :meth:`get_config`'s dict or a Keras layer's ``get_config()``.
+
+        Keras's ``name`` and ``trainable`` are dropped (a pure layer has neither); a Keras
+        dtype policy (``"float32"``, ``"mixed_bfloat16"`` or its serialized dict) becomes
+        ``dtype`` (compute) and ``param_dtype`` (variables). Unknown keys raise.
+        """
+        config = dict(config)
+        for key in _IGNORED_KERAS_KEYS:
+            config.pop(key, None)
+        if isinstance(config.get("dtype"), Mapping) or (
+                isinstance(config.get("dtype"), str) and "param_dtype" not in config):
+            dtype, param_dtype = _policy_dtypes(config.pop("dtype"))
+            config["dtype"] = dtype
+            if param_dtype is not None:
+                config["param_dtype"] = param_dtype
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}.from_config: unknown config key(s) {unknown}; "
+                             f"expected a subset of {sorted(known)}")
+        return cls(**config)
+
+
+def make_rank_class(family: type, rank: int, name: str, fields: Sequence[tuple[str, Any]],
+                    doc: str) -> type:
+    """Generates the rank-``rank`` alias of an N-d family class.
+
+    ``fields`` are the Keras arguments as ``(name, default)`` pairs in Keras's positional
+    order (``dataclasses.MISSING`` for required ones); the JAX keywords are appended as
+    keyword-only fields, so ``inspect.signature`` shows exactly Keras's signature plus
+    ``*, dtype, param_dtype, precision``.
+    """
+    specs: list[Any] = []
+    for arg, default in fields:
+        if default is dataclasses.MISSING:
+            specs.append((arg, Any))
+        else:
+            specs.append((arg, Any, dataclasses.field(default=default)))
+    for arg, default in _JAX_FIELDS:
+        specs.append((arg, Any, dataclasses.field(default=default, kw_only=True)))
+    cls = dataclasses.make_dataclass(
+        name, specs, bases=(family,), frozen=True,
+        namespace={"rank": rank, "keras_args": tuple(a for a, _ in fields), "__doc__": doc},
+    )
+    cls.__module__ = "kconv.layers"
+    return cls
+
+
+def resolve_objects(where: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Resolves activation/initializer/regularizer/constraint args to hashable objects."""
+    for arg, value in values.items():
+        if arg == "activation":
+            values[arg] = _wrap(where, arg, activations.get, value)
+        elif arg.endswith("_initializer"):
+            values[arg] = _wrap(where, arg, initializers.get, value)
+        elif arg.endswith("_regularizer"):
+            values[arg] = None if value is None else _wrap(where, arg, regularizers.get, value)
+        elif arg.endswith("_constraint"):
+            values[arg] = None if value is None else _wrap(where, arg, constraints.get, value)
+    return values

@@ -1,0 +1,164 @@
+"""Machinery shared by the four convolution families (dense, transposed, depthwise,
+separable): argument canonicalisation, weights, bias, activation and dtype handling.
+
+A family subclass says only what differs: its weights' shapes, how it reads the input
+channel count from params, its output shape and which ``kconv.ops`` function it calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from kconv import _args
+from kconv.layers.base import Layer, Weight, resolve_objects
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConv(Layer):
+    """Common base of the convolution layers (not used directly)."""
+
+    #: weight name -> prefix of its ``*_initializer`` / ``*_regularizer`` / ``*_constraint``.
+    weight_args: ClassVar[dict[str, str]] = {}
+    #: padding strings this family accepts (``causal`` is added for rank 1 where allowed).
+    paddings: ClassVar[tuple[str, ...]] = ("valid", "same")
+    causal_1d: ClassVar[bool] = True
+
+    def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
+        values = super()._canonicalize(values)
+        where, n = type(self).__name__, self.rank
+        if "filters" in values:
+            values["filters"] = _args.positive_int(values["filters"], "filters", where)
+        values["kernel_size"] = _args.int_tuple(values["kernel_size"], n, "kernel_size", where)
+        values["strides"] = _args.int_tuple(values["strides"], n, "strides", where)
+        values["dilation_rate"] = _args.int_tuple(values["dilation_rate"], n,
+                                                  "dilation_rate", where)
+        allowed = self.paddings + (("causal",) if n == 1 and self.causal_1d else ())
+        values["padding"] = _args.padding_mode(values["padding"], where, allowed)
+        values["data_format"] = _args.data_format(values["data_format"], where)
+        if "depth_multiplier" in values:
+            values["depth_multiplier"] = _args.positive_int(values["depth_multiplier"],
+                                                            "depth_multiplier", where)
+        if not isinstance(values["use_bias"], bool):
+            raise TypeError(f"{where}: use_bias must be a bool, got {values['use_bias']!r}")
+        return resolve_objects(where, values)
+
+    # --- what a family defines ----------------------------------------------------
+    def _shapes(self, in_channels: int) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def _param_in_channels(self, params: Mapping[str, jax.Array]) -> int:
+        raise NotImplementedError
+
+    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _check_in_channels(self, in_channels: int, shape: Any) -> None:
+        """Family-specific constraints on the input channel count (e.g. groups)."""
+
+    # --- shared -------------------------------------------------------------------
+    def _names(self) -> list[str]:
+        return [name for name in self.weight_args if name != "bias" or self.use_bias]
+
+    def _weight(self, name: str, shape: tuple[int, ...]) -> Weight:
+        prefix = self.weight_args[name]
+        return Weight(shape, getattr(self, f"{prefix}_initializer"),
+                      getattr(self, f"{prefix}_regularizer"),
+                      getattr(self, f"{prefix}_constraint"))
+
+    def weights(self, input_shape: Sequence[int | None]) -> dict[str, Weight]:
+        where = type(self).__name__
+        shape = _args.input_shape(input_shape, self.rank, where)
+        in_channels = shape[_args.channel_axis(self.data_format, self.rank)]
+        if in_channels is None:
+            raise ValueError(f"{where}: the channel dimension of the input must be known, "
+                             f"got input_shape {tuple(input_shape)} "
+                             f"(data_format {self.data_format!r})")
+        self._check_in_channels(in_channels, tuple(input_shape))
+        shapes = self._shapes(in_channels)
+        return {name: self._weight(name, shapes[name]) for name in self._names()}
+
+    def _weights_from_params(self, params: Mapping[str, jax.Array]) -> dict[str, Weight]:
+        return {name: self._weight(name, tuple(params[name].shape))
+                for name in self._names() if name in params}
+
+    def _compute_dtype(self, x: jax.Array) -> Any:
+        if self.dtype is not None:
+            return self.dtype
+        # None means the input's dtype; integer inputs compute in param_dtype (as Keras
+        # autocasts them to its float policy).
+        return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else self.param_dtype
+
+    def apply(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+        """Applies the layer: convolution, then bias, then activation.
+
+        Args:
+          params: the dict :meth:`init` returns (Keras weight names).
+          x: ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``; an
+            unbatched input (rank ``N + 1``) and extra leading batch dims work too.
+
+        Returns:
+          The output, in the compute dtype (``dtype``, else the input's floating dtype).
+        """
+        where = type(self).__name__
+        missing = [name for name in self._names() if name not in params]
+        if missing:
+            raise ValueError(f"{where}: params are missing {missing}; got keys "
+                             f"{sorted(params)} (use_bias={self.use_bias})")
+        x = jnp.asarray(x)
+        if x.ndim < self.rank + 1:
+            raise ValueError(
+                f"{where}: expected an input of rank {self.rank + 2} (or {self.rank + 1} "
+                f"unbatched) with data_format {self.data_format!r}, got shape {x.shape}")
+        axis = _args.channel_axis(self.data_format, self.rank)
+        expected = self._param_in_channels(params)
+        if x.shape[axis] != expected:
+            raise ValueError(
+                f"{where}: the params expect {expected} input channels, got an input of "
+                f"shape {x.shape} with {x.shape[axis]} channels on axis {axis} "
+                f"(data_format {self.data_format!r})")
+        dtype = self._compute_dtype(x)
+        cast = {name: jnp.asarray(params[name]).astype(dtype) for name in self._names()}
+        with jax.named_scope(where):
+            y = self._forward(cast, x.astype(dtype))
+            if self.use_bias:
+                bias_shape = (-1,) + (1,) * self.rank if self.data_format == "channels_first" \
+                    else (-1,)
+                y = y + cast["bias"].reshape(bias_shape)
+            return self.activation(y)
+
+    def _op_kwargs(self) -> dict[str, Any]:
+        return dict(strides=self.strides, padding=self.padding, data_format=self.data_format,
+                    dilation_rate=self.dilation_rate, precision=self.precision,
+                    name=type(self).__name__)
+
+
+def conv_signature(rank: int, *, middle: Sequence[tuple[str, Any]],
+                   weights: Sequence[str], required: Sequence[str]) -> list[tuple[str, Any]]:
+    """A Keras conv constructor signature, in Keras's positional order.
+
+    ``required`` come first (no default), then ``middle`` (the family's shape arguments
+    with their rank-specific defaults), then activation/use_bias and the per-weight
+    initializer, regularizer and constraint arguments in Keras's order.
+    """
+    fields: list[tuple[str, Any]] = [(name, dataclasses.MISSING) for name in required]
+    fields += list(middle)
+    fields += [("activation", None), ("use_bias", True)]
+    for prefix in weights:
+        fields.append((f"{prefix}_initializer", "zeros" if prefix == "bias"
+                       else "glorot_uniform"))
+    for prefix in weights:
+        fields.append((f"{prefix}_regularizer", None))
+    fields.append(("activity_regularizer", None))
+    for prefix in weights:
+        fields.append((f"{prefix}_constraint", None))
+    return fields
+
+
+def rank_default(rank: int, value: int) -> int | tuple[int, ...]:
+    """Keras's default form: a bare int for 1-D layers, a tuple for 2-D and 3-D ones."""
+    return value if rank == 1 else (value,) * rank

@@ -1,0 +1,35 @@
+"""``kconv.ops``: the pure array core (arrays in, arrays out, Keras argument conventions).
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from kconv import ops
+    >>> ops.conv(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), padding="same").shape
+    (2, 8, 8, 4)
+    >>> ops.conv_output_shape((None, 8, 8, 3), 4, 3, padding="same")
+    (None, 8, 8, 4)
+"""
+
+from kconv.ops import shapes
+from kconv.ops.convolution import conv, conv_transpose, depthwise_conv, separable_conv
+from kconv.ops.shapes import (
+    conv_output_length,
+    conv_output_shape,
+    conv_transpose_output_length,
+    conv_transpose_output_shape,
+    depthwise_conv_output_shape,
+    separable_conv_output_shape,
+)
+
+__all__ = [
+    "conv",
+    "conv_transpose",
+    "depthwise_conv",
+    "separable_conv",
+    "conv_output_length",
+    "conv_output_shape",
+    "conv_transpose_output_length",
+    "conv_transpose_output_shape",
+    "depthwise_conv_output_shape",
+    "separable_conv_output_shape",
+    "shapes",
+]

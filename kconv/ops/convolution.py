@@ -1,0 +1,350 @@
+"""Convolutions as pure array functions, with Keras's argument conventions.
+
+This module is the only place in kconv that calls ``jax.lax.conv_general_dilated``
+(:func:`_conv_general_dilated`), so that alternative lowerings can be added behind these
+functions and checked against it.
+
+All four functions are N-d: the number of spatial dims ``N`` is the kernel's rank minus
+two. Inputs are ``(batch, *spatial, channels)`` (``channels_last``) or
+``(batch, channels, *spatial)`` (``channels_first``); beyond Keras, an unbatched input of
+rank ``N + 1`` and extra leading batch dims are accepted too (the output has the same
+leading dims). ``data_format=None`` means :func:`kconv.config.image_data_format`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from kconv import _args
+from kconv.ops import shapes
+
+__all__ = ["conv", "conv_transpose", "depthwise_conv", "separable_conv"]
+
+Array = jax.Array
+
+
+def _conv_general_dilated(
+    x: Array, kernel: Array, *, strides: Sequence[int], padding: Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int], rhs_dilation: Sequence[int],
+    dimension_numbers: lax.ConvDimensionNumbers, feature_group_count: int,
+    precision: Any, preferred_element_type: Any,
+) -> Array:
+    # The single call site of lax.conv_general_dilated in the package.
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=tuple(strides), padding=tuple(padding),
+        lhs_dilation=tuple(lhs_dilation), rhs_dilation=tuple(rhs_dilation),
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        precision=precision, preferred_element_type=preferred_element_type,
+    )
+
+
+def _dimension_numbers(
+    rank: int, data_format: str, *, kernel_in_axis: int, kernel_out_axis: int
+) -> lax.ConvDimensionNumbers:
+    """lax dimension numbers for a data format and a kernel ``(*k, a, b)`` layout.
+
+    channels_first is expressed here, never by transposing arrays; so is the transposed
+    kernel layout ``(*k, filters, in)`` (``kernel_in_axis=rank + 1``).
+    """
+    spatial = tuple(range(rank))
+    if data_format == "channels_last":
+        lhs = (0, rank + 1, *range(1, rank + 1))
+    else:
+        lhs = (0, 1, *range(2, rank + 2))
+    return lax.ConvDimensionNumbers(lhs_spec=lhs, rhs_spec=(kernel_out_axis, kernel_in_axis,
+                                                            *spatial), out_spec=lhs)
+
+
+class _Call:
+    """Validated arguments of one op call: the input folded to one batch dim, and back."""
+
+    def __init__(self, name: str, inputs: Any, kernel: Any, strides: Any, padding: Any,
+                 data_format: Any, dilation_rate: Any, *, allowed_padding: tuple[str, ...]):
+        self.name = name
+        kernel = jnp.asarray(kernel)
+        self.rank = rank = kernel.ndim - 2
+        if rank not in (1, 2, 3):
+            raise ValueError(f"{name}: kernel must have rank 3, 4 or 5 (N spatial dims + 2), "
+                             f"got shape {kernel.shape}")
+        self.data_format = _args.data_format(data_format, name)
+        self.strides = _args.int_tuple(strides, rank, "strides", name)
+        self.dilation = _args.int_tuple(dilation_rate, rank, "dilation_rate", name)
+        if isinstance(padding, str):
+            allowed = allowed_padding if rank == 1 else tuple(
+                p for p in allowed_padding if p != "causal")
+            self.padding = _args.padding_mode(padding, name, allowed)
+        else:
+            self.padding = _explicit_padding(padding, rank, name)
+        x = jnp.asarray(inputs)
+        if x.ndim < rank + 1:
+            raise ValueError(
+                f"{name}: expected an input of rank {rank + 2} "
+                f"({_layout(rank, self.data_format)}) or {rank + 1} (unbatched), "
+                f"got shape {x.shape}"
+            )
+        self.lead = x.shape[: x.ndim - rank - 1]
+        self.x = x.reshape((math.prod(self.lead),) + x.shape[x.ndim - rank - 1:])
+        self.kernel = kernel
+        self.channels = self.x.shape[_args.channel_axis(self.data_format, rank)]
+        self.spatial = tuple(self.x.shape[a] for a in _args.spatial_axes(self.data_format,
+                                                                         rank))
+        dtype = jnp.promote_types(self.x.dtype, kernel.dtype)
+        self.x, self.kernel = self.x.astype(dtype), kernel.astype(dtype)
+
+    def forward_padding(self, kernel_size: Sequence[int]) -> list[tuple[int, int]]:
+        """Explicit (lo, hi) pairs; causal becomes an explicit left pad here."""
+        pads = shapes._axis_paddings(self.padding, self.rank)
+        return [shapes.conv_padding(n, k, s, p, d) for n, k, s, p, d in
+                zip(self.spatial, kernel_size, self.strides, pads, self.dilation)]
+
+    def check_output(self, kernel_size: Sequence[int]) -> None:
+        pads = shapes._axis_paddings(self.padding, self.rank)
+        out = [shapes.conv_output_length(n, k, s, p, d) for n, k, s, p, d in
+               zip(self.spatial, kernel_size, self.strides, pads, self.dilation)]
+        if any(o <= 0 for o in out):
+            k_eff = tuple(d * (k - 1) + 1 for k, d in zip(kernel_size, self.dilation))
+            raise ValueError(
+                f"{self.name}: the window is larger than the (padded) input: input shape "
+                f"{self.x.shape[1:] if not self.lead else self.lead + self.x.shape[1:]}, "
+                f"kernel_size {tuple(kernel_size)} (dilated: {k_eff}), strides "
+                f"{self.strides}, padding {self.padding!r} give spatial output {tuple(out)}"
+            )
+
+    def unfold(self, y: Array) -> Array:
+        return y.reshape(self.lead + y.shape[1:])
+
+
+def _layout(rank: int, data_format: str) -> str:
+    spatial = ", ".join(("d1", "d2", "d3")[:rank]) if rank > 1 else "length"
+    if data_format == "channels_last":
+        return f"batch, {spatial}, channels"
+    return f"batch, channels, {spatial}"
+
+
+def _explicit_padding(padding: Any, rank: int, name: str) -> tuple[tuple[int, int], ...]:
+    try:
+        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name}: padding must be a string or {rank} (lo, hi) pairs of ints, "
+                        f"got {padding!r}") from e
+    if len(pairs) != rank or any(p < 0 for pair in pairs for p in pair):
+        raise ValueError(f"{name}: padding must be {rank} (lo, hi) pairs of non-negative "
+                         f"ints, got {padding!r}")
+    return pairs
+
+
+_FORWARD_PADDING = ("valid", "same", "causal")
+
+
+def conv(
+    inputs: Any, kernel: Any, strides: Any = 1, padding: Any = "valid",
+    data_format: str | None = None, dilation_rate: Any = 1, *, precision: Any = None,
+    preferred_element_type: Any = None, name: str = "kconv.ops.conv",
+) -> Array:
+    """N-d convolution (cross-correlation, as Keras), grouped when the kernel says so.
+
+    Args:
+      inputs: ``(batch, *spatial, C)`` or ``(batch, C, *spatial)``; also unbatched, or with
+        more leading batch dims.
+      kernel: ``(*kernel_size, C // groups, filters)``. ``groups = C // kernel.shape[-2]``
+        (as Keras's JAX backend infers it); ``filters`` must divide by it.
+      strides: int or tuple of N ints.
+      padding: ``"valid"``, ``"same"`` (odd pad at the end), ``"causal"`` (1-D only: left
+        pad ``d * (k - 1)``), or N explicit ``(lo, hi)`` pairs.
+      data_format: ``"channels_last"``, ``"channels_first"`` or ``None`` (global default).
+      dilation_rate: int or tuple of N ints.
+      precision: passed to ``lax.conv_general_dilated``.
+      preferred_element_type: accumulation/output dtype, passed to lax.
+      name: label used in error messages (the layers pass their class name).
+
+    Returns:
+      ``(batch, *out_spatial, filters)`` (or channels_first), the inputs' leading dims kept.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.arange(5.0).reshape(1, 5, 1)
+        >>> conv(x, jnp.ones((2, 1, 1)), padding="causal")[0, :, 0]
+        Array([0., 1., 3., 5., 7.], dtype=float32)
+        >>> conv(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), strides=2, padding="same").shape
+        (2, 4, 4, 4)
+    """
+    call = _Call(name, inputs, kernel, strides, padding, data_format, dilation_rate,
+                 allowed_padding=_FORWARD_PADDING)
+    kernel_size, kernel_in, filters = call.kernel.shape[:-2], call.kernel.shape[-2], \
+        call.kernel.shape[-1]
+    if kernel_in == 0 or call.channels % kernel_in:
+        raise ValueError(
+            f"{name}: the input has {call.channels} channels, which is not a multiple of the "
+            f"kernel's input channels {kernel_in} (kernel shape {call.kernel.shape}, input "
+            f"shape {jnp.shape(inputs)}, data_format {call.data_format!r})"
+        )
+    groups = call.channels // kernel_in
+    if filters % groups:
+        raise ValueError(
+            f"{name}: the kernel's {filters} filters do not divide into the {groups} groups "
+            f"implied by {call.channels} input channels and kernel shape {call.kernel.shape}"
+        )
+    call.check_output(kernel_size)
+    y = _conv_general_dilated(
+        call.x, call.kernel, strides=call.strides,
+        padding=call.forward_padding(kernel_size), lhs_dilation=(1,) * call.rank,
+        rhs_dilation=call.dilation,
+        dimension_numbers=_dimension_numbers(call.rank, call.data_format,
+                                             kernel_in_axis=call.rank,
+                                             kernel_out_axis=call.rank + 1),
+        feature_group_count=groups, precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    return call.unfold(y)
+
+
+def depthwise_conv(
+    inputs: Any, kernel: Any, strides: Any = 1, padding: Any = "valid",
+    data_format: str | None = None, dilation_rate: Any = 1, *, precision: Any = None,
+    preferred_element_type: Any = None, name: str = "kconv.ops.depthwise_conv",
+) -> Array:
+    """N-d depthwise convolution: each input channel convolved with its own filters.
+
+    Output channel ``c * depth_multiplier + m`` is input channel ``c`` convolved with
+    ``kernel[..., c, m]`` (Keras's layout and order).
+
+    Args:
+      inputs: as :func:`conv`, with ``C`` channels.
+      kernel: ``(*kernel_size, C, depth_multiplier)``.
+      strides, padding, data_format, dilation_rate, precision, preferred_element_type,
+      name: as :func:`conv`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> depthwise_conv(jnp.ones((2, 9, 9, 3)), jnp.ones((3, 3, 3, 2))).shape
+        (2, 7, 7, 6)
+    """
+    kernel = jnp.asarray(kernel)
+    call = _Call(name, inputs, kernel, strides, padding, data_format, dilation_rate,
+                 allowed_padding=_FORWARD_PADDING)
+    if kernel.shape[-2] != call.channels:
+        raise ValueError(
+            f"{name}: the kernel expects {kernel.shape[-2]} input channels (kernel shape "
+            f"{kernel.shape}), got an input of shape {jnp.shape(inputs)} with "
+            f"{call.channels} channels (data_format {call.data_format!r})"
+        )
+    kernel_size = kernel.shape[:-2]
+    call.check_output(kernel_size)
+    # (*k, C, dm) -> (*k, 1, C * dm): a reshape (no data movement), so that group c of a
+    # C-group convolution holds exactly kernel[..., c, :].
+    grouped = call.kernel.reshape(kernel_size + (1, kernel.shape[-2] * kernel.shape[-1]))
+    y = _conv_general_dilated(
+        call.x, grouped, strides=call.strides, padding=call.forward_padding(kernel_size),
+        lhs_dilation=(1,) * call.rank, rhs_dilation=call.dilation,
+        dimension_numbers=_dimension_numbers(call.rank, call.data_format,
+                                             kernel_in_axis=call.rank,
+                                             kernel_out_axis=call.rank + 1),
+        feature_group_count=call.channels, precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    return call.unfold(y)
+
+
+def separable_conv(
+    inputs: Any, depthwise_kernel: Any, pointwise_kernel: Any, strides: Any = 1,
+    padding: Any = "valid", data_format: str | None = None, dilation_rate: Any = 1, *,
+    precision: Any = None, preferred_element_type: Any = None,
+    name: str = "kconv.ops.separable_conv",
+) -> Array:
+    """N-d separable convolution: a depthwise convolution, then a 1×…×1 pointwise one.
+
+    Strides, padding and dilation apply to the depthwise step, as in Keras.
+
+    Args:
+      inputs: as :func:`conv`, with ``C`` channels.
+      depthwise_kernel: ``(*kernel_size, C, depth_multiplier)``.
+      pointwise_kernel: ``(*(1,) * N, C * depth_multiplier, filters)``.
+      strides, padding, data_format, dilation_rate, precision, preferred_element_type,
+      name: as :func:`conv`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> separable_conv(jnp.ones((2, 9, 3)), jnp.ones((3, 3, 2)), jnp.ones((1, 6, 5)),
+        ...                padding="same").shape
+        (2, 9, 5)
+    """
+    pointwise_kernel = jnp.asarray(pointwise_kernel)
+    depthwise_kernel = jnp.asarray(depthwise_kernel)
+    rank = depthwise_kernel.ndim - 2
+    expected = (1,) * rank + (depthwise_kernel.shape[-2] * depthwise_kernel.shape[-1],)
+    if pointwise_kernel.shape[:-1] != expected:
+        raise ValueError(
+            f"{name}: pointwise_kernel must have shape {expected + ('filters',)} for a "
+            f"depthwise_kernel of shape {depthwise_kernel.shape}, got {pointwise_kernel.shape}"
+        )
+    y = depthwise_conv(inputs, depthwise_kernel, strides, padding, data_format, dilation_rate,
+                       precision=precision, preferred_element_type=preferred_element_type,
+                       name=name)
+    return conv(y, pointwise_kernel, 1, "valid", data_format, 1, precision=precision,
+                preferred_element_type=preferred_element_type, name=name)
+
+
+def conv_transpose(
+    inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid",
+    output_padding: Any = None, data_format: str | None = None, dilation_rate: Any = 1, *,
+    precision: Any = None, preferred_element_type: Any = None,
+    name: str = "kconv.ops.conv_transpose",
+) -> Array:
+    """N-d transposed convolution, with Keras's output lengths and ``output_padding``.
+
+    It is the vector-Jacobian product of the forward convolution with the same kernel,
+    strides, padding and dilation (TF/Keras semantics): input position ``i`` and kernel tap
+    ``j`` contribute to output position ``i * stride + j * dilation - pad_lo``. It is
+    computed as a stride-1 convolution of the input dilated by ``strides``
+    (``lhs_dilation``) with the spatially reversed kernel, read through dimension numbers
+    in its ``(*k, filters, in)`` layout (no transposition).
+
+    Args:
+      inputs: as :func:`conv`, with ``C`` channels.
+      kernel: ``(*kernel_size, filters, C)`` — out before in, as Keras.
+      strides: int or tuple of N ints.
+      padding: ``"valid"`` or ``"same"``.
+      output_padding: ``None`` or an int / N ints, each below the stride: extra length at
+        the end of each axis (see :func:`kconv.ops.shapes.conv_transpose_output_length`).
+      data_format, dilation_rate, precision, preferred_element_type, name: as :func:`conv`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> conv_transpose(jnp.ones((1, 3, 1)), jnp.ones((2, 1, 1)), strides=2)[0, :, 0]
+        Array([1., 1., 1., 1., 1., 1.], dtype=float32)
+        >>> conv_transpose(jnp.ones((2, 16, 16, 64)), jnp.ones((3, 3, 32, 64)), strides=2,
+        ...                padding="same").shape
+        (2, 32, 32, 32)
+    """
+    call = _Call(name, inputs, kernel, strides, padding, data_format, dilation_rate,
+                 allowed_padding=("valid", "same"))
+    if not isinstance(call.padding, str):
+        raise TypeError(f"{name}: padding must be 'valid' or 'same', got {padding!r}")
+    rank, kernel = call.rank, call.kernel
+    if kernel.shape[-1] != call.channels:
+        raise ValueError(
+            f"{name}: the kernel expects {kernel.shape[-1]} input channels (kernel shape "
+            f"{kernel.shape}, layout (*kernel_size, filters, in_channels)), got an input of "
+            f"shape {jnp.shape(inputs)} with {call.channels} channels "
+            f"(data_format {call.data_format!r})"
+        )
+    kernel_size = kernel.shape[:-2]
+    out_pad = _args.output_padding(output_padding, rank, call.strides, name)
+    out_pad = out_pad if out_pad is not None else (None,) * rank
+    pads = [shapes.conv_transpose_padding(k, s, call.padding, op, d)
+            for k, s, op, d in zip(kernel_size, call.strides, out_pad, call.dilation)]
+    y = _conv_general_dilated(
+        call.x, lax.rev(kernel, tuple(range(rank))), strides=(1,) * rank, padding=pads,
+        lhs_dilation=call.strides, rhs_dilation=call.dilation,
+        dimension_numbers=_dimension_numbers(call.rank, call.data_format,
+                                             kernel_in_axis=rank + 1, kernel_out_axis=rank),
+        feature_group_count=1, precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    return call.unfold(y)

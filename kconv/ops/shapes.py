@@ -1,0 +1,278 @@
+"""Pure output-shape and padding arithmetic for the convolution family (ints in, ints out).
+
+These functions are what the ops and the layers use, so a layer's
+``compute_output_shape`` can never disagree with what its ``apply`` returns. ``None``
+dims (unknown batch or spatial sizes) pass through.
+
+Conventions (Keras 3 / TF / XLA), for one spatial axis of length ``n``, kernel ``k``,
+stride ``s`` and dilation ``d``, with ``k_eff = d * (k - 1) + 1``:
+
+- ``valid``: no padding, ``floor((n - k_eff) / s) + 1`` outputs.
+- ``same``: ``ceil(n / s)`` outputs; total padding ``max((out - 1) * s + k_eff - n, 0)``,
+  the odd one at the end.
+- ``causal``: ``d * (k - 1)`` on the left only, then ``valid`` (so ``n`` outputs at
+  stride 1).
+- explicit: a ``(lo, hi)`` pair per axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Union
+
+Padding = Union[str, Sequence[tuple[int, int]]]
+Shape = tuple[Union[int, None], ...]
+
+__all__ = [
+    "conv_output_length",
+    "conv_padding",
+    "conv_transpose_output_length",
+    "conv_transpose_padding",
+    "conv_output_shape",
+    "conv_transpose_output_shape",
+    "depthwise_conv_output_shape",
+    "separable_conv_output_shape",
+]
+
+
+def _tuple(value: Any, n: int) -> tuple:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return tuple(value)
+    return (value,) * n
+
+
+def _axis_paddings(padding: Padding, n: int) -> tuple:
+    """One padding spec per axis: the string, or that axis's explicit pair."""
+    if isinstance(padding, str):
+        return (padding.lower(),) * n
+    pairs = tuple(tuple(int(p) for p in pair) for pair in padding)
+    if len(pairs) != n or any(len(p) != 2 for p in pairs):
+        raise ValueError(f"explicit padding must be {n} (lo, hi) pairs, got {padding!r}")
+    return pairs
+
+
+def conv_padding(
+    length: int | None, kernel_size: int, stride: int, padding: str | tuple[int, int],
+    dilation: int = 1,
+) -> tuple[int, int]:
+    """The ``(lo, hi)`` padding of one spatial axis of a forward convolution.
+
+    Args:
+      length: input length; only needed for ``same`` with stride > 1.
+      kernel_size, stride, dilation: of this axis.
+      padding: ``"valid"``, ``"same"``, ``"causal"`` or an explicit ``(lo, hi)`` pair.
+
+    Example:
+        >>> conv_padding(4, 2, 1, "same")   # odd pad at the end, as TF/XLA
+        (0, 1)
+        >>> conv_padding(10, 3, 1, "causal", dilation=4)
+        (8, 0)
+    """
+    k_eff = dilation * (kernel_size - 1) + 1
+    if not isinstance(padding, str):
+        lo, hi = padding
+        return int(lo), int(hi)
+    if padding == "valid":
+        return 0, 0
+    if padding == "causal":
+        return k_eff - 1, 0
+    if padding == "same":
+        if stride == 1:
+            total = k_eff - 1
+        elif length is None:
+            raise ValueError("same padding with stride > 1 needs a known input length")
+        else:
+            out = -(-length // stride)
+            total = max((out - 1) * stride + k_eff - length, 0)
+        return total // 2, total - total // 2
+    raise ValueError(f"unknown padding {padding!r}")
+
+
+def conv_output_length(
+    length: int | None, kernel_size: int, stride: int, padding: str | tuple[int, int],
+    dilation: int = 1,
+) -> int | None:
+    """Output length of one spatial axis of a forward convolution (``None`` passes through).
+
+    Example:
+        >>> conv_output_length(10, 3, 2, "valid")
+        4
+        >>> conv_output_length(10, 3, 2, "same")
+        5
+        >>> conv_output_length(None, 3, 2, "same") is None
+        True
+    """
+    if length is None:
+        return None
+    k_eff = dilation * (kernel_size - 1) + 1
+    if padding == "same":
+        return -(-length // stride)
+    lo, hi = conv_padding(length, kernel_size, stride, padding, dilation)
+    padded = length + lo + hi
+    if padded < k_eff:
+        return 0
+    return (padded - k_eff) // stride + 1
+
+
+def conv_transpose_padding(
+    kernel_size: int, stride: int, padding: str, output_padding: int | None,
+    dilation: int = 1,
+) -> tuple[int, int]:
+    """``(lo, hi)`` padding of the stride-dilated input that gives Keras's transposed conv.
+
+    A transposed convolution is computed as a stride-1 convolution of the input dilated
+    by ``stride`` (``lhs_dilation``) with the spatially flipped kernel; this is the padding
+    of that convolution. It is Keras's rule (``keras/src/backend/common/backend_utils.py``,
+    ``_convert_conv_transpose_padding_args_from_keras_to_jax``), which makes the result the
+    vector-Jacobian product of the forward convolution with the same arguments.
+
+    Example:
+        >>> conv_transpose_padding(3, 2, "same", None)
+        (2, 1)
+        >>> conv_transpose_padding(3, 2, "valid", None)
+        (2, 2)
+    """
+    k_eff = dilation * (kernel_size - 1) + 1
+    if padding == "valid":
+        op = max(k_eff, stride) - k_eff if output_padding is None else output_padding
+        return k_eff - 1, k_eff - 1 + op
+    if padding == "same":
+        if output_padding is None:
+            pad_len = stride + k_eff - 2
+        else:
+            pad_len = k_eff + k_eff % 2 - 2 + output_padding
+        lo = min(pad_len // 2 + pad_len % 2, k_eff - 1)
+        return lo, pad_len - lo
+    raise ValueError(f"transposed convolution padding must be 'valid' or 'same', got {padding!r}")
+
+
+def conv_transpose_output_length(
+    length: int | None, kernel_size: int, stride: int, padding: str,
+    output_padding: int | None = None, dilation: int = 1,
+) -> int | None:
+    """Output length of one spatial axis of a transposed convolution (Keras's rule).
+
+    ``valid``: ``(n - 1) * s + k_eff + op`` (``op = None`` means ``max(k_eff, s) - k_eff``);
+    ``same``: ``n * s`` if ``op`` is ``None``, else ``(n - 1) * s + k_eff % 2 + op``.
+
+    Example:
+        >>> conv_transpose_output_length(16, 3, 2, "same")
+        32
+        >>> conv_transpose_output_length(16, 3, 2, "valid")
+        33
+        >>> conv_transpose_output_length(16, 3, 2, "same", output_padding=0)
+        31
+    """
+    if length is None:
+        return None
+    k_eff = dilation * (kernel_size - 1) + 1
+    lo, hi = conv_transpose_padding(kernel_size, stride, padding, output_padding, dilation)
+    return (length - 1) * stride + 1 + lo + hi - k_eff + 1
+
+
+def _split(input_shape: Sequence, data_format: str) -> tuple[Any, Any, list]:
+    shape = tuple(input_shape)
+    if len(shape) < 3:
+        raise ValueError(f"expected an input shape (batch, spatial..., channels) of rank >= 3, "
+                         f"got {shape}")
+    if data_format == "channels_last":
+        return shape[0], shape[-1], list(shape[1:-1])
+    return shape[0], shape[1], list(shape[2:])
+
+
+def _join(batch: Any, channels: Any, spatial: Sequence, data_format: str) -> Shape:
+    if data_format == "channels_last":
+        return (batch, *spatial, channels)
+    return (batch, channels, *spatial)
+
+
+def _forward_spatial(
+    input_shape: Sequence, spatial: list, kernel_size: Any, strides: Any, padding: Padding,
+    dilation_rate: Any,
+) -> list:
+    n = len(spatial)
+    ks, ss, ds = _tuple(kernel_size, n), _tuple(strides, n), _tuple(dilation_rate, n)
+    pads = _axis_paddings(padding, n)
+    out = [conv_output_length(*args) for args in zip(spatial, ks, ss, pads, ds)]
+    if any(o is not None and o <= 0 for o in out):
+        raise ValueError(
+            f"convolution output would be empty: input shape {tuple(input_shape)}, "
+            f"kernel_size {ks}, strides {ss}, padding {padding!r}, dilation_rate {ds} "
+            f"give spatial output {tuple(out)}"
+        )
+    return out
+
+
+def conv_output_shape(
+    input_shape: Sequence, filters: int, kernel_size: Any, strides: Any = 1,
+    padding: Padding = "valid", data_format: str = "channels_last", dilation_rate: Any = 1,
+) -> Shape:
+    """Output shape of :func:`kconv.ops.conv` (rank from ``len(input_shape) - 2``).
+
+    Example:
+        >>> conv_output_shape((None, 32, 32, 3), 16, 3, strides=2, padding="same")
+        (None, 16, 16, 16)
+        >>> conv_output_shape((8, 3, None, 10), 4, (3, 3), data_format="channels_first")
+        (8, 4, None, 8)
+    """
+    batch, _, spatial = _split(input_shape, data_format)
+    out = _forward_spatial(input_shape, spatial, kernel_size, strides, padding, dilation_rate)
+    return _join(batch, filters, out, data_format)
+
+
+def depthwise_conv_output_shape(
+    input_shape: Sequence, kernel_size: Any, depth_multiplier: int = 1, strides: Any = 1,
+    padding: Padding = "valid", data_format: str = "channels_last", dilation_rate: Any = 1,
+) -> Shape:
+    """Output shape of :func:`kconv.ops.depthwise_conv`.
+
+    Example:
+        >>> depthwise_conv_output_shape((2, 10, 10, 3), 3, depth_multiplier=2)
+        (2, 8, 8, 6)
+    """
+    batch, channels, spatial = _split(input_shape, data_format)
+    out = _forward_spatial(input_shape, spatial, kernel_size, strides, padding, dilation_rate)
+    out_channels = None if channels is None else channels * depth_multiplier
+    return _join(batch, out_channels, out, data_format)
+
+
+def separable_conv_output_shape(
+    input_shape: Sequence, filters: int, kernel_size: Any, strides: Any = 1,
+    padding: Padding = "valid", data_format: str = "channels_last", dilation_rate: Any = 1,
+) -> Shape:
+    """Output shape of :func:`kconv.ops.separable_conv` (same as a dense convolution's).
+
+    Example:
+        >>> separable_conv_output_shape((2, 10, 3), 5, 3, padding="same")
+        (2, 10, 5)
+    """
+    return conv_output_shape(input_shape, filters, kernel_size, strides, padding,
+                             data_format, dilation_rate)
+
+
+def conv_transpose_output_shape(
+    input_shape: Sequence, filters: int, kernel_size: Any, strides: Any = 1,
+    padding: str = "valid", output_padding: Any = None, data_format: str = "channels_last",
+    dilation_rate: Any = 1,
+) -> Shape:
+    """Output shape of :func:`kconv.ops.conv_transpose` (Keras's lengths).
+
+    Example:
+        >>> conv_transpose_output_shape((16, 16, 16, 64), 32, 3, strides=2, padding="same")
+        (16, 32, 32, 32)
+        >>> conv_transpose_output_shape((None, 5, 3), 2, 4, strides=3, output_padding=1)
+        (None, 17, 2)
+    """
+    batch, _, spatial = _split(input_shape, data_format)
+    n = len(spatial)
+    ks, ss, ds = _tuple(kernel_size, n), _tuple(strides, n), _tuple(dilation_rate, n)
+    ops_ = _tuple(output_padding, n)
+    out = [conv_transpose_output_length(length, k, s, padding.lower(), op, d)
+           for length, k, s, op, d in zip(spatial, ks, ss, ops_, ds)]
+    if any(o is not None and o <= 0 for o in out):
+        raise ValueError(
+            f"transposed convolution output would be empty: input shape "
+            f"{tuple(input_shape)} gives spatial output {tuple(out)}"
+        )
+    return _join(batch, filters, out, data_format)
+
