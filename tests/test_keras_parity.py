@@ -1,0 +1,223 @@
+"""Keras 3 on the JAX backend as the numerical oracle for the ten convolution layers.
+
+Same weights -> same outputs, same gradients w.r.t. inputs and weights (float32 within
+1e-5 relative), same weight names and shapes, same compute_output_shape, same get_config,
+and `from_config(keras_layer.get_config())` builds the same layer; regularization losses
+and constraint projections equal Keras's.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import kconv  # noqa: E402
+
+CL, CF = "channels_last", "channels_first"
+
+
+def _plain(**kwargs):
+    return lambda m: dict(kwargs)
+
+
+# (layer class name, kwargs builder taking the module (keras or kconv), input shape)
+CASES = [
+    ("Conv1D", _plain(filters=4, kernel_size=3), (2, 11, 3)),
+    ("Conv1D", _plain(filters=4, kernel_size=3, strides=2, padding="same"), (2, 12, 3)),
+    ("Conv1D", _plain(filters=4, kernel_size=3, padding="causal", dilation_rate=2), (2, 11, 3)),
+    ("Conv1D", _plain(filters=4, kernel_size=2, padding="causal", data_format=CF), (2, 3, 9)),
+    ("Conv1D", _plain(filters=6, kernel_size=3, groups=2, activation="relu"), (2, 10, 4)),
+    ("Conv2D", _plain(filters=5, kernel_size=3), (2, 8, 9, 3)),
+    ("Conv2D", _plain(filters=5, kernel_size=(3, 2), strides=2, padding="same"), (2, 9, 8, 3)),
+    ("Conv2D", _plain(filters=4, kernel_size=2, padding="same", data_format=CF,
+                      use_bias=False), (2, 3, 7, 6)),
+    ("Conv2D", _plain(filters=4, kernel_size=3, dilation_rate=2, activation="tanh"),
+     (2, 9, 9, 2)),
+    ("Conv2D", _plain(filters=6, kernel_size=3, groups=3, strides=(1, 2), padding="same",
+                      data_format=CF), (2, 6, 7, 7)),
+    ("Conv3D", _plain(filters=3, kernel_size=2), (2, 5, 4, 6, 2)),
+    ("Conv3D", _plain(filters=4, kernel_size=3, strides=2, padding="same", data_format=CF),
+     (1, 2, 5, 6, 5)),
+    ("SeparableConv1D", _plain(filters=4, kernel_size=3, depth_multiplier=2), (2, 10, 3)),
+    ("SeparableConv1D", _plain(filters=4, kernel_size=3, strides=2, padding="same",
+                               data_format=CF), (2, 3, 11)),
+    ("SeparableConv2D", _plain(filters=5, kernel_size=3, padding="same", dilation_rate=2),
+     (2, 8, 8, 3)),
+    ("SeparableConv2D", _plain(filters=4, kernel_size=(2, 3), strides=2, depth_multiplier=3,
+                               data_format=CF, activation="sigmoid"), (2, 2, 9, 8)),
+    ("DepthwiseConv1D", _plain(kernel_size=3, depth_multiplier=2), (2, 10, 3)),
+    ("DepthwiseConv1D", _plain(kernel_size=4, strides=2, padding="same", data_format=CF),
+     (2, 3, 11)),
+    ("DepthwiseConv2D", _plain(kernel_size=3, padding="same"), (2, 7, 8, 4)),
+    ("DepthwiseConv2D", _plain(kernel_size=(3, 2), depth_multiplier=2, dilation_rate=2,
+                               data_format=CF, use_bias=False), (2, 3, 9, 8)),
+    ("Conv1DTranspose", _plain(filters=4, kernel_size=3, strides=2), (2, 6, 3)),
+    ("Conv1DTranspose", _plain(filters=4, kernel_size=4, strides=3, padding="same",
+                               output_padding=1), (2, 5, 3)),
+    ("Conv1DTranspose", _plain(filters=2, kernel_size=3, dilation_rate=2, data_format=CF),
+     (2, 3, 6)),
+    ("Conv2DTranspose", _plain(filters=4, kernel_size=3, strides=2, padding="same"),
+     (2, 4, 5, 3)),
+    ("Conv2DTranspose", _plain(filters=4, kernel_size=(2, 3), strides=(2, 3), padding="valid",
+                               output_padding=(1, 2), data_format=CF), (2, 3, 4, 4)),
+    ("Conv3DTranspose", _plain(filters=3, kernel_size=2, strides=2), (1, 3, 2, 3, 2)),
+    ("Conv3DTranspose", _plain(filters=2, kernel_size=3, strides=2, padding="same",
+                               data_format=CF, output_padding=1), (1, 2, 3, 2, 3)),
+]
+
+# Cases with every kind of weight/activity regularizer and constraint.
+PENALTY_CASES = [
+    ("Conv2D", lambda m: dict(
+        filters=4, kernel_size=3, kernel_regularizer=m.regularizers.L1L2(0.01, 0.02),
+        bias_regularizer=m.regularizers.L2(0.3), activity_regularizer=m.regularizers.L1(0.05),
+        kernel_constraint=m.constraints.MaxNorm(0.5, axis=[0, 1, 2]),
+        bias_constraint=m.constraints.NonNeg()), (3, 7, 7, 2)),
+    ("SeparableConv1D", lambda m: dict(
+        filters=3, kernel_size=3, depthwise_regularizer="l2", pointwise_regularizer="l1",
+        activity_regularizer=m.regularizers.L2(0.1),
+        depthwise_constraint=m.constraints.UnitNorm(axis=0),
+        pointwise_constraint=m.constraints.MinMaxNorm(0.2, 0.6, rate=0.5, axis=1),
+        bias_constraint=m.constraints.NonNeg()), (4, 9, 2)),
+    ("DepthwiseConv2D", lambda m: dict(
+        kernel_size=2, depth_multiplier=2, depthwise_regularizer=m.regularizers.L1(0.2),
+        bias_regularizer="l1", depthwise_constraint=m.constraints.MaxNorm(0.3)),
+     (2, 5, 5, 3)),
+    ("Conv1DTranspose", lambda m: dict(
+        filters=3, kernel_size=3, strides=2, kernel_regularizer="l1l2",
+        activity_regularizer="l2", kernel_constraint="non_neg"), (5, 4, 2)),
+    ("Conv3D", lambda m: dict(
+        filters=2, kernel_size=2, kernel_regularizer=m.regularizers.L2(0.5),
+        kernel_constraint=m.constraints.UnitNorm(axis=[0, 1, 2, 3])), (2, 3, 3, 3, 2)),
+]
+
+ALL = CASES + PENALTY_CASES
+IDS = [f"{c[0]}-{i}" for i, c in enumerate(ALL)]
+
+
+def _pair(name, kwargs_fn, input_shape, seed=0):
+    """A built Keras layer with random weights, and the kconv layer and params for it."""
+    keras_layer = getattr(keras.layers, name)(**kwargs_fn(keras))
+    keras_layer.build(input_shape)
+    rng = np.random.default_rng(seed)
+    weights = [rng.standard_normal(w.shape).astype(np.float32) * 0.5
+               for w in keras_layer.get_weights()]
+    keras_layer.set_weights(weights)
+    layer = getattr(kconv, name)(**kwargs_fn(kconv))
+    names = [w.path.split("/")[-1] for w in keras_layer.weights]
+    params = dict(zip(names, map(jnp.asarray, weights)))
+    return keras_layer, layer, params
+
+
+def _rtol_close(actual, expected, rtol=1e-5):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = np.max(np.abs(expected), initial=0.0)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("name,kwargs_fn,input_shape", ALL, ids=IDS)
+def test_weights_have_keras_names_and_shapes(name, kwargs_fn, input_shape):
+    keras_layer, layer, _ = _pair(name, kwargs_fn, input_shape)
+    params = layer.init(jax.random.key(0), (None,) + input_shape[1:])
+    expected = {w.path.split("/")[-1]: tuple(w.shape) for w in keras_layer.weights}
+    assert {k: v.shape for k, v in params.items()} == expected
+    assert list(params) == list(expected)  # Keras's weight order
+    assert all(v.dtype == jnp.float32 for v in params.values())
+
+
+@pytest.mark.parametrize("name,kwargs_fn,input_shape", ALL, ids=IDS)
+def test_outputs_and_gradients_match_keras(name, kwargs_fn, input_shape):
+    keras_layer, layer, params = _pair(name, kwargs_fn, input_shape)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(input_shape).astype(np.float32)
+    expected = np.asarray(keras_layer(x))
+    _rtol_close(layer(params, x), expected)
+    _rtol_close(jax.jit(layer)(params, x), expected)
+
+    cot = rng.standard_normal(expected.shape).astype(np.float32)
+    trainable = [v.value for v in keras_layer.trainable_variables]
+
+    def keras_loss(tv, x):
+        y, _ = keras_layer.stateless_call(tv, [], x)
+        return jnp.sum(y * cot)
+
+    def kconv_loss(p, x):
+        return jnp.sum(layer(p, x) * cot)
+
+    k_grads, k_gx = jax.grad(keras_loss, argnums=(0, 1))(trainable, x)
+    g_params, g_x = jax.grad(kconv_loss, argnums=(0, 1))(params, x)
+    _rtol_close(g_x, k_gx)
+    for var, kg in zip(keras_layer.trainable_variables, k_grads):
+        _rtol_close(g_params[var.path.split("/")[-1]], kg)
+
+
+@pytest.mark.parametrize("name,kwargs_fn,input_shape", ALL, ids=IDS)
+def test_compute_output_shape_matches_keras(name, kwargs_fn, input_shape):
+    keras_layer, layer, _ = _pair(name, kwargs_fn, input_shape)
+    assert layer.compute_output_shape(input_shape) == tuple(
+        keras_layer.compute_output_shape(input_shape))
+    unknown_batch = (None,) + tuple(input_shape[1:])
+    assert layer.compute_output_shape(unknown_batch) == tuple(
+        keras_layer.compute_output_shape(unknown_batch))
+
+
+@pytest.mark.parametrize("name,kwargs_fn,input_shape", ALL, ids=IDS)
+def test_config_matches_keras(name, kwargs_fn, input_shape):
+    keras_layer, layer, _ = _pair(name, kwargs_fn, input_shape)
+    keras_config = keras_layer.get_config()
+    cls = getattr(kconv, name)
+    rebuilt = cls.from_config(keras_config)
+    assert rebuilt == cls(**kwargs_fn(kconv), dtype="float32")
+    expected = {k: v for k, v in keras_config.items() if k not in ("name", "trainable", "dtype")}
+    assert layer.get_config() == expected
+    # ...and Keras builds the same layer from kconv's config.
+    back = getattr(keras.layers, name).from_config(layer.get_config())
+    assert {k: v for k, v in back.get_config().items() if k != "name"} == {
+        k: v for k, v in keras_config.items() if k != "name"}
+
+
+@pytest.mark.parametrize("name,kwargs_fn,input_shape", PENALTY_CASES,
+                         ids=[c[0] for c in PENALTY_CASES])
+def test_regularization_losses_match_keras(name, kwargs_fn, input_shape):
+    keras_layer, layer, params = _pair(name, kwargs_fn, input_shape)
+    x = np.random.default_rng(2).standard_normal(input_shape).astype(np.float32)
+    y = keras_layer(x)  # records the activity penalty in keras_layer.losses
+    expected = float(sum(np.asarray(loss) for loss in keras_layer.losses))
+    got = layer.regularization_losses(params, layer(params, x))
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    weights_only = float(sum(np.asarray(w.regularizer(w.value)) for w in keras_layer.weights
+                             if w.regularizer is not None))
+    np.testing.assert_allclose(float(layer.regularization_losses(params)), weights_only,
+                               rtol=1e-5)
+    assert np.asarray(y).shape == layer(params, x).shape
+
+
+@pytest.mark.parametrize("name,kwargs_fn,input_shape", PENALTY_CASES,
+                         ids=[c[0] for c in PENALTY_CASES])
+def test_constrain_matches_keras(name, kwargs_fn, input_shape):
+    keras_layer, layer, params = _pair(name, kwargs_fn, input_shape)
+    projected = layer.constrain(params)
+    for var in keras_layer.weights:
+        key = var.path.split("/")[-1]
+        expected = var.value if var.constraint is None else var.constraint(var.value)
+        _rtol_close(projected[key], expected)
+
+
+@pytest.mark.parametrize("name", ["Conv1D", "Conv2D", "Conv3D", "SeparableConv1D",
+                                  "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D",
+                                  "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"])
+def test_signature_matches_keras(name):
+    import inspect
+
+    keras_params = list(inspect.signature(getattr(keras.layers, name).__init__).parameters
+                        .values())[1:-1]  # drop self and **kwargs
+    ours = list(inspect.signature(getattr(kconv, name)).parameters.values())
+    assert [(p.name, p.default) for p in ours[:len(keras_params)]] == [
+        (p.name, p.default) for p in keras_params]
+    assert [p.name for p in ours[len(keras_params):]] == ["dtype", "param_dtype", "precision"]
+    assert all(p.kind is p.KEYWORD_ONLY for p in ours[len(keras_params):])
