@@ -1,0 +1,307 @@
+"""The pure-tier contract of the ten convolution layers: transforms, gradients, dtypes,
+errors, data_format resolution, configs. Numbers are checked against the float64 NumPy
+reference (tests/reference.py) or against another independent path, never against the
+code itself."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import kconv
+from tests import reference as ref
+
+# One small instance of every layer, with an input shape (batch 2).
+LAYERS = [
+    (kconv.Conv1D(4, 3, padding="causal", dilation_rate=2, activation="tanh"), (2, 9, 3)),
+    (kconv.Conv2D(4, (3, 2), strides=2, padding="same", groups=2), (2, 7, 6, 4)),
+    (kconv.Conv3D(3, 2, data_format="channels_first"), (2, 2, 4, 3, 4)),
+    (kconv.SeparableConv1D(4, 3, depth_multiplier=2, padding="same"), (2, 8, 3)),
+    (kconv.SeparableConv2D(3, 3, strides=2, data_format="channels_first"), (2, 2, 7, 7)),
+    (kconv.DepthwiseConv1D(3, depth_multiplier=2, activation="relu"), (2, 8, 3)),
+    (kconv.DepthwiseConv2D(2, padding="same", dilation_rate=2), (2, 6, 5, 3)),
+    (kconv.Conv1DTranspose(3, 3, strides=2, output_padding=1), (2, 5, 2)),
+    (kconv.Conv2DTranspose(3, 3, strides=2, padding="same", data_format="channels_first"),
+     (2, 2, 4, 3)),
+    (kconv.Conv3DTranspose(2, 2, strides=(1, 2, 2)), (2, 2, 3, 2, 3)),
+]
+IDS = [type(layer).__name__ for layer, _ in LAYERS]
+
+
+def _setup(layer, shape, seed=0):
+    params = layer.init(jax.random.key(seed), (None,) + shape[1:])
+    # Non-zero biases, so that bias handling is exercised everywhere.
+    params = {k: v + 0.1 * jnp.arange(v.size, dtype=v.dtype).reshape(v.shape) / v.size
+              for k, v in params.items()}
+    x = jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+    return params, x
+
+
+def _reference(layer, params, x):
+    """Float64 reference of a layer: NumPy op + bias + the activation, all independent."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    x = np.asarray(x, np.float64)
+    args = dict(strides=layer.strides, padding=layer.padding,
+                data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+    if isinstance(layer, kconv.layers.ConvTranspose):
+        y = ref.conv_transpose(x, p["kernel"], output_padding=layer.output_padding, **args)
+    elif isinstance(layer, kconv.layers.SeparableConv):
+        y = ref.separable_conv(x, p["depthwise_kernel"], p["pointwise_kernel"], **args)
+    elif isinstance(layer, kconv.layers.DepthwiseConv):
+        y = ref.depthwise_conv_direct(x, p["kernel"], **args)
+    else:
+        y = ref.conv(x, p["kernel"], groups=layer.groups, **args)
+    if layer.use_bias:
+        shape = (-1,) if layer.data_format == "channels_last" else (-1,) + (1,) * layer.rank
+        y = y + p["bias"].reshape(shape)
+    return {"linear": y, "tanh": np.tanh(y), "relu": np.maximum(y, 0)}[
+        kconv.activations.serialize(layer.activation)]
+
+
+@pytest.mark.parametrize("layer,shape", LAYERS, ids=IDS)
+def test_apply_matches_float64_reference(layer, shape):
+    params, x = _setup(layer, shape)
+    y = layer(params, x)
+    want = _reference(layer, params, x)
+    np.testing.assert_allclose(np.asarray(y), want, rtol=1e-5, atol=1e-5)
+    assert y.shape == layer.compute_output_shape(shape)
+    assert y.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("layer,shape", LAYERS, ids=IDS)
+def test_transforms(layer, shape):
+    params, x = _setup(layer, shape)
+    y = layer(params, x)
+    tol = dict(rtol=1e-5, atol=1e-5)
+    # jit, with the layer as a static (hashable) argument too.
+    np.testing.assert_allclose(jax.jit(layer.apply)(params, x), y, **tol)
+    np.testing.assert_allclose(
+        jax.jit(lambda lyr, p, v: lyr(p, v), static_argnums=0)(layer, params, x), y, **tol)
+    # vmap over unbatched (rank N+1) examples; and extra leading batch dims.
+    np.testing.assert_allclose(jax.vmap(layer, in_axes=(None, 0))(params, x), y, **tol)
+    np.testing.assert_allclose(layer(params, x[0]), y[0], **tol)
+    stacked = layer(params, jnp.stack([x, 2 * x]))
+    np.testing.assert_allclose(stacked[1], layer(params, 2 * x), **tol)
+    # lax.scan over a sequence of batches.
+    _, ys = jax.lax.scan(lambda c, xi: (c, layer(params, xi)), 0.0, jnp.stack([x, -x]))
+    np.testing.assert_allclose(ys[1], layer(params, -x), **tol)
+    # grad, jvp and remat agree with each other.
+    loss = lambda p, v: jnp.sum(jnp.sin(layer(p, v)))  # noqa: E731
+    g = jax.grad(loss, argnums=(0, 1))(params, x)
+    g_remat = jax.grad(jax.checkpoint(loss), argnums=(0, 1))(params, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), g, g_remat)
+    tangent = jnp.ones_like(x)
+    _, jvp_out = jax.jvp(lambda v: loss(params, v), (x,), (tangent,))
+    np.testing.assert_allclose(jvp_out, jnp.sum(g[1] * tangent), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layer,shape", LAYERS, ids=IDS)
+def test_check_grads(layer, shape):
+    # A smooth activation: finite differences across relu's kink are meaningless.
+    layer = dataclasses.replace(layer, activation="tanh")
+    params, x = _setup(layer, shape)
+    # Second order too: grad of grad must keep working through any lowering.
+    check_grads(lambda p, v: layer(p, v), (params, x), order=2, modes=("fwd", "rev"),
+                atol=5e-2, rtol=5e-2, eps=1e-2)
+
+
+@pytest.mark.parametrize("layer,shape", LAYERS, ids=IDS)
+def test_mixed_precision(layer, shape):
+    params, x = _setup(layer, shape)
+    low = dataclasses.replace(layer, dtype="bfloat16")
+    y = low(params, x)
+    assert y.dtype == jnp.bfloat16
+    want = _reference(layer, jax.tree.map(lambda a: a.astype(jnp.bfloat16), params),
+                      x.astype(jnp.bfloat16))
+    np.testing.assert_allclose(np.asarray(y, np.float64), want, rtol=5e-2, atol=5e-2)
+    # The input's dtype decides when dtype is None; params stay float32.
+    assert layer(params, x.astype(jnp.float16)).dtype == jnp.float16
+    assert layer(params, (x > 0).astype(jnp.int32)).dtype == jnp.float32
+    bf16 = dataclasses.replace(layer, param_dtype="bfloat16").init(jax.random.key(0),
+                                                                   shape)
+    assert all(v.dtype == jnp.bfloat16 for v in bf16.values())
+
+
+@pytest.mark.parametrize("layer,shape", LAYERS, ids=IDS)
+def test_config_round_trip_and_hash(layer, shape):
+    config = layer.get_config()
+    assert type(layer).from_config(config) == layer
+    assert hash(type(layer).from_config(config)) == hash(layer)
+    json.dumps(config)  # plain JSON-able values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        layer.padding = "same"
+    for variant in (dict(dtype="bfloat16"), dict(param_dtype="bfloat16"),
+                    dict(dtype="float16", param_dtype="bfloat16")):
+        changed = dataclasses.replace(layer, **variant)
+        assert type(layer).from_config(changed.get_config()) == changed
+    assert dataclasses.replace(layer, dtype="bfloat16").get_config()["dtype"] == \
+        "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("layer,shape", LAYERS, ids=IDS)
+def test_input_errors_at_trace_time(layer, shape):
+    params, x = _setup(layer, shape)
+    name = type(layer).__name__
+    channel_axis = -1 if layer.data_format == "channels_last" else -(layer.rank + 1)
+    wrong = list(x.shape)
+    wrong[channel_axis] += 1
+    for run in (layer, jax.jit(layer)):
+        with pytest.raises(ValueError, match=rf"{name}: .*expect.*channels.*{tuple(wrong)}"):
+            run(params, jnp.ones(wrong))
+        with pytest.raises(ValueError, match=rf"{name}: expected an input of rank"):
+            run(params, jnp.ones(x.shape[-layer.rank:]))
+    with pytest.raises(ValueError, match=rf"{name}: params are missing"):
+        layer({}, x)
+
+
+@pytest.mark.parametrize("cls", [kconv.Conv2D, kconv.SeparableConv2D])
+def test_window_larger_than_input(cls):
+    layer = cls(2, 5)
+    params = layer.init(jax.random.key(0), (None, 8, 8, 1))
+    with pytest.raises(ValueError, match=r"window is larger.*\(1, 3, 8, 1\)"):
+        jax.jit(layer)(params, jnp.ones((1, 3, 8, 1)))
+    with pytest.raises(ValueError, match="empty"):
+        layer.compute_output_shape((None, 3, 8, 1))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: kconv.Conv2D(0, 3), r"Conv2D: filters must be a positive integer, got 0"),
+    (lambda: kconv.Conv2D(2.5, 3), r"Conv2D: filters must be a positive integer, got 2.5"),
+    (lambda: kconv.Conv2D(2, (1, 0)), r"Conv2D: kernel_size must be positive.*\(1, 0\)"),
+    (lambda: kconv.Conv2D(2, (1, 2, 3)), r"Conv2D: kernel_size must be .*2 ints.*\(1, 2, 3\)"),
+    (lambda: kconv.Conv3D(2, 3, strides=(2, 0, 1)), r"Conv3D: strides .*\(2, 0, 1\)"),
+    (lambda: kconv.Conv1D(2, 3, dilation_rate=-1), r"Conv1D: dilation_rate .*-1"),
+    (lambda: kconv.Conv2D(2, 3, padding="full"), r"Conv2D: padding must be one of.*'full'"),
+    (lambda: kconv.Conv2D(2, 3, padding="causal"), r"Conv2D: padding .*'causal'"),
+    (lambda: kconv.Conv1DTranspose(2, 3, padding="causal"),
+     r"Conv1DTranspose: padding .*'causal'"),
+    (lambda: kconv.Conv2D(2, 3, data_format="NHWC"), r"Conv2D: data_format .*'NHWC'"),
+    (lambda: kconv.Conv2D(3, 3, groups=2), r"Conv2D: filters must be divisible by groups"),
+    (lambda: kconv.Conv2D(2, 3, groups=0), r"Conv2D: groups must be a positive integer, got 0"),
+    (lambda: kconv.Conv2D(2, 3, activation="nope"), r"Conv2D: invalid activation 'nope'"),
+    (lambda: kconv.Conv2D(2, 3, kernel_initializer="nope"),
+     r"Conv2D: invalid kernel_initializer 'nope'"),
+    (lambda: kconv.Conv2D(2, 3, kernel_regularizer="nope"),
+     r"Conv2D: invalid kernel_regularizer 'nope'"),
+    (lambda: kconv.Conv2D(2, 3, bias_constraint="nope"),
+     r"Conv2D: invalid bias_constraint 'nope'"),
+    (lambda: kconv.Conv2D(2, 3, use_bias="yes"), r"Conv2D: use_bias must be a bool, got 'yes'"),
+    (lambda: kconv.Conv2D(2, 3, dtype="int32"), r"Conv2D: dtype must be a floating.*int32"),
+    (lambda: kconv.Conv2DTranspose(2, 3, strides=2, output_padding=2),
+     r"Conv2DTranspose: output_padding must be smaller than strides.*2"),
+    (lambda: kconv.Conv2DTranspose(2, 3, output_padding=-1),
+     r"Conv2DTranspose: output_padding .*-1"),
+    (lambda: kconv.DepthwiseConv2D(3, depth_multiplier=0),
+     r"DepthwiseConv2D: depth_multiplier must be a positive integer, got 0"),
+    (lambda: kconv.SeparableConv1D(2, "3"), r"SeparableConv1D: kernel_size .*'3'"),
+])
+def test_argument_errors(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
+
+
+def test_init_errors():
+    with pytest.raises(ValueError, match=r"Conv2D: expected an input_shape of rank 4.*\(8, 8\)"):
+        kconv.Conv2D(2, 3).init(jax.random.key(0), (8, 8))
+    with pytest.raises(ValueError, match=r"Conv2D: the channel dimension.*None"):
+        kconv.Conv2D(2, 3).init(jax.random.key(0), (None, 8, 8, None))
+    with pytest.raises(ValueError, match=r"Conv1D: the input channels \(3\).*groups=2"):
+        kconv.Conv1D(2, 3, groups=2).init(jax.random.key(0), (None, 8, 3))
+
+
+def test_causal_output_never_sees_the_future():
+    layer = kconv.Conv1D(2, 3, padding="causal", dilation_rate=3)
+    params = layer.init(jax.random.key(0), (None, 20, 1))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 20, 1)), jnp.float32)
+    jac = jax.jacobian(lambda v: layer(params, v)[0, :, 0])(x)[:, 0, :, 0]
+    assert jnp.all(jnp.triu(jac, k=1) == 0)  # d y[t] / d x[s] == 0 for s > t
+    assert jnp.any(jnp.tril(jac) != 0)
+    cf = kconv.Conv1D(2, 3, padding="causal", dilation_rate=3, data_format="channels_first")
+    np.testing.assert_allclose(cf(params, jnp.swapaxes(x, 1, 2)),
+                               jnp.swapaxes(layer(params, x), 1, 2), rtol=1e-6, atol=1e-6)
+
+
+def test_regularization_losses_batch_size_and_unbatched():
+    layer = kconv.Conv1D(2, 3, activity_regularizer=kconv.regularizers.L1(1.0),
+                         use_bias=False)
+    params = layer.init(jax.random.key(0), (None, 6, 1))
+    x = jnp.ones((4, 6, 1))
+    y = layer(params, x)
+    np.testing.assert_allclose(layer.regularization_losses(params, y),
+                               np.abs(np.asarray(y)).sum() / 4, rtol=1e-6)
+    np.testing.assert_allclose(layer.regularization_losses(params, y[0]),
+                               np.abs(np.asarray(y[0])).sum(), rtol=1e-6)
+    assert float(layer.regularization_losses(params)) == 0.0
+    grads = jax.grad(lambda p: layer.regularization_losses(p, layer(p, x)))(params)
+    assert grads["kernel"].shape == params["kernel"].shape
+
+
+def test_callables_are_accepted():
+    def my_init(key, shape, dtype=jnp.float32):
+        return jnp.full(shape, 0.5, dtype)
+
+    layer = kconv.Conv1D(2, 3, activation=jnp.abs, kernel_initializer=my_init,
+                         kernel_regularizer=lambda w: 3.0 * jnp.sum(w),
+                         kernel_constraint=lambda w: jnp.clip(w, 0.0, 0.25))
+    params = layer.init(jax.random.key(0), (None, 5, 2))
+    np.testing.assert_array_equal(params["kernel"], np.full((3, 2, 2), 0.5))
+    np.testing.assert_allclose(layer.regularization_losses(params), 3.0 * 0.5 * 12)
+    np.testing.assert_array_equal(layer.constrain(params)["kernel"], np.full((3, 2, 2), 0.25))
+    x = -jnp.ones((1, 5, 2))
+    np.testing.assert_allclose(layer(params, x), np.full((1, 3, 2), 3.0))
+    hash(layer)
+
+
+class TestDataFormatResolution:
+    @pytest.fixture(autouse=True)
+    def _isolated(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.delenv("KERAS_HOME", raising=False)
+        kconv.config.set_image_data_format(None)
+        yield
+        kconv.config.set_image_data_format(None)
+
+    @staticmethod
+    def _write(folder, value):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "keras.json").write_text(json.dumps({"image_data_format": value}))
+
+    def test_order(self, tmp_path, monkeypatch):
+        assert kconv.Conv1D(2, 3).data_format == "channels_last"
+        self._write(tmp_path / "home" / ".keras", "channels_first")
+        assert kconv.Conv1D(2, 3).data_format == "channels_first"
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+        self._write(tmp_path / "kh", "channels_last")
+        assert kconv.Conv2D(2, 3).data_format == "channels_last"
+        kconv.config.set_image_data_format("channels_first")
+        assert kconv.Conv3DTranspose(2, 3).data_format == "channels_first"
+        assert kconv.Conv2D(2, 3, data_format="channels_last").data_format == "channels_last"
+
+    def test_resolved_at_construction(self):
+        layer = kconv.Conv2D(2, 3)
+        kconv.config.set_image_data_format("channels_first")
+        assert layer.data_format == "channels_last"
+        assert layer.get_config()["data_format"] == "channels_last"
+
+    def test_bad_values(self, tmp_path):
+        with pytest.raises(ValueError, match="set_image_data_format.*'NCHW'"):
+            kconv.config.set_image_data_format("NCHW")
+        self._write(tmp_path / "home" / ".keras", "sideways")
+        with pytest.raises(ValueError, match="keras.json.*'sideways'"):
+            kconv.Conv2D(2, 3)
+
+
+def test_from_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match=r"Conv2D.from_config: unknown config key.*'lora_rank'"):
+        kconv.Conv2D.from_config({"filters": 2, "kernel_size": 3, "lora_rank": 4})
+
+
+def test_precision_is_passed_to_lax():
+    layer = kconv.Conv2D(2, 3, precision="highest")
+    params = layer.init(jax.random.key(0), (None, 5, 5, 2))
+    hlo = jax.jit(layer).lower(params, jnp.ones((1, 5, 5, 2))).as_text()
+    assert "HIGHEST" in hlo.upper()
