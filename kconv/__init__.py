@@ -19,14 +19,35 @@ from kconv.layers import (
     Conv2DTranspose,
     Conv3D,
     Conv3DTranspose,
+    Cropping1D,
+    Cropping2D,
+    Cropping3D,
     DepthwiseConv1D,
     DepthwiseConv2D,
     Layer,
     SeparableConv1D,
     SeparableConv2D,
+    UpSampling1D,
+    UpSampling2D,
+    UpSampling3D,
+    ZeroPadding1D,
+    ZeroPadding2D,
+    ZeroPadding3D,
 )
 
 __version__ = "0.1.0"
+
+# The Flax and optax tiers load on first use (``kconv.nnx.Conv2D``), so ``import kconv``
+# alone never imports Flax: the pure core does not depend on it.
+_LAZY_SUBMODULES = ("linen", "nnx", "optax")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"kconv.{name}")
+    raise AttributeError(f"module 'kconv' has no attribute {name!r}")
 
 __all__ = [
     "activations", "config", "constraints", "initializers", "ops", "regularizers", "Layer",
@@ -34,4 +55,7 @@ __all__ = [
     "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
     "DepthwiseConv1D", "DepthwiseConv2D",
     "SeparableConv1D", "SeparableConv2D",
+    "Cropping1D", "Cropping2D", "Cropping3D",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+    "UpSampling1D", "UpSampling2D", "UpSampling3D",
 ]

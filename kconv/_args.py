@@ -168,3 +168,106 @@ def spatial_axes(fmt: str, rank: int) -> tuple[int, ...]:
     if fmt == "channels_last":
         return tuple(range(-rank - 1, -1))
     return tuple(range(-rank, 0))
+
+
+def _as_items(value: Any) -> Any:
+    """A NumPy array as nested lists (Keras takes any sized iterable); anything else as is."""
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
+def int_pairs(value: Any, n: int, arg: str, where: str) -> tuple[tuple[int, int], ...]:
+    """Keras's cropping/padding forms as ``n`` ``(lo, hi)`` pairs of non-negative ints.
+
+    Accepted, as Keras's Cropping/ZeroPadding layers accept them: an int (the same on both
+    sides of every axis); for ``n >= 2``, a sequence of ``n`` entries, each an int
+    (symmetric on that axis) or a ``(lo, hi)`` pair, mixed freely; for ``n == 1``, Keras's
+    1-D form ``(lo, hi)`` (so ``(1, 2)`` means lo=1, hi=2 there, not two axes), and also
+    ``((lo, hi),)`` for code written over N. Dicts, strings, floats and bools are refused.
+
+    >>> int_pairs(1, 2, "padding", "ZeroPadding2D")
+    ((1, 1), (1, 1))
+    >>> int_pairs((1, 2), 2, "padding", "ZeroPadding2D")
+    ((1, 1), (2, 2))
+    >>> int_pairs(((1, 2), 3), 2, "cropping", "Cropping2D")
+    ((1, 2), (3, 3))
+    >>> int_pairs((1, 2), 1, "cropping", "Cropping1D")
+    ((1, 2),)
+    """
+    value = _as_items(value)
+    if n == 1:
+        forms = "an int or a (lo, hi) pair of ints"
+    else:
+        forms = f"an int, a tuple of {n} ints, or a tuple of {n} entries each an int or a " \
+                f"(lo, hi) pair of ints"
+
+    def bad_type() -> TypeError:
+        return TypeError(f"{where}: {arg} must be {forms}, got {value!r}")
+
+    def bad_value(why: str) -> ValueError:
+        return ValueError(f"{where}: {arg} must be {forms}{why}, got {value!r}")
+
+    def is_seq(v: Any) -> bool:
+        return isinstance(v, Sequence) and not isinstance(v, str)
+
+    if _is_int(value):
+        entries = [value] * n
+    elif not is_seq(value):
+        raise bad_type()
+    elif n == 1 and not any(is_seq(_as_items(v)) for v in value):
+        if not all(_is_int(v) for v in value):
+            raise bad_type()
+        if len(value) != 2:
+            raise bad_value("")
+        entries = [tuple(value)]  # Keras's 1-D form: one (lo, hi) pair, unwrapped
+    else:
+        entries = list(value)
+        if len(entries) != n:
+            raise bad_value(f" ({len(entries)} entries instead of {n})")
+    pairs = []
+    for entry in entries:
+        entry = _as_items(entry)
+        if _is_int(entry):
+            pairs.append((int(entry), int(entry)))
+        elif is_seq(entry) and all(_is_int(v) for v in entry):
+            if len(entry) != 2:
+                raise bad_value(f" (an entry of {len(entry)} ints instead of a pair)")
+            pairs.append((int(entry[0]), int(entry[1])))
+        else:
+            raise bad_type()
+    if any(p < 0 for pair in pairs for p in pair):
+        raise ValueError(f"{where}: {arg} must be non-negative integers, got {value!r}")
+    return tuple(pairs)
+
+
+def string_choice(value: Any, arg: str, where: str, allowed: Sequence[str]) -> str:
+    """One of ``allowed``, in any case, stored lower case (as Keras lowers it).
+
+    >>> string_choice("Bilinear", "interpolation", "UpSampling2D", ("nearest", "bilinear"))
+    'bilinear'
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{where}: {arg} must be one of {tuple(allowed)}, got {value!r}")
+    lowered = value.lower()
+    if lowered not in allowed:
+        raise ValueError(f"{where}: {arg} must be one of {tuple(allowed)}, got {value!r}")
+    return lowered
+
+
+def cast_floating(x: Any, dtype: Any) -> Any:
+    """``x`` as a JAX array, cast to ``dtype`` if both are floating (``None`` keeps it).
+
+    The dtype rule of the layers without weights, as Keras's autocast: a floating input
+    computes in the layer's dtype, an integer input passes through unchanged.
+
+    >>> import numpy as np
+    >>> cast_floating(np.ones(2, np.float32), np.dtype("float16")).dtype
+    dtype('float16')
+    >>> cast_floating(np.ones(2, np.int32), np.dtype("float16")).dtype
+    dtype('int32')
+    """
+    import jax.numpy as jnp  # local: keeps this module importable without initialising jax
+
+    x = jnp.asarray(x)
+    if dtype is not None and jnp.issubdtype(x.dtype, jnp.floating):
+        return x.astype(dtype)
+    return x

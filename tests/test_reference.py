@@ -433,6 +433,23 @@ def _output_padding_options(s, n_dims):
     return opts
 
 
+def _xla_transpose_crash(spatial, kernel, s, d, padding, op):
+    """Configs on which jax.lax.conv_transpose ABORTS the process (XLA CPU
+    algebraic simplifier "Window dimensions do not match RHS shape", jax /
+    jaxlib 0.10.2): some axis has k_eff == 2, stride 2 and zero lax padding
+    (Keras: padding="same", output_padding=0) while another axis has a kernel
+    larger than its input."""
+    n_dims = len(spatial)
+    st, dt = _tup(s, n_dims), _tup(d, n_dims)
+    opt = (None,) * n_dims if op is None else _tup(op, n_dims)
+    k_eff = [di * (ki - 1) + 1 for ki, di in zip(kernel, dt)]
+    tiling = [padding == "same" and ke == 2 and si == 2 and o == 0
+              for ke, si, o in zip(k_eff, st, opt)]
+    return any(
+        tiling[a] and k_eff[b] > spatial[b]
+        for a in range(n_dims) for b in range(n_dims) if a != b)
+
+
 def _transpose_cases():
     cases = []
     for n_dims in (1, 2, 3):
@@ -445,12 +462,17 @@ def _transpose_cases():
                 continue
             opts = _output_padding_options(s, n_dims)
             if df == "channels_first":
-                opts = opts[:2]  # layout is orthogonal to output_padding
+                # layout is orthogonal to output_padding; keep the per-axis
+                # tuples (axis order must follow the spatial dims).
+                opts = [o for o in opts if o is None or isinstance(o, tuple)]
             for op in opts:
                 i += 1
                 spatial = tuple(max(2, v - 2) for v in
                                 SPATIAL[n_dims][i % len(SPATIAL[n_dims])])
                 kernel = KERNELS[n_dims][i % len(KERNELS[n_dims])]
+                if _xla_transpose_crash(spatial, kernel, s, d, padding, op):
+                    # see test_conv_transpose_xla_crash_config_vs_reference
+                    kernel = tuple(min(k, n) for k, n in zip(kernel, spatial))
                 c_in = (2, 3, 4, 5, 6)[i % 5]
                 filters = (2, 3, 4, 5)[(i // 5) % 4]
                 cases.append(pytest.param(
@@ -488,6 +510,47 @@ def test_conv_transpose_vs_keras(n_dims, spatial, kernel_size, c_in, filters,
         x.shape, kernel_size, filters, s, padding, output_padding=op,
         data_format=df, dilation_rate=d)
     assert tuple(keras_shape) == expected.shape
+
+
+_CRASH_SCRIPT = r"""
+import os, sys
+os.environ["KERAS_BACKEND"] = "jax"
+import numpy as np, keras
+sys.path.insert(0, sys.argv[1])
+import reference as R
+rng = np.random.default_rng(0)
+x = rng.uniform(-1, 1, (2, 3, 2, 3)).astype(np.float32)
+kernel = rng.uniform(-1, 1, (2, 3, 4, 3)).astype(np.float32)
+kw = dict(strides=2, padding="same", output_padding=0)
+ref = R.conv_transpose(x, kernel, **kw)
+out = np.asarray(keras.ops.conv_transpose(x, kernel, **kw))
+assert out.shape == ref.shape, (out.shape, ref.shape)
+np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+print("MATCH")
+"""
+
+
+def test_conv_transpose_xla_crash_config_vs_reference():
+    """kernel (2, 3), strides 2, same, output_padding=0, input (3, 2):
+    XLA aborts the whole process on jax 0.10.2, so run it in a subprocess;
+    skip while it crashes, compare with the reference once it does not."""
+    import subprocess
+
+    x_shape, k_shape = (3, 2), (2, 3)
+    assert _xla_transpose_crash(x_shape, k_shape, 2, 1, "same", 0)
+    ref = R.conv_transpose(np.ones((1, *x_shape, 1)), np.ones((*k_shape, 1, 1)),
+                           strides=2, padding="same", output_padding=0)
+    assert ref.shape == (1, 4, 3, 1)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASH_SCRIPT,
+         os.path.dirname(os.path.abspath(__file__))],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    if proc.returncode != 0 and "Window dimensions do not match" in \
+            proc.stderr:
+        pytest.skip("jax.lax.conv_transpose aborts on this config (XLA bug)")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "MATCH" in proc.stdout
 
 
 @pytest.mark.parametrize("n,k,s,d,op,expected", [

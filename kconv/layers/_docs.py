@@ -32,6 +32,32 @@ _ARGS = {
                              "see :meth:`regularization_losses`."),
     "constraint": ("``None``, a Keras constraint name, object, config dict or callable; "
                    "applied by :meth:`constrain`."),
+    # The reshaping layers (Cropping, ZeroPadding, UpSampling); see reshaping_doc.
+    "cropping": ("an int (the same at both ends of every spatial axis), a tuple of N ints "
+                 "(symmetric per axis) or a tuple of N entries each an int or a ``(lo, "
+                 "hi)`` pair; stored as N ``(lo, hi)`` pairs. Each axis must keep at least "
+                 "one element."),
+    "cropping_1d": ("an int (the same at both ends) or a ``(lo, hi)`` pair, trimmed off "
+                    "the start and the end of the steps axis; stored as ``(lo, hi)``."),
+    "zero_padding": ("an int (the same at both ends of every spatial axis), a tuple of N "
+                     "ints (symmetric per axis) or a tuple of N entries each an int or a "
+                     "``(lo, hi)`` pair; stored as N ``(lo, hi)`` pairs."),
+    "zero_padding_1d": ("an int (the same at both ends) or a ``(lo, hi)`` pair of zeros "
+                        "added at the start and the end of the steps axis; stored as "
+                        "``(lo, hi)``."),
+    "size": "a positive int or a tuple of N positive ints: the factor per spatial axis.",
+    "size_1d": "a positive int: how many times each step is repeated.",
+    "interpolation": ('``"nearest"`` (an exact repeat), ``"bilinear"``, ``"bicubic"``, '
+                      '``"lanczos3"`` or ``"lanczos5"`` (``jax.image.resize``, half-pixel '
+                      "centres, as Keras 3); any case."),
+    "reshaping_dtype": ("output dtype: floating inputs are cast to it, integer inputs pass "
+                        "through (as Keras's autocast); ``None`` keeps the input's "
+                        "(keyword-only)."),
+    "reshaping_param_dtype": "unused (the layer has no params); accepted for a uniform "
+                             "signature (keyword-only).",
+    "reshaping_precision": "unused (keyword-only).",
+    "interpolation_precision": ("``jax.lax.Precision`` of the interpolation's contractions; "
+                                "``None`` means ``HIGHEST``, as Keras (keyword-only)."),
 }
 
 _JAX_ARGS = """\
@@ -56,5 +82,22 @@ def layer_doc(summary: str, args: Sequence[str], *, causal: bool, weights: str,
     lines += [f"  {arg}: {_describe(arg, causal)}" for arg in args]
     lines.append(_JAX_ARGS)
     lines += ["", f"Weights (Keras's names and layouts): {weights}", "", "Example:"]
+    lines += ["    " + line for line in example.strip("\n").splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def reshaping_doc(summary: str, args: Sequence[tuple[str, str]], *, example: str,
+                  precision: str = "reshaping_precision") -> str:
+    """The docstring of a layer without weights (Cropping, ZeroPadding, UpSampling).
+
+    ``args`` are ``(argument, _ARGS key)`` pairs in Keras's order: the reshaping families
+    give one name (``padding``, ``size``) different meanings from the convolutions'.
+    """
+    lines = [summary, "", "Args:"]
+    lines += [f"  {arg}: {_ARGS[key]}" for arg, key in args]
+    lines += [f"  dtype: {_ARGS['reshaping_dtype']}",
+              f"  param_dtype: {_ARGS['reshaping_param_dtype']}",
+              f"  precision: {_ARGS[precision]}"]
+    lines += ["", "Weights: none (``init`` returns ``{}``).", "", "Example:"]
     lines += ["    " + line for line in example.strip("\n").splitlines()]
     return "\n".join(lines) + "\n"

@@ -92,9 +92,21 @@ class Layer:
         return values
 
     # --- the pure-tier contract ---------------------------------------------------
+    #: whether instances have weights (the Flax wrappers ask for ``in_channels`` if so).
+    has_weights: ClassVar[bool] = False
+
     def weights(self, input_shape: Sequence[int | None]) -> dict[str, Weight]:
         """The layer's weights for an input shape: ``{name: Weight}`` (``{}`` if none)."""
         return {}
+
+    def weights_for_channels(self, in_channels: int) -> dict[str, Weight]:
+        """The layer's weights for inputs with ``in_channels`` channels (``{}`` if none)."""
+        return {}
+
+    def input_channels(self, x_shape: Sequence[int]) -> int | None:
+        """The channel count of an input of shape ``x_shape`` (any rank >= N + 1), or
+        ``None`` for layers whose inputs need no channel count."""
+        return None
 
     def init(self, key: jax.Array, input_shape: Sequence[int | None]) -> Params:
         """Creates the params dict for inputs of ``input_shape`` (batch dim may be None).

@@ -34,7 +34,7 @@ class Conv(BaseConv):
     def _check_in_channels(self, in_channels: int, shape: Any) -> None:
         if in_channels % self.groups:
             raise ValueError(f"{type(self).__name__}: the input channels ({in_channels}) must "
-                             f"be divisible by groups={self.groups}, got input_shape {shape}")
+                             f"be divisible by groups={self.groups}, got {shape}")
 
     def _shapes(self, in_channels: int) -> dict[str, tuple[int, ...]]:
         return {"kernel": self.kernel_size + (in_channels // self.groups, self.filters),
@@ -56,7 +56,7 @@ class Conv(BaseConv):
         _args.input_shape(input_shape, self.rank, type(self).__name__)
         return ops.conv_output_shape(input_shape, self.filters, self.kernel_size,
                                      self.strides, self.padding, self.data_format,
-                                     self.dilation_rate)
+                                     self.dilation_rate, name=type(self).__name__)
 
 
 def _make(rank: int) -> type:

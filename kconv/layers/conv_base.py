@@ -27,6 +27,7 @@ class BaseConv(Layer):
     #: padding strings this family accepts (``causal`` is added for rank 1 where allowed).
     paddings: ClassVar[tuple[str, ...]] = ("valid", "same")
     causal_1d: ClassVar[bool] = True
+    has_weights: ClassVar[bool] = True
 
     def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
         values = super()._canonicalize(values)
@@ -78,9 +79,21 @@ class BaseConv(Layer):
             raise ValueError(f"{where}: the channel dimension of the input must be known, "
                              f"got input_shape {tuple(input_shape)} "
                              f"(data_format {self.data_format!r})")
-        self._check_in_channels(in_channels, tuple(input_shape))
+        return self.weights_for_channels(in_channels)
+
+    def weights_for_channels(self, in_channels: int) -> dict[str, Weight]:
+        in_channels = _args.positive_int(in_channels, "in_channels", type(self).__name__)
+        self._check_in_channels(in_channels, f"in_channels={in_channels}")
         shapes = self._shapes(in_channels)
         return {name: self._weight(name, shapes[name]) for name in self._names()}
+
+    def input_channels(self, x_shape: Sequence[int]) -> int:
+        if len(x_shape) < self.rank + 1:
+            raise ValueError(
+                f"{type(self).__name__}: expected an input of rank {self.rank + 2} (or "
+                f"{self.rank + 1} unbatched) with data_format {self.data_format!r}, got "
+                f"shape {tuple(x_shape)}")
+        return x_shape[_args.channel_axis(self.data_format, self.rank)]
 
     def _weights_from_params(self, params: Mapping[str, jax.Array]) -> dict[str, Weight]:
         return {name: self._weight(name, tuple(params[name].shape))

@@ -57,7 +57,7 @@ class ConvTranspose(BaseConv):
         _args.input_shape(input_shape, self.rank, type(self).__name__)
         return ops.conv_transpose_output_shape(
             input_shape, self.filters, self.kernel_size, self.strides, self.padding,
-            self.output_padding, self.data_format, self.dilation_rate)
+            self.output_padding, self.data_format, self.dilation_rate, name=type(self).__name__)
 
 
 def _make(rank: int) -> type:

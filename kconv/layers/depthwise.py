@@ -46,7 +46,7 @@ class DepthwiseConv(BaseConv):
         _args.input_shape(input_shape, self.rank, type(self).__name__)
         return ops.depthwise_conv_output_shape(
             input_shape, self.kernel_size, self.depth_multiplier, self.strides, self.padding,
-            self.data_format, self.dilation_rate)
+            self.data_format, self.dilation_rate, name=type(self).__name__)
 
 
 def _make(rank: int) -> type:

@@ -47,7 +47,7 @@ class SeparableConv(BaseConv):
         _args.input_shape(input_shape, self.rank, type(self).__name__)
         return ops.separable_conv_output_shape(
             input_shape, self.filters, self.kernel_size, self.strides, self.padding,
-            self.data_format, self.dilation_rate)
+            self.data_format, self.dilation_rate, name=type(self).__name__)
 
 
 def _make(rank: int) -> type:

@@ -11,6 +11,14 @@ Example:
 
 from kconv.ops import shapes
 from kconv.ops.convolution import conv, conv_transpose, depthwise_conv, separable_conv
+from kconv.ops.reshape import (
+    crop,
+    crop_output_shape,
+    upsample,
+    upsample_output_shape,
+    zero_pad,
+    zero_pad_output_shape,
+)
 from kconv.ops.shapes import (
     conv_output_length,
     conv_output_shape,
@@ -32,4 +40,10 @@ __all__ = [
     "depthwise_conv_output_shape",
     "separable_conv_output_shape",
     "shapes",
+    "crop",
+    "zero_pad",
+    "upsample",
+    "crop_output_shape",
+    "zero_pad_output_shape",
+    "upsample_output_shape",
 ]

@@ -188,7 +188,7 @@ def _join(batch: Any, channels: Any, spatial: Sequence, data_format: str) -> Sha
 
 def _forward_spatial(
     input_shape: Sequence, spatial: list, kernel_size: Any, strides: Any, padding: Padding,
-    dilation_rate: Any,
+    dilation_rate: Any, name: str,
 ) -> list:
     n = len(spatial)
     ks, ss, ds = _tuple(kernel_size, n), _tuple(strides, n), _tuple(dilation_rate, n)
@@ -196,7 +196,7 @@ def _forward_spatial(
     out = [conv_output_length(*args) for args in zip(spatial, ks, ss, pads, ds)]
     if any(o is not None and o <= 0 for o in out):
         raise ValueError(
-            f"convolution output would be empty: input shape {tuple(input_shape)}, "
+            f"{name}: the convolution output would be empty: input shape {tuple(input_shape)}, "
             f"kernel_size {ks}, strides {ss}, padding {padding!r}, dilation_rate {ds} "
             f"give spatial output {tuple(out)}"
         )
@@ -206,8 +206,10 @@ def _forward_spatial(
 def conv_output_shape(
     input_shape: Sequence, filters: int, kernel_size: Any, strides: Any = 1,
     padding: Padding = "valid", data_format: str = "channels_last", dilation_rate: Any = 1,
+    *, name: str = "kconv.ops.conv_output_shape",
 ) -> Shape:
-    """Output shape of :func:`kconv.ops.conv` (rank from ``len(input_shape) - 2``).
+    """Output shape of :func:`kconv.ops.conv`; rank from ``len(input_shape) - 2``; ``name``
+    labels errors.
 
     Example:
         >>> conv_output_shape((None, 32, 32, 3), 16, 3, strides=2, padding="same")
@@ -216,22 +218,25 @@ def conv_output_shape(
         (8, 4, None, 8)
     """
     batch, _, spatial = _split(input_shape, data_format)
-    out = _forward_spatial(input_shape, spatial, kernel_size, strides, padding, dilation_rate)
+    out = _forward_spatial(input_shape, spatial, kernel_size, strides, padding, dilation_rate,
+                           name)
     return _join(batch, filters, out, data_format)
 
 
 def depthwise_conv_output_shape(
     input_shape: Sequence, kernel_size: Any, depth_multiplier: int = 1, strides: Any = 1,
     padding: Padding = "valid", data_format: str = "channels_last", dilation_rate: Any = 1,
+    *, name: str = "kconv.ops.depthwise_conv_output_shape",
 ) -> Shape:
-    """Output shape of :func:`kconv.ops.depthwise_conv`.
+    """Output shape of :func:`kconv.ops.depthwise_conv` (``name`` labels errors).
 
     Example:
         >>> depthwise_conv_output_shape((2, 10, 10, 3), 3, depth_multiplier=2)
         (2, 8, 8, 6)
     """
     batch, channels, spatial = _split(input_shape, data_format)
-    out = _forward_spatial(input_shape, spatial, kernel_size, strides, padding, dilation_rate)
+    out = _forward_spatial(input_shape, spatial, kernel_size, strides, padding, dilation_rate,
+                           name)
     out_channels = None if channels is None else channels * depth_multiplier
     return _join(batch, out_channels, out, data_format)
 
@@ -239,6 +244,7 @@ def depthwise_conv_output_shape(
 def separable_conv_output_shape(
     input_shape: Sequence, filters: int, kernel_size: Any, strides: Any = 1,
     padding: Padding = "valid", data_format: str = "channels_last", dilation_rate: Any = 1,
+    *, name: str = "kconv.ops.separable_conv_output_shape",
 ) -> Shape:
     """Output shape of :func:`kconv.ops.separable_conv` (same as a dense convolution's).
 
@@ -247,15 +253,16 @@ def separable_conv_output_shape(
         (2, 10, 5)
     """
     return conv_output_shape(input_shape, filters, kernel_size, strides, padding,
-                             data_format, dilation_rate)
+                             data_format, dilation_rate, name=name)
 
 
 def conv_transpose_output_shape(
     input_shape: Sequence, filters: int, kernel_size: Any, strides: Any = 1,
     padding: str = "valid", output_padding: Any = None, data_format: str = "channels_last",
-    dilation_rate: Any = 1,
+    dilation_rate: Any = 1, *, name: str = "kconv.ops.conv_transpose_output_shape",
 ) -> Shape:
-    """Output shape of :func:`kconv.ops.conv_transpose` (Keras's lengths).
+    """Output shape of :func:`kconv.ops.conv_transpose` (Keras's lengths; ``name`` labels
+    errors).
 
     Example:
         >>> conv_transpose_output_shape((16, 16, 16, 64), 32, 3, strides=2, padding="same")
@@ -271,7 +278,7 @@ def conv_transpose_output_shape(
            for length, k, s, op, d in zip(spatial, ks, ss, ops_, ds)]
     if any(o is not None and o <= 0 for o in out):
         raise ValueError(
-            f"transposed convolution output would be empty: input shape "
+            f"{name}: the transposed convolution output would be empty: input shape "
             f"{tuple(input_shape)} gives spatial output {tuple(out)}"
         )
     return _join(batch, filters, out, data_format)

@@ -1,0 +1,765 @@
+"""Keras 3 activation functions as pure JAX functions.
+
+Every activation that ``keras.activations`` exports is here, under the same name,
+with the same signature and defaults, and computes what Keras 3 computes on its JAX
+backend (``keras/src/backend/jax/nn.py``). Where that backend calls ``jax.nn``
+directly we call the same function; the few activations Keras writes by hand
+(``relu`` with its extra arguments, ``soft_shrink``, ``hard_shrink``, ``threshold``,
+``tanh_shrink``, ``sparsemax``, ``exponential``) are written the same way here, with a
+comment saying why. One deliberate difference: ``sparsemax`` has the fix for a Keras
+bug (see its docstring).
+
+Layers name activations the way Keras configs do: ``get`` turns a name, a Keras
+config dict, ``None`` or a callable into a function, and ``serialize`` turns a
+function back into the name Keras writes in a layer's ``get_config()``.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from kconv import activations
+    >>> f = activations.get("relu")
+    >>> print(f(jnp.array([-1.0, 0.0, 2.0])))
+    [0. 0. 2.]
+    >>> activations.serialize(f)
+    'relu'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "celu",
+    "elu",
+    "exponential",
+    "gelu",
+    "glu",
+    "hard_shrink",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "hard_tanh",
+    "leaky_relu",
+    "linear",
+    "log_sigmoid",
+    "log_softmax",
+    "mish",
+    "relu",
+    "relu6",
+    "selu",
+    "sigmoid",
+    "silu",
+    "soft_shrink",
+    "softmax",
+    "softplus",
+    "softsign",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "sparsemax",
+    "squareplus",
+    "swish",
+    "tanh",
+    "tanh_shrink",
+    "threshold",
+    "get",
+    "serialize",
+    "deserialize",
+]
+
+Axis = Union[int, tuple[int, ...]]
+
+
+def relu(
+    x: Any,
+    negative_slope: float = 0.0,
+    max_value: Optional[float] = None,
+    threshold: float = 0.0,
+) -> jax.Array:
+    """Rectified linear unit, with Keras's optional slope, ceiling and threshold.
+
+    With the defaults this is ``max(x, 0)``. Otherwise it is ``x`` for
+    ``threshold < x <= max_value`` (``max_value`` for larger ``x``) and
+    ``negative_slope * (x - threshold)`` for ``x <= threshold``.
+
+    Args:
+        x: Input array.
+        negative_slope: Slope below ``threshold``. Defaults to ``0.0``.
+        max_value: Saturation value, or ``None`` for no ceiling.
+        threshold: Value below which the input is damped. Defaults to ``0.0``.
+
+    Returns:
+        An array with the shape and dtype of ``x``.
+
+    Example:
+        >>> x = jnp.array([-10.0, -5.0, 0.0, 5.0, 10.0])
+        >>> print(relu(x))
+        [ 0.  0.  0.  5. 10.]
+        >>> print(relu(x, negative_slope=0.5))
+        [-5.  -2.5  0.   5.  10. ]
+        >>> print(relu(x, max_value=5.0))
+        [0. 0. 0. 5. 5.]
+        >>> print(relu(x, threshold=5.0))
+        [ 0.  0.  0.  0. 10.]
+    """
+    # Written out as in keras.src.activations.activations.ReLU.static_call, branch for
+    # branch: jax.nn.relu has no slope/ceiling/threshold, and the branches decide which
+    # primitive (leaky_relu, relu6, relu + clip) and hence which gradient at the kinks
+    # Keras uses.
+    x = jnp.asarray(x)
+    if negative_slope != 0.0:
+        if max_value is None and threshold == 0:
+            return jax.nn.leaky_relu(x, negative_slope=negative_slope)
+        if threshold != 0:
+            negative_part = jax.nn.relu(-x + threshold)
+        else:
+            negative_part = jax.nn.relu(-x)
+    clip_max = max_value is not None
+    if threshold != 0:
+        x = jnp.where(x > jnp.asarray(threshold, x.dtype), x, 0)
+    elif max_value == 6:
+        x = jax.nn.relu6(x)
+        clip_max = False
+    else:
+        x = jax.nn.relu(x)
+    if clip_max:
+        x = jnp.clip(x, jnp.asarray(0.0, x.dtype), jnp.asarray(max_value, x.dtype))
+    if negative_slope != 0.0:
+        x = x - negative_slope * negative_part
+    return x
+
+
+def leaky_relu(x: Any, negative_slope: float = 0.2) -> jax.Array:
+    """Leaky ReLU: ``x`` for ``x >= 0``, ``negative_slope * x`` otherwise.
+
+    Args:
+        x: Input array.
+        negative_slope: Slope for negative inputs. Defaults to ``0.2`` (Keras's
+            default; ``jax.nn.leaky_relu`` defaults to ``0.01``).
+
+    Example:
+        >>> print(leaky_relu(jnp.array([-5.0, 0.0, 5.0])))
+        [-1.  0.  5.]
+    """
+    return jax.nn.leaky_relu(jnp.asarray(x), negative_slope=negative_slope)
+
+
+def relu6(x: Any) -> jax.Array:
+    """ReLU capped at 6: ``min(max(x, 0), 6)``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> print(relu6(jnp.array([-1.0, 3.0, 9.0])))
+        [0. 3. 6.]
+    """
+    return jax.nn.relu6(jnp.asarray(x))
+
+
+def softmax(x: Any, axis: Axis = -1) -> jax.Array:
+    """Softmax ``exp(x) / sum(exp(x))`` along ``axis``.
+
+    Args:
+        x: Input array.
+        axis: Axis, or tuple of axes, to normalise over. Defaults to ``-1``.
+
+    Example:
+        >>> [round(float(v), 4) for v in softmax(jnp.array([-1.0, 0.0, 1.0]))]
+        [0.09, 0.2447, 0.6652]
+    """
+    return jax.nn.softmax(jnp.asarray(x), axis=axis)
+
+
+def elu(x: Any, alpha: float = 1.0) -> jax.Array:
+    """Exponential linear unit: ``x`` for ``x > 0``, ``alpha * (exp(x) - 1)`` otherwise.
+
+    Args:
+        x: Input array.
+        alpha: Scale of the negative part. Defaults to ``1.0``.
+
+    Example:
+        >>> [round(float(v), 4) for v in elu(jnp.array([-1.0, 0.0, 2.0]))]
+        [-0.6321, 0.0, 2.0]
+    """
+    return jax.nn.elu(jnp.asarray(x), alpha=alpha)
+
+
+def selu(x: Any) -> jax.Array:
+    """Scaled ELU with Klambauer et al.'s constants (``alpha≈1.6733``, ``scale≈1.0507``).
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> [round(float(v), 4) for v in selu(jnp.array([-1.0, 0.0, 1.0]))]
+        [-1.1113, 0.0, 1.0507]
+    """
+    return jax.nn.selu(jnp.asarray(x))
+
+
+def softplus(x: Any) -> jax.Array:
+    """Softplus ``log(exp(x) + 1)``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> [round(float(v), 4) for v in softplus(jnp.array([-1.0, 0.0, 1.0]))]
+        [0.3133, 0.6931, 1.3133]
+    """
+    return jax.nn.softplus(jnp.asarray(x))
+
+
+def softsign(x: Any) -> jax.Array:
+    """Softsign ``x / (abs(x) + 1)``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> print(softsign(jnp.array([-3.0, 0.0, 1.0])))
+        [-0.75  0.    0.5 ]
+    """
+    return jax.nn.soft_sign(jnp.asarray(x))
+
+
+def soft_shrink(x: Any, threshold: float = 0.5) -> jax.Array:
+    """Soft shrinkage: ``x - threshold`` above ``threshold``, ``x + threshold`` below
+    ``-threshold``, ``0`` in between.
+
+    Args:
+        x: Input array.
+        threshold: Half-width of the zero band. Defaults to ``0.5``.
+
+    Example:
+        >>> print(soft_shrink(jnp.array([-2.0, 0.25, 2.0])))
+        [-1.5  0.   1.5]
+    """
+    # jax.nn has no soft_shrink; this is Keras's JAX backend expression.
+    x = jnp.asarray(x)
+    return jnp.where(
+        x > threshold, x - threshold, jnp.where(x < -threshold, x + threshold, 0.0)
+    )
+
+
+def sparse_plus(x: Any) -> jax.Array:
+    """SparsePlus: ``0`` for ``x <= -1``, ``(x + 1)**2 / 4`` on ``(-1, 1)``, ``x`` for
+    ``x >= 1``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> print(sparse_plus(jnp.array([-2.0, 0.0, 2.0])))
+        [0.   0.25 2.  ]
+    """
+    return jax.nn.sparse_plus(jnp.asarray(x))
+
+
+def silu(x: Any) -> jax.Array:
+    """SiLU, also called swish: ``x * sigmoid(x)``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> [round(float(v), 4) for v in silu(jnp.array([-1.0, 0.0, 1.0]))]
+        [-0.2689, 0.0, 0.7311]
+    """
+    return jax.nn.silu(jnp.asarray(x))
+
+
+# Keras exports the same function under both names and serializes it as "silu".
+swish = silu
+
+
+def squareplus(x: Any, b: float = 4) -> jax.Array:
+    """Squareplus ``(x + sqrt(x**2 + b)) / 2``.
+
+    Args:
+        x: Input array.
+        b: Smoothness parameter. Defaults to ``4``.
+
+    Example:
+        >>> [round(float(v), 4) for v in squareplus(jnp.array([-1.0, 0.0, 1.0]))]
+        [0.618, 1.0, 1.618]
+    """
+    return jax.nn.squareplus(jnp.asarray(x), b=b)
+
+
+def gelu(x: Any, approximate: bool = False) -> jax.Array:
+    """Gaussian error linear unit ``x * Phi(x)``.
+
+    Args:
+        x: Input array.
+        approximate: Use the tanh approximation. Defaults to ``False`` as in Keras
+            (``jax.nn.gelu`` defaults to ``True``).
+
+    Example:
+        >>> [round(float(v), 4) for v in gelu(jnp.array([-1.0, 0.0, 1.0]))]
+        [-0.1587, 0.0, 0.8413]
+    """
+    return jax.nn.gelu(jnp.asarray(x), approximate=approximate)
+
+
+def celu(x: Any, alpha: float = 1.0) -> jax.Array:
+    """Continuously differentiable ELU: ``x`` for ``x >= 0``,
+    ``alpha * (exp(x / alpha) - 1)`` otherwise.
+
+    Args:
+        x: Input array.
+        alpha: Scale parameter. Defaults to ``1.0``.
+
+    Example:
+        >>> [round(float(v), 4) for v in celu(jnp.array([-1.0, 0.0, 1.0]), alpha=2.0)]
+        [-0.7869, 0.0, 1.0]
+    """
+    return jax.nn.celu(jnp.asarray(x), alpha=alpha)
+
+
+def glu(x: Any, axis: int = -1) -> jax.Array:
+    """Gated linear unit: split ``x`` in halves ``a, b`` along ``axis``; ``a * sigmoid(b)``.
+
+    Args:
+        x: Input array; its size along ``axis`` must be even.
+        axis: Axis to split. Defaults to ``-1``.
+
+    Returns:
+        An array whose size along ``axis`` is half that of ``x``.
+
+    Example:
+        >>> glu(jnp.ones((2, 6))).shape
+        (2, 3)
+    """
+    return jax.nn.glu(jnp.asarray(x), axis=axis)
+
+
+def tanh(x: Any) -> jax.Array:
+    """Hyperbolic tangent.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> [round(float(v), 4) for v in tanh(jnp.array([-1.0, 0.0, 1.0]))]
+        [-0.7616, 0.0, 0.7616]
+    """
+    return jax.nn.tanh(jnp.asarray(x))
+
+
+def tanh_shrink(x: Any) -> jax.Array:
+    """Tanh shrink ``x - tanh(x)``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> [round(float(v), 4) for v in tanh_shrink(jnp.array([-1.0, 0.0, 1.0]))]
+        [-0.2384, 0.0, 0.2384]
+    """
+    # jax.nn has no tanh_shrink; this is Keras's JAX backend expression.
+    x = jnp.asarray(x)
+    return x - jnp.tanh(x)
+
+
+def hard_tanh(x: Any) -> jax.Array:
+    """Hard tanh: ``x`` clipped to ``[-1, 1]``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> print(hard_tanh(jnp.array([-2.0, 0.5, 2.0])))
+        [-1.   0.5  1. ]
+    """
+    return jax.nn.hard_tanh(jnp.asarray(x))
+
+
+def hard_shrink(x: Any, threshold: float = 0.5) -> jax.Array:
+    """Hard shrinkage: ``x`` where ``abs(x) > threshold``, ``0`` elsewhere.
+
+    Args:
+        x: Input array.
+        threshold: Half-width of the zero band. Defaults to ``0.5``.
+
+    Example:
+        >>> print(hard_shrink(jnp.array([-2.0, 0.25, 2.0])))
+        [-2.  0.  2.]
+    """
+    # jax.nn has no hard_shrink; this is Keras's JAX backend expression.
+    x = jnp.asarray(x)
+    return jnp.where(jnp.abs(x) > threshold, x, 0.0)
+
+
+def threshold(x: Any, threshold: float, default_value: float) -> jax.Array:
+    """Threshold: ``x`` where ``x > threshold``, ``default_value`` elsewhere.
+
+    Both arguments are required, as in Keras.
+
+    Args:
+        x: Input array.
+        threshold: Values at or below this are replaced.
+        default_value: Replacement value.
+
+    Example:
+        >>> print(threshold(jnp.array([-1.0, 0.0, 2.0]), 0.0, -5.0))
+        [-5. -5.  2.]
+    """
+    # jax.nn has no threshold; this is Keras's JAX backend expression.
+    x = jnp.asarray(x)
+    return jnp.where(x > threshold, x, default_value)
+
+
+def sigmoid(x: Any) -> jax.Array:
+    """Logistic sigmoid ``1 / (1 + exp(-x))``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> [round(float(v), 4) for v in sigmoid(jnp.array([-1.0, 0.0, 1.0]))]
+        [0.2689, 0.5, 0.7311]
+    """
+    return jax.nn.sigmoid(jnp.asarray(x))
+
+
+def exponential(x: Any) -> jax.Array:
+    """Exponential ``exp(x)``; integer and boolean inputs become float32 first.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> [round(float(v), 4) for v in exponential(jnp.array([0.0, 1.0]))]
+        [1.0, 2.7183]
+    """
+    # Keras (backend/jax/numpy.py `exp`) casts int/bool inputs to floatx (float32)
+    # rather than letting jnp.exp pick the default float type.
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.float32)
+    return jnp.exp(x)
+
+
+def hard_sigmoid(x: Any) -> jax.Array:
+    """Hard sigmoid ``relu6(x + 3) / 6``: ``0`` below ``-3``, ``1`` above ``3``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> print(hard_sigmoid(jnp.array([-4.0, 0.0, 1.5, 4.0])))
+        [0.   0.5  0.75 1.  ]
+    """
+    return jax.nn.hard_sigmoid(jnp.asarray(x))
+
+
+def log_sigmoid(x: Any) -> jax.Array:
+    """Log-sigmoid ``-softplus(-x)``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> [round(float(v), 4) for v in log_sigmoid(jnp.array([-1.0, 0.0, 1.0]))]
+        [-1.3133, -0.6931, -0.3133]
+    """
+    return jax.nn.log_sigmoid(jnp.asarray(x))
+
+
+def sparse_sigmoid(x: Any) -> jax.Array:
+    """Sparse sigmoid: ``0`` for ``x <= -1``, ``(x + 1) / 2`` on ``(-1, 1)``, ``1`` above.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> print(sparse_sigmoid(jnp.array([-2.0, 0.0, 0.5, 2.0])))
+        [0.   0.5  0.75 1.  ]
+    """
+    return jax.nn.sparse_sigmoid(jnp.asarray(x))
+
+
+def hard_silu(x: Any) -> jax.Array:
+    """Hard SiLU, also called hard swish: ``x * relu6(x + 3) / 6``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> print(hard_silu(jnp.array([-4.0, 0.0, 1.5, 4.0])))
+        [-0.     0.     1.125  4.   ]
+    """
+    return jax.nn.hard_silu(jnp.asarray(x))
+
+
+# Keras exports the same function under both names and serializes it as "hard_silu".
+hard_swish = hard_silu
+
+
+def linear(x: Any) -> Any:
+    """Identity: returns ``x`` unchanged (not even converted to an array), as Keras does.
+
+    Args:
+        x: Anything.
+
+    Example:
+        >>> print(linear(jnp.array([-1.0, 2.0])))
+        [-1.  2.]
+    """
+    return x
+
+
+def mish(x: Any) -> jax.Array:
+    """Mish ``x * tanh(softplus(x))``.
+
+    Args:
+        x: Input array.
+
+    Example:
+        >>> [round(float(v), 4) for v in mish(jnp.array([-1.0, 0.0, 1.0]))]
+        [-0.3034, 0.0, 0.8651]
+    """
+    return jax.nn.mish(jnp.asarray(x))
+
+
+def log_softmax(x: Any, axis: Axis = -1) -> jax.Array:
+    """Log-softmax ``x - logsumexp(x)`` along ``axis``.
+
+    Args:
+        x: Input array.
+        axis: Axis, or tuple of axes, to normalise over. Defaults to ``-1``.
+
+    Example:
+        >>> [round(float(v), 4) for v in log_softmax(jnp.array([-1.0, 0.0, 1.0]))]
+        [-2.4076, -1.4076, -0.4076]
+    """
+    return jax.nn.log_softmax(jnp.asarray(x), axis=axis)
+
+
+def sparsemax(x: Any, axis: int = -1) -> jax.Array:
+    """Sparsemax (Martins & Astudillo, 2016): Euclidean projection onto the simplex.
+
+    ``sparsemax(x) = max(x - tau(x), 0)``, with ``tau`` chosen so the result sums to 1
+    along ``axis``; unlike softmax, small inputs get exactly zero.
+
+    Note: Keras 3 up to at least 3.15 computes ``tau`` wrongly whenever more than one
+    entry is in the support (its outputs then sum to less than 1; keras-team/keras
+    issue #23425, fixed by PR #23469). kconv computes the correct ``tau``, so it agrees
+    with those Keras versions only when a single entry survives.
+
+    Args:
+        x: Input array.
+        axis: Axis to normalise over. Defaults to ``-1``.
+
+    Example:
+        >>> print(sparsemax(jnp.array([0.0, 1.0, 3.0])))
+        [0. 0. 1.]
+        >>> print(sparsemax(jnp.array([0.0, 0.5, 1.0])))
+        [0.   0.25 0.75]
+    """
+    # jax.nn has no sparsemax. Algorithm 1 of Martins & Astudillo, laid out as Keras's
+    # JAX backend lays it out, except that tau uses the sum of the sorted logits over
+    # the support (= the k-th cumulative sum), the fix of keras-team/keras PR #23469.
+    # The casts of the rank `r` and the support size `k` keep the arithmetic valid
+    # under jax_numpy_dtype_promotion="strict"; they do not change values.
+    logits = jnp.asarray(x)
+    if not jnp.issubdtype(logits.dtype, jnp.inexact):
+        logits = logits.astype(jnp.float32)
+    logits_sorted = -jnp.sort(-logits, axis=axis)
+    logits_cumsum = jnp.cumsum(logits_sorted, axis=axis)
+    r_shape = [1] * logits.ndim
+    r_shape[axis] = -1
+    r = jnp.arange(1, logits.shape[axis] + 1, dtype=logits.dtype).reshape(r_shape)
+    support = logits_sorted - (logits_cumsum - 1) / r > 0
+    k = jnp.sum(support, axis=axis, keepdims=True).astype(logits.dtype)
+    support_sum = jnp.sum(jnp.where(support, logits_sorted, 0.0), axis=axis, keepdims=True)
+    tau = (support_sum - 1) / k
+    return jnp.maximum(logits - tau, 0.0)
+
+
+# Name -> function, exactly the keys of keras.src.activations.ALL_OBJECTS_DICT.
+_ACTIVATIONS: dict[str, Callable[..., Any]] = {
+    fn.__name__: fn
+    for fn in (
+        celu,
+        elu,
+        exponential,
+        gelu,
+        glu,
+        hard_shrink,
+        hard_sigmoid,
+        hard_silu,
+        hard_tanh,
+        leaky_relu,
+        linear,
+        log_sigmoid,
+        log_softmax,
+        mish,
+        relu,
+        relu6,
+        selu,
+        sigmoid,
+        silu,
+        soft_shrink,
+        softmax,
+        softplus,
+        softsign,
+        sparse_plus,
+        sparse_sigmoid,
+        sparsemax,
+        squareplus,
+        tanh,
+        tanh_shrink,
+        threshold,
+    )
+}
+# The name each function is serialized under; built before the aliases are added so
+# that swish -> "silu" and hard_swish -> "hard_silu", as in Keras.
+_CANONICAL_NAMES: dict[Callable[..., Any], str] = {
+    fn: name for name, fn in _ACTIVATIONS.items()
+}
+_ACTIVATIONS["swish"] = silu
+_ACTIVATIONS["hard_swish"] = hard_silu
+
+
+def _lookup(name: str) -> Callable[..., Any]:
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        pass
+    # Keras matches names case-sensitively; say so rather than guess.
+    hint = ""
+    if name.lower() in _ACTIVATIONS:
+        hint = f" (names are case-sensitive; did you mean {name.lower()!r}?)"
+    raise ValueError(
+        f"Unknown activation {name!r}{hint}. Valid names: {sorted(_ACTIVATIONS)}."
+    )
+
+
+def deserialize(config: Union[str, dict]) -> Callable[..., Any]:
+    """Returns the activation function a Keras config names.
+
+    Accepts the forms Keras 3 writes or reads:
+
+    * a name, e.g. ``"relu"`` (what a Keras 3 layer's ``get_config()`` holds);
+    * ``{"module": "keras.activations", "class_name": "function", "config": "relu",
+      "registered_name": "relu"}`` (``keras.saving.serialize_keras_object``);
+    * the older ``{"class_name": "relu", "config": ...}``.
+
+    Names are case-sensitive, as in Keras.
+
+    Args:
+        config: A name or one of the dicts above.
+
+    Returns:
+        The kconv activation function.
+
+    Raises:
+        ValueError: for an unknown name or a malformed dict.
+        TypeError: for anything but a string or a dict.
+
+    Example:
+        >>> deserialize("swish") is silu
+        True
+        >>> deserialize({"module": "keras.activations", "class_name": "function",
+        ...              "config": "gelu", "registered_name": "gelu"}) is gelu
+        True
+    """
+    if isinstance(config, str):
+        return _lookup(config)
+    if isinstance(config, dict):
+        class_name = config.get("class_name")
+        if class_name == "function":
+            name = config.get("config")
+        else:
+            name = class_name
+        if not isinstance(name, str):
+            raise ValueError(
+                "An activation config dict needs a string 'class_name' (or "
+                f"class_name='function' and a string 'config'); got {config!r}."
+            )
+        return _lookup(name)
+    raise TypeError(
+        "An activation config must be a name or a dict; got "
+        f"{config!r} of type {type(config).__name__}."
+    )
+
+
+def get(identifier: Any) -> Callable[..., Any]:
+    """Returns an activation function for a layer's ``activation`` argument.
+
+    Args:
+        identifier: ``None`` (meaning ``linear``), a name such as ``"relu"``, a Keras
+            config dict (see :func:`deserialize`), or any callable, which is returned
+            unchanged.
+
+    Returns:
+        A callable mapping an array to an array.
+
+    Raises:
+        ValueError: for an unknown name or a malformed dict; the message lists the
+            valid names.
+        TypeError: for anything else.
+
+    Example:
+        >>> get(None) is linear
+        True
+        >>> get("relu") is relu
+        True
+        >>> get(jnp.tanh) is jnp.tanh
+        True
+    """
+    if identifier is None:
+        return linear
+    if isinstance(identifier, (str, dict)):
+        return deserialize(identifier)
+    if callable(identifier):
+        return identifier
+    raise TypeError(
+        "Could not interpret activation identifier "
+        f"{identifier!r} of type {type(identifier).__name__}: expected None, a name, "
+        "a config dict or a callable."
+    )
+
+
+def serialize(activation: Optional[Callable[..., Any]]) -> str:
+    """Returns the name Keras 3 writes for an activation in a layer config.
+
+    ``None`` gives ``"linear"``; a kconv activation gives its Keras name (``swish``
+    gives ``"silu"``, ``hard_swish`` gives ``"hard_silu"``, as in Keras). Any other
+    function gives its ``__name__``: that round-trips through :func:`get` only if it
+    is also a Keras activation name (so ``jax.nn.relu`` serializes as ``"relu"``);
+    user functions are not registered anywhere.
+
+    Args:
+        activation: ``None`` or a callable.
+
+    Returns:
+        The name, a string.
+
+    Raises:
+        ValueError: for a callable with no usable ``__name__`` (a lambda, a
+            ``functools.partial``, most callable objects).
+
+    Example:
+        >>> serialize(swish)
+        'silu'
+        >>> serialize(None)
+        'linear'
+    """
+    if activation is None:
+        return "linear"
+    try:
+        return _CANONICAL_NAMES[activation]
+    except (KeyError, TypeError):  # TypeError: an unhashable callable object.
+        pass
+    name = getattr(activation, "__name__", None)
+    if callable(activation) and isinstance(name, str) and name.isidentifier():
+        return name
+    raise ValueError(
+        f"Cannot serialize activation {activation!r}: it is not a kconv activation "
+        "and has no function name to store (lambdas and partials have none)."
+    )

@@ -1,0 +1,136 @@
+"""``kconv.nnx``: every kconv layer as a Flax NNX module (Flax's current API).
+
+Each module takes the Keras constructor arguments of its pure-tier layer, plus keyword-only
+``in_channels`` (layers with weights need it) and ``rngs`` (accepted by every module, so
+model code can pass it uniformly). Weights are ``nnx.Param`` attributes with Keras's names
+and shapes (``m.kernel``, ``m.bias``, ``m.depthwise_kernel``, ...), and ``m(x)`` calls the
+pure tier's ``apply``; the module parses no argument and does no arithmetic itself.
+
+Penalties, the NNX way: inside ``nnx.capture(model, kconv.nnx.Penalty)``, a call of a
+layer with any regularizer sows its penalty (weight regularizers plus the activity
+regularizer of that call's output, exactly :meth:`kconv.layers.Layer.regularization_losses`)
+as a :class:`Penalty` (an ``nnx.Intermediate``), once per call; :func:`regularization_loss`
+sums the captured state. Outside ``nnx.capture`` nothing is sown (Flax deprecates ``sow``
+there), and ``m.regularization_losses(outputs=None)`` gives the pure tier's penalty for the
+module's current weights directly.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from kconv import nnx as knnx
+    >>> conv = knnx.Conv2D(8, 3, padding="same", kernel_regularizer="l2", in_channels=3,
+    ...                    rngs=nnx.Rngs(0))
+    >>> conv.kernel.shape, conv.bias.shape
+    ((3, 3, 3, 8), (8,))
+    >>> y, penalties = nnx.capture(conv, knnx.Penalty)(jnp.ones((2, 16, 16, 3)))
+    >>> y.shape, regularization_loss(penalties).shape
+    ((2, 16, 16, 8), ())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from kconv import layers as _layers
+from kconv.layers._examples import EXAMPLES
+
+__all__ = ["KconvModule", "Penalty", "regularization_loss"] + list(_layers.LAYER_NAMES)
+
+
+class Penalty(nnx.Intermediate):
+    """An ``nnx.Intermediate`` holding the penalties a kconv layer sowed on its calls."""
+
+
+def regularization_loss(penalties: Any) -> jax.Array:
+    """Sums the :class:`Penalty` state captured by ``nnx.capture(model, Penalty)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> m = Conv1D(2, 3, kernel_regularizer="l1", in_channels=1, rngs=nnx.Rngs(0))
+        >>> y, penalties = nnx.capture(m, Penalty)(jnp.ones((4, 8, 1)))
+        >>> bool(regularization_loss(penalties) == m.regularization_losses(y))
+        True
+    """
+    return sum((jnp.sum(leaf) for leaf in jax.tree.leaves(penalties)),
+               jnp.zeros((), jnp.float32))
+
+
+class KconvModule(nnx.Module):
+    """Base of the generated NNX modules: holds the pure layer and its ``nnx.Param``s."""
+
+    layer_cls: type = _layers.Layer
+
+    def __init__(self, *args: Any, in_channels: int | None = None,
+                 rngs: nnx.Rngs | None = None, **kwargs: Any) -> None:
+        cls = type(self).layer_cls
+        self.layer = cls(*args, **kwargs)  # validates and canonicalises every argument
+        if not cls.has_weights:
+            return
+        if in_channels is None or rngs is None:
+            raise TypeError(f"{cls.__name__}: in_channels and rngs are required for a "
+                            f"layer with weights, got in_channels={in_channels!r}, "
+                            f"rngs={rngs!r}")
+        for name, w in self.layer.weights_for_channels(in_channels).items():
+            setattr(self, name, nnx.Param(w.initializer(rngs.params(), w.shape,
+                                                        self.layer.param_dtype)))
+
+    def _params(self) -> dict[str, jax.Array]:
+        return {name: getattr(self, name)[...] for name in self._param_names()}
+
+    def _param_names(self) -> list[str]:
+        return [name for name in getattr(self.layer, "weight_args", {})
+                if isinstance(getattr(self, name, None), nnx.Param)]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        params = self._params()
+        y = self.layer.apply(params, x)
+        # Only inside nnx.capture: Flax 0.12 deprecates sow() outside it, where the value
+        # would also linger on the module as state.
+        if _has_penalty(self.layer) and hasattr(self, "__captures__"):
+            self.sow(Penalty, "regularization", self.layer.regularization_losses(params, y))
+        return y
+
+    def regularization_losses(self, outputs: jax.Array | None = None) -> jax.Array:
+        """The pure tier's penalty for this module's current weights (and ``outputs``)."""
+        return self.layer.regularization_losses(self._params(), outputs)
+
+    def constrain(self) -> None:
+        """Projects the weights in place with their constraints (as Keras after a step)."""
+        for name, value in self.layer.constrain(self._params()).items():
+            getattr(self, name)[...] = value
+
+
+def _has_penalty(layer: _layers.Layer) -> bool:
+    return any(getattr(layer, f.name) is not None for f in dataclasses.fields(layer)
+               if f.name.endswith("_regularizer"))
+
+
+def _make(pure_cls: type) -> type:
+    name = pure_cls.__name__
+    params = list(inspect.signature(pure_cls).parameters.values())
+    params += [inspect.Parameter("in_channels", inspect.Parameter.KEYWORD_ONLY, default=None),
+               inspect.Parameter("rngs", inspect.Parameter.KEYWORD_ONLY, default=None)]
+    args, shape = EXAMPLES[name]
+    extra = f"in_channels={shape[-1]}, " if pure_cls.has_weights else ""
+    doc = (f"Flax NNX ``{name}``: the arguments of :class:`kconv.{name}`, plus keyword-only "
+           f"``in_channels`` and ``rngs``; weights are ``nnx.Param`` attributes with Keras's "
+           f"names.\n\nExample:\n    >>> import jax.numpy as jnp\n    >>> from flax import nnx\n"
+           f"    >>> m = {name}(**{args!r}, {extra}rngs=nnx.Rngs(0))\n"
+           f"    >>> m(jnp.ones({shape})).shape == m.layer.compute_output_shape({shape})\n"
+           f"    True\n")
+    cls = type(name, (KconvModule,), {"layer_cls": pure_cls, "__doc__": doc,
+                                      "__module__": __name__})
+    cls.__signature__ = inspect.Signature(params)
+    return cls
+
+
+for _name in _layers.LAYER_NAMES:
+    globals()[_name] = _make(getattr(_layers, _name))
+del _name

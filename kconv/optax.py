@@ -1,0 +1,143 @@
+"""``kconv.optax``: Keras's weight constraints as an optax transformation.
+
+Keras projects every constrained weight right after each optimizer step. In optax terms
+that is a last transformation in the chain that turns the updates into
+``constrain(params + updates) - params``, so that ``optax.apply_updates`` lands inside the
+constraint (up to one float rounding of the subtraction).
+
+Example:
+    >>> import jax, jax.numpy as jnp, optax, kconv
+    >>> layer = kconv.Conv1D(2, 3, kernel_constraint="non_neg")
+    >>> params = layer.init(jax.random.key(0), (None, 8, 1))
+    >>> tx = optax.chain(optax.sgd(0.1), constrain(layer))
+    >>> state = tx.init(params)
+    >>> grads = jax.tree.map(jnp.ones_like, params)
+    >>> updates, state = tx.update(grads, state, params)
+    >>> params = optax.apply_updates(params, updates)
+    >>> bool(params["kernel"].min() >= 0)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax as _optax
+
+from kconv.layers import Layer
+
+__all__ = ["constrain", "constrain_params"]
+
+Path = tuple[Any, ...]
+
+
+def _key(entry: Any) -> Any:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return getattr(entry, attr)
+    return entry
+
+
+def _is_layer(node: Any) -> bool:
+    return isinstance(node, Layer)
+
+
+def _layers_of(model: Any, example_args: tuple, example_kwargs: dict) -> dict[Path, Layer]:
+    """``{module path: pure layer}`` for a pure layer, a pytree of them, or a Flax model."""
+    import flax.linen as nn
+    from flax import nnx
+
+    from kconv import linen as klinen
+    from kconv import nnx as knnx
+
+    if isinstance(model, nnx.Module):
+        return {tuple(path): node.layer for path, node in nnx.iter_graph(model)
+                if isinstance(node, knnx.KconvModule)}
+    if isinstance(model, nn.Module):
+        if not example_args and not example_kwargs:
+            raise TypeError("kconv.optax.constrain: a linen model builds its submodules when "
+                            "called; pass example inputs: constrain(model, x)")
+        found: dict[Path, Layer] = {}
+
+        def record(next_fun: Callable, args: Any, kwargs: Any, context: Any) -> Any:
+            module = context.module
+            if isinstance(module, klinen.KconvModule) and context.method_name == "__call__":
+                found[tuple(module.scope.path)] = module.pure_layer
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(record):
+            jax.eval_shape(lambda: model.init(jax.random.key(0), *example_args,
+                                              **example_kwargs))
+        return found
+    flat, _ = jax.tree_util.tree_flatten_with_path(model, is_leaf=_is_layer)
+    layers = {tuple(_key(k) for k in path): leaf for path, leaf in flat if _is_layer(leaf)}
+    if len(layers) != len(flat):
+        raise TypeError(f"kconv.optax.constrain: expected a kconv layer, a pytree of kconv "
+                        f"layers, or a linen/nnx model, got {type(model).__name__}")
+    return layers
+
+
+def constrain_params(layers: dict[Path, Layer], params: Any) -> Any:
+    """Projects every weight in ``params`` whose layer (by path) has a constraint.
+
+    ``layers`` maps a module path (tuple of keys) to its pure layer; a weight is the leaf
+    at ``path + (weight_name,)`` (an NNX ``Param``'s trailing ``.value`` is looked
+    through). Other leaves are returned unchanged.
+
+    Example:
+        >>> import jax.numpy as jnp, kconv
+        >>> layer = kconv.Conv1D(1, 1, bias_constraint="non_neg")
+        >>> constrain_params({("a",): layer}, {"a": {"bias": jnp.array([-1.0])}})
+        {'a': {'bias': Array([0.], dtype=float32)}}
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    values = [leaf for _, leaf in leaves]
+    groups: dict[Path, dict[str, int]] = {}
+    for i, (path, _) in enumerate(leaves):
+        if path and type(path[-1]).__name__ == "GetAttrKey" and path[-1].name == "value":
+            path = path[:-1]
+        keys = tuple(_key(k) for k in path)
+        if keys[:-1] in layers:
+            groups.setdefault(keys[:-1], {})[keys[-1]] = i
+    for module_path, index in groups.items():
+        projected = layers[module_path].constrain({n: values[i] for n, i in index.items()})
+        for name, i in index.items():
+            values[i] = projected[name]
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def constrain(model: Any, *example_args: Any,
+              **example_kwargs: Any) -> _optax.GradientTransformation:
+    """An optax transformation, chained after the optimizer, applying kconv constraints.
+
+    Args:
+      model: a pure-tier layer (params: its dict); a pytree of layers matching the params
+        pytree (``[conv1, conv2]`` for ``[p1, p2]``); a ``kconv.nnx`` model (params: its
+        ``nnx.Param`` state, as ``nnx.Optimizer`` passes it); or a ``flax.linen`` model
+        built from ``kconv.linen`` modules (params: ``variables["params"]``), in which case
+        pass example inputs too, since linen builds submodules only when called.
+      *example_args, **example_kwargs: the linen model's example inputs.
+
+    Returns:
+      A ``GradientTransformation`` whose ``update`` needs ``params`` and returns
+      ``constrain(params + updates) - params``.
+    """
+    layers = _layers_of(model, example_args, example_kwargs)
+    if not layers:
+        raise ValueError(f"kconv.optax.constrain: found no kconv layer in {type(model).__name__}")
+
+    def init_fn(params: Any) -> _optax.EmptyState:
+        del params
+        return _optax.EmptyState()
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        if params is None:
+            raise ValueError("kconv.optax.constrain: update needs params "
+                             "(tx.update(grads, state, params))")
+        new_params = _optax.apply_updates(params, updates)
+        projected = constrain_params(layers, new_params)
+        return jax.tree.map(lambda p, q: q - p, params, projected), state
+
+    return _optax.GradientTransformation(init_fn, update_fn)

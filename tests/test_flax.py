@@ -1,0 +1,233 @@
+"""The Flax tiers (kconv.linen, kconv.nnx) and kconv.optax.constrain against the pure tier:
+same outputs and gradients with the same params, sown penalties equal to
+regularization_losses, constraints equal to projecting by hand."""
+
+import dataclasses
+import inspect
+import warnings
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import kconv
+from kconv import linen as kl
+from kconv import nnx as kn
+from kconv.layers import LAYER_NAMES
+from kconv.layers._examples import EXAMPLES
+from kconv.optax import constrain
+
+# A cross-section beyond EXAMPLES: other arguments, regularizers and constraints.
+EXTRA = [
+    ("Conv2D", dict(filters=6, kernel_size=(2, 3), groups=3, data_format="channels_first",
+                    kernel_regularizer="l2", activity_regularizer="l1",
+                    kernel_constraint="non_neg"), (2, 3, 6, 7)),
+    ("SeparableConv1D", dict(filters=3, kernel_size=3, padding="causal",
+                             pointwise_regularizer=kconv.regularizers.L1L2(0.1, 0.2),
+                             depthwise_constraint=kconv.constraints.MaxNorm(0.5)), (3, 8, 2)),
+    ("DepthwiseConv2D", dict(kernel_size=2, depth_multiplier=2, bias_regularizer="l1",
+                             bias_constraint="non_neg", activation="relu"), (2, 5, 5, 2)),
+    ("Conv3DTranspose", dict(filters=2, kernel_size=2, strides=(1, 2, 1),
+                             data_format="channels_first", kernel_regularizer="l1",
+                             kernel_constraint=kconv.constraints.UnitNorm(axis=(0, 1, 2))),
+     (2, 3, 2, 3, 2)),
+    ("UpSampling2D", dict(size=(2, 3), interpolation="bicubic",
+                          data_format="channels_first"), (1, 2, 4, 3)),
+]
+CASES = [(name, *EXAMPLES[name]) for name in LAYER_NAMES] + EXTRA
+IDS = [f"{name}-{i}" for i, (name, _, _) in enumerate(CASES)]
+
+
+def _inputs(shape, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def _allclose(a, b):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,args,shape", CASES, ids=IDS)
+def test_linen_matches_pure_tier(name, args, shape):
+    layer = getattr(kconv, name)(**args)
+    module = getattr(kl, name)(**args)
+    x = _inputs(shape)
+    variables = module.init(jax.random.key(1), x)
+    params = variables.get("params", {})
+    assert set(variables) <= {"params"}  # init records no penalty
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, layer.init(jax.random.key(0), shape))
+    y, state = module.apply({"params": params}, x, mutable=["losses"])
+    _allclose(y, layer(params, x))
+    if any(getattr(layer, f.name) is not None for f in dataclasses.fields(layer)
+           if f.name.endswith("_regularizer")):
+        # Exactly one entry per call: the penalty, not its parts.
+        (penalty,) = state["losses"]["regularization"]
+        _allclose(penalty, layer.regularization_losses(params, y))
+        _allclose(kl.total_loss(state["losses"]), layer.regularization_losses(params, y))
+    else:
+        assert state == {} or not jax.tree.leaves(state)
+
+    def loss_linen(p, v):
+        return jnp.sum(jnp.sin(module.apply({"params": p}, v)))
+
+    def loss_pure(p, v):
+        return jnp.sum(jnp.sin(layer(p, v)))
+
+    jax.tree.map(_allclose, jax.grad(loss_linen, argnums=(0, 1))(params, x),
+                 jax.grad(loss_pure, argnums=(0, 1))(params, x))
+
+
+@pytest.mark.parametrize("name,args,shape", CASES, ids=IDS)
+def test_nnx_matches_pure_tier(name, args, shape):
+    layer = getattr(kconv, name)(**args)
+    channel_axis = -1 if getattr(layer, "data_format", "channels_last") == "channels_last" \
+        else -(layer.rank + 1)
+    module = getattr(kn, name)(**args, in_channels=shape[channel_axis], rngs=nnx.Rngs(3))
+    assert module.layer == layer
+    params = {n: v[...] for n, v in nnx.state(module, nnx.Param).items()}
+    expected = layer.init(jax.random.key(0), shape)
+    assert {n: v.shape for n, v in params.items()} == {n: v.shape for n, v in expected.items()}
+    for n in params:  # Keras's attribute names
+        assert getattr(module, n)[...].shape == expected[n].shape
+    x = _inputs(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated sow outside nnx.capture
+        y = module(x)
+    _allclose(y, layer(params, x))
+    y2, penalties = nnx.capture(module, kn.Penalty)(x)
+    _allclose(y2, y)
+    assert len(jax.tree.leaves(penalties)) == (1 if jax.tree.leaves(penalties) else 0)
+    _allclose(kn.regularization_loss(penalties), layer.regularization_losses(params, y))
+    _allclose(module.regularization_losses(), layer.regularization_losses(params))
+    _allclose(module.regularization_losses(y), layer.regularization_losses(params, y))
+
+    grads = nnx.grad(lambda m, v: jnp.sum(jnp.sin(m(v))))(module, x)
+    pure = jax.grad(lambda p: jnp.sum(jnp.sin(layer(p, x))))(params)
+    for n, g in nnx.state(grads, nnx.Param).items():
+        _allclose(g[...], pure[n])
+    _allclose(nnx.jit(lambda m, v: m(v))(module, x), y)
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_signatures_follow_the_pure_tier(name):
+    pure = inspect.signature(getattr(kconv, name)).parameters
+    nnx_params = inspect.signature(getattr(kn, name)).parameters
+    assert list(nnx_params) == list(pure) + ["in_channels", "rngs"]
+    linen_params = inspect.signature(getattr(kl, name)).parameters
+    assert [p for p in linen_params if p not in ("parent", "name")] == list(pure)
+    for p in pure:
+        assert linen_params[p].default == pure[p].default == nnx_params[p].default
+
+
+def test_errors_come_from_the_shared_core():
+    with pytest.raises(ValueError, match=r"Conv2D: strides must be positive.*\(2, 0\)"):
+        kl.Conv2D(2, 3, strides=(2, 0))
+    with pytest.raises(ValueError, match=r"Conv2D: strides must be positive.*\(2, 0\)"):
+        kn.Conv2D(2, 3, strides=(2, 0), in_channels=1, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="Conv2D: in_channels and rngs are required"):
+        kn.Conv2D(2, 3)
+    kn.Cropping2D(1, rngs=nnx.Rngs(0))  # weightless modules accept rngs too
+    module = kl.Conv2D(2, 3)
+    with pytest.raises(ValueError, match=r"Conv2D: expected an input of rank"):
+        module.init(jax.random.key(0), jnp.ones((3,)))
+
+
+def test_linen_resolves_data_format_at_construction():
+    kconv.config.set_image_data_format("channels_first")
+    try:
+        module = kl.Conv2D(2, 3)
+    finally:
+        kconv.config.set_image_data_format(None)
+    assert module.data_format == "channels_first"
+    variables = module.init(jax.random.key(0), jnp.ones((1, 3, 5, 5)))
+    assert variables["params"]["kernel"].shape == (3, 3, 3, 2)
+
+
+def _project_by_hand(layers_and_params):
+    return [layer.constrain(p) for layer, p in layers_and_params]
+
+
+def test_constrain_pure_layers_matches_projection_by_hand():
+    layers = [kconv.Conv2D(3, 2, kernel_constraint=kconv.constraints.MaxNorm(0.3, axis=(0, 1, 2)),
+                           bias_constraint="non_neg"),
+              kconv.SeparableConv2D(2, 2, depthwise_constraint="unit_norm",
+                                    pointwise_constraint=kconv.constraints.MinMaxNorm(
+                                        0.1, 0.2, rate=0.5, axis=2))]
+    params = [layers[0].init(jax.random.key(0), (None, 6, 6, 2)),
+              layers[1].init(jax.random.key(1), (None, 5, 5, 3))]
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.7), params)
+    tx = optax.chain(optax.sgd(0.5), constrain(layers))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    got = optax.apply_updates(params, updates)
+    stepped = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
+    want = _project_by_hand(zip(layers, stepped))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), got, want)
+    # A single layer with its dict works too, and params are required.
+    single = constrain(layers[0])
+    out, _ = single.update(grads[0], single.init(params[0]), params[0])
+    by_hand = layers[0].constrain(jax.tree.map(lambda p, g: p + g, params[0], grads[0]))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
+                 optax.apply_updates(params[0], out), by_hand)
+    with pytest.raises(ValueError, match="needs params"):
+        single.update(grads[0], single.init(params[0]))
+
+
+def test_constrain_linen_model():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = kl.Conv1D(3, 2, kernel_constraint="non_neg")(x)
+            x = kl.UpSampling1D(2)(x)
+            return kl.Conv1D(2, 2, bias_constraint=kconv.constraints.MaxNorm(0.1))(x)
+
+    model, x = Net(), jnp.ones((2, 8, 2))
+    params = model.init(jax.random.key(0), x)["params"]
+    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, x) ** 2))(params)
+    tx = optax.chain(optax.sgd(0.3), constrain(model, x))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    got = optax.apply_updates(params, updates)
+    stepped = jax.tree.map(lambda p, g: p - 0.3 * g, params, grads)
+    want = {"Conv1D_0": kconv.Conv1D(3, 2, kernel_constraint="non_neg").constrain(
+                stepped["Conv1D_0"]),
+            "Conv1D_1": kconv.Conv1D(2, 2, bias_constraint=kconv.constraints.MaxNorm(0.1))
+            .constrain(stepped["Conv1D_1"])}
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), got, want)
+    with pytest.raises(TypeError, match="pass example inputs"):
+        constrain(model)
+
+
+def test_constrain_nnx_model_with_optimizer():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.first = kn.Conv2D(3, 2, kernel_constraint="non_neg", in_channels=1, rngs=rngs)
+            self.blocks = nnx.List([kn.DepthwiseConv2D(2, bias_constraint="non_neg",
+                                                       in_channels=3, rngs=rngs)])
+
+        def __call__(self, x):
+            return self.blocks[0](self.first(x))
+
+    model, x = Net(nnx.Rngs(0)), jnp.ones((2, 6, 6, 1))
+    before = {"first": {n: v[...] for n, v in nnx.state(model.first, nnx.Param).items()},
+              "block": {n: v[...] for n, v in nnx.state(model.blocks[0], nnx.Param).items()}}
+    optimizer = nnx.Optimizer(model, optax.chain(optax.sgd(0.2), constrain(model)),
+                              wrt=nnx.Param)
+    grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(model)
+    g_first = {n: v[...] for n, v in nnx.state(grads, nnx.Param)["first"].items()}
+    g_block = {n: v[...] for n, v in nnx.state(grads, nnx.Param)["blocks"][0].items()}
+    optimizer.update(model, grads)
+    want_first = model.first.layer.constrain(
+        jax.tree.map(lambda p, g: p - 0.2 * g, before["first"], g_first))
+    want_block = model.blocks[0].layer.constrain(
+        jax.tree.map(lambda p, g: p - 0.2 * g, before["block"], g_block))
+    for n, v in want_first.items():
+        np.testing.assert_allclose(getattr(model.first, n)[...], v, rtol=1e-6, atol=1e-6)
+    for n, v in want_block.items():
+        np.testing.assert_allclose(getattr(model.blocks[0], n)[...], v, rtol=1e-6, atol=1e-6)
+    # The module's own constrain() projects in place the same way.
+    model.first.kernel[...] = -jnp.abs(model.first.kernel[...])
+    model.first.constrain()
+    assert float(model.first.kernel[...].max()) == 0.0
