@@ -37,9 +37,9 @@ from kconv.layers import (
 
 __version__ = "0.1.0"
 
-# The Flax and optax tiers load on first use (``kconv.nnx.Conv2D``), so ``import kconv``
-# alone never imports Flax: the pure core does not depend on it.
-_LAZY_SUBMODULES = ("linen", "nnx", "optax")
+# The Flax and optax tiers and interop load on first use (``kconv.nnx.Conv2D``), so
+# ``import kconv`` alone never imports Flax: the pure core does not depend on it.
+_LAZY_SUBMODULES = ("interop", "linen", "nnx", "optax")
 
 
 def __getattr__(name: str):

@@ -34,8 +34,15 @@ _JAX_FIELDS: tuple[tuple[str, Any], ...] = (
     ("param_dtype", jnp.float32),
     ("precision", None),
 )
-# Keys of a Keras layer config that carry no meaning for a pure layer.
-_IGNORED_KERAS_KEYS = ("name", "trainable")
+# Keys of a Keras layer config that carry no meaning for a pure layer: its name, whether it
+# trains, and the input shape Keras 2 / tf-keras record on a model's first layer.
+_IGNORED_KERAS_KEYS = ("name", "trainable", "batch_input_shape", "batch_shape", "input_shape",
+                       "input_dim")
+# Keys some Keras versions write for layers that have no such argument, always at a neutral
+# value (tf-keras: ``groups: 1`` on DepthwiseConv, SeparableConv and ConvTranspose, which
+# inherit it from Conv; Keras 3.0-3.3: ``lora_rank: None``). Dropped at that value; any
+# other value is a config kconv cannot honour: left in, it raises as an unknown key.
+_NEUTRAL_KERAS_KEYS = {"groups": 1, "lora_rank": None}
 
 
 class Weight(NamedTuple):
@@ -74,6 +81,9 @@ class Layer:
     rank: ClassVar[int]
     #: Keras constructor arguments, in Keras's positional order (for get_config).
     keras_args: ClassVar[tuple[str, ...]] = ()
+    #: Config keys a Keras version writes for this class although the layer never uses
+    #: them (dropped by from_config whatever their value).
+    unused_keras_keys: ClassVar[tuple[str, ...]] = ()
 
     # --- construction -------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -208,20 +218,27 @@ class Layer:
     def from_config(cls, config: Mapping[str, Any]) -> Layer:
         """Builds a layer from :meth:`get_config`'s dict or a Keras layer's ``get_config()``.
 
-        Keras's ``name`` and ``trainable`` are dropped (a pure layer has neither); a Keras
-        dtype policy (``"float32"``, ``"mixed_bfloat16"`` or its serialized dict) becomes
-        ``dtype`` (compute) and ``param_dtype`` (variables). Unknown keys raise.
+        Keras's ``name`` and ``trainable`` (and Keras 2's ``batch_input_shape``) are dropped
+        (a pure layer has neither); a Keras dtype policy (``"float32"``,
+        ``"mixed_bfloat16"``, or its serialized ``DTypePolicy`` / tf-keras ``Policy`` dict)
+        becomes ``dtype`` (compute) and ``param_dtype`` (variables). Keys some Keras
+        versions write at a neutral value for layers without that argument (tf-keras's
+        ``groups: 1`` on a DepthwiseConv) are dropped at that value. Any other key raises
+        ``ValueError`` naming it.
         """
         config = dict(config)
-        for key in _IGNORED_KERAS_KEYS:
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in _IGNORED_KERAS_KEYS + cls.unused_keras_keys:
             config.pop(key, None)
+        for key, neutral in _NEUTRAL_KERAS_KEYS.items():
+            if key in config and key not in known and config[key] == neutral:
+                del config[key]  # any other value is left to raise as an unknown key
         if isinstance(config.get("dtype"), Mapping) or (
                 isinstance(config.get("dtype"), str) and "param_dtype" not in config):
             dtype, param_dtype = _policy_dtypes(config.pop("dtype"))
             config["dtype"] = dtype
             if param_dtype is not None:
                 config["param_dtype"] = param_dtype
-        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"{cls.__name__}.from_config: unknown config key(s) {unknown}; "

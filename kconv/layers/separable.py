@@ -23,6 +23,8 @@ class SeparableConv(BaseConv):
 
     weight_args = {"depthwise_kernel": "depthwise", "pointwise_kernel": "pointwise",
                    "bias": "bias"}
+    # tf-keras's SeparableConv inherits these from Conv and writes them, unused, in configs.
+    unused_keras_keys = ("kernel_initializer", "kernel_regularizer", "kernel_constraint")
 
     def _shapes(self, in_channels: int) -> dict[str, tuple[int, ...]]:
         mid = in_channels * self.depth_multiplier

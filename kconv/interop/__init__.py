@@ -1,0 +1,26 @@
+"""Interop: Keras layer configs and weight files both ways, and PyTorch weights in.
+
+Nothing here imports Keras, TensorFlow or PyTorch: files are read with ``h5py``, ``zipfile``
+and ``json``, tensors through NumPy; nothing is unpickled or executed.
+
+Example:
+    >>> from kconv import interop
+    >>> interop.layer_from_keras({"class_name": "Conv2D",
+    ...                           "config": {"filters": 8, "kernel_size": [3, 3]}}).kernel_size
+    (3, 3)
+"""
+
+from kconv.interop.keras import (
+    KerasWeights,
+    layer_from_keras,
+    load_keras_layers,
+    load_keras_weights,
+    save_keras_weights,
+    to_keras_weights,
+)
+from kconv.interop.torch import params_from_torch
+
+__all__ = [
+    "KerasWeights", "layer_from_keras", "load_keras_layers", "load_keras_weights",
+    "params_from_torch", "save_keras_weights", "to_keras_weights",
+]

@@ -1,0 +1,618 @@
+"""Keras interop without Keras: layer configs, and weight files both ways.
+
+Everything here reads and writes files with ``h5py``, ``zipfile`` and ``json`` only: no
+TensorFlow, no Keras import, nothing unpickled and no code from a file ever executed (a
+``Lambda`` layer in a ``.keras`` config is data that is skipped and listed).
+
+Formats read:
+
+- Keras 3 ``.weights.h5`` (``model.save_weights``): one group per layer, addressed by
+  position (``layers/conv2d_1/vars/0``), the layer's name in the ``vars`` group's ``name``
+  attribute. Weights are unnamed and in Keras's order (``kernel, bias`` /
+  ``depthwise, pointwise, bias``).
+- Keras 3 ``.keras`` (``model.save``): a zip of ``config.json`` (the model config) and
+  ``model.weights.h5`` (the layout above).
+- Legacy HDF5 ``.h5`` (Keras 2 / tf-keras ``model.save`` and ``save_weights``, and Keras 3's
+  legacy writer): ``layer_names`` and per-layer ``weight_names`` attributes
+  (``conv2d/kernel:0``); full-model files carry ``model_config``.
+
+A layer's class comes from the model config when the file has one; from the group's
+position name in a Keras 3 weights file (Keras names it after the class: ``conv2d_transpose``,
+``separable_conv1d_2``); in a legacy weights-only file from the weight names and shapes
+(``depthwise_kernel`` + ``pointwise_kernel`` is separable; a ``kernel`` of rank 3 to 5, with
+a bias that fits it, is a convolution — which one does not matter, their params are the same
+dict). Anything else is skipped and listed in ``.skipped``, never guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from kconv import layers as _layers
+
+__all__ = [
+    "KerasWeights", "layer_from_keras", "load_keras_layers", "load_keras_weights",
+    "save_keras_weights", "to_keras_weights",
+]
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ZIP_SIGNATURE = b"PK\x03\x04"
+
+#: Keras class names (and the aliases Keras 2 and 3 accept) -> kconv layer class.
+_CLASSES: dict[str, type] = {name: getattr(_layers, name) for name in _layers.LAYER_NAMES}
+_CLASSES.update({
+    f"Convolution{r}D": getattr(_layers, f"Conv{r}D") for r in (1, 2, 3)})
+_CLASSES.update({
+    "Convolution2DTranspose": _layers.Conv2DTranspose,
+    "Convolution3DTranspose": _layers.Conv3DTranspose,
+    "Deconvolution2D": _layers.Conv2DTranspose, "Deconvolution3D": _layers.Conv3DTranspose,
+    "Deconv2D": _layers.Conv2DTranspose, "Deconv3D": _layers.Conv3DTranspose,
+    "SeparableConvolution1D": _layers.SeparableConv1D,
+    "SeparableConvolution2D": _layers.SeparableConv2D,
+})
+#: Container classes whose config lists sub-layers under ``layers``.
+_CONTAINERS = ("Sequential", "Functional", "Model")
+
+
+def _snake(class_name: str) -> str:
+    # keras.src.utils.naming.to_snake_case, which names the groups of a weights file.
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+_BY_SNAKE = {_snake(name): cls for name, cls in _CLASSES.items() if name in _layers.LAYER_NAMES}
+
+
+# --- configs ------------------------------------------------------------------------
+
+def layer_from_keras(obj: Any) -> _layers.Layer:
+    """The kconv layer equivalent to a Keras layer, its config, or its serialized form.
+
+    Args:
+      obj: a live Keras layer (Keras 3 or tf-keras); a ``{"class_name": ..., "config":
+        ...}`` dict as Keras 3, tf-keras 2.x and Keras 2.x write it in model configs; or a
+        layer's bare ``get_config()`` dict, whose class is then read from its keys.
+
+    Returns:
+      The kconv layer, built by ``Layer.from_config`` (nested initializer, regularizer and
+      constraint configs, dtype policies and tf-keras quirks are understood there).
+
+    Raises:
+      ValueError: the class is not one kconv implements, or the config has a key kconv
+        cannot honour (named in the message).
+
+    Example:
+        >>> cfg = {"class_name": "Conv2D", "config": {"name": "c", "filters": 4,
+        ...        "kernel_size": [3, 3], "padding": "same",
+        ...        "dtype": {"class_name": "DTypePolicy", "config": {"name": "float32"}}}}
+        >>> layer_from_keras(cfg).compute_output_shape((None, 8, 8, 3))
+        (None, 8, 8, 4)
+        >>> type(layer_from_keras({"cropping": [[1, 1], [2, 2]]})).__name__
+        'Cropping2D'
+    """
+    if hasattr(obj, "get_config") and not isinstance(obj, Mapping):
+        class_name, config = type(obj).__name__, obj.get_config()
+    elif isinstance(obj, Mapping) and "class_name" in obj and "config" in obj:
+        class_name, config = obj["class_name"], obj["config"]
+    elif isinstance(obj, Mapping):
+        class_name, config = _class_of_config(obj), obj
+    else:
+        raise TypeError("kconv.interop.layer_from_keras: expected a Keras layer, its "
+                        f"get_config() dict or its serialized form, got {type(obj).__name__}")
+    cls = _CLASSES.get(class_name)
+    if cls is None:
+        raise ValueError(f"kconv.interop.layer_from_keras: {class_name!r} is not a layer kconv "
+                         f"implements; kconv has {sorted(_layers.LAYER_NAMES)}")
+    if not isinstance(config, Mapping):
+        raise TypeError(f"kconv.interop.layer_from_keras: the config of {class_name} must be "
+                        f"a dict, got {type(config).__name__}")
+    return cls.from_config(config)
+
+
+def _class_of_config(config: Mapping[str, Any]) -> str:
+    """A family class name from the keys and value shapes of a bare layer config."""
+    def rank_of(value: Any) -> int:
+        return 1 if isinstance(value, int) else len(value)
+
+    def pairs_rank(value: Any) -> int:
+        # Keras configs write 1-D amounts as one (lo, hi) pair, N-D ones as N pairs.
+        return 1 if isinstance(value, int) or all(isinstance(v, int) for v in value) \
+            else len(value)
+
+    if "cropping" in config:
+        return f"Cropping{pairs_rank(config['cropping'])}D"
+    if "size" in config and "kernel_size" not in config:
+        return f"UpSampling{rank_of(config['size'])}D"
+    if "padding" in config and "kernel_size" not in config:
+        return f"ZeroPadding{pairs_rank(config['padding'])}D"
+    if "kernel_size" not in config:
+        raise ValueError("kconv.interop.layer_from_keras: cannot tell the layer class of a "
+                         f"config with keys {sorted(config)}; pass {{'class_name': ..., "
+                         "'config': ...}")
+    rank = rank_of(config["kernel_size"])
+    if "pointwise_initializer" in config:
+        return f"SeparableConv{rank}D"
+    if "depth_multiplier" in config:
+        return f"DepthwiseConv{rank}D"
+    if "output_padding" in config:
+        return f"Conv{rank}DTranspose"
+    return f"Conv{rank}D"
+
+
+def _flatten_model_config(config: Any, prefix: str = "") -> dict[str, Mapping[str, Any]]:
+    """``{layer path: {"class_name", "config"}}`` for every layer of a model config.
+
+    Containers (Sequential, Functional, Model: anything whose config lists ``layers``) are
+    walked, their layers named along the path joined with ``/``.
+    """
+    out: dict[str, Mapping[str, Any]] = {}
+    if isinstance(config, Mapping) and "class_name" in config:
+        inner = config.get("config", {})
+        layers = inner if isinstance(inner, list) else (
+            inner.get("layers") if isinstance(inner, Mapping) else None)
+        if layers is None or config["class_name"] in _CLASSES:
+            name = inner.get("name", config["class_name"]) if isinstance(inner, Mapping) \
+                else config["class_name"]
+            out[f"{prefix}{name}"] = config
+            return out
+        for layer in layers:
+            inner_cfg = layer.get("config", {})
+            name = inner_cfg.get("name") if isinstance(inner_cfg, Mapping) else None
+            sub = inner_cfg if isinstance(inner_cfg, list) else (
+                inner_cfg.get("layers") if isinstance(inner_cfg, Mapping) else None)
+            if sub is not None and layer.get("class_name") not in _CLASSES:
+                out.update(_flatten_model_config(layer, f"{prefix}{name}/"))
+            else:
+                out[f"{prefix}{name}"] = layer
+    return out
+
+
+# --- reading files --------------------------------------------------------------------
+
+class KerasWeights(dict):
+    """``{layer_name: params}`` read from a Keras file, plus what was left out.
+
+    Attributes:
+      skipped: ``{layer_name: class name or "unknown"}`` of every layer in the file outside
+        the convolution family (Dense, BatchNormalization, Lambda, ...), which are not read.
+    """
+
+    def __init__(self, items: Mapping[str, Any] = (), skipped: Mapping[str, str] = ()):
+        super().__init__(items)
+        self.skipped = dict(skipped)
+
+
+class _Entry:
+    """One layer found in a file: its path name, class (if known) and raw weights."""
+
+    def __init__(self, name: str, class_name: str | None, arrays: list[np.ndarray],
+                 names: list[str] | None):
+        self.name, self.class_name, self.arrays, self.names = name, class_name, arrays, names
+
+
+def _sniff(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise OSError(f"kconv.interop: cannot read {path!r}: {e}") from e
+    if head.startswith(_HDF5_SIGNATURE):
+        return "hdf5"
+    if head.startswith(_ZIP_SIGNATURE):
+        return "zip"
+    raise ValueError(f"kconv.interop: {path!r} is neither an HDF5 file (.weights.h5, .h5) nor "
+                     f"a zip archive (.keras); it starts with {head!r}")
+
+
+def _h5py() -> Any:
+    # h5py is needed only for files, so it is an optional dependency (kconv[interop]).
+    try:
+        import h5py
+    except ImportError as e:
+        raise ImportError("kconv.interop needs h5py to read and write Keras weight files: "
+                          "pip install h5py (or kconv[interop])") from e
+    return h5py
+
+
+@contextlib.contextmanager
+def _open_h5(source: Any, path: str) -> Iterator[Any]:
+    h5py = _h5py()
+    try:
+        f = h5py.File(source, "r")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"kconv.interop: {path!r} is not a readable HDF5 file (truncated or "
+                         f"corrupt?): {e}") from e
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def _read(path: Any) -> tuple[list[_Entry], dict[str, Mapping[str, Any]] | None]:
+    """The layers found in a file, and its flattened model config (``None`` if it has none)."""
+    path = os.fspath(path)
+    kind = _sniff(path)
+    if kind == "zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if "config.json" not in names or "model.weights.h5" not in names:
+                    raise ValueError(f"kconv.interop: {path!r} is a zip but not a .keras "
+                                     f"archive (no config.json / model.weights.h5; has "
+                                     f"{names[:8]})")
+                config = json.loads(archive.read("config.json"))
+                weights = io.BytesIO(archive.read("model.weights.h5"))
+        except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as e:
+            raise ValueError(f"kconv.interop: {path!r} is a corrupt or truncated zip "
+                             f"archive: {e}") from e
+        except json.JSONDecodeError as e:
+            raise ValueError(f"kconv.interop: {path!r}: config.json is not valid JSON: "
+                             f"{e}") from e
+        flat = _flatten_model_config(config)
+        with _open_h5(weights, f"{path}:model.weights.h5") as f:
+            return _read_keras3(f, path, flat), flat
+    with _open_h5(path, path) as f:
+        if "layer_names" in f.attrs or "model_weights" in f:
+            return _read_legacy(f, path)
+        if "layers" in f or "vars" in f:
+            return _read_keras3(f, path, None), None
+        raise ValueError(f"kconv.interop: {path!r} is HDF5 but not a Keras weights file (no "
+                         f"'layers' group, no 'layer_names' attribute); top-level keys "
+                         f"{sorted(f)[:8]}")
+
+
+def _read_keras3(f: Any, path: str, config: Mapping[str, Any] | None) -> list[_Entry]:
+    entries: list[_Entry] = []
+
+    def walk(group: Any, prefix: str, key: str | None, in_list: bool) -> None:
+        vars_group = group.get("vars")
+        name = key or ""
+        if vars_group is not None and "name" in vars_group.attrs:
+            name = _text(vars_group.attrs["name"])
+        if key is not None:
+            full = f"{prefix}{name}"
+            class_name = None
+            if config is not None and full in config:
+                class_name = config[full].get("class_name")
+            elif in_list:
+                cls = _BY_SNAKE.get(re.sub(r"_\d+$", "", key))
+                class_name = cls.__name__ if cls is not None else None
+            arrays = []
+            if vars_group is not None:
+                try:
+                    order = sorted(vars_group, key=int)
+                except ValueError:
+                    order = list(vars_group)
+                arrays = [np.asarray(vars_group[k]) for k in order]
+            children = [k for k in group if k != "vars"]
+            if not children or class_name in _CLASSES:
+                entries.append(_Entry(full, class_name, arrays, None))
+                return
+            if arrays:
+                entries.append(_Entry(full, class_name, arrays, None))
+            prefix = f"{full}/"
+        for child in group:
+            if child == "vars":
+                continue
+            if child == "layers" or child.startswith("container"):
+                for sub in group[child]:
+                    walk(group[child][sub], prefix, sub, True)
+            elif key is None and child == "optimizer":
+                continue  # a .keras archive's optimizer state, not a layer
+            else:
+                walk(group[child], prefix, child, False)
+
+    try:
+        walk(f, "", None, False)
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"kconv.interop: {path!r}: corrupt weights ({e})") from e
+    return entries
+
+
+def _read_legacy(f: Any, path: str) -> tuple[list[_Entry], dict[str, Mapping[str, Any]] | None]:
+    config = None
+    raw = f.attrs.get("model_config")
+    if raw is not None:
+        try:
+            config = _flatten_model_config(json.loads(_text(raw)))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"kconv.interop: {path!r}: model_config is not valid JSON: "
+                             f"{e}") from e
+    g = f["model_weights"] if "model_weights" in f else f
+    entries: list[_Entry] = []
+    try:
+        for layer_name in [_text(n) for n in g.attrs["layer_names"]]:
+            group = g[layer_name]
+            owners: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+            for weight_name in [_text(n) for n in group.attrs.get("weight_names", [])]:
+                parts = weight_name.split("/")
+                owner = "/".join(parts[:-1])
+                if owner == layer_name or owner.startswith(f"{layer_name}/"):
+                    owner = owner[len(layer_name) + 1:]
+                full = layer_name if not owner else f"{layer_name}/{owner}"
+                names, arrays = owners.setdefault(full, ([], []))
+                names.append(re.sub(r":\d+$", "", parts[-1]))
+                arrays.append(np.asarray(group[weight_name]))
+            if not owners:
+                owners[layer_name] = ([], [])
+            for full, (names, arrays) in owners.items():
+                class_name = None
+                if config is not None and full in config:
+                    class_name = config[full].get("class_name")
+                entries.append(_Entry(full, class_name, arrays, names))
+    except (OSError, KeyError) as e:
+        raise ValueError(f"kconv.interop: {path!r}: corrupt or truncated legacy HDF5 weights "
+                         f"({e})") from e
+    return entries, config
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def _kconv_names(cls: type, names: list[str] | None, count: int, where: str) -> list[str]:
+    """kconv's weight names for a layer of class ``cls`` with ``count`` stored weights."""
+    if issubclass(cls, _layers.SeparableConv):
+        order = ["depthwise_kernel", "pointwise_kernel", "bias"]
+    elif issubclass(cls, (_layers.Conv, _layers.ConvTranspose, _layers.DepthwiseConv)):
+        order = ["kernel", "bias"]
+    else:
+        order = []
+    if names is not None:
+        # Legacy files name their weights; tf-keras's depthwise kernel is Keras 3's kernel.
+        mapped = ["kernel" if n == "depthwise_kernel" and order == ["kernel", "bias"] else n
+                  for n in names]
+        if sorted(mapped) != sorted(order[: len(mapped)]) or len(set(mapped)) != len(mapped):
+            raise ValueError(f"{where}: expected weights {order} for a {cls.__name__}, found "
+                             f"{names}")
+        return mapped
+    if count > len(order) or (count < len(order) - 1):
+        raise ValueError(f"{where}: a {cls.__name__} has the weights {order} (bias optional), "
+                         f"the file holds {count}")
+    return order[:count]
+
+
+def _structural_class(entry: _Entry) -> type | None:
+    """The family of a legacy weights-only entry, from its weight names and shapes."""
+    names = entry.names or []
+    shapes = dict(zip(names, (a.shape for a in entry.arrays)))
+    bias = shapes.get("bias")
+    if set(names) in ({"depthwise_kernel", "pointwise_kernel"},
+                      {"depthwise_kernel", "pointwise_kernel", "bias"}):
+        rank = len(shapes["depthwise_kernel"]) - 2
+        return getattr(_layers, f"SeparableConv{rank}D", None) if rank in (1, 2) else None
+    if set(names) in ({"depthwise_kernel"}, {"depthwise_kernel", "bias"}):
+        k = shapes["depthwise_kernel"]
+        if bias is not None and bias != (k[-2] * k[-1],):
+            return None
+        return getattr(_layers, f"DepthwiseConv{len(k) - 2}D", None)
+    if set(names) in ({"kernel"}, {"kernel", "bias"}):
+        k = shapes["kernel"]
+        if not 3 <= len(k) <= 5:
+            return None
+        # conv: filters = k[-1]; transposed: filters = k[-2]; depthwise: k[-2] * k[-1].
+        if bias is not None and (len(bias) != 1 or bias[0] not in (k[-1], k[-2],
+                                                                    k[-2] * k[-1])):
+            return None
+        return getattr(_layers, f"Conv{len(k) - 2}D")  # the params of every ConvND family
+    return None
+
+
+def _collect(path: Any, need_config: bool) -> tuple[dict, dict, dict | None]:
+    entries, config = _read(path)
+    where = f"kconv.interop: {os.fspath(path)!r}"
+    if need_config and config is None:
+        raise ValueError(f"{where} carries no model config (a weights-only file); use "
+                         "load_keras_weights, or build the layers yourself")
+    found: dict[str, tuple[type, dict[str, Any]]] = {}
+    skipped: dict[str, str] = {}
+    for entry in entries:
+        cls = _CLASSES.get(entry.class_name) if entry.class_name else None
+        if cls is None and entry.class_name is None and entry.names is not None:
+            cls = _structural_class(entry)
+        if cls is None:
+            if entry.name:
+                skipped[entry.name] = entry.class_name or "unknown"
+            continue
+        names = _kconv_names(cls, entry.names, len(entry.arrays),
+                             f"{where}, layer {entry.name!r}")
+        found[entry.name] = (cls, {n: a for n, a in zip(names, entry.arrays)})
+    if config is not None:
+        for name, layer_cfg in config.items():
+            cls = _CLASSES.get(layer_cfg.get("class_name"))
+            if cls is not None and cls.has_weights and name not in found:
+                raise ValueError(f"{where}: the config has the {layer_cfg['class_name']} "
+                                 f"layer {name!r}, but the file holds no weights for it")
+            if cls is not None and not cls.has_weights and name not in found:
+                found[name] = (cls, {})
+    return found, skipped, config
+
+
+def _as_jax(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    import jax.numpy as jnp
+
+    return {name: jnp.asarray(value) for name, value in params.items()}
+
+
+def load_keras_weights(path: Any) -> KerasWeights:
+    """Reads every convolution-family layer's weights from a Keras file.
+
+    Args:
+      path: a Keras 3 ``.weights.h5`` or ``.keras`` file, or a legacy HDF5 ``.h5`` (Keras 2
+        / tf-keras, full model or weights only). The format is read from the file's first
+        bytes, not its name. Nothing is written.
+
+    Returns:
+      A :class:`KerasWeights`: ``{layer_name: params}`` with kconv's (Keras 3's) weight
+      names (``kernel``/``bias``; ``depthwise_kernel``/``pointwise_kernel``/``bias``);
+      layers of nested models are named along the path (``"block/conv"``); weightless
+      family layers (ZeroPadding2D, ...) map to ``{}`` where the file names their class.
+      ``.skipped`` lists the layers outside the family.
+
+    Raises:
+      ValueError: the file is not HDF5 or zip, is truncated or corrupt, or a layer's
+        weights do not fit its class (the message names the file and the layer).
+
+    Example:
+        >>> import tempfile, os, jax, kconv
+        >>> layer = kconv.Conv1D(2, 3)
+        >>> params = layer.init(jax.random.key(0), (None, 8, 1))
+        >>> path = os.path.join(tempfile.mkdtemp(), "m.weights.h5")
+        >>> save_keras_weights(path, {"conv": (layer, params)})
+        >>> {k: v.shape for k, v in load_keras_weights(path)["conv"].items()}
+        {'kernel': (3, 1, 2), 'bias': (2,)}
+    """
+    found, skipped, _ = _collect(path, need_config=False)
+    return KerasWeights({name: _as_jax(p) for name, (_, p) in found.items()}, skipped)
+
+
+def load_keras_layers(path: Any) -> KerasWeights:
+    """Reads every convolution-family layer, config and weights, from a Keras model file.
+
+    Args:
+      path: a ``.keras`` archive or a legacy full-model ``.h5`` (files that carry the model
+        config; a weights-only file raises).
+
+    Returns:
+      A :class:`KerasWeights` of ``{layer_name: (layer, params)}``: the kconv layer built
+      from the Keras config (:func:`layer_from_keras`) and its params, each weight checked
+      against the shape the config implies.
+
+    Raises:
+      ValueError: no model config, a config layer without weights, a weight whose shape
+        does not match the config, or a config kconv cannot honour (naming file, layer and
+        key).
+    """
+    found, skipped, config = _collect(path, need_config=True)
+    where = f"kconv.interop: {os.fspath(path)!r}"
+    out = {}
+    for name, (_, params) in found.items():
+        try:
+            layer = layer_from_keras(config[name])
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{where}, layer {name!r}: {e}") from e
+        _check_shapes(layer, params, f"{where}, layer {name!r}")
+        out[name] = (layer, _as_jax(params))
+    return KerasWeights(out, skipped)
+
+
+def _check_shapes(layer: _layers.Layer, params: Mapping[str, Any], where: str) -> None:
+    """Raises unless ``params`` has exactly the names and shapes ``layer`` implies."""
+    if not layer.has_weights:
+        if params:
+            raise ValueError(f"{where}: a {type(layer).__name__} has no weights, got "
+                             f"{sorted(params)}")
+        return
+    expected_names = layer._names()
+    if sorted(params) != sorted(expected_names):
+        raise ValueError(f"{where}: a {type(layer).__name__} with use_bias={layer.use_bias} "
+                         f"has the weights {expected_names}, got {sorted(params)}")
+    first = expected_names[0]
+    if len(np.shape(params[first])) != layer.rank + 2:
+        raise ValueError(f"{where}: weight {first!r} must have rank {layer.rank + 2}, got "
+                         f"shape {tuple(np.shape(params[first]))}")
+    in_channels = layer._param_in_channels({n: np.asarray(v) for n, v in params.items()})
+    try:
+        expected = layer.weights_for_channels(in_channels)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{where}: the weights do not fit the config: {e}") from e
+    for name, weight in expected.items():
+        if tuple(np.shape(params[name])) != weight.shape:
+            raise ValueError(f"{where}: weight {name!r} has shape "
+                             f"{tuple(np.shape(params[name]))}, the config implies "
+                             f"{weight.shape}")
+
+
+# --- writing --------------------------------------------------------------------------
+
+def to_keras_weights(layer: _layers.Layer, params: Mapping[str, Any]) -> list[np.ndarray]:
+    """The list ``keras_layer.set_weights`` takes for these params (Keras's order).
+
+    Example:
+        >>> import jax, kconv
+        >>> layer = kconv.SeparableConv1D(4, 3)
+        >>> params = layer.init(jax.random.key(0), (None, 8, 2))
+        >>> [w.shape for w in to_keras_weights(layer, params)]
+        [(3, 2, 1), (1, 2, 4), (4,)]
+    """
+    _check_shapes(layer, params, f"kconv.interop.to_keras_weights({type(layer).__name__})")
+    return [np.asarray(params[name]) for name in (layer._names() if layer.has_weights else [])]
+
+
+def save_keras_weights(path: Any, named_params: Mapping[str, Any]) -> None:
+    """Writes a Keras 3 ``.weights.h5`` that Keras's ``model.load_weights`` reads.
+
+    Args:
+      path: where to write; must end in ``.weights.h5`` (Keras picks its reader by name).
+        Written atomically: to a temporary file in the same folder, then renamed into place,
+        so an error or a kill mid-write never leaves a partial file where a good one was.
+      named_params: ``{layer_name: (layer, params)}`` (what :func:`load_keras_layers`
+        returns), in the order of the equivalent Keras model's layers. Keras addresses
+        weights by position and class (the second Conv2D is ``conv2d_1``), so the order and
+        the classes must be the Keras model's; layers of other classes between them do not
+        matter. Flat models only: a nested name (``"block/conv"``) raises.
+
+    Example:
+        >>> import tempfile, os, jax, kconv
+        >>> layers = [kconv.Conv2D(4, 3), kconv.Conv2D(2, 1)]
+        >>> p = [layers[0].init(jax.random.key(0), (None, 8, 8, 1)),
+        ...      layers[1].init(jax.random.key(1), (None, 6, 6, 4))]
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.weights.h5")
+        >>> save_keras_weights(path, {"a": (layers[0], p[0]), "b": (layers[1], p[1])})
+        >>> sorted(load_keras_weights(path))
+        ['a', 'b']
+    """
+    h5py = _h5py()
+    path = os.fspath(path)
+    if not path.endswith(".weights.h5"):
+        raise ValueError(f"kconv.interop.save_keras_weights: the path must end in "
+                         f"'.weights.h5' (Keras's load_weights picks its format by name), "
+                         f"got {path!r}")
+    groups: list[tuple[str, str, list[np.ndarray]]] = []
+    used: dict[str, int] = {}
+    for name, item in named_params.items():
+        where = f"kconv.interop.save_keras_weights: layer {name!r}"
+        if "/" in name:
+            raise ValueError(f"{where}: nested model names are not supported when writing; "
+                             "write a flat model's layers")
+        if not (isinstance(item, tuple) and len(item) == 2
+                and isinstance(item[0], _layers.Layer)):
+            raise TypeError(f"{where}: expected a (kconv layer, params) pair, got "
+                            f"{type(item).__name__}")
+        layer, params = item
+        snake = _snake(type(layer).__name__)
+        # keras.src.saving.saving_lib._get_unique_name: conv2d, conv2d_1, conv2d_2, ...
+        count = used.get(snake, 0)
+        used[snake] = count + 1
+        key = snake if count == 0 else f"{snake}_{count}"
+        groups.append((key, name, to_keras_weights(layer, params)))
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".kconv-", suffix=".weights.h5.tmp", dir=folder)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_group("vars")
+            layers_group = f.create_group("layers")
+            for key, name, arrays in groups:
+                vars_group = layers_group.create_group(key).create_group("vars")
+                vars_group.attrs["name"] = name
+                for i, array in enumerate(arrays):
+                    vars_group.create_dataset(str(i), data=array)
+            f.flush()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,389 @@
+"""Weights from PyTorch: :func:`params_from_torch` turns the ``state_dict()`` of an
+``nn.Conv1d/2d/3d`` or ``nn.ConvTranspose1d/2d/3d`` into kconv params.
+
+PyTorch is never imported: kconv does not depend on it. Tensors are recognised by their
+``detach`` method and read with ``.detach().cpu().numpy()``; NumPy arrays (or anything
+``np.asarray`` takes) work too, so saved weights convert on a machine without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kconv.layers.base import Layer
+from kconv.layers.conv import Conv
+from kconv.layers.conv_transpose import ConvTranspose
+from kconv.layers.depthwise import DepthwiseConv
+from kconv.layers.separable import SeparableConv
+
+__all__ = ["params_from_torch"]
+
+_WHERE = "params_from_torch"
+_SUPPORTED = ("Conv1D/2D/3D (from nn.Conv1d/2d/3d), Conv1D/2D/3DTranspose (from "
+              "nn.ConvTranspose1d/2d/3d) and DepthwiseConv1D/2D (from nn.Conv1d/2d with "
+              "groups == in_channels)")
+_KEYS = ("weight", "bias")
+
+
+def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: str = "",
+                      in_channels: int | None = None,
+                      groups: int | None = None) -> dict[str, jax.Array]:
+    """The kconv params of ``layer`` from a PyTorch convolution's ``state_dict()``.
+
+    Layouts (torch → kconv, which is Keras's layout):
+
+    - ``nn.ConvNd`` → ``ConvND``: weight ``(out, in // groups, *k)`` → kernel
+      ``(*k, in // groups, filters)``; ``groups`` carries over (``ConvND(groups=g)``).
+    - ``nn.ConvTransposeNd`` → ``ConvNDTranspose``: weight ``(in, out // groups, *k)`` →
+      kernel ``(*k, filters, in)``, with no spatial flip: both libraries define the
+      transposed convolution as the gradient of the forward one with the same kernel.
+      kconv's transposed layers have no ``groups``; a grouped torch weight (pass
+      ``groups=module.groups``) becomes the exactly equivalent dense kernel, block-diagonal
+      with zeros between the groups: the same function at ``groups`` times the FLOPs.
+    - ``nn.ConvNd`` with ``groups == in_channels`` and ``out_channels == in_channels *
+      depth_multiplier`` → ``DepthwiseConvND``: weight ``(in * dm, 1, *k)`` → kernel
+      ``(*k, in, dm)``. Torch's groups are contiguous output blocks, so torch output
+      channel ``c * dm + m`` is kconv's: input channel ``c`` with ``kernel[..., c, m]``.
+    - ``bias`` ``(out,)`` is kept as is (kconv's ``bias``); kernels do not depend on
+      ``data_format``.
+
+    For ``kconv.linen`` / ``kconv.nnx`` models, convert with the pure layer of the same
+    arguments: the Flax wrappers use the same names and shapes.
+
+    Padding conventions. The weights convert exactly; whether the *layers* then compute
+    the same function depends on padding, where the libraries differ. With
+    ``k_eff = d * (k - 1) + 1`` per axis (kernel size ``k``, dilation ``d``, stride ``s``):
+
+    - Forward ``valid`` is torch ``padding=0``.
+    - Forward ``same`` pads ``P = max((ceil(n / s) - 1) * s + k_eff - n, 0)`` in total,
+      ``P // 2`` in front and the rest (the odd one) at the END (TF/XLA); torch's integer
+      ``padding=p`` pads ``p`` on both sides. At stride 1, ``P = k_eff - 1``: for odd ``k_eff`` this is
+      torch ``padding=d * (k - 1) // 2``; for any ``k_eff`` it is torch ``padding="same"``
+      (which also puts the extra pad at the end). Strided, ``P`` depends on the input
+      length ``n``, and ``same`` equals torch ``padding=P // 2`` only when ``P`` is even
+      (``k=3, s=2``: odd ``n``); otherwise Keras pads ``(P // 2, P // 2 + 1)`` and no torch
+      integer padding computes the same windows (torch rejects ``padding="same"`` with
+      strides). To run a torch conv's exact padding, call
+      ``kconv.ops.conv(x, params["kernel"], strides, padding=((p, p),) * N, ...)`` and add
+      the bias.
+    - ``causal`` (1-D) pads ``d * (k - 1)`` on the left, then ``valid``; in torch pad by
+      hand (``F.pad(x, (d * (k - 1), 0))``) with ``padding=0``.
+    - ``padding_mode`` other than ``"zeros"`` has no kconv layer equivalent: pad by hand
+      (``jnp.pad(..., mode=...)``), then ``valid``.
+    - Transposed: torch's output length is ``(n - 1) * s - 2 * p + k_eff + output_padding``
+      and its output starts ``p`` positions into the full (uncropped) result. Keras
+      ``valid`` is ``(n - 1) * s + k_eff + op`` from position 0: torch ``padding=0,
+      output_padding=op`` (``op=None`` means ``max(k_eff, s) - k_eff``). Keras ``same``
+      (``op=None``) is ``n * s`` long: torch ``padding=(k_eff - s) // 2,
+      output_padding=0`` when ``k_eff - s`` is even and ``>= 0`` (``k=4, s=2``: ``p=1``;
+      ``k=3, s=1``: ``p=1``), torch ``padding=0, output_padding=s - k_eff`` when
+      ``k_eff <= s``, and nothing when ``k_eff - s`` is odd and positive: for
+      ``k=3, s=2`` Keras keeps full positions ``0 .. 2n - 1`` while the usual torch
+      ``padding=1, output_padding=1`` keeps ``1 .. 2n``, the same length shifted by one.
+      Keras ``same`` with ``output_padding=0`` is torch ``padding=k_eff // 2,
+      output_padding=0`` (``k=3, s=2``: ``p=1``, length ``2n - 1``). Any torch setting:
+      Keras ``valid`` with ``output_padding`` = torch's ``output_padding``, then crop
+      ``p`` from both ends of each spatial axis. (Torch's ``output_padding`` must be below
+      ``max(s, d)``, Keras's below ``s``.)
+
+    channels_first: torch is channels-first; a kconv layer with
+    ``data_format="channels_first"`` takes torch-layout inputs (and gives torch-layout
+    outputs) directly.
+
+    Args:
+      layer: a pure-tier kconv layer: ``Conv1D/2D/3D``, ``Conv1D/2D/3DTranspose`` or
+        ``DepthwiseConv1D/2D``. Its ``kernel_size``, ``filters`` (or
+        ``depth_multiplier``), ``groups`` and ``use_bias`` are checked against the weights.
+      state_dict: ``module.state_dict()``: ``weight`` and, when the module has a bias,
+        ``bias``, as torch tensors or NumPy arrays.
+      prefix: keyword-only; the keys' common prefix, e.g. ``"conv."`` or ``"features.0."``
+        (a missing final ``"."`` is added). Keys outside it are ignored, so a whole model's
+        state dict can be passed; keys under it other than ``weight``/``bias`` raise.
+      in_channels: keyword-only, optional: the torch module's ``in_channels``, checked.
+      groups: keyword-only, optional: the torch module's ``groups`` (it is not in a state
+        dict). Checked for ``ConvND`` (against ``layer.groups``) and ``DepthwiseConvND``
+        (must be the input channel count); required for a grouped ``nn.ConvTransposeNd``.
+
+    Returns:
+      ``{"kernel": ..., "bias": ...}`` (no ``bias`` when ``use_bias=False``), with kconv's
+      shapes, as ``jax.Array`` in ``layer.param_dtype``.
+
+    Raises:
+      TypeError: ``layer`` is not a supported kconv layer, ``state_dict`` is not a
+        mapping, or a value is not numeric.
+      ValueError: a missing ``weight``, unknown keys, a ``bias`` the layer does not have
+        (or lacks), or shapes that do not fit the layer (rank, kernel size, filters,
+        channels, groups); the message names the key and both shapes.
+
+    Example:
+        >>> import numpy as np, kconv
+        >>> from kconv.interop.torch import params_from_torch
+        >>> state = {"conv.weight": np.ones((16, 3, 5, 5)),   # nn.Conv2d(3, 16, 5)
+        ...          "conv.bias": np.zeros(16)}
+        >>> params = params_from_torch(kconv.Conv2D(16, 5), state, prefix="conv.")
+        >>> {name: p.shape for name, p in params.items()}
+        {'kernel': (5, 5, 3, 16), 'bias': (16,)}
+        >>> # = nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1, bias=False)
+        >>> up = kconv.Conv2DTranspose(8, 4, strides=2, padding="same", use_bias=False)
+        >>> params_from_torch(up, {"weight": np.ones((16, 8, 4, 4))})["kernel"].shape
+        (4, 4, 8, 16)
+        >>> # = nn.Conv1d(4, 8, 3, groups=4, bias=False)
+        >>> dw = kconv.DepthwiseConv1D(3, depth_multiplier=2, use_bias=False)
+        >>> params_from_torch(dw, {"weight": np.ones((8, 1, 3))}, groups=4)["kernel"].shape
+        (3, 4, 2)
+    """
+    family = _family(layer)
+    state = _select(layer, state_dict, prefix)
+    wkey, bkey = (_norm_prefix(prefix) + key for key in _KEYS)  # as the user sees them
+    weight = _read(layer, state["weight"], wkey)
+    if weight.ndim != layer.rank + 2:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: {wkey!r} has shape {weight.shape} "
+            f"(rank {weight.ndim}); a torch {_torch_name(family, layer.rank)} weight has rank "
+            f"{layer.rank + 2}: expected {_expected(layer, family)}")
+    if tuple(weight.shape[2:]) != layer.kernel_size:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: {wkey!r} has shape {weight.shape}, "
+            f"kernel size {tuple(weight.shape[2:])}, but the layer has kernel_size "
+            f"{layer.kernel_size}: expected {_expected(layer, family)}")
+    groups = _check_int(groups, "groups", layer)
+    in_channels = _check_int(in_channels, "in_channels", layer)
+    if family is Conv:
+        kernel, out = _conv_kernel(layer, weight, wkey, in_channels, groups)
+    elif family is ConvTranspose:
+        kernel, out = _transpose_kernel(layer, weight, wkey, in_channels, groups)
+    else:
+        kernel, out = _depthwise_kernel(layer, weight, wkey, in_channels, groups)
+    params = {"kernel": jnp.asarray(kernel, layer.param_dtype)}
+    if "bias" in state:
+        bias = _read(layer, state["bias"], bkey)
+        if bias.shape != (out,):
+            raise ValueError(
+                f"{_WHERE}: {_describe(layer)}: {bkey!r} has shape {bias.shape}, "
+                f"expected ({out},) for {wkey!r} of shape {weight.shape}")
+        params["bias"] = jnp.asarray(bias, layer.param_dtype)
+    return params
+
+
+# --- the three layouts -----------------------------------------------------------------
+
+def _spatial_first(w: np.ndarray) -> np.ndarray:
+    """``(a, b, *k)`` → ``(*k, b, a)``: torch's channel axes after the spatial ones."""
+    n = w.ndim - 2
+    return np.transpose(w, tuple(range(2, n + 2)) + (1, 0))
+
+
+def _conv_kernel(layer: Conv, w: np.ndarray, key: str, in_channels: int | None,
+                 groups: int | None) -> tuple[np.ndarray, int]:
+    out, in_per_group = w.shape[:2]
+    if groups is not None and groups != layer.groups:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: the torch module has groups={groups} but the "
+            f"layer has groups={layer.groups} ({key!r} has shape {w.shape}); build the "
+            f"layer with groups={groups}")
+    if out != layer.filters:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: {key!r} has shape {w.shape}, out_channels "
+            f"{out}, but the layer has filters={layer.filters}: expected "
+            f"{_expected(layer, Conv)}")
+    if in_channels is not None and in_channels != in_per_group * layer.groups:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: in_channels={in_channels} does not match "
+            f"{key!r} of shape {w.shape}: in_channels // groups = {in_per_group} with "
+            f"groups={layer.groups} means {in_per_group * layer.groups} input channels")
+    # (out, in // g, *k) -> (*k, in // g, out): both libraries split the input and the
+    # output channels into contiguous group blocks, so groups need no reordering.
+    return _spatial_first(w), out
+
+
+def _transpose_kernel(layer: ConvTranspose, w: np.ndarray, key: str,
+                      in_channels: int | None, groups: int | None) -> tuple[np.ndarray, int]:
+    if getattr(layer, "groups", 1) != 1:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: transposed layers with groups are not "
+            f"supported; build the layer without groups (the kernel becomes block-diagonal)")
+    cin, out_per_group = w.shape[:2]
+    g = 1 if groups is None else groups
+    if out_per_group * g != layer.filters:
+        hint = ("" if groups is not None or layer.filters % out_per_group else
+                f"; if the torch module is grouped, pass groups=module.groups "
+                f"(here {layer.filters // out_per_group}?)")
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: {key!r} has shape {w.shape}, out_channels // "
+            f"groups = {out_per_group}, which with groups={g} gives {out_per_group * g} "
+            f"output channels, but the layer has filters={layer.filters}: expected "
+            f"{_expected(layer, ConvTranspose, g)}{hint}")
+    if cin % g:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: groups={g} does not divide the "
+            f"{cin} input channels of {key!r} (shape {w.shape})")
+    if in_channels is not None and in_channels != cin:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: in_channels={in_channels} does not match "
+            f"{key!r} of shape {w.shape} ({cin} input channels)")
+    # (in, out // g, *k) -> (*k, out // g, in), no flip (both are the VJP of the forward
+    # conv with this kernel).
+    dense = _spatial_first(w)
+    if g == 1:
+        return dense, layer.filters
+    # kconv's transposed convolution has no groups: group j maps input channels
+    # [j * cin_g, (j + 1) * cin_g) to outputs [j * out_g, (j + 1) * out_g), so the dense
+    # kernel is block-diagonal over (out, in) with zeros between the groups.
+    cin_g = cin // g
+    kernel = np.zeros(layer.kernel_size + (layer.filters, cin), dense.dtype)
+    for j in range(g):
+        outs = slice(j * out_per_group, (j + 1) * out_per_group)
+        ins = slice(j * cin_g, (j + 1) * cin_g)
+        kernel[..., outs, ins] = dense[..., :, ins]
+    return kernel, layer.filters
+
+
+def _depthwise_kernel(layer: DepthwiseConv, w: np.ndarray, key: str,
+                      in_channels: int | None, groups: int | None) -> tuple[np.ndarray, int]:
+    out, in_per_group = w.shape[:2]
+    dm = layer.depth_multiplier
+    if in_per_group != 1:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: {key!r} has shape {w.shape}, in_channels // "
+            f"groups = {in_per_group}, but a depthwise convolution has groups == "
+            f"in_channels (1 input channel per group): expected {_expected(layer, DepthwiseConv)}")
+    if out % dm:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: {key!r} has shape {w.shape}: out_channels {out} "
+            f"is not a multiple of depth_multiplier={dm}: expected "
+            f"{_expected(layer, DepthwiseConv)}")
+    channels = out // dm
+    for name, value in (("in_channels", in_channels), ("groups", groups)):
+        if value is not None and value != channels:
+            raise ValueError(
+                f"{_WHERE}: {_describe(layer)}: {name}={value} does not match {key!r} of "
+                f"shape {w.shape}: with depth_multiplier={dm} it holds {channels} input "
+                f"channels (a depthwise conv has groups == in_channels == {channels})")
+    # (C * dm, 1, *k): torch output channel c * dm + m is group c's m-th filter, which is
+    # kconv's kernel[..., c, m]; (*k, 1, C * dm) -> (*k, C, dm) is a reshape.
+    kernel = _spatial_first(w).reshape(layer.kernel_size + (channels, dm))
+    return kernel, out
+
+
+# --- validation helpers ---------------------------------------------------------------
+
+def _family(layer: Any) -> type:
+    if isinstance(layer, type):
+        raise TypeError(f"{_WHERE}: expected a kconv layer instance, got the class "
+                        f"{layer.__name__}; build it with the torch module's arguments, "
+                        f"e.g. {layer.__name__}(filters, kernel_size, ...)")
+    for family in (Conv, ConvTranspose, DepthwiseConv):
+        if isinstance(layer, family):
+            return family
+    kind = "kconv layer" if isinstance(layer, Layer) else "object"
+    hint = ""
+    if isinstance(layer, SeparableConv):
+        hint = (f"; torch has no separable conv: convert its depthwise nn.Conv{layer.rank}d "
+                f"with DepthwiseConv{layer.rank}D and its 1x1 nn.Conv{layer.rank}d with "
+                f"Conv{layer.rank}D, then use their kernels as depthwise_kernel and "
+                f"pointwise_kernel")
+    raise TypeError(f"{_WHERE}: unsupported {kind} {type(layer).__name__}; supported are the "
+                    f"pure-tier kconv layers {_SUPPORTED}{hint}")
+
+
+def _norm_prefix(prefix: str) -> str:
+    return prefix if not prefix or prefix.endswith(".") else prefix + "."
+
+
+def _select(layer: Layer, state_dict: Any, prefix: Any) -> dict[str, Any]:
+    if not isinstance(prefix, str):
+        raise TypeError(f"{_WHERE}: prefix must be a str, got {prefix!r}")
+    if not isinstance(state_dict, Mapping):
+        hint = (" (pass module.state_dict(), not the module)"
+                if callable(getattr(state_dict, "state_dict", None)) else "")
+        raise TypeError(f"{_WHERE}: {_describe(layer)}: state_dict must be a mapping of "
+                        f"names to tensors, got {type(state_dict).__name__}{hint}")
+    prefix = _norm_prefix(prefix)
+    state = {key[len(prefix):]: value for key, value in state_dict.items()
+             if isinstance(key, str) and key.startswith(prefix)}
+    unknown = sorted(key for key in state if key not in _KEYS)
+    if unknown:
+        shown = [prefix + key for key in unknown[:8]]
+        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        candidates = sorted({key[: -len("weight")] for key in state_dict
+                             if isinstance(key, str) and key.endswith(".weight")} - {prefix})
+        hint = (f"; for one layer of a larger model pass prefix=, one of {candidates[:8]}"
+                if candidates else "")
+        raise ValueError(f"{_WHERE}: {_describe(layer)}: unknown state_dict keys {shown}{more}"
+                         f" (a torch conv has only 'weight' and 'bias'"
+                         f"{f' under prefix {prefix!r}' if prefix else ''}){hint}")
+    if "weight" not in state:
+        keys = sorted(map(str, state_dict))
+        raise ValueError(f"{_WHERE}: {_describe(layer)}: missing key {prefix + 'weight'!r}; "
+                         f"the state_dict has keys {keys[:8]}"
+                         f"{' ...' if len(keys) > 8 else ''}")
+    if ("bias" in state) != layer.use_bias:
+        if layer.use_bias:
+            raise ValueError(f"{_WHERE}: {_describe(layer)}: missing key {prefix + 'bias'!r} "
+                             f"but the layer has use_bias=True (the torch module was built "
+                             f"with bias=False? then build the layer with use_bias=False)")
+        raise ValueError(f"{_WHERE}: {_describe(layer)}: the state_dict has "
+                         f"{prefix + 'bias'!r} but the layer has use_bias=False (build it "
+                         f"with use_bias=True)")
+    return state
+
+
+def _read(layer: Layer, value: Any, key: str) -> np.ndarray:
+    """A torch tensor (detected by ``detach``, torch is not imported) or array as NumPy."""
+    try:
+        if callable(getattr(value, "detach", None)):
+            value = value.detach()
+            if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+                value = value.float()  # NumPy has no bfloat16; float32 holds it exactly
+            value = value.cpu().numpy()
+        array = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{_WHERE}: {_describe(layer)}: cannot read {key!r} "
+                        f"({type(value).__name__}) as an array: {e}") from e
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) \
+            or np.iscomplexobj(array):
+        raise TypeError(f"{_WHERE}: {_describe(layer)}: {key!r} must hold real numbers, got "
+                        f"{type(value).__name__} of dtype {array.dtype}")
+    return array
+
+
+def _check_int(value: Any, arg: str, layer: Layer) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{_WHERE}: {_describe(layer)}: {arg} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{_WHERE}: {_describe(layer)}: {arg} must be positive, got {value!r}")
+    return int(value)
+
+
+def _describe(layer: Any) -> str:
+    args = [f"filters={layer.filters}"] if hasattr(layer, "filters") else []
+    args.append(f"kernel_size={layer.kernel_size}")
+    if hasattr(layer, "depth_multiplier"):
+        args.append(f"depth_multiplier={layer.depth_multiplier}")
+    if getattr(layer, "groups", 1) != 1:
+        args.append(f"groups={layer.groups}")
+    return f"{type(layer).__name__}({', '.join(args)})"
+
+
+def _torch_name(family: type, rank: int) -> str:
+    return f"nn.ConvTranspose{rank}d" if family is ConvTranspose else f"nn.Conv{rank}d"
+
+
+def _expected(layer: Any, family: type, groups: int = 1) -> str:
+    """The torch weight shape the layer fits, with the unknown input channels as ``in``."""
+    k = ", ".join(map(str, layer.kernel_size))
+    if family is Conv:
+        per = "in" if layer.groups == 1 else f"in // {layer.groups}"
+        return f"({layer.filters}, {per}, {k}) (out_channels, in_channels // groups, *kernel_size)"
+    if family is ConvTranspose:
+        per = layer.filters // groups if layer.filters % groups == 0 else "?"
+        return f"(in, {per}, {k}) (in_channels, out_channels // groups, *kernel_size)"
+    return (f"(in * {layer.depth_multiplier}, 1, {k}) (in_channels * depth_multiplier, 1, "
+            f"*kernel_size)")

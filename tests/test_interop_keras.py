@@ -1,0 +1,541 @@
+"""kconv.interop against real Keras files: Keras 3 files written here by Keras itself
+(``save_weights``, ``save`` to ``.keras`` and to legacy ``.h5``), and tf-keras legacy HDF5
+fixtures (tests/fixtures/make_tf_keras_fixtures.py says how they were made). Round trips
+Keras -> kconv -> Keras must give identical outputs; corrupt and hostile files must fail
+with errors that name the file and the layer, and loading must write nothing."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kconv
+from kconv import interop
+
+import keras  # noqa: E402  (conftest.py has set KERAS_BACKEND=jax)
+L = keras.layers
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+# --- Keras 3 models covering the whole family ----------------------------------------
+
+def _model_1d():
+    inp = keras.Input((16, 3), name="signal")
+    x = L.Conv1D(4, 3, padding="causal", dilation_rate=2, activation="relu", name="causal")(inp)
+    x = L.ZeroPadding1D((1, 2), name="pad1")(x)
+    x = L.SeparableConv1D(5, 3, depth_multiplier=2, name="sep1")(x)
+    x = L.DepthwiseConv1D(3, depth_multiplier=2, padding="same", name="dw1")(x)
+    x = L.Conv1DTranspose(3, 3, strides=2, output_padding=1, name="tr1")(x)
+    x = L.Cropping1D((2, 1), name="crop1")(x)
+    x = L.UpSampling1D(2, name="up1")(x)
+    x = L.Conv1D(2, 1, use_bias=False, name="conv1d_last")(x)
+    return keras.Model(inp, x, name="m1d")
+
+
+def _model_2d():
+    block = keras.Sequential([keras.Input((9, 9, 4)),
+                              L.Conv2D(4, 3, padding="same", groups=2, name="grouped"),
+                              L.DepthwiseConv2D(3, depth_multiplier=2, name="dw2")],
+                             name="block")
+    inp = keras.Input((10, 10, 2), name="image")
+    x = L.ZeroPadding2D(((1, 0), (0, 1)), name="pad2")(inp)
+    x = L.Conv2D(4, 3, strides=1, activation="tanh", name="conv")(x)
+    x = block(x)
+    x = L.SeparableConv2D(5, 3, padding="same", name="sep2")(x)
+    x = L.Conv2DTranspose(3, 3, strides=2, padding="same", use_bias=False, name="tr2")(x)
+    x = L.UpSampling2D(2, interpolation="bilinear", name="up2")(x)
+    x = L.Cropping2D(((2, 1), (1, 2)), name="crop2")(x)
+    x = L.Conv2D(2, 1, name="head_conv")(x)
+    return keras.Model(inp, x, name="m2d")
+
+
+def _model_3d():
+    inp = keras.Input((6, 6, 6, 2), name="volume")
+    x = L.Conv3D(3, 2, padding="same", name="c3")(inp)
+    x = L.ZeroPadding3D(((1, 0), 1, (0, 1)), name="pad3")(x)
+    x = L.Conv3DTranspose(2, 2, strides=(1, 2, 1), name="tr3")(x)
+    x = L.Cropping3D(1, name="crop3")(x)
+    x = L.UpSampling3D((1, 2, 1), name="up3")(x)
+    return keras.Model(inp, x, name="m3d")
+
+
+MODELS = {"1d": (_model_1d, (2, 16, 3)), "2d": (_model_2d, (2, 10, 10, 2)),
+          "3d": (_model_3d, (2, 6, 6, 6, 2))}
+
+
+def _randomize(model, seed=0):
+    """Random weights everywhere (biases included), so nothing passes by being zero."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") * 0.5
+                       for w in model.get_weights()])
+
+
+def _keras_model(kind, seed=0):
+    make, shape = MODELS[kind]
+    keras.utils.set_random_seed(seed)
+    model = make()
+    _randomize(model, seed)
+    x = np.random.default_rng(seed + 100).normal(size=shape).astype("float32")
+    return model, x
+
+
+def _family_layers(model, prefix=""):
+    """``[(path name, keras layer)]`` of the conv-family layers, nested models walked."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out += _family_layers(layer, f"{prefix}{layer.name}/")
+        elif type(layer).__name__ in kconv.layers.LAYER_NAMES:
+            out.append((f"{prefix}{layer.name}", layer))
+    return out
+
+
+def _run_chain(named, order, x):
+    """Runs the kconv layers ``named[name] = (layer, params)`` in ``order`` on ``x``."""
+    for name in order:
+        layer, params = named[name]
+        x = layer(params, x)
+    return x
+
+
+_SAVED = {}
+
+
+def _saved(kind, tmp_path_factory):
+    """The Keras 3 model of ``kind``, an input, and the three files Keras writes for it."""
+    if kind not in _SAVED:
+        folder = tmp_path_factory.mktemp(f"keras3-{kind}")
+        model, x = _keras_model(kind)
+        paths = {"weights": folder / "model.weights.h5", "keras": folder / "model.keras",
+                 "legacy": folder / "legacy.h5"}
+        model.save_weights(paths["weights"])
+        model.save(paths["keras"])
+        model.save(paths["legacy"])  # Keras 3's legacy HDF5 writer
+        _SAVED[kind] = kind, model, x, paths
+    return _SAVED[kind]
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def saved(request, tmp_path_factory):
+    return _saved(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def saved_1d(tmp_path_factory):
+    return _saved("1d", tmp_path_factory)
+
+
+# --- reading Keras 3 files -------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["keras", "legacy"])
+def test_load_keras_layers_reproduces_keras_outputs(saved, fmt):
+    kind, model, x, paths = saved
+    named = interop.load_keras_layers(paths[fmt])
+    order = [name for name, _ in _family_layers(model)]
+    assert list(named) == order or sorted(named) == sorted(order)
+    y = _run_chain(named, order, x)
+    np.testing.assert_allclose(y, np.asarray(model(x)), **TOL)
+    for name, keras_layer in _family_layers(model):
+        layer, params = named[name]
+        assert layer == interop.layer_from_keras(keras_layer)
+        for ours, theirs in zip(interop.to_keras_weights(layer, params),
+                                keras_layer.get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("fmt", ["weights", "keras", "legacy"])
+def test_load_keras_weights_gives_every_family_layer(saved, fmt):
+    kind, model, x, paths = saved
+    weights = interop.load_keras_weights(paths[fmt])
+    for name, keras_layer in _family_layers(model):
+        layer = interop.layer_from_keras(keras_layer)
+        if not layer.has_weights:
+            assert weights.get(name, {}) == {}
+            continue
+        params = weights[name]
+        got = interop.to_keras_weights(layer, params)
+        assert len(got) == len(keras_layer.get_weights())
+        for ours, theirs in zip(got, keras_layer.get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    assert all(not name.startswith(("signal", "image", "volume")) for name in weights)
+
+
+def test_weights_file_names_and_skips(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(2, 3, name="first")(inp)
+    x = L.Conv2D(2, 3, name="second")(x)
+    x = L.Flatten(name="flat")(x)
+    x = L.Dense(2, name="dense_head")(x)
+    model = keras.Model(inp, x)
+    model.save_weights(tmp_path / "m.weights.h5")
+    weights = interop.load_keras_weights(tmp_path / "m.weights.h5")
+    assert sorted(weights) == ["first", "second"]
+    assert "dense_head" in weights.skipped and "flat" in weights.skipped
+
+
+# Nested models are read, not written (save_keras_weights is flat): 1-D and 3-D models.
+@pytest.mark.parametrize("kind", ["1d", "3d"])
+def test_keras3_roundtrip_through_kconv_and_back(kind, tmp_path_factory, tmp_path):
+    kind, model, x, paths = _saved(kind, tmp_path_factory)
+    named = interop.load_keras_layers(paths["keras"])
+    out = tmp_path / "back.weights.h5"
+    interop.save_keras_weights(out, named)
+    keras.utils.set_random_seed(123)
+    fresh = MODELS[kind][0]()
+    fresh.load_weights(out)
+    np.testing.assert_array_equal(np.asarray(fresh(x)), np.asarray(model(x)))
+    # ... and set_weights with to_keras_weights, layer by layer.
+    keras.utils.set_random_seed(321)
+    other = MODELS[kind][0]()
+    for name, keras_layer in _family_layers(other):
+        keras_layer.set_weights(interop.to_keras_weights(*named[name]))
+    np.testing.assert_array_equal(np.asarray(other(x)), np.asarray(model(x)))
+
+
+def test_kconv_params_saved_for_keras(tmp_path):
+    # Params made in kconv (not read from Keras) load into the equivalent Keras model.
+    layers = [kconv.Conv2D(4, 3, padding="same", activation="relu"),
+              kconv.DepthwiseConv2D(3, depth_multiplier=2),
+              kconv.Conv2D(3, 1, use_bias=False),
+              kconv.SeparableConv2D(2, 3, padding="same"),
+              kconv.Conv2DTranspose(2, 3, strides=2)]
+    shape, named = (None, 9, 9, 2), {}
+    for i, layer in enumerate(layers):
+        params = layer.init(jax.random.key(i), shape)
+        params = jax.tree.map(lambda p, i=i: p + 0.1 * (i + 1), params)  # non-zero biases
+        named[f"layer{i}"] = (layer, params)
+        shape = layer.compute_output_shape(shape)
+    path = tmp_path / "kconv.weights.h5"
+    interop.save_keras_weights(path, named)
+    model = keras.Sequential([keras.Input((9, 9, 2))] + [
+        getattr(L, type(layer).__name__).from_config(
+            {**layer.get_config(), "name": name}) for name, (layer, _) in named.items()])
+    model.load_weights(path)
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 2)).astype("float32")
+    np.testing.assert_allclose(np.asarray(model(x)), _run_chain(named, list(named), x), **TOL)
+
+
+# --- tf-keras legacy fixtures ----------------------------------------------------------
+
+TRUNK = ["pad", "conv", "block/inner_conv", "block/inner_dw", "sep", "up_conv", "upsample",
+         "crop"]
+
+
+def test_tf_keras_full_model_h5_reproduces_tf_keras_outputs():
+    named = interop.load_keras_layers(FIXTURES / "tf_keras_model.h5")
+    assert sorted(named) == sorted(TRUNK)
+    assert named.skipped == {"image": "InputLayer", "pool": "GlobalAveragePooling2D",
+                             "head": "Dense"}
+    io = np.load(FIXTURES / "tf_keras_io.npz")
+    np.testing.assert_allclose(_run_chain(named, TRUNK, io["x"]), io["y"], rtol=1e-4,
+                               atol=1e-5)
+    conv, _ = named["conv"]
+    # tf-keras stores the factor as float32, as it computes with it.
+    assert type(conv.kernel_regularizer) is kconv.regularizers.L2
+    assert conv.kernel_regularizer.l2 == pytest.approx(0.01)
+    assert conv.kernel_constraint == kconv.constraints.MaxNorm(2.0, axis=(0, 1, 2))
+    assert named["block/inner_dw"][0].depth_multiplier == 2
+
+
+def test_tf_keras_weights_only_h5_matches_the_full_model_file():
+    full = interop.load_keras_layers(FIXTURES / "tf_keras_model.h5")
+    weights = interop.load_keras_weights(FIXTURES / "tf_keras_weights.h5")
+    assert sorted(weights) == sorted(n for n in TRUNK if full[n][0].has_weights)
+    for name, params in weights.items():
+        assert sorted(params) == sorted(full[name][1])
+        for key in params:
+            np.testing.assert_array_equal(params[key], full[name][1][key])
+    assert {"head", "pool"} <= set(weights.skipped)
+    with pytest.raises(ValueError, match="carries no model config"):
+        interop.load_keras_layers(FIXTURES / "tf_keras_weights.h5")
+
+
+TF_CONFIGS = json.loads((FIXTURES / "tf_keras_configs.json").read_text())["layers"]
+
+
+@pytest.mark.parametrize("entry", TF_CONFIGS, ids=[e["class_name"] for e in TF_CONFIGS])
+def test_tf_keras_configs(entry):
+    cls = getattr(kconv, entry["class_name"])
+    from_serialized = interop.layer_from_keras(entry["serialized"])
+    assert type(from_serialized) is cls
+    assert from_serialized == cls.from_config(entry["get_config"])
+    assert from_serialized == interop.layer_from_keras(entry["get_config"])  # class inferred
+    # What kconv reports is Keras 3's form of the same layer, which Keras 3 accepts.
+    k3 = getattr(L, entry["class_name"]).from_config(from_serialized.get_config())
+    assert cls.from_config(k3.get_config()) == from_serialized
+
+
+def test_tf_keras_config_details():
+    by_class = {e["class_name"]: interop.layer_from_keras(e["serialized"]) for e in TF_CONFIGS}
+    conv1d = by_class["Conv1D"]
+    assert (conv1d.padding, conv1d.data_format, conv1d.dilation_rate) == (
+        "causal", "channels_first", (2,))
+    assert (jnp.dtype(conv1d.dtype), jnp.dtype(conv1d.param_dtype)) == (jnp.float16,
+                                                                      jnp.float32)
+    assert jnp.dtype(by_class["Conv3D"].dtype) == jnp.bfloat16
+    conv2d = by_class["Conv2D"]
+    assert conv2d.groups == 2 and conv2d.kernel_initializer == kconv.initializers.HeNormal(seed=3)
+    assert conv2d.kernel_constraint == kconv.constraints.MinMaxNorm(0.5, 1.5, rate=0.5)
+    assert by_class["Conv2DTranspose"].output_padding == (1, 0)
+    assert by_class["ZeroPadding3D"].padding == ((1, 0), (1, 1), (0, 2))
+
+
+# --- configs: Keras 2.x forms and what kconv cannot honour -----------------------------
+
+def test_keras2_forms():
+    cfg = {"name": "conv2d_1", "trainable": True, "batch_input_shape": [None, 8, 8, 3],
+           "dtype": "float32", "filters": 4, "kernel_size": [3, 3], "strides": [1, 1],
+           "padding": "SAME", "data_format": "channels_last", "dilation_rate": [1, 1],
+           "activation": "relu", "use_bias": True,
+           "kernel_initializer": {"class_name": "VarianceScaling",
+                                  "config": {"scale": 1.0, "mode": "fan_avg",
+                                             "distribution": "uniform", "seed": None}},
+           "bias_initializer": {"class_name": "Zeros", "config": {}},
+           "kernel_regularizer": {"class_name": "L1L2", "config": {"l1": 0.0, "l2": 0.01}},
+           "bias_regularizer": None, "activity_regularizer": None,
+           "kernel_constraint": {"class_name": "MaxNorm", "config": {"max_value": 2,
+                                                                     "axis": [0, 1, 2]}},
+           "bias_constraint": None}
+    layer = interop.layer_from_keras({"class_name": "Conv2D", "config": cfg})
+    assert layer.padding == "same" and layer.kernel_size == (3, 3)
+    assert layer.kernel_regularizer == kconv.regularizers.L1L2(0.0, 0.01)
+    assert interop.layer_from_keras({"class_name": "Convolution2D", "config": cfg}) == layer
+    policy = {"class_name": "Policy", "config": {"name": "mixed_bfloat16"}}
+    mixed = interop.layer_from_keras({"class_name": "Conv2D", "config": {**cfg,
+                                                                         "dtype": policy}})
+    assert jnp.dtype(mixed.dtype) == jnp.bfloat16 and jnp.dtype(mixed.param_dtype) == jnp.float32
+
+
+@pytest.mark.parametrize("class_name,config,key", [
+    ("Conv2D", {"filters": 2, "kernel_size": 3, "lora_rank": 4}, "lora_rank"),
+    ("DepthwiseConv2D", {"kernel_size": 3, "groups": 2}, "groups"),
+    ("Conv2DTranspose", {"filters": 2, "kernel_size": 3, "groups": 3}, "groups"),
+    ("Conv2D", {"filters": 2, "kernel_size": 3, "mystery": 1}, "mystery"),
+])
+def test_configs_kconv_cannot_honour_name_the_key(class_name, config, key):
+    with pytest.raises(ValueError, match=key):
+        interop.layer_from_keras({"class_name": class_name, "config": config})
+
+
+def test_neutral_quirks_are_accepted():
+    assert interop.layer_from_keras({"class_name": "DepthwiseConv2D",
+                                     "config": {"kernel_size": 3, "groups": 1}}) \
+        == kconv.DepthwiseConv2D(3)
+    assert kconv.Conv2D.from_config({"filters": 2, "kernel_size": 3, "lora_rank": None}) \
+        == kconv.Conv2D(2, 3)
+
+
+def test_unknown_classes_are_refused():
+    with pytest.raises(ValueError, match="'Dense' is not a layer kconv implements"):
+        interop.layer_from_keras(L.Dense(3))
+    with pytest.raises(TypeError, match="expected a Keras layer"):
+        interop.layer_from_keras(42)
+
+
+@pytest.mark.parametrize("name", kconv.layers.LAYER_NAMES)
+def test_live_keras3_layers(name):
+    from kconv.layers._examples import EXAMPLES
+
+    args, _ = EXAMPLES[name]
+    keras_layer = getattr(L, name)(**args)
+    # Keras's default "float32" policy computes in float32 whatever the input: dtype=float32.
+    expected = getattr(kconv, name)(**args, dtype="float32")
+    assert interop.layer_from_keras(keras_layer) == expected
+    serialized = keras.saving.serialize_keras_object(keras_layer)
+    assert interop.layer_from_keras(serialized) == expected
+    assert interop.layer_from_keras(keras_layer.get_config()) == expected
+
+
+# --- hostile and broken files ----------------------------------------------------------
+
+def _snapshot(folder):
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_lambda_in_a_keras_archive_is_never_executed(tmp_path):
+    flag = tmp_path / "executed"
+    code = f"lambda t: (open({str(flag)!r}, 'w').write('x'), t)[1]"
+    inp = keras.Input((6, 6, 1))
+    x = L.Conv2D(2, 3, name="c")(inp)
+    x = L.Lambda(eval(code), name="evil")(x)  # noqa: S307 - the hostile layer under test
+    model = keras.Model(inp, x)
+    flag.unlink(missing_ok=True)
+    model.save(tmp_path / "evil.keras")
+    flag.unlink(missing_ok=True)
+    before = _snapshot(tmp_path)
+    named = interop.load_keras_layers(tmp_path / "evil.keras")
+    assert list(named) == ["c"] and named.skipped["evil"] == "Lambda"
+    interop.load_keras_weights(tmp_path / "evil.keras")
+    assert not flag.exists()
+    assert _snapshot(tmp_path) == before  # nothing written while loading
+
+
+def test_not_hdf5_nor_zip(tmp_path):
+    path = tmp_path / "model.weights.h5"
+    path.write_text("this is not a weights file")
+    with pytest.raises(ValueError, match=r"model\.weights\.h5.*neither an HDF5 file"):
+        interop.load_keras_weights(path)
+    with pytest.raises(OSError, match="cannot read"):
+        interop.load_keras_weights(tmp_path / "missing.weights.h5")
+
+
+def test_truncated_files(saved, tmp_path):
+    _, _, _, paths = saved
+    for fmt in ("weights", "keras", "legacy"):
+        data = paths[fmt].read_bytes()
+        cut = tmp_path / f"cut-{paths[fmt].name}"
+        cut.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ValueError, match=f"cut-{paths[fmt].name}.*(truncated|corrupt)"):
+            interop.load_keras_weights(cut)
+
+
+def test_hdf5_and_zip_that_are_not_keras(tmp_path):
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["data"] = np.zeros(3)
+    with pytest.raises(ValueError, match="not a Keras weights file"):
+        interop.load_keras_weights(tmp_path / "other.h5")
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as z:
+        z.writestr("readme.txt", "hi")
+    with pytest.raises(ValueError, match="not a .keras archive"):
+        interop.load_keras_weights(tmp_path / "other.keras")
+
+
+def _rewrite_keras(src, dst, edit_config=None, edit_weights=None):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "config.json" and edit_config:
+                data = json.dumps(edit_config(json.loads(data))).encode()
+            if item == "model.weights.h5" and edit_weights:
+                tmp = dst.parent / "tmp.weights.h5"
+                tmp.write_bytes(data)
+                with h5py.File(tmp, "r+") as f:
+                    edit_weights(f)
+                data = tmp.read_bytes()
+                tmp.unlink()
+            zout.writestr(item, data)
+
+
+def _set_filters(config, layer_name, filters):
+    for layer in config["config"]["layers"]:
+        if layer["config"].get("name") == layer_name:
+            layer["config"]["filters"] = filters
+    return config
+
+
+def test_weight_shape_that_does_not_match_the_config(saved_1d, tmp_path):
+    _, _, _, paths = saved_1d
+    bad = tmp_path / "bad.keras"
+    _rewrite_keras(paths["keras"], bad, edit_config=lambda c: _set_filters(c, "causal", 7))
+    with pytest.raises(ValueError, match=r"bad\.keras.*'causal'.*shape"):
+        interop.load_keras_layers(bad)
+
+
+def test_missing_layer_weights(saved_1d, tmp_path):
+    _, _, _, paths = saved_1d
+    bad = tmp_path / "missing.keras"
+
+    def drop(f):
+        key = next(k for k in f["layers"] if f["layers"][k]["vars"].attrs["name"] == "sep1")
+        del f["layers"][key]
+
+    _rewrite_keras(paths["keras"], bad, edit_weights=drop)
+    with pytest.raises(ValueError, match=r"missing\.keras.*'sep1'.*no weights"):
+        interop.load_keras_layers(bad)
+    # Legacy: a weight count that does not fit the class.
+    legacy = tmp_path / "legacy.h5"
+    shutil.copy(paths["legacy"], legacy)
+    with h5py.File(legacy, "r+") as f:
+        group = f["model_weights"]["sep1"]
+        names = list(group.attrs["weight_names"])
+        group.attrs["weight_names"] = names[:1]
+    with pytest.raises(ValueError, match=r"legacy\.h5.*'sep1'"):
+        interop.load_keras_layers(legacy)
+
+
+def test_corrupt_config_json(saved_1d, tmp_path):
+    _, _, _, paths = saved_1d
+    bad = tmp_path / "badjson.keras"
+    with zipfile.ZipFile(paths["keras"]) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for item in zin.namelist():
+            zout.writestr(item, b"{not json" if item == "config.json" else zin.read(item))
+    with pytest.raises(ValueError, match=r"badjson\.keras.*config\.json is not valid JSON"):
+        interop.load_keras_layers(bad)
+
+
+# --- writing: errors and atomicity -----------------------------------------------------
+
+def _two_layers():
+    layer = kconv.Conv1D(2, 3)
+    return {"a": (layer, layer.init(jax.random.key(0), (None, 8, 1)))}
+
+
+def test_save_errors(tmp_path):
+    with pytest.raises(ValueError, match="must end in '.weights.h5'"):
+        interop.save_keras_weights(tmp_path / "m.h5", _two_layers())
+    layer, params = _two_layers()["a"]
+    with pytest.raises(TypeError, match="expected a \\(kconv layer, params\\) pair"):
+        interop.save_keras_weights(tmp_path / "m.weights.h5", {"a": params})
+    with pytest.raises(ValueError, match="nested model names"):
+        interop.save_keras_weights(tmp_path / "m.weights.h5", {"b/a": (layer, params)})
+    with pytest.raises(ValueError, match="'kernel' has shape"):
+        interop.save_keras_weights(tmp_path / "m.weights.h5",
+                                   {"a": (kconv.Conv1D(3, 3), params)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.weights.h5"
+    interop.save_keras_weights(path, _two_layers())
+    good = path.read_bytes()
+    calls = {"n": 0}
+    real = h5py.Group.create_dataset
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full (simulated)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing)
+    with pytest.raises(OSError, match="simulated"):
+        interop.save_keras_weights(path, _two_layers())
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["m.weights.h5"]
+
+
+def test_killed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "m.weights.h5"
+    interop.save_keras_weights(path, _two_layers())
+    good = path.read_bytes()
+    script = textwrap.dedent(f"""
+        import os, signal, h5py, jax, kconv
+        from kconv import interop
+        real = h5py.Group.create_dataset
+        def dying(self, *args, **kwargs):
+            out = real(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)  # killed in the middle of the write
+        h5py.Group.create_dataset = dying
+        layer = kconv.Conv1D(5, 3)
+        interop.save_keras_weights({str(path)!r},
+                                   {{"a": (layer, layer.init(jax.random.key(1), (None, 8, 1)))}})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert path.read_bytes() == good
+    loaded = interop.load_keras_weights(path)
+    assert loaded["a"]["kernel"].shape == (3, 1, 2)

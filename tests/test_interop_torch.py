@@ -1,0 +1,542 @@
+"""kconv.interop.torch.params_from_torch: PyTorch conv weights → kconv params.
+
+PyTorch is the oracle here: each case builds a torch module with random weights, converts
+its state dict and compares kconv's output with torch's, wherever the two libraries'
+padding conventions coincide (the docstring of ``params_from_torch`` says where; the
+brute-force tests below check that statement). Then every error path.
+"""
+
+import itertools
+import math
+import subprocess
+import sys
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kconv
+from kconv.interop.torch import params_from_torch
+from tests import reference as ref
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+F = torch.nn.functional
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+# torch warns that padding="same" with an even kernel copies the input; it is what we test.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+TORCH_CONV = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
+TORCH_CONV_T = {1: torch.nn.ConvTranspose1d, 2: torch.nn.ConvTranspose2d,
+                3: torch.nn.ConvTranspose3d}
+KCONV_CONV = {1: kconv.Conv1D, 2: kconv.Conv2D, 3: kconv.Conv3D}
+KCONV_CONV_T = {1: kconv.Conv1DTranspose, 2: kconv.Conv2DTranspose, 3: kconv.Conv3DTranspose}
+KCONV_DW = {1: kconv.DepthwiseConv1D, 2: kconv.DepthwiseConv2D}
+
+
+def _seeded(module_cls, *args, seed=0, **kwargs):
+    """A torch module with deterministic random weights (and a non-zero bias)."""
+    torch.manual_seed(seed)
+    m = module_cls(*args, **kwargs)
+    if m.bias is not None:
+        with torch.no_grad():
+            m.bias.uniform_(-1.0, 1.0)
+    return m.eval()
+
+
+def _input(shape, seed=1):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _torch_out(module, x):
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+def _kconv_out(layer, params, x_ncx):
+    """Runs ``layer`` on a torch-layout input, returns a torch-layout output."""
+    if layer.data_format == "channels_first":
+        return np.asarray(jax.jit(layer)(params, x_ncx))
+    y = jax.jit(layer)(params, np.moveaxis(x_ncx, 1, -1))
+    return np.moveaxis(np.asarray(y), -1, 1)
+
+
+def _tup(v, rank):
+    return (v,) * rank if isinstance(v, int) else tuple(v)
+
+
+# --- forward convolution: Conv1d/2d/3d -> Conv1D/2D/3D ----------------------------------
+
+class ConvCase(NamedTuple):
+    rank: int
+    cin: int
+    cout: int
+    k: object
+    s: object = 1
+    d: object = 1
+    groups: int = 1
+    bias: bool = True
+    fmt: str = "channels_last"
+    padding: str = "valid"      # kconv
+    torch_padding: object = 0   # the torch padding computing the same function
+    n: object = 7               # spatial size(s)
+
+
+CONV_CASES = [
+    ConvCase(1, 3, 4, 3),
+    ConvCase(1, 4, 6, 3, s=2, groups=2, bias=False, fmt="channels_first", n=10),
+    ConvCase(1, 3, 4, 5, d=2, padding="same", torch_padding=4, fmt="channels_first", n=11),
+    ConvCase(1, 2, 4, 4, padding="same", torch_padding="same", n=8),  # even k: pad at end
+    ConvCase(1, 3, 4, 3, s=2, padding="same", torch_padding=1, n=9),  # odd n: total pad 2
+    ConvCase(1, 4, 4, 3, groups=4, padding="same", torch_padding=1, n=6),
+    ConvCase(2, 3, 4, 3, padding="same", torch_padding=1, n=(6, 7)),
+    ConvCase(2, 3, 4, 3, padding="same", torch_padding=1, fmt="channels_first", n=(6, 5)),
+    ConvCase(2, 4, 6, (3, 2), s=(2, 1), groups=2, bias=False, fmt="channels_first",
+             n=(7, 6)),
+    ConvCase(2, 4, 8, 3, d=(2, 1), groups=4, padding="same", torch_padding=(2, 1),
+             n=(7, 6)),
+    ConvCase(2, 2, 3, (2, 3), padding="same", torch_padding="same", fmt="channels_first",
+             n=(5, 6)),
+    ConvCase(2, 2, 3, 3, s=2, d=2, n=(9, 10)),  # strides and dilation together
+    ConvCase(2, 6, 6, 3, s=2, groups=3, padding="same", torch_padding=1, n=(7, 9)),
+    ConvCase(3, 2, 3, 3, padding="same", torch_padding=1, n=(4, 5, 4)),
+    ConvCase(3, 4, 2, (2, 3, 1), s=(1, 2, 1), groups=2, bias=False, fmt="channels_first",
+             n=(4, 5, 3)),
+    ConvCase(3, 2, 4, 3, d=(1, 2, 1), fmt="channels_first", n=(4, 6, 3)),
+    ConvCase(3, 3, 2, 3, s=2, padding="same", torch_padding=1, n=(5, 3, 7)),
+]
+
+
+def _case_id(case):
+    return "-".join(f"{k}={v}" for k, v in case._asdict().items()
+                    if v != case._field_defaults.get(k, object()))
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=_case_id)
+def test_conv_matches_torch(case):
+    r = case.rank
+    m = _seeded(TORCH_CONV[r], case.cin, case.cout, case.k, stride=case.s,
+                padding=case.torch_padding, dilation=case.d, groups=case.groups,
+                bias=case.bias)
+    layer = KCONV_CONV[r](case.cout, case.k, strides=case.s, padding=case.padding,
+                          data_format=case.fmt, dilation_rate=case.d, groups=case.groups,
+                          use_bias=case.bias)
+    params = params_from_torch(layer, m.state_dict(), in_channels=case.cin,
+                               groups=case.groups)
+    assert {k: v.shape for k, v in params.items()} == \
+        {k: w.shape for k, w in layer.weights_for_channels(case.cin).items()}
+    assert all(v.dtype == jnp.float32 for v in params.values())
+    x = _input((2, case.cin) + _tup(case.n, r))
+    np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(m, x), **TOL)
+
+
+# --- transposed convolution: ConvTranspose1d/2d/3d -> Conv1D/2D/3DTranspose ----------------
+
+class TransposeCase(NamedTuple):
+    rank: int
+    cin: int
+    cout: int
+    k: object
+    s: object = 1
+    d: object = 1
+    bias: bool = True
+    fmt: str = "channels_last"
+    padding: str = "valid"        # kconv
+    output_padding: object = None  # kconv
+    torch_padding: object = 0
+    torch_output_padding: object = 0
+    n: object = 5
+    groups: int = 1               # torch (kconv gets the block-diagonal kernel)
+
+
+TRANSPOSE_CASES = [
+    TransposeCase(1, 3, 4, 3, s=2),
+    TransposeCase(1, 2, 3, 2, s=3, torch_output_padding=1, fmt="channels_first"),  # op=None
+    TransposeCase(1, 2, 3, 3, s=2, output_padding=1, torch_output_padding=1, bias=False),
+    TransposeCase(1, 3, 2, 3, s=1, padding="same", torch_padding=1),
+    TransposeCase(1, 2, 3, 3, s=2, d=2, n=4, fmt="channels_first"),
+    TransposeCase(1, 2, 2, 3, s=1, d=2, padding="same", torch_padding=2),
+    TransposeCase(1, 2, 3, 2, s=3, padding="same", torch_output_padding=1),  # k_eff < s
+    TransposeCase(2, 3, 4, 4, s=2, padding="same", torch_padding=1),  # the DCGAN layer
+    TransposeCase(2, 3, 4, 4, s=2, padding="same", torch_padding=1, fmt="channels_first",
+                  bias=False, n=(3, 4)),
+    TransposeCase(2, 2, 3, 3, s=2, padding="same", output_padding=0, torch_padding=1,
+                  n=(4, 3)),
+    TransposeCase(2, 2, 3, (4, 3), s=(2, 1), padding="same", torch_padding=(1, 1),
+                  fmt="channels_first", n=(3, 5)),
+    TransposeCase(2, 3, 2, (2, 3), s=(2, 3), output_padding=(1, 2), torch_output_padding=(1, 2),
+                  n=(3, 2)),
+    TransposeCase(3, 2, 3, 3, s=(1, 2, 2), n=(3, 2, 3), fmt="channels_first"),
+    TransposeCase(3, 2, 2, 3, padding="same", torch_padding=1, n=(3, 4, 2)),
+    TransposeCase(3, 2, 3, 4, s=2, padding="same", torch_padding=1, bias=False, n=(2, 3, 2)),
+    # groups: kconv's transposed layers have none; the kernel is block-diagonal.
+    TransposeCase(1, 4, 6, 3, s=2, groups=2),
+    TransposeCase(2, 6, 3, 4, s=2, padding="same", torch_padding=1, groups=3,
+                  fmt="channels_first", n=(3, 4)),
+    TransposeCase(2, 4, 8, 3, padding="same", torch_padding=1, groups=4, bias=False),
+    TransposeCase(3, 4, 4, 2, s=2, groups=2, n=(2, 3, 2)),
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=_case_id)
+def test_conv_transpose_matches_torch(case):
+    r = case.rank
+    m = _seeded(TORCH_CONV_T[r], case.cin, case.cout, case.k, stride=case.s,
+                padding=case.torch_padding, output_padding=case.torch_output_padding,
+                dilation=case.d, groups=case.groups, bias=case.bias)
+    layer = KCONV_CONV_T[r](case.cout, case.k, strides=case.s, padding=case.padding,
+                            output_padding=case.output_padding, data_format=case.fmt,
+                            dilation_rate=case.d, use_bias=case.bias)
+    params = params_from_torch(layer, m.state_dict(),
+                               groups=case.groups if case.groups > 1 else None)
+    assert params["kernel"].shape == _tup(case.k, r) + (case.cout, case.cin)
+    x = _input((2, case.cin) + _tup(case.n, r))
+    np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(m, x), **TOL)
+
+
+def test_grouped_transpose_kernel_is_block_diagonal():
+    m = _seeded(torch.nn.ConvTranspose1d, 6, 4, 3, groups=2, bias=False)
+    kernel = np.asarray(params_from_torch(kconv.Conv1DTranspose(4, 3, use_bias=False),
+                                          m.state_dict(), groups=2)["kernel"])
+    w = m.weight.detach().numpy()  # (in=6, out // groups=2, k=3)
+    assert kernel.shape == (3, 4, 6)
+    np.testing.assert_array_equal(kernel[:, :2, :3], w[:3].transpose(2, 1, 0))
+    np.testing.assert_array_equal(kernel[:, 2:, 3:], w[3:].transpose(2, 1, 0))
+    assert not kernel[:, :2, 3:].any() and not kernel[:, 2:, :3].any()
+
+
+def test_transpose_kernel_is_not_flipped():
+    """Both libraries' transposed conv is the VJP of the forward conv with the same
+    kernel, so the conversion must not reverse the taps: the flipped kernel is wrong."""
+    m = _seeded(torch.nn.ConvTranspose1d, 2, 3, 3, stride=2, bias=False)
+    layer = kconv.Conv1DTranspose(3, 3, strides=2, use_bias=False,
+                                  data_format="channels_first")
+    params = params_from_torch(layer, m.state_dict())
+    x = _input((1, 2, 5))
+    np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(m, x), **TOL)
+    flipped = {"kernel": params["kernel"][::-1]}
+    assert not np.allclose(_kconv_out(layer, flipped, x), _torch_out(m, x), atol=1e-3)
+
+
+def test_transpose_is_vjp_of_converted_forward_conv():
+    """The same torch weight, read as a forward Conv1d (out=in, swapped) and as a
+    ConvTranspose1d, gives kconv layers that are each other's transpose."""
+    m = _seeded(torch.nn.ConvTranspose1d, 3, 2, 4, stride=2, bias=False)
+    w = m.weight.detach().numpy()  # (3, 2, 4): also an nn.Conv1d(2, 3, 4) weight
+    fwd = kconv.Conv1D(3, 4, strides=2, use_bias=False)
+    bwd = kconv.Conv1DTranspose(2, 4, strides=2, use_bias=False)
+    pf = params_from_torch(fwd, {"weight": w})
+    pb = params_from_torch(bwd, {"weight": w})
+    x = jnp.asarray(_input((1, 10, 2)))
+    y, vjp = jax.vjp(lambda v: fwd(pf, v), x)
+    ct = jnp.asarray(_input(y.shape, seed=3))
+    np.testing.assert_allclose(vjp(ct)[0], bwd(pb, ct), **TOL)
+
+
+# --- depthwise: Conv1d/2d(groups=in_channels) -> DepthwiseConv1D/2D --------------------------
+
+@pytest.mark.parametrize("rank,channels,dm,k,s,d,bias,fmt,padding,torch_padding,n", [
+    (1, 3, 1, 3, 1, 1, True, "channels_last", "valid", 0, 8),
+    (1, 3, 2, 3, 1, 2, True, "channels_first", "same", 2, 9),
+    (1, 2, 3, 4, 2, 1, False, "channels_last", "valid", 0, 9),
+    (2, 3, 1, 3, 1, 1, True, "channels_first", "same", 1, (6, 5)),
+    (2, 3, 2, (3, 2), (2, 1), 1, True, "channels_last", "valid", 0, (7, 6)),
+    (2, 4, 2, 3, 1, (1, 2), False, "channels_first", "same", (1, 2), (5, 6)),
+])
+def test_depthwise_matches_torch(rank, channels, dm, k, s, d, bias, fmt, padding,
+                                 torch_padding, n):
+    m = _seeded(TORCH_CONV[rank], channels, channels * dm, k, stride=s,
+                padding=torch_padding, dilation=d, groups=channels, bias=bias)
+    layer = KCONV_DW[rank](k, strides=s, padding=padding, depth_multiplier=dm,
+                           data_format=fmt, dilation_rate=d, use_bias=bias)
+    params = params_from_torch(layer, m.state_dict(), groups=channels, in_channels=channels)
+    assert params["kernel"].shape == _tup(k, rank) + (channels, dm)
+    # kconv output channel c * dm + m is input channel c with kernel[..., c, m].
+    w = m.weight.detach().numpy()  # (C * dm, 1, *k)
+    np.testing.assert_array_equal(np.asarray(params["kernel"]).reshape(-1, channels, dm),
+                                  w.reshape(channels, dm, -1).transpose(2, 0, 1))
+    x = _input((2, channels) + _tup(n, rank))
+    np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(m, x), **TOL)
+
+
+# --- the padding statements of the docstring, checked by brute force (1-D, float64) ----------
+# Keras's side is the float64 NumPy reference of Keras semantics (tests/reference.py, which
+# kconv is checked against elsewhere); compiling a kconv conv per grid point would take
+# minutes. The cross-section above runs kconv itself on the cases found here.
+
+def _t64(a):
+    return torch.from_numpy(np.asarray(a, np.float64))
+
+
+def test_forward_same_padding_rule():
+    """``same`` == torch ``padding=P // 2`` iff the total pad ``P`` is even, else no
+    integer padding; at stride 1 it is always torch's ``padding="same"``."""
+    rng = np.random.default_rng(0)
+    for k, s, d, n in itertools.product(range(1, 6), (1, 2, 3), (1, 2), (5, 6, 7, 8)):
+        w = rng.standard_normal((2, 2, k))  # torch (out, in, k)
+        x = rng.standard_normal((1, 2, n))
+        y = ref.conv(x, w.transpose(2, 1, 0), s, "same", "channels_first", d)
+        k_eff = d * (k - 1) + 1
+        found = []
+        for p in range(k_eff):
+            if n + 2 * p < k_eff:
+                continue
+            yt = F.conv1d(_t64(x), _t64(w), stride=s, padding=p, dilation=d).numpy()
+            if yt.shape == y.shape and np.allclose(yt, y, rtol=1e-10, atol=1e-10):
+                found.append(p)
+        total = max((math.ceil(n / s) - 1) * s + k_eff - n, 0)
+        assert found == ([total // 2] if total % 2 == 0 else []), (k, s, d, n, found)
+        if s == 1:  # torch's padding="same" also puts the odd pad at the end
+            yt = F.conv1d(_t64(x), _t64(w), padding="same", dilation=d).numpy()
+            np.testing.assert_allclose(yt, y, rtol=1e-10, atol=1e-10)
+
+
+def _documented_transpose_equivalent(k, s, d, padding, op):
+    """The torch (padding, output_padding) the docstring names for a kconv transposed
+    conv, or None where it says there is none."""
+    k_eff = d * (k - 1) + 1
+    if padding == "valid":
+        return 0, (max(k_eff, s) - k_eff if op is None else op)
+    if op == 0:
+        return k_eff // 2, 0
+    assert op is None
+    if k_eff >= s and (k_eff - s) % 2 == 0:
+        return (k_eff - s) // 2, 0
+    if k_eff <= s:
+        return 0, s - k_eff
+    return None
+
+
+def test_transpose_padding_rule():
+    """Every torch (padding, output_padding) that reproduces a Keras transposed conv, found
+    by search, is exactly the one the docstring names (or none where it says none)."""
+    rng = np.random.default_rng(0)
+    n = 4
+    for k, s, d in itertools.product(range(1, 6), (1, 2, 3), (1, 2)):
+        w = rng.standard_normal((2, 2, k))  # torch (in, out, k)
+        x = rng.standard_normal((1, 2, n))
+        k_eff = d * (k - 1) + 1
+        modes = [("valid", None), ("same", None), ("same", 0)] + [("valid", o) for o in range(s)]
+        for padding, op in modes:
+            y = ref.conv_transpose(x, w.transpose(2, 1, 0), s, padding, op, "channels_first", d)
+            found = []
+            for p, op_t in itertools.product(range(k_eff), range(max(s, d))):
+                if (n - 1) * s - 2 * p + k_eff + op_t <= 0:
+                    continue
+                yt = F.conv_transpose1d(_t64(x), _t64(w), stride=s, padding=p,
+                                        output_padding=op_t, dilation=d).numpy()
+                if yt.shape == y.shape and np.allclose(yt, y, rtol=1e-10, atol=1e-10):
+                    found.append((p, op_t))
+            expected = _documented_transpose_equivalent(k, s, d, padding, op)
+            assert found == ([] if expected is None else [expected]), \
+                (k, s, d, padding, op, found)
+
+
+def test_transpose_same_k3_s2_is_shifted_from_torch_p1_op1():
+    """The usual torch recipe for a 2x upsampling (k=3, s=2, padding=1, output_padding=1)
+    has Keras ``same``'s length but is shifted by one position (see the docstring)."""
+    m = _seeded(torch.nn.ConvTranspose1d, 2, 3, 3, stride=2, padding=1, output_padding=1)
+    layer = kconv.Conv1DTranspose(3, 3, strides=2, padding="same",
+                                  data_format="channels_first")
+    params = params_from_torch(layer, m.state_dict())
+    x = _input((1, 2, 5))
+    y, yt = _kconv_out(layer, params, x), _torch_out(m, x)
+    assert y.shape == yt.shape == (1, 3, 10)
+    assert not np.allclose(y, yt, atol=1e-3)
+    np.testing.assert_allclose(y[..., 1:], yt[..., :-1], **TOL)
+
+
+def test_any_torch_transpose_padding_is_valid_then_crop():
+    for p, op_t, s in [(1, 1, 2), (2, 0, 3), (1, 0, 1), (3, 2, 3)]:
+        m = _seeded(torch.nn.ConvTranspose2d, 2, 3, 4, stride=s, padding=p,
+                    output_padding=op_t)
+        layer = kconv.Conv2DTranspose(3, 4, strides=s, output_padding=op_t,
+                                      data_format="channels_first")
+        params = params_from_torch(layer, m.state_dict())
+        x = _input((1, 2, 4, 3))
+        y = _kconv_out(layer, params, x)[..., p:-p or None, p:-p or None]
+        np.testing.assert_allclose(y, _torch_out(m, x), **TOL)
+
+
+def test_strided_symmetric_padding_via_ops_conv():
+    """Strided torch convs whose symmetric padding Keras ``same`` cannot express run
+    exactly through kconv.ops.conv with explicit (p, p) pads plus the bias."""
+    m = _seeded(torch.nn.Conv2d, 3, 4, 3, stride=2, padding=1)
+    layer = kconv.Conv2D(4, 3, strides=2, padding="same")
+    params = params_from_torch(layer, m.state_dict())
+    x = _input((2, 3, 8, 8))  # even n: Keras pads (0, 1), torch (1, 1)
+    assert not np.allclose(_kconv_out(layer, params, x), _torch_out(m, x), atol=1e-3)
+    y = kconv.ops.conv(x, params["kernel"], strides=2, padding=((1, 1), (1, 1)),
+                       data_format="channels_first") + params["bias"].reshape(-1, 1, 1)
+    np.testing.assert_allclose(np.asarray(y), _torch_out(m, x), **TOL)
+
+
+def test_causal_is_left_pad_then_valid():
+    m = _seeded(torch.nn.Conv1d, 2, 3, 3, dilation=2)
+    layer = kconv.Conv1D(3, 3, padding="causal", dilation_rate=2, data_format="channels_first")
+    params = params_from_torch(layer, m.state_dict())
+    x = _input((2, 2, 9))
+    with torch.no_grad():
+        yt = m(F.pad(torch.from_numpy(x), (4, 0))).numpy()
+    np.testing.assert_allclose(_kconv_out(layer, params, x), yt, **TOL)
+
+
+# --- inputs: prefixes, tensors, arrays, dtypes ----------------------------------------------
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 4, 1, bias=False))
+
+
+@pytest.mark.parametrize("prefix", ["0.", "0"])
+def test_prefix_selects_one_layer_of_a_model(prefix):
+    model = _model()
+    params = params_from_torch(kconv.Conv2D(8, 3), model.state_dict(), prefix=prefix)
+    np.testing.assert_array_equal(params["kernel"],
+                                  model[0].weight.detach().numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(params["bias"], model[0].bias.detach().numpy())
+    second = params_from_torch(kconv.Conv2D(4, 1, use_bias=False), model.state_dict(),
+                               prefix="2.")
+    assert set(second) == {"kernel"} and second["kernel"].shape == (1, 1, 8, 4)
+
+
+def test_tensors_with_grad_and_numpy_arrays_give_the_same_params():
+    m = _seeded(torch.nn.Conv1d, 2, 3, 3)
+    layer = kconv.Conv1D(3, 3)
+    from_state = params_from_torch(layer, m.state_dict())
+    from_parameters = params_from_torch(layer, dict(m.named_parameters()))  # requires_grad
+    from_numpy = params_from_torch(layer, {k: v.numpy() for k, v in m.state_dict().items()})
+    for params in (from_parameters, from_numpy):
+        for name in ("kernel", "bias"):
+            np.testing.assert_array_equal(params[name], from_state[name])
+
+
+def test_param_dtype_and_bfloat16_tensors():
+    m = _seeded(torch.nn.Conv1d, 2, 3, 3).to(torch.bfloat16)
+    layer = kconv.Conv1D(3, 3, param_dtype=jnp.bfloat16)
+    params = params_from_torch(layer, m.state_dict())
+    assert params["kernel"].dtype == params["bias"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(params["kernel"], np.float32),
+                                  m.weight.detach().float().numpy().transpose(2, 1, 0))
+    f16 = params_from_torch(kconv.Conv1D(3, 3), {k: v.half() for k, v in
+                                                 m.state_dict().items()})
+    assert f16["kernel"].dtype == jnp.float32
+
+
+def test_module_does_not_import_torch():
+    code = ("import sys, kconv.interop.torch, numpy as np, kconv; "
+            "kconv.interop.torch.params_from_torch(kconv.Conv1D(2, 3, use_bias=False), "
+            "{'weight': np.ones((2, 1, 3))}); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --- errors ---------------------------------------------------------------------------
+
+W2 = np.zeros((8, 3, 3, 3), np.float32)  # nn.Conv2d(3, 8, 3)
+B8 = np.zeros(8, np.float32)
+
+
+@pytest.mark.parametrize("layer,state,kwargs,error,match", [
+    # the weight key
+    (kconv.Conv2D(8, 3), {"bias": B8}, {},
+     ValueError, r"params_from_torch: Conv2D\(filters=8.*missing key 'weight'.*'bias'"),
+    (kconv.Conv2D(8, 3), {"conv.weight": W2, "conv.bias": B8}, {"prefix": "enc"},
+     ValueError, r"missing key 'enc.weight'.*'conv.bias', 'conv.weight'"),
+    # unknown keys: a whole model without prefix, stray keys under the prefix
+    (kconv.Conv2D(8, 3), _model().state_dict(), {},
+     ValueError, r"unknown state_dict keys \['0.bias', '0.weight', '2.weight'\].*"
+                 r"prefix=.*\['0.', '2.'\]"),
+    (kconv.Conv2D(8, 3), {"c.weight": W2, "c.bias": B8, "c.weight_g": B8}, {"prefix": "c."},
+     ValueError, r"unknown state_dict keys \['c.weight_g'\] \(a torch conv has only 'weight' "
+                 r"and 'bias' under prefix 'c.'\)$"),
+    (kconv.Conv2D(4, 3, use_bias=False), _model().state_dict(), {"prefix": "2"},
+     ValueError, r"Conv2D\(filters=4, kernel_size=\(3, 3\)\): '2.weight' has shape "
+                 r"\(4, 8, 1, 1\), kernel size \(1, 1\), but the layer has kernel_size \(3, 3\)"),
+    # bias presence
+    (kconv.Conv2D(8, 3, use_bias=False), {"weight": W2, "bias": B8}, {},
+     ValueError, r"has 'bias' but the layer has use_bias=False"),
+    (kconv.Conv2D(8, 3), {"weight": W2}, {},
+     ValueError, r"missing key 'bias' but the layer has use_bias=True"),
+    (kconv.Conv2D(8, 3), {"weight": W2, "bias": np.zeros(4)}, {},
+     ValueError, r"'bias' has shape \(4,\), expected \(8,\)"),
+    # rank, kernel size, filters
+    (kconv.Conv2D(8, 3), {"weight": np.zeros((8, 3, 3)), "bias": B8}, {},
+     ValueError, r"'weight' has shape \(8, 3, 3\) \(rank 3\); a torch nn.Conv2d weight has "
+                 r"rank 4: expected \(8, in, 3, 3\)"),
+    (kconv.Conv1DTranspose(8, 3), {"weight": W2, "bias": B8}, {},
+     ValueError, r"torch nn.ConvTranspose1d weight has rank 3"),
+    (kconv.Conv2D(8, (3, 5)), {"weight": W2, "bias": B8}, {},
+     ValueError, r"kernel size \(3, 3\), but the layer has kernel_size \(3, 5\).*"
+                 r"expected \(8, in, 3, 5\)"),
+    (kconv.Conv2D(16, 3), {"weight": W2, "bias": B8}, {},
+     ValueError, r"Conv2D\(filters=16.*'weight' has shape \(8, 3, 3, 3\), out_channels 8, "
+                 r"but the layer has filters=16"),
+    (kconv.Conv2DTranspose(4, 3), {"weight": W2, "bias": np.zeros(4)}, {},
+     ValueError, r"'weight' has shape \(8, 3, 3, 3\), out_channels // groups = 3, which with "
+                 r"groups=1 gives 3 output channels, but the layer has filters=4: expected "
+                 r"\(in, 4, 3, 3\) \(in_channels, out_channels // groups, \*kernel_size\)$"),
+    (kconv.Conv2DTranspose(6, 3, use_bias=False), {"weight": W2}, {},
+     ValueError, r"but the layer has filters=6.*pass groups=module.groups \(here 2\?\)"),
+    (kconv.Conv2DTranspose(9, 3, use_bias=False), {"weight": W2}, {"groups": 2},
+     ValueError, r"with groups=2 gives 6 output channels, but the layer has filters=9"),
+    # groups and input channels
+    (kconv.Conv2D(8, 3, groups=2), {"weight": W2, "bias": B8}, {"groups": 1},
+     ValueError, r"Conv2D\(filters=8, kernel_size=\(3, 3\), groups=2\): the torch module has "
+                 r"groups=1 but the layer has groups=2"),
+    (kconv.Conv2D(8, 3, groups=2), {"weight": W2, "bias": B8}, {"in_channels": 3},
+     ValueError, r"in_channels=3 does not match 'weight' of shape \(8, 3, 3, 3\).*"
+                 r"means 6 input channels"),
+    (kconv.Conv2DTranspose(6, 3, use_bias=False), {"weight": np.zeros((9, 3, 3, 3))},
+     {"groups": 2}, ValueError, r"groups=2 does not divide the 9 input channels"),
+    (kconv.Conv2DTranspose(3, 3, use_bias=False), {"weight": W2}, {"in_channels": 4},
+     ValueError, r"in_channels=4 does not match 'weight' of shape \(8, 3, 3, 3\) "
+                 r"\(8 input channels\)"),
+    (kconv.DepthwiseConv2D(3, use_bias=False), {"weight": W2}, {},
+     ValueError, r"DepthwiseConv2D\(kernel_size=\(3, 3\), depth_multiplier=1\): 'weight' "
+                 r"has shape \(8, 3, 3, 3\), in_channels // groups = 3, but a depthwise.*"
+                 r"expected \(in \* 1, 1, 3, 3\)"),
+    (kconv.DepthwiseConv2D(3, depth_multiplier=3, use_bias=False),
+     {"weight": np.zeros((8, 1, 3, 3))}, {},
+     ValueError, r"out_channels 8 is not a multiple of depth_multiplier=3"),
+    (kconv.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False),
+     {"weight": np.zeros((8, 1, 3, 3))}, {"groups": 8},
+     ValueError, r"groups=8 does not match 'weight' of shape \(8, 1, 3, 3\): with "
+                 r"depth_multiplier=2 it holds 4 input channels"),
+    (kconv.DepthwiseConv1D(3, use_bias=False), {"weight": np.zeros((4, 1, 3))},
+     {"in_channels": 2}, ValueError, r"in_channels=2 does not match"),
+    (kconv.Conv2D(8, 3), {"weight": W2, "bias": B8}, {"groups": 0},
+     ValueError, r"groups must be positive, got 0"),
+    (kconv.Conv2D(8, 3), {"weight": W2, "bias": B8}, {"in_channels": 3.0},
+     TypeError, r"in_channels must be an int, got 3.0"),
+    # unsupported layers and inputs
+    (kconv.SeparableConv2D(8, 3), {"weight": W2}, {},
+     TypeError, r"params_from_torch: unsupported kconv layer SeparableConv2D; supported are "
+                r".*Conv1D/2D/3D.*Conv1D/2D/3DTranspose.*DepthwiseConv1D/2D.*"
+                r"depthwise nn.Conv2d with DepthwiseConv2D and its 1x1 nn.Conv2d with Conv2D"),
+    (kconv.Cropping2D(1), {"weight": W2}, {}, TypeError, r"unsupported kconv layer Cropping2D"),
+    (kconv.Conv2D, {"weight": W2}, {}, TypeError, r"expected a kconv layer instance, got the "
+                                                  r"class Conv2D"),
+    (torch.nn.Conv2d(3, 8, 3), {"weight": W2}, {}, TypeError, r"unsupported object Conv2d"),
+    (kconv.Conv2D(8, 3), torch.nn.Conv2d(3, 8, 3), {},
+     TypeError, r"state_dict must be a mapping.*got Conv2d \(pass module.state_dict\(\)"),
+    (kconv.Conv2D(8, 3), {"weight": W2, "bias": B8}, {"prefix": 0},
+     TypeError, r"prefix must be a str, got 0"),
+    (kconv.Conv2D(8, 3), {"weight": "W", "bias": B8}, {},
+     TypeError, r"'weight' must hold real numbers, got str"),
+])
+def test_errors(layer, state, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        params_from_torch(layer, state, **kwargs)
+
+
+def test_grouped_transpose_without_groups_is_not_silently_block_diagonal():
+    """filters = 2 * (out // groups) is ambiguous (a grouped module, or a wrong layer), so
+    a grouped ConvTranspose needs groups= spelled out."""
+    m = _seeded(torch.nn.ConvTranspose1d, 4, 6, 3, groups=2, bias=False)
+    layer = kconv.Conv1DTranspose(6, 3, use_bias=False)
+    with pytest.raises(ValueError, match=r"pass groups=module.groups \(here 2\?\)"):
+        params_from_torch(layer, m.state_dict())
+    assert params_from_torch(layer, m.state_dict(), groups=2)["kernel"].shape == (3, 6, 4)
