@@ -539,3 +539,29 @@ def test_killed_write_keeps_the_old_file(tmp_path):
     assert path.read_bytes() == good
     loaded = interop.load_keras_weights(path)
     assert loaded["a"]["kernel"].shape == (3, 1, 2)
+
+
+@pytest.mark.parametrize("name", ["Conv2D", "Conv1DTranspose", "SeparableConv1D", "UpSampling2D"])
+def test_layer_from_config_takes_every_keras_form(name):
+    from kconv.layers._examples import EXAMPLES
+
+    args, _ = EXAMPLES[name]
+    keras_layer = getattr(L, name)(**args)
+    cls, expected = getattr(kconv, name), getattr(kconv, name)(**args, dtype="float32")
+    assert cls.from_config(keras_layer) == expected
+    assert cls.from_config(keras.saving.serialize_keras_object(keras_layer)) == expected
+    assert cls.from_config(keras_layer.get_config()) == expected
+    with pytest.raises(ValueError, match="not a"):
+        kconv.Conv3D.from_config(keras.saving.serialize_keras_object(keras_layer))
+
+
+def test_keras_aliases():
+    assert kconv.Conv2D.from_config({"class_name": "Convolution2D",
+                                     "config": {"filters": 2, "kernel_size": 3}}) \
+        == kconv.Conv2D(2, 3)
+    assert interop.layer_from_keras({"class_name": "Deconvolution2D",
+                                     "config": {"filters": 2, "kernel_size": 3}}) \
+        == kconv.Conv2DTranspose(2, 3)
+    assert interop.layer_from_keras({"class_name": "SeparableConvolution1D",
+                                     "config": {"filters": 2, "kernel_size": 3}}) \
+        == kconv.SeparableConv1D(2, 3)

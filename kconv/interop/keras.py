@@ -49,17 +49,9 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _ZIP_SIGNATURE = b"PK\x03\x04"
 
 #: Keras class names (and the aliases Keras 2 and 3 accept) -> kconv layer class.
-_CLASSES: dict[str, type] = {name: getattr(_layers, name) for name in _layers.LAYER_NAMES}
-_CLASSES.update({
-    f"Convolution{r}D": getattr(_layers, f"Conv{r}D") for r in (1, 2, 3)})
-_CLASSES.update({
-    "Convolution2DTranspose": _layers.Conv2DTranspose,
-    "Convolution3DTranspose": _layers.Conv3DTranspose,
-    "Deconvolution2D": _layers.Conv2DTranspose, "Deconvolution3D": _layers.Conv3DTranspose,
-    "Deconv2D": _layers.Conv2DTranspose, "Deconv3D": _layers.Conv3DTranspose,
-    "SeparableConvolution1D": _layers.SeparableConv1D,
-    "SeparableConvolution2D": _layers.SeparableConv2D,
-})
+_CLASSES: dict[str, type] = {
+    alias: cls for cls in (getattr(_layers, name) for name in _layers.LAYER_NAMES)
+    for alias in (cls.__name__,) + cls.keras_aliases}
 #: Container classes whose config lists sub-layers under ``layers``.
 _CONTAINERS = ("Sequential", "Functional", "Model")
 
@@ -113,10 +105,7 @@ def layer_from_keras(obj: Any) -> _layers.Layer:
     if cls is None:
         raise ValueError(f"kconv.interop.layer_from_keras: {class_name!r} is not a layer kconv "
                          f"implements; kconv has {sorted(_layers.LAYER_NAMES)}")
-    if not isinstance(config, Mapping):
-        raise TypeError(f"kconv.interop.layer_from_keras: the config of {class_name} must be "
-                        f"a dict, got {type(config).__name__}")
-    return cls.from_config(config)
+    return cls.from_config({"class_name": class_name, "config": config})
 
 
 def _class_of_config(config: Mapping[str, Any]) -> str:

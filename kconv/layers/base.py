@@ -84,6 +84,8 @@ class Layer:
     #: Config keys a Keras version writes for this class although the layer never uses
     #: them (dropped by from_config whatever their value).
     unused_keras_keys: ClassVar[tuple[str, ...]] = ()
+    #: Other class names Keras 2 / 3 accept for this layer (``Convolution2D``, ...).
+    keras_aliases: ClassVar[tuple[str, ...]] = ()
 
     # --- construction -------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -215,8 +217,12 @@ class Layer:
         return value
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Layer:
-        """Builds a layer from :meth:`get_config`'s dict or a Keras layer's ``get_config()``.
+    def from_config(cls, config: Any) -> Layer:
+        """Builds a layer from :meth:`get_config`'s dict or a Keras layer's config.
+
+        ``config`` is a ``get_config()`` dict (kconv's or Keras's), the serialized
+        ``{"class_name": ..., "config": ...}`` form Keras writes in model configs (its class
+        must be this one or a Keras alias of it), or a live Keras layer.
 
         Keras's ``name`` and ``trainable`` (and Keras 2's ``batch_input_shape``) are dropped
         (a pure layer has neither); a Keras dtype policy (``"float32"``,
@@ -226,6 +232,16 @@ class Layer:
         ``groups: 1`` on a DepthwiseConv) are dropped at that value. Any other key raises
         ``ValueError`` naming it.
         """
+        if not isinstance(config, Mapping) and hasattr(config, "get_config"):
+            config = config.get_config()  # a live Keras layer
+        if not isinstance(config, Mapping):
+            raise TypeError(f"{cls.__name__}.from_config: expected a config dict, its "
+                            f"serialized form or a Keras layer, got {type(config).__name__}")
+        if "class_name" in config and "config" in config:
+            if config["class_name"] not in (cls.__name__,) + cls.keras_aliases:
+                raise ValueError(f"{cls.__name__}.from_config: the config is a "
+                                 f"{config['class_name']!r}, not a {cls.__name__}")
+            config = config["config"]
         config = dict(config)
         known = {f.name for f in dataclasses.fields(cls)}
         for key in _IGNORED_KERAS_KEYS + cls.unused_keras_keys:
@@ -247,7 +263,7 @@ class Layer:
 
 
 def make_rank_class(family: type, rank: int, name: str, fields: Sequence[tuple[str, Any]],
-                    doc: str) -> type:
+                    doc: str, aliases: Sequence[str] = ()) -> type:
     """Generates the rank-``rank`` alias of an N-d family class.
 
     ``fields`` are the Keras arguments as ``(name, default)`` pairs in Keras's positional
@@ -265,7 +281,8 @@ def make_rank_class(family: type, rank: int, name: str, fields: Sequence[tuple[s
         specs.append((arg, Any, dataclasses.field(default=default, kw_only=True)))
     cls = dataclasses.make_dataclass(
         name, specs, bases=(family,), frozen=True,
-        namespace={"rank": rank, "keras_args": tuple(a for a, _ in fields), "__doc__": doc},
+        namespace={"rank": rank, "keras_args": tuple(a for a, _ in fields), "__doc__": doc,
+                   "keras_aliases": tuple(aliases)},
     )
     cls.__module__ = "kconv.layers"
     return cls

@@ -83,7 +83,7 @@ def _make(rank: int) -> type:
         weights="``kernel`` ``(*kernel_size, in_channels // groups, filters)``, "
                 "``bias`` ``(filters,)``.",
         example=example)
-    return make_rank_class(Conv, rank, name, fields, doc)
+    return make_rank_class(Conv, rank, name, fields, doc, aliases=(f"Convolution{rank}D",))
 
 
 Conv1D = _make(1)

@@ -87,7 +87,9 @@ def _make(rank: int) -> type:
         weights="``kernel`` ``(*kernel_size, filters, in_channels)`` (out before in), "
                 "``bias`` ``(filters,)``.",
         example=example)
-    return make_rank_class(ConvTranspose, rank, name, fields, doc)
+    return make_rank_class(ConvTranspose, rank, name, fields, doc,
+                           aliases=(f"Convolution{rank}DTranspose", f"Deconvolution{rank}D",
+                                    f"Deconv{rank}D"))
 
 
 Conv1DTranspose = _make(1)

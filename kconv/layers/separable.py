@@ -80,7 +80,8 @@ def _make(rank: int) -> type:
                 "filters)``, ``bias`` ``(filters,)``. ``causal`` padding in 1-D is beyond "
                 "Keras.",
         example=example)
-    return make_rank_class(SeparableConv, rank, name, fields, doc)
+    return make_rank_class(SeparableConv, rank, name, fields, doc,
+                           aliases=(f"SeparableConvolution{rank}D",))
 
 
 SeparableConv1D = _make(1)
