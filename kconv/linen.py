@@ -80,7 +80,7 @@ class KconvModule(nn.Module):
         params = {}
         if layer.has_weights:
             weights = layer.weights_for_channels(layer.input_channels(jnp.shape(x)))
-            params = {name: self.param(name, w.initializer, w.shape, layer.param_dtype)
+            params = {name: self.param(name, w.initializer, w.shape, layer.weight_dtype(w))
                       for name, w in weights.items()}
         y = layer.apply(params, x)
         # Not while initializing: the variables init returns would otherwise carry a

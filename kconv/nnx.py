@@ -79,14 +79,14 @@ class KconvModule(nnx.Module):
                             f"rngs={rngs!r}")
         for name, w in self.layer.weights_for_channels(in_channels).items():
             setattr(self, name, nnx.Param(w.initializer(rngs.params(), w.shape,
-                                                        self.layer.param_dtype)))
+                                                        self.layer.weight_dtype(w))))
 
     def _params(self) -> dict[str, jax.Array]:
         return {name: getattr(self, name)[...] for name in self._param_names()}
 
     def _param_names(self) -> list[str]:
-        return [name for name in getattr(self.layer, "weight_args", {})
-                if isinstance(getattr(self, name, None), nnx.Param)]
+        names = self.layer._names() if self.layer.has_weights else []
+        return [name for name in names if isinstance(getattr(self, name, None), nnx.Param)]
 
     def __call__(self, x: jax.Array) -> jax.Array:
         params = self._params()

@@ -320,7 +320,7 @@ def test_keras2_forms():
 
 
 @pytest.mark.parametrize("class_name,config,key", [
-    ("Conv2D", {"filters": 2, "kernel_size": 3, "lora_rank": 4}, "lora_rank"),
+    ("SeparableConv2D", {"filters": 2, "kernel_size": 3, "lora_rank": 4}, "lora_rank"),
     ("DepthwiseConv2D", {"kernel_size": 3, "groups": 2}, "groups"),
     ("Conv2DTranspose", {"filters": 2, "kernel_size": 3, "groups": 3}, "groups"),
     ("Conv2D", {"filters": 2, "kernel_size": 3, "mystery": 1}, "mystery"),

@@ -219,5 +219,8 @@ def test_signature_matches_keras(name):
     ours = list(inspect.signature(getattr(kconv, name)).parameters.values())
     assert [(p.name, p.default) for p in ours[:len(keras_params)]] == [
         (p.name, p.default) for p in keras_params]
-    assert [p.name for p in ours[len(keras_params):]] == ["dtype", "param_dtype", "precision"]
+    # Then keyword-only: what Keras takes through **kwargs (LoRA on Conv1D/2D/3D), then JAX's.
+    kwargs = ["lora_rank", "lora_alpha"] if name in ("Conv1D", "Conv2D", "Conv3D") else []
+    assert [p.name for p in ours[len(keras_params):]] == kwargs + ["dtype", "param_dtype",
+                                                                    "precision"]
     assert all(p.kind is p.KEYWORD_ONLY for p in ours[len(keras_params):])

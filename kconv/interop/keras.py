@@ -27,6 +27,7 @@ dict). Anything else is skipped and listed in ``.skipped``, never guessed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -490,6 +491,12 @@ def load_keras_layers(path: Any) -> KerasWeights:
             layer = layer_from_keras(config[name])
         except (ValueError, TypeError) as e:
             raise type(e)(f"{where}, layer {name!r}: {e}") from e
+        if getattr(layer, "lora_rank", None):
+            # Keras saves a LoRA layer's merged kernel and, loading it, zeroes the LoRA
+            # weights (Conv.load_own_variables): the same here.
+            in_channels = layer._param_in_channels(params)
+            for lora_name, weight in layer.weights_for_channels(in_channels).items():
+                params.setdefault(lora_name, np.zeros(weight.shape, layer.weight_dtype(weight)))
         _check_shapes(layer, params, f"{where}, layer {name!r}")
         out[name] = (layer, _as_jax(params))
     return KerasWeights(out, skipped)
@@ -527,6 +534,9 @@ def _check_shapes(layer: _layers.Layer, params: Mapping[str, Any], where: str) -
 def to_keras_weights(layer: _layers.Layer, params: Mapping[str, Any]) -> list[np.ndarray]:
     """The list ``keras_layer.set_weights`` takes for these params (Keras's order).
 
+    For a LoRA layer that is ``kernel, bias, lora_kernel_a, lora_kernel_b``, as Keras's
+    ``get_weights`` of a layer after ``enable_lora``.
+
     Example:
         >>> import jax, kconv
         >>> layer = kconv.SeparableConv1D(4, 3)
@@ -546,7 +556,8 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any]) -> None:
         Written atomically: to a temporary file in the same folder, then renamed into place,
         so an error or a kill mid-write never leaves a partial file where a good one was.
       named_params: ``{layer_name: (layer, params)}`` (what :func:`load_keras_layers`
-        returns), in the order of the equivalent Keras model's layers. Keras addresses
+        returns), in the order of the equivalent Keras model's layers. A LoRA layer is
+        written as Keras writes one: its merged kernel and bias. Keras addresses
         weights by position and class (the second Conv2D is ``conv2d_1``), so the order and
         the classes must be the Keras model's; layers of other classes between them do not
         matter. Flat models only: a nested name (``"block/conv"``) raises.
@@ -579,6 +590,11 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any]) -> None:
             raise TypeError(f"{where}: expected a (kconv layer, params) pair, got "
                             f"{type(item).__name__}")
         layer, params = item
+        if getattr(layer, "lora_rank", None):
+            # Keras's weight files hold a LoRA layer's merged kernel (save_own_variables).
+            _check_shapes(layer, params, where)
+            layer, params = dataclasses.replace(layer, lora_rank=None, lora_alpha=None), \
+                layer.merge_lora(params)
         snake = _snake(type(layer).__name__)
         # keras.src.saving.saving_lib._get_unique_name: conv2d, conv2d_1, conv2d_2, ...
         count = used.get(snake, 0)

@@ -7,6 +7,11 @@ from collections.abc import Sequence
 
 _ARGS = {
     "filters": "number of output channels.",
+    "lora_rank": ("``None`` or the rank of Keras 3's LoRA update of the kernel "
+                  "(keyword-only; adds ``lora_kernel_a``/``lora_kernel_b``, freezes "
+                  "``kernel``; see ``enable_lora``)."),
+    "lora_alpha": ("LoRA scale numerator: the update is ``lora_alpha / lora_rank * A @ B``; "
+                   "``None`` means ``lora_rank`` (keyword-only)."),
     "kernel_size": "int or tuple of N ints: the window size.",
     "strides": "int or tuple of N ints, default 1.",
     "padding": ('``"valid"`` (no padding) or ``"same"`` (output length ``ceil(n / '
@@ -76,10 +81,10 @@ def _describe(arg: str, causal: bool) -> str:
 
 
 def layer_doc(summary: str, args: Sequence[str], *, causal: bool, weights: str,
-              example: str) -> str:
+              example: str, keywords: Sequence[str] = ()) -> str:
     """Builds a Google-style docstring: summary, Args, weights and a doctested example."""
     lines = [summary, "", "Args:"]
-    lines += [f"  {arg}: {_describe(arg, causal)}" for arg in args]
+    lines += [f"  {arg}: {_describe(arg, causal)}" for arg in list(args) + list(keywords)]
     lines.append(_JAX_ARGS)
     lines += ["", f"Weights (Keras's names and layouts): {weights}", "", "Example:"]
     lines += ["    " + line for line in example.strip("\n").splitlines()]

@@ -46,12 +46,18 @@ _NEUTRAL_KERAS_KEYS = {"groups": 1, "lora_rank": None}
 
 
 class Weight(NamedTuple):
-    """One weight of a layer: its shape and the objects that make, penalise and project it."""
+    """One weight of a layer: its shape and the objects that make, penalise and project it.
+
+    ``dtype`` is ``None`` for the layer's ``param_dtype``; ``trainable`` is ``False`` for a
+    weight Keras freezes (the kernel under LoRA), whose penalty Keras then leaves out.
+    """
 
     shape: tuple[int, ...]
     initializer: Callable
     regularizer: Callable | None
     constraint: Callable | None
+    dtype: Any = None
+    trainable: bool = True
 
 
 def _wrap(where: str, arg: str, getter: Callable, value: Any) -> Any:
@@ -134,9 +140,28 @@ class Layer:
         if not weights:
             return {}
         keys = jax.random.split(key, len(weights))
-        return {name: jnp.asarray(w.initializer(k, w.shape, self.param_dtype),
-                                  self.param_dtype)
+        return {name: jnp.asarray(w.initializer(k, w.shape, self.weight_dtype(w)),
+                                  self.weight_dtype(w))
                 for k, (name, w) in zip(keys, weights.items())}
+
+    def weight_dtype(self, weight: Weight) -> Any:
+        """The dtype a weight is stored in: its own, else the layer's ``param_dtype``."""
+        return self.param_dtype if weight.dtype is None else weight.dtype
+
+    def trainable_mask(self, params: Mapping[str, jax.Array]) -> dict[str, bool]:
+        """``{name: bool}``: which weights Keras trains (all but the kernel under LoRA).
+
+        For ``optax.masked`` / ``optax.multi_transform``, so a plain-JAX loop freezes what
+        Keras freezes.
+
+        Example:
+            >>> import jax, kconv
+            >>> layer = kconv.Conv1D(2, 3, lora_rank=1)
+            >>> layer.trainable_mask(layer.init(jax.random.key(0), (None, 8, 1)))
+            {'kernel': False, 'bias': True, 'lora_kernel_a': True, 'lora_kernel_b': True}
+        """
+        weights = self._weights_from_params(params)
+        return {name: weights[name].trainable if name in weights else True for name in params}
 
     def apply(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
         """Applies the layer to ``x`` with ``params``; pure, safe under any transform."""
@@ -160,7 +185,8 @@ class Layer:
         """
         total = jnp.zeros((), jnp.float32)
         for name, weight in self._weights_from_params(params).items():
-            if weight.regularizer is not None:
+            # Keras sums the penalties of its trainable weights only.
+            if weight.regularizer is not None and weight.trainable:
                 total = total + jnp.asarray(weight.regularizer(params[name]), jnp.float32)
         activity = getattr(self, "activity_regularizer", None)
         if outputs is not None and activity is not None:
@@ -190,6 +216,7 @@ class Layer:
         ``"mixed_bfloat16"``) whenever one expresses the pair.
         """
         config = {arg: self._serialize_arg(arg, getattr(self, arg)) for arg in self.keras_args}
+        config.update(self._extension_config())
         param_dtype = np.dtype(self.param_dtype).name
         if self.dtype is not None:
             dtype = np.dtype(self.dtype).name
@@ -204,6 +231,11 @@ class Layer:
         if self.precision is not None:
             config["precision"] = self.precision
         return config
+
+    def _extension_config(self) -> dict[str, Any]:
+        """Config entries of keyword arguments beyond the Keras constructor, written only
+        when they differ from their defaults (so Keras configs stay identical)."""
+        return {}
 
     def _serialize_arg(self, arg: str, value: Any) -> Any:
         if arg == "activation":
@@ -263,13 +295,15 @@ class Layer:
 
 
 def make_rank_class(family: type, rank: int, name: str, fields: Sequence[tuple[str, Any]],
-                    doc: str, aliases: Sequence[str] = ()) -> type:
+                    doc: str, aliases: Sequence[str] = (),
+                    keywords: Sequence[tuple[str, Any]] = ()) -> type:
     """Generates the rank-``rank`` alias of an N-d family class.
 
     ``fields`` are the Keras arguments as ``(name, default)`` pairs in Keras's positional
-    order (``dataclasses.MISSING`` for required ones); the JAX keywords are appended as
-    keyword-only fields, so ``inspect.signature`` shows exactly Keras's signature plus
-    ``*, dtype, param_dtype, precision``.
+    order (``dataclasses.MISSING`` for required ones); ``keywords`` (arguments Keras takes
+    through ``**kwargs``, like ``lora_rank``, or kconv's extensions) and then the JAX
+    keywords are appended as keyword-only fields, so ``inspect.signature`` shows exactly
+    Keras's signature plus ``*, <keywords>, dtype, param_dtype, precision``.
     """
     specs: list[Any] = []
     for arg, default in fields:
@@ -277,7 +311,7 @@ def make_rank_class(family: type, rank: int, name: str, fields: Sequence[tuple[s
             specs.append((arg, Any))
         else:
             specs.append((arg, Any, dataclasses.field(default=default)))
-    for arg, default in _JAX_FIELDS:
+    for arg, default in tuple(keywords) + _JAX_FIELDS:
         specs.append((arg, Any, dataclasses.field(default=default, kw_only=True)))
     cls = dataclasses.make_dataclass(
         name, specs, bases=(family,), frozen=True,

@@ -8,17 +8,31 @@ from typing import Any
 
 import jax
 
-from kconv import _args, ops
+import jax.numpy as jnp
+
+from kconv import _args, initializers, ops
 from kconv.layers._docs import layer_doc
-from kconv.layers.base import make_rank_class
+from kconv.layers.base import Params, Weight, make_rank_class
 from kconv.layers.conv_base import BaseConv, conv_signature, rank_default
 
 __all__ = ["Conv", "Conv1D", "Conv2D", "Conv3D"]
 
 
+#: The LoRA weights' names, as Keras names them.
+LORA_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
+
+
 @dataclasses.dataclass(frozen=True)
 class Conv(BaseConv):
-    """N-d convolution (the family behind Conv1D/2D/3D; use those)."""
+    """N-d convolution (the family behind Conv1D/2D/3D; use those).
+
+    LoRA (Keras 3's ``lora_rank`` / ``lora_alpha`` / ``enable_lora``): the kernel used is
+    ``kernel + (lora_alpha / lora_rank) * lora_kernel_a @ lora_kernel_b``, with
+    ``lora_kernel_a`` ``(*kernel_size, in // groups, rank)`` (He-uniform) and
+    ``lora_kernel_b`` ``(rank, filters)`` (zeros), both float32, both penalised by
+    ``kernel_regularizer``; the kernel itself is frozen (``trainable_mask``) and its
+    penalty left out, as Keras does.
+    """
 
     weight_args = {"kernel": "kernel", "bias": "bias"}
 
@@ -29,7 +43,103 @@ class Conv(BaseConv):
         if values["filters"] % values["groups"]:
             raise ValueError(f"{where}: filters must be divisible by groups, got "
                              f"filters={values['filters']}, groups={values['groups']}")
+        if values["lora_rank"] is not None:
+            values["lora_rank"] = _args.positive_int(values["lora_rank"], "lora_rank", where)
+            if values["kernel_constraint"] is not None:
+                raise ValueError(f"{where}: lora_rank={values['lora_rank']} is incompatible "
+                                 f"with kernel_constraint (as in Keras); remove one, got "
+                                 f"kernel_constraint={values['kernel_constraint']!r}")
+            alpha = values["lora_alpha"]
+            if alpha is None:
+                values["lora_alpha"] = values["lora_rank"]  # Keras's default
+            elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+                raise ValueError(f"{where}: lora_alpha must be a positive number, got "
+                                 f"{alpha!r}")
+        elif values["lora_alpha"] is not None:
+            raise ValueError(f"{where}: lora_alpha={values['lora_alpha']!r} needs lora_rank")
         return values
+
+    # --- LoRA ---------------------------------------------------------------------
+    def _names(self) -> list[str]:
+        return super()._names() + (list(LORA_WEIGHTS) if self.lora_rank else [])
+
+    def _weight(self, name: str, shape: tuple[int, ...]) -> Weight:
+        if name in LORA_WEIGHTS:
+            # Keras: He-uniform A, zero B (so training starts at the base kernel), float32
+            # "to avoid the risk of underflow or overflow", penalised like the kernel.
+            init = initializers.get("he_uniform" if name == "lora_kernel_a" else "zeros")
+            return Weight(shape, init, self.kernel_regularizer, None, dtype=jnp.float32)
+        weight = super()._weight(name, shape)
+        return weight._replace(trainable=False) if name == "kernel" and self.lora_rank \
+            else weight
+
+    def enable_lora(self, rank: int, lora_alpha: float | None = None,
+                    a_initializer: Any = "he_uniform", b_initializer: Any = "zeros", *,
+                    params: Params, key: jax.Array) -> tuple[Conv, Params]:
+        """Keras's ``enable_lora`` for a pure layer: the LoRA layer and its params.
+
+        Args:
+          rank, lora_alpha, a_initializer, b_initializer: as Keras's ``enable_lora``.
+          params: this layer's params (kernel and bias are kept).
+          key: a ``jax.random`` key for the LoRA weights.
+
+        Returns:
+          ``(layer, params)``: the same layer with ``lora_rank=rank``, and ``params`` plus
+          ``lora_kernel_a`` / ``lora_kernel_b``.
+
+        Example:
+            >>> import jax, jax.numpy as jnp, kconv
+            >>> layer = kconv.Conv2D(8, 3)
+            >>> params = layer.init(jax.random.key(0), (None, 9, 9, 4))
+            >>> lora, lora_params = layer.enable_lora(2, params=params, key=jax.random.key(1))
+            >>> lora_params["lora_kernel_a"].shape, lora_params["lora_kernel_b"].shape
+            ((3, 3, 4, 2), (2, 8))
+            >>> x = jnp.ones((1, 9, 9, 4))
+            >>> bool(jnp.allclose(lora(lora_params, x), layer(params, x)))  # B starts at 0
+            True
+        """
+        where = f"{type(self).__name__}.enable_lora"
+        if self.lora_rank:
+            raise ValueError(f"{where}: lora is already enabled (lora_rank={self.lora_rank}); "
+                             "this can only be done once per layer, as in Keras")
+        layer = dataclasses.replace(self, lora_rank=rank, lora_alpha=lora_alpha)
+        inits = {"lora_kernel_a": initializers.get(a_initializer),
+                 "lora_kernel_b": initializers.get(b_initializer)}
+        kernel = params["kernel"]
+        shapes = {"lora_kernel_a": tuple(kernel.shape[:-1]) + (layer.lora_rank,),
+                  "lora_kernel_b": (layer.lora_rank, self.filters)}
+        keys = dict(zip(LORA_WEIGHTS, jax.random.split(key)))
+        new = dict(params)
+        for name in LORA_WEIGHTS:
+            new[name] = jnp.asarray(inits[name](keys[name], shapes[name], jnp.float32),
+                                    jnp.float32)
+        return layer, new
+
+    def merge_lora(self, params: Mapping[str, jax.Array]) -> Params:
+        """The plain ``{kernel, bias}`` params this LoRA layer computes with (the merged
+        kernel, which Keras saves in its weight files); other layers' params unchanged.
+
+        Example:
+            >>> import jax, kconv
+            >>> layer = kconv.Conv1D(2, 3, lora_rank=1)
+            >>> sorted(layer.merge_lora(layer.init(jax.random.key(0), (None, 8, 1))))
+            ['bias', 'kernel']
+        """
+        if not self.lora_rank:
+            return dict(params)
+        out = {name: params[name] for name in super()._names()}
+        out["kernel"] = self._lora_kernel(params).astype(params["kernel"].dtype)
+        return out
+
+    def _lora_kernel(self, params: Mapping[str, jax.Array]) -> jax.Array:
+        scale = self.lora_alpha / self.lora_rank
+        return params["kernel"] + scale * jnp.matmul(params["lora_kernel_a"],
+                                                    params["lora_kernel_b"])
+
+    def _extension_config(self) -> dict[str, Any]:
+        # Keras writes both only when LoRA is on.
+        return ({"lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha}
+                if self.lora_rank else {})
 
     def _check_in_channels(self, in_channels: int, shape: Any) -> None:
         if in_channels % self.groups:
@@ -37,14 +147,18 @@ class Conv(BaseConv):
                              f"be divisible by groups={self.groups}, got {shape}")
 
     def _shapes(self, in_channels: int) -> dict[str, tuple[int, ...]]:
-        return {"kernel": self.kernel_size + (in_channels // self.groups, self.filters),
-                "bias": (self.filters,)}
+        kernel = self.kernel_size + (in_channels // self.groups, self.filters)
+        return {"kernel": kernel, "bias": (self.filters,),
+                "lora_kernel_a": kernel[:-1] + (self.lora_rank,),
+                "lora_kernel_b": (self.lora_rank, self.filters)}
 
     def _param_in_channels(self, params: Mapping[str, jax.Array]) -> int:
         return params["kernel"].shape[-2] * self.groups
 
     def _forward(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
-        return ops.conv(x, params["kernel"], **self._op_kwargs())
+        # Params arrive in the compute dtype, where Keras merges the LoRA kernel too.
+        kernel = self._lora_kernel(params) if self.lora_rank else params["kernel"]
+        return ops.conv(x, kernel, **self._op_kwargs())
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         """Keras's output shape; ``None`` dims pass through.
@@ -82,8 +196,10 @@ def _make(rank: int) -> type:
         [a for a, _ in fields], causal=rank == 1,
         weights="``kernel`` ``(*kernel_size, in_channels // groups, filters)``, "
                 "``bias`` ``(filters,)``.",
-        example=example)
-    return make_rank_class(Conv, rank, name, fields, doc, aliases=(f"Convolution{rank}D",))
+        example=example, keywords=("lora_rank", "lora_alpha"))
+    # Keras takes lora_rank / lora_alpha through **kwargs: keyword-only here.
+    return make_rank_class(Conv, rank, name, fields, doc, aliases=(f"Convolution{rank}D",),
+                           keywords=(("lora_rank", None), ("lora_alpha", None)))
 
 
 Conv1D = _make(1)
