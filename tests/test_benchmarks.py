@@ -1,0 +1,88 @@
+"""The benchmark harness (benchmarks/bench.py) in --quick mode: it runs, every
+implementation agrees with kconv numerically, the report has its tables, and the FLOP
+counter is right on hand-computed cases."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("bench")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_flop_counter_hand_computed(bench):
+    bw = importlib.import_module("bench_workloads")
+    w = {x.id: x for x in bw.WORKLOADS}
+    # W1: Conv2D 64 filters 3x3 same on (16, 32, 32, 64): 2 * N * H * W * F * kh * kw * C.
+    assert bw.flops(w["W1"], w["W1"].input_shape, "fwd") == 2 * 16 * 32 * 32 * 64 * 64 * 9
+    assert bw.flops(w["W1"], w["W1"].input_shape, "fwdbwd") == 3 * 2 * 16 * 32 * 32 * 64 * 64 * 9
+    # W2: stride 2 -> 16x16 outputs, 128 filters.
+    assert bw.flops(w["W2"], w["W2"].input_shape, "fwd") == 2 * 16 * 16 * 16 * 128 * 9 * 64
+    # W4: depthwise 3x3 (dm 1) + pointwise 64 -> 128.
+    assert bw.forward_flops(w["W4"], w["W4"].input_shape) == \
+        2 * 16 * 32 * 32 * 64 * 9 + 2 * 16 * 32 * 32 * 64 * 128
+    # W5: transposed, counted on the input grid: 2 * N * 16 * 16 * C_in * 9 * F.
+    assert bw.forward_flops(w["W5"], w["W5"].input_shape) == 2 * 16 * 16 * 16 * 64 * 9 * 32
+    assert bw.output_shape(w["W5"], w["W5"].input_shape) == (16, 32, 32, 32)
+    # W6: causal keeps the length: 2 * N * L * F * k * C.
+    assert bw.forward_flops(w["W6"], w["W6"].input_shape) == 2 * 8 * 2048 * 64 * 3 * 64
+    # W7: Conv3D.
+    assert bw.forward_flops(w["W7"], w["W7"].input_shape) == 2 * 2 * 16**3 * 32 * 27 * 16
+    # Upsampling has no FLOP count.
+    assert bw.flops(w["W8"], w["W8"].input_shape, "fwd") is None
+    # Batch scaling multiplies the count.
+    assert bw.flops(w["W1"], w["W1"].shape(batch_scale=8), "fwd") == \
+        8 * bw.flops(w["W1"], w["W1"].input_shape, "fwd")
+
+
+@pytest.mark.slow
+def test_quick_run_agrees_and_reports(bench, tmp_path):
+    out = tmp_path / "RESULTS.md"
+    # One strided conv (asymmetric `same` padding), one transposed conv, one upsampling.
+    res = bench.main(["--quick", "--workloads", "W2,W5,W8", "--gemm-n", "128",
+                      "--rounds", "2", "--out", str(out)])
+    expected = {"kconv", "lax", "flax"}
+    for lib in ("keras", "torch"):
+        try:
+            importlib.import_module(lib)
+            expected.add(lib)
+        except ImportError:
+            pass
+    assert [(r["workload"], r["mode"]) for r in res["rows"]] == [
+        (w, m) for w in ("W2", "W5", "W8") for m in ("fwd", "fwdbwd")]
+    for row in res["rows"]:
+        assert set(row["impls"]) == expected, (row["workload"], row["skipped"])
+        for name, r in row["impls"].items():
+            assert r["check"]["ok"], (row["workload"], row["mode"], name, r["check"])
+            assert r["n"] >= 2 and r["median_ms"] > 0
+            if name != "torch":
+                assert r["compile"]["lower_compile_s"] > 0
+                assert r["compile"]["memory"]["total_bytes"] > 0
+        assert row["numerics_ok"]
+    assert res["all_numerics_ok"] and res["all_ok"] and not res["errors"]
+    assert res["gemm"]["reference_gflops"] > 0
+
+    text = out.read_text()
+    for heading in ("## Machine", "## Reference GEMM", "## Forward\n",
+                    "## Forward + backward", "## Compile time", "## Memory",
+                    "## Numerical check"):
+        assert heading in text, heading
+    header = ("| id | workload | kconv ms | lax ms | flax ms |"
+              + "".join(f" {i} ms |" for i in ("keras", "torch") if i in expected)
+              + " kconv / best JAX peer | kconv / torch | kconv GFLOP/s | % GEMM |")
+    assert header in text
+    assert "| W5 | Conv2DTranspose 3×3 stride 2 same |" in text
+    assert "✗" not in text
+    raw = json.loads((tmp_path / "results.json").read_text())
+    assert raw["all_numerics_ok"] and len(raw["rows"]) == 6
