@@ -295,7 +295,7 @@ def _read_keras3(f: Any, path: str, config: Mapping[str, Any] | None) -> list[_E
             if child == "vars":
                 continue
             if child == "layers" or child.startswith("container"):
-                for sub in group[child]:
+                for sub in sorted(group[child], key=_keras_order):
                     walk(group[child][sub], prefix, sub, True)
             elif key is None and child == "optimizer":
                 continue  # a .keras archive's optimizer state, not a layer
@@ -307,6 +307,13 @@ def _read_keras3(f: Any, path: str, config: Mapping[str, Any] | None) -> list[_E
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"kconv.interop: {path!r}: corrupt weights ({e})") from e
     return entries
+
+
+def _keras_order(key: str) -> tuple[str, int]:
+    """Sort key of a Keras 3 position name: ``conv2d`` < ``conv2d_1`` < ... < ``conv2d_10``
+    (HDF5 lists groups alphabetically, where ``conv2d_10`` would come before ``conv2d_2``)."""
+    match = re.fullmatch(r"(.*?)_(\d+)", key)
+    return (match.group(1), int(match.group(2))) if match else (key, 0)
 
 
 def _read_legacy(f: Any, path: str) -> tuple[list[_Entry], dict[str, Mapping[str, Any]] | None]:
@@ -425,6 +432,9 @@ def _collect(path: Any, need_config: bool) -> tuple[dict, dict, dict | None]:
                                  f"layer {name!r}, but the file holds no weights for it")
             if cls is not None and not cls.has_weights and name not in found:
                 found[name] = (cls, {})
+        # The model's own layer order (a weights file lists its groups alphabetically).
+        order = {name: i for i, name in enumerate(config)}
+        found = dict(sorted(found.items(), key=lambda kv: order.get(kv[0], len(order))))
     return found, skipped, config
 
 
@@ -548,7 +558,8 @@ def to_keras_weights(layer: _layers.Layer, params: Mapping[str, Any]) -> list[np
     return [np.asarray(params[name]) for name in (layer._names() if layer.has_weights else [])]
 
 
-def save_keras_weights(path: Any, named_params: Mapping[str, Any]) -> None:
+def save_keras_weights(path: Any, named_params: Mapping[str, Any], *,
+                       containers: Mapping[str, str] | None = None) -> None:
     """Writes a Keras 3 ``.weights.h5`` that Keras's ``model.load_weights`` reads.
 
     Args:
@@ -560,7 +571,10 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any]) -> None:
         written as Keras writes one: its merged kernel and bias. Keras addresses
         weights by position and class (the second Conv2D is ``conv2d_1``), so the order and
         the classes must be the Keras model's; layers of other classes between them do not
-        matter. Flat models only: a nested name (``"block/conv"``) raises.
+        matter. Layers of nested models are named along the path (``"block/conv"``).
+      containers: for nested names, the Keras class of each nested model by its path
+        (``{"block": "Sequential"}``; ``"Functional"`` for a ``keras.Model(inputs,
+        outputs)``), which Keras's file layout names them by.
 
     Example:
         >>> import tempfile, os, jax, kconv
@@ -578,13 +592,11 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any]) -> None:
         raise ValueError(f"kconv.interop.save_keras_weights: the path must end in "
                          f"'.weights.h5' (Keras's load_weights picks its format by name), "
                          f"got {path!r}")
-    groups: list[tuple[str, str, list[np.ndarray]]] = []
-    used: dict[str, int] = {}
+    containers = dict(containers or {})
+    # The model as a tree: {name: (layer, arrays)} leaves, {name: _Container} subtrees.
+    root = _Container("Functional")
     for name, item in named_params.items():
         where = f"kconv.interop.save_keras_weights: layer {name!r}"
-        if "/" in name:
-            raise ValueError(f"{where}: nested model names are not supported when writing; "
-                             "write a flat model's layers")
         if not (isinstance(item, tuple) and len(item) == 2
                 and isinstance(item[0], _layers.Layer)):
             raise TypeError(f"{where}: expected a (kconv layer, params) pair, got "
@@ -595,24 +607,23 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any]) -> None:
             _check_shapes(layer, params, where)
             layer, params = dataclasses.replace(layer, lora_rank=None, lora_alpha=None), \
                 layer.merge_lora(params)
-        snake = _snake(type(layer).__name__)
-        # keras.src.saving.saving_lib._get_unique_name: conv2d, conv2d_1, conv2d_2, ...
-        count = used.get(snake, 0)
-        used[snake] = count + 1
-        key = snake if count == 0 else f"{snake}_{count}"
-        groups.append((key, name, to_keras_weights(layer, params)))
+        *outer, leaf = name.split("/")
+        node = root
+        for depth in range(len(outer)):
+            prefix = "/".join(outer[: depth + 1])
+            if prefix not in containers:
+                raise ValueError(f"{where}: {prefix!r} is a nested model; pass its Keras "
+                                 f"class: containers={{{prefix!r}: 'Sequential' or "
+                                 f"'Functional'}}")
+            node = node.children.setdefault(outer[depth], _Container(containers[prefix]))
+        node.children[leaf] = (layer, to_keras_weights(layer, params))
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".kconv-", suffix=".weights.h5.tmp", dir=folder)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
             f.create_group("vars")
-            layers_group = f.create_group("layers")
-            for key, name, arrays in groups:
-                vars_group = layers_group.create_group(key).create_group("vars")
-                vars_group.attrs["name"] = name
-                for i, array in enumerate(arrays):
-                    vars_group.create_dataset(str(i), data=array)
+            _write_container(f, root)
             f.flush()
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -621,3 +632,32 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+class _Container:
+    """A (nested) Keras model while writing: its class and its layers, in order."""
+
+    def __init__(self, class_name: str):
+        self.class_name = class_name
+        self.children: dict[str, Any] = {}
+
+
+def _write_container(group: Any, container: _Container) -> None:
+    """Writes ``container``'s layers under ``group/layers`` as Keras 3 lays them out."""
+    layers_group = group.create_group("layers")
+    used: dict[str, int] = {}
+    for name, child in container.children.items():
+        class_name = child.class_name if isinstance(child, _Container) \
+            else type(child[0]).__name__
+        snake = _snake(class_name)
+        # keras.src.saving.saving_lib._get_unique_name: conv2d, conv2d_1, conv2d_2, ...
+        count = used.get(snake, 0)
+        used[snake] = count + 1
+        entry = layers_group.create_group(snake if count == 0 else f"{snake}_{count}")
+        vars_group = entry.create_group("vars")
+        vars_group.attrs["name"] = name
+        if isinstance(child, _Container):
+            _write_container(entry, child)
+            continue
+        for i, array in enumerate(child[1]):
+            vars_group.create_dataset(str(i), data=array)
