@@ -263,6 +263,20 @@ def test_runs_as_script(script):
         assert option in proc.stdout
 
 
+def test_train_digits_data_parallel(tmp_path):
+    # `--devices 2` on this CPU: the script asks XLA for 2 host devices before JAX starts.
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "train_digits.py"), "--devices", "2",
+                           "--epochs", "3", "--no-progress", "--out", str(tmp_path)],
+                          cwd=EXAMPLES.parent, capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "data parallel over 2 devices" in proc.stdout
+    accuracy = float(re.fullmatch(r"test_accuracy=(\d\.\d{4})",
+                                  proc.stdout.strip().splitlines()[-1]).group(1))
+    assert accuracy > 0.5  # 3 epochs: well above chance (0.1)
+
+
 def test_quickstart_runs():
     # The one-minute tour of the pure tier (README): builds, jits, differentiates, trains.
     proc = subprocess.run([sys.executable, str(EXAMPLES / "quickstart.py")],
