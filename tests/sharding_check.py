@@ -1,0 +1,121 @@
+"""Run in a fresh process with 8 simulated CPU devices (tests/test_sharding.py does that):
+every kconv layer under ``jax.jit`` with sharded inputs and kernels, against one device.
+
+Prints one JSON object: ``{case: max relative error}`` for the forward outputs and the
+gradients w.r.t. params and input, per layer and layout:
+
+- ``data``: the batch split over a 1-D mesh of 8 ("data"), params replicated;
+- ``model``: kernels (and biases) split over their output channels on a 1-D mesh of 4,
+  the batch replicated;
+- ``data+model``: a 2-D mesh (4 x 2): batch over "data", output channels over "model";
+- ``data,replicated-over-model``: the 2-D mesh with the batch over "data" and everything
+  replicated over "model" — the layout where jax 0.10.2's SPMD partitioner multiplies the
+  weight gradient of a grouped convolution (feature_group_count > 1) by the "model" size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import Mesh, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import kconv  # noqa: E402
+
+BATCH = 8
+# (name, args, unbatched input shape); output channels divisible by 4.
+CASES = [
+    ("Conv1D", dict(filters=4, kernel_size=3, padding="causal", dilation_rate=2), (12, 3)),
+    ("Conv2D", dict(filters=8, kernel_size=3, strides=2, padding="same"), (9, 9, 3)),
+    ("Conv2D", dict(filters=8, kernel_size=3, groups=2, data_format="channels_first"),
+     (4, 8, 8)),
+    ("Conv3D", dict(filters=4, kernel_size=2), (5, 5, 5, 2)),
+    ("SeparableConv1D", dict(filters=4, kernel_size=3, depth_multiplier=2), (10, 2)),
+    ("SeparableConv2D", dict(filters=4, kernel_size=3, padding="same"), (8, 8, 4)),
+    ("DepthwiseConv1D", dict(kernel_size=3, depth_multiplier=2), (10, 4)),
+    ("DepthwiseConv2D", dict(kernel_size=3, padding="same"), (8, 8, 4)),
+    ("Conv1DTranspose", dict(filters=4, kernel_size=3, strides=2), (6, 3)),
+    ("Conv2DTranspose", dict(filters=4, kernel_size=3, strides=2, padding="same"), (5, 5, 3)),
+    ("Conv3DTranspose", dict(filters=4, kernel_size=2, strides=2), (3, 3, 3, 2)),
+    ("Cropping2D", dict(cropping=((1, 0), 2)), (8, 8, 3)),
+    ("ZeroPadding3D", dict(padding=1), (3, 3, 3, 2)),
+    ("UpSampling2D", dict(size=2, interpolation="bilinear"), (5, 5, 3)),
+    ("UpSampling1D", dict(size=3), (5, 3)),
+]
+
+
+def output_axis(layer, name: str, ndim: int) -> int | None:
+    """The axis of weight ``name`` that indexes output channels (None: replicate)."""
+    if name == "bias":
+        return 0
+    if isinstance(layer, kconv.layers.ConvTranspose):
+        return ndim - 2
+    if isinstance(layer, kconv.layers.DepthwiseConv):
+        return ndim - 2  # (*k, in, dm): output channel c * dm + m, split over c
+    if isinstance(layer, kconv.layers.SeparableConv):
+        return ndim - 1 if name == "pointwise_kernel" else None
+    return ndim - 1
+
+
+def spec(axis: int | None, ndim: int, mesh_axis: str) -> P:
+    if axis is None:
+        return P()
+    return P(*[mesh_axis if i == axis else None for i in range(ndim)])
+
+
+def relerr(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+
+
+def run_case(layer, params, x, mesh, x_spec, param_axis: str | None) -> dict[str, float]:
+    def loss(p, v):
+        return jnp.sum(jnp.sin(layer(p, v)))
+
+    fwd = jax.jit(layer)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    y1, (gp1, gx1) = fwd(params, x), grad(params, x)
+    xs = jax.device_put(x, NamedSharding(mesh, x_spec))
+    ps = {n: jax.device_put(w, NamedSharding(mesh, spec(
+        output_axis(layer, n, w.ndim) if param_axis else None, w.ndim, param_axis)))
+        for n, w in params.items()}
+    y2, (gp2, gx2) = fwd(ps, xs), grad(ps, xs)
+    errs = {"out": relerr(y2, y1), "grad_x": relerr(gx2, gx1)}
+    for n in params:
+        errs[f"grad_{n}"] = relerr(gp2[n], gp1[n])
+    return errs
+
+
+def main() -> None:
+    devices = np.array(jax.devices())
+    if devices.size < 8:
+        sys.exit(f"need 8 devices, got {devices.size}: set XLA_FLAGS first")
+    meshes = {
+        "data": (Mesh(devices, ("data",)), P("data"), None),
+        "model": (Mesh(devices[:4], ("model",)), P(), "model"),
+        "data+model": (Mesh(devices.reshape(4, 2), ("data", "model")), P("data"), "model"),
+        "data,replicated-over-model": (Mesh(devices.reshape(4, 2), ("data", "model")),
+                                       P("data"), None),
+    }
+    results = {}
+    for i, (name, args, shape) in enumerate(CASES):
+        layer = getattr(kconv, name)(**args)
+        x = jax.random.normal(jax.random.key(i), (BATCH,) + shape)
+        params = layer.init(jax.random.key(100 + i), x.shape)
+        for layout, (mesh, x_spec, param_axis) in meshes.items():
+            if param_axis and not params:
+                continue
+            results[f"{name}-{i}/{layout}"] = run_case(layer, params, x, mesh, x_spec,
+                                                       param_axis)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
