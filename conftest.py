@@ -10,3 +10,8 @@ import tempfile
 
 os.environ["KERAS_BACKEND"] = "jax"
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="kconv-keras-home-")
+
+# Not test modules, and not importable in the suite: a fixture generator that needs
+# TensorFlow, and a script meant for a fresh process with 8 simulated devices (it sets
+# XLA_FLAGS when imported).
+collect_ignore = ["tests/fixtures/make_tf_keras_fixtures.py", "tests/sharding_check.py"]
