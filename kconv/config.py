@@ -1,8 +1,10 @@
 """Global defaults, resolved the way Keras resolves them.
 
-kconv has one global setting, the default image data format, which a layer reads once,
+kconv has two global settings. The default image data format is read by a layer once,
 when it is constructed, so that a layer object (and its saved config) never changes
-meaning afterwards.
+meaning afterwards. The convolution lowering (:func:`set_conv_lowering`) never changes
+meaning at all, only how the same numbers are computed; it is read when a function is
+traced.
 
 Resolution order for :func:`image_data_format`:
 
@@ -23,10 +25,19 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 
-__all__ = ["image_data_format", "set_image_data_format", "epsilon"]
+__all__ = [
+    "image_data_format",
+    "set_image_data_format",
+    "epsilon",
+    "conv_lowering",
+    "get_conv_lowering",
+    "set_conv_lowering",
+]
 
 _DATA_FORMATS = ("channels_last", "channels_first")
 _image_data_format: str | None = None
@@ -105,3 +116,81 @@ def image_data_format() -> str:
         if value is not None:
             return value
     return "channels_last"
+
+
+# --- convolution lowering -------------------------------------------------------------
+
+#: ``"auto"``: each call takes the lowering :func:`kconv.ops.lowering.choose` picks for the
+#: platform it is compiled for; ``"xla"``: always XLA's own convolution (the plain path).
+CONV_LOWERINGS = ("auto", "xla")
+_conv_lowering = "auto"
+
+
+def _validate_lowering(value: object, where: str) -> str:
+    if not isinstance(value, str) or value.lower() not in CONV_LOWERINGS:
+        raise ValueError(f"{where}: the convolution lowering must be one of "
+                         f"{CONV_LOWERINGS}, got {value!r}")
+    return value.lower()
+
+
+def get_conv_lowering() -> str:
+    """The current convolution lowering mode: ``"auto"`` (the default) or ``"xla"``.
+
+    Example:
+        >>> get_conv_lowering()
+        'auto'
+    """
+    return _conv_lowering
+
+
+def set_conv_lowering(mode: str) -> None:
+    """Chooses how kconv's convolutions are computed, for functions traced afterwards.
+
+    ``"auto"`` lets :func:`kconv.ops.lowering.choose` replace XLA's convolution where the
+    target platform has a faster equivalent (only XLA:CPU has some); ``"xla"`` forces
+    ``lax.conv_general_dilated`` everywhere, e.g. to compare the two paths. Both give the
+    same numbers up to float rounding.
+
+    JAX caches traced functions by their Python identity and arguments, not by this
+    setting, so a change clears JAX's caches (``jax.clear_caches()``): functions already
+    jitted retrace on their next call and see the new mode.
+
+    Args:
+      mode: ``"auto"`` or ``"xla"`` (any case).
+
+    Raises:
+      ValueError: for any other value.
+
+    Example:
+        >>> set_conv_lowering("xla")
+        >>> get_conv_lowering()
+        'xla'
+        >>> set_conv_lowering("auto")
+    """
+    global _conv_lowering
+    mode = _validate_lowering(mode, "set_conv_lowering")
+    if mode != _conv_lowering:
+        import jax  # local: keeps this module importable without initialising jax
+
+        _conv_lowering = mode
+        jax.clear_caches()
+
+
+@contextlib.contextmanager
+def conv_lowering(mode: str) -> Iterator[None]:
+    """Context manager: :func:`set_conv_lowering` inside the block, the previous mode after.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from kconv import ops
+        >>> with conv_lowering("xla"):
+        ...     y = ops.depthwise_conv(jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 1)))
+        >>> get_conv_lowering()
+        'auto'
+    """
+    previous = _conv_lowering
+    set_conv_lowering(_validate_lowering(mode, "conv_lowering"))
+    try:
+        yield
+    finally:
+        set_conv_lowering(previous)

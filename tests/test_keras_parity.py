@@ -219,8 +219,11 @@ def test_signature_matches_keras(name):
     ours = list(inspect.signature(getattr(kconv, name)).parameters.values())
     assert [(p.name, p.default) for p in ours[:len(keras_params)]] == [
         (p.name, p.default) for p in keras_params]
-    # Then keyword-only: what Keras takes through **kwargs (LoRA on Conv1D/2D/3D), then JAX's.
-    kwargs = ["lora_rank", "lora_alpha"] if name in ("Conv1D", "Conv2D", "Conv3D") else []
+    # Then keyword-only: what Keras takes through **kwargs (LoRA on Conv1D/2D/3D), kconv's
+    # extensions beyond Keras, then JAX's.
+    kwargs = []
+    if name in ("Conv1D", "Conv2D", "Conv3D"):
+        kwargs += ["lora_rank", "lora_alpha"]
     assert [p.name for p in ours[len(keras_params):]] == kwargs + ["dtype", "param_dtype",
                                                                     "precision"]
     assert all(p.kind is p.KEYWORD_ONLY for p in ours[len(keras_params):])

@@ -1,5 +1,8 @@
 """``kconv.ops``: the pure array core (arrays in, arrays out, Keras argument conventions).
 
+How each op is computed on each platform — XLA's convolution, or on XLA:CPU a faster
+equivalent — is :mod:`kconv.ops.lowering`'s rule (``kconv.config.set_conv_lowering``).
+
 Example:
     >>> import jax.numpy as jnp
     >>> from kconv import ops
@@ -9,7 +12,7 @@ Example:
     (None, 8, 8, 4)
 """
 
-from kconv.ops import shapes
+from kconv.ops import lowering, shapes
 from kconv.ops.convolution import conv, conv_transpose, depthwise_conv, separable_conv
 from kconv.ops.reshape import (
     crop,
@@ -40,6 +43,7 @@ __all__ = [
     "depthwise_conv_output_shape",
     "separable_conv_output_shape",
     "shapes",
+    "lowering",
     "crop",
     "zero_pad",
     "upsample",

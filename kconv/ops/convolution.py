@@ -1,8 +1,11 @@
 """Convolutions as pure array functions, with Keras's argument conventions.
 
 This module is the only place in kconv that calls ``jax.lax.conv_general_dilated``
-(:func:`_conv_general_dilated`), so that alternative lowerings can be added behind these
-functions and checked against it.
+(:func:`_conv_general_dilated`). The ops here validate their arguments and describe the
+call as a :class:`kconv.ops.lowering.ConvSpec`; :mod:`kconv.ops.lowering` decides how it
+is computed — XLA's convolution, or on XLA:CPU a faster equivalent composition where its
+convolution takes a slow path (``kconv.config.set_conv_lowering("xla")`` forces the
+former).
 
 All four functions are N-d: the number of spatial dims ``N`` is the kernel's rank minus
 two. Inputs are ``(batch, *spatial, channels)`` (``channels_last``) or
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from kconv import _args
-from kconv.ops import shapes
+from kconv.ops import lowering, shapes
 
 __all__ = ["conv", "conv_transpose", "depthwise_conv", "separable_conv"]
 
@@ -42,23 +45,6 @@ def _conv_general_dilated(
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         precision=precision, preferred_element_type=preferred_element_type,
     )
-
-
-def _dimension_numbers(
-    rank: int, data_format: str, *, kernel_in_axis: int, kernel_out_axis: int
-) -> lax.ConvDimensionNumbers:
-    """lax dimension numbers for a data format and a kernel ``(*k, a, b)`` layout.
-
-    channels_first is expressed here, never by transposing arrays; so is the transposed
-    kernel layout ``(*k, filters, in)`` (``kernel_in_axis=rank + 1``).
-    """
-    spatial = tuple(range(rank))
-    if data_format == "channels_last":
-        lhs = (0, rank + 1, *range(1, rank + 1))
-    else:
-        lhs = (0, 1, *range(2, rank + 2))
-    return lax.ConvDimensionNumbers(lhs_spec=lhs, rhs_spec=(kernel_out_axis, kernel_in_axis,
-                                                            *spatial), out_spec=lhs)
 
 
 class _Call:
@@ -115,6 +101,15 @@ class _Call:
                 f"kernel_size {tuple(kernel_size)} (dilated: {k_eff}), strides "
                 f"{self.strides}, padding {self.padding!r} give spatial output {tuple(out)}"
             )
+
+    def spec(self, kernel: Array, padding: Sequence[tuple[int, int]], groups: int,
+             preferred_element_type: Any) -> lowering.ConvSpec:
+        """The static facts :func:`kconv.ops.lowering.choose` decides on."""
+        return lowering.ConvSpec(
+            rank=self.rank, data_format=self.data_format, input_shape=self.x.shape,
+            kernel_shape=kernel.shape, strides=self.strides, padding=tuple(padding),
+            dilation=self.dilation, groups=groups, dtype=self.x.dtype,
+            preferred_element_type=preferred_element_type)
 
     def unfold(self, y: Array) -> Array:
         return y.reshape(self.lead + y.shape[1:])
@@ -191,16 +186,9 @@ def conv(
             f"implied by {call.channels} input channels and kernel shape {call.kernel.shape}"
         )
     call.check_output(kernel_size)
-    y = _conv_general_dilated(
-        call.x, call.kernel, strides=call.strides,
-        padding=call.forward_padding(kernel_size), lhs_dilation=(1,) * call.rank,
-        rhs_dilation=call.dilation,
-        dimension_numbers=_dimension_numbers(call.rank, call.data_format,
-                                             kernel_in_axis=call.rank,
-                                             kernel_out_axis=call.rank + 1),
-        feature_group_count=groups, precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    spec = call.spec(call.kernel, call.forward_padding(kernel_size), groups,
+                     preferred_element_type)
+    y = lowering.conv(call.x, call.kernel, spec, precision=precision)
     return call.unfold(y)
 
 
@@ -239,15 +227,9 @@ def depthwise_conv(
     # (*k, C, dm) -> (*k, 1, C * dm): a reshape (no data movement), so that group c of a
     # C-group convolution holds exactly kernel[..., c, :].
     grouped = call.kernel.reshape(kernel_size + (1, kernel.shape[-2] * kernel.shape[-1]))
-    y = _conv_general_dilated(
-        call.x, grouped, strides=call.strides, padding=call.forward_padding(kernel_size),
-        lhs_dilation=(1,) * call.rank, rhs_dilation=call.dilation,
-        dimension_numbers=_dimension_numbers(call.rank, call.data_format,
-                                             kernel_in_axis=call.rank,
-                                             kernel_out_axis=call.rank + 1),
-        feature_group_count=call.channels, precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    spec = call.spec(grouped, call.forward_padding(kernel_size), call.channels,
+                     preferred_element_type)
+    y = lowering.conv(call.x, grouped, spec, precision=precision)
     return call.unfold(y)
 
 
@@ -303,7 +285,8 @@ def conv_transpose(
     ``j`` contribute to output position ``i * stride + j * dilation - pad_lo``. It is
     computed as a stride-1 convolution of the input dilated by ``strides``
     (``lhs_dilation``) with the spatially reversed kernel, read through dimension numbers
-    in its ``(*k, filters, in)`` layout (no transposition).
+    in its ``(*k, filters, in)`` layout (no transposition) — on XLA:CPU, for strides above
+    1, as the equivalent sub-pixel form instead (see :mod:`kconv.ops.lowering`).
 
     Args:
       inputs: as :func:`conv`, with ``C`` channels.
@@ -339,12 +322,7 @@ def conv_transpose(
     out_pad = out_pad if out_pad is not None else (None,) * rank
     pads = [shapes.conv_transpose_padding(k, s, call.padding, op, d)
             for k, s, op, d in zip(kernel_size, call.strides, out_pad, call.dilation)]
-    y = _conv_general_dilated(
-        call.x, lax.rev(kernel, tuple(range(rank))), strides=(1,) * rank, padding=pads,
-        lhs_dilation=call.strides, rhs_dilation=call.dilation,
-        dimension_numbers=_dimension_numbers(call.rank, call.data_format,
-                                             kernel_in_axis=rank + 1, kernel_out_axis=rank),
-        feature_group_count=1, precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    y = lowering.conv_transpose(call.x, kernel, call.spec(kernel, pads, 1,
+                                                          preferred_element_type),
+                                precision=precision)
     return call.unfold(y)

@@ -27,6 +27,7 @@ import numpy as np
 from jax import lax
 
 from kconv import _args
+from kconv.ops import lowering
 from kconv.ops.convolution import _layout
 
 __all__ = [
@@ -167,7 +168,9 @@ def upsample(
       interpolation: one of ``"nearest"``, ``"bilinear"``, ``"bicubic"``, ``"lanczos3"``,
         ``"lanczos5"`` (any case).
       precision: ``jax.lax.Precision`` of the interpolation contractions; ``None`` means
-        ``HIGHEST`` (``jax.image.resize``'s default, which Keras uses).
+        ``HIGHEST`` (``jax.image.resize``'s default, which Keras uses). The CPU lowering of
+        ``bilinear`` (a stencil of exact elementwise products) computes at ``HIGHEST``,
+        which is what XLA:CPU computes at every precision.
 
     Returns:
       The upsampled array, in the input's dtype. Integer inputs to a non-``nearest``
@@ -197,9 +200,15 @@ def upsample(
     # axes (in either data format) pass through, as in Keras's channels_last-only call.
     # Keras passes antialias=False (it changes nothing when upsampling) and no precision,
     # so HIGHEST is its precision.
-    y = jax.image.resize(x, tuple(shape), method=interpolation, antialias=False,
-                         precision=lax.Precision.HIGHEST if precision is None else precision)
-    return _saturate_cast(y, x.dtype)
+    def resize(x: Array) -> Array:
+        return jax.image.resize(x, tuple(shape), method=interpolation, antialias=False,
+                                precision=lax.Precision.HIGHEST if precision is None
+                                else precision)
+
+    # On XLA:CPU, bilinear becomes an equal fixed stencil (kconv.ops.lowering).
+    spec = lowering.UpsampleSpec(interpolation=interpolation, input_shape=x.shape,
+                                 axes=call.axes, factors=factors, dtype=x.dtype)
+    return _saturate_cast(lowering.upsample(x, spec, resize), x.dtype)
 
 
 def _saturate_cast(y: Array, dtype: Any) -> Array:

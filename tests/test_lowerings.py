@@ -1,0 +1,427 @@
+"""The CPU lowerings of kconv.ops (kconv/ops/lowering.py) against the plain
+``lax.conv_general_dilated`` / ``jax.image.resize`` path, forced with
+``kconv.config.conv_lowering("xla")``: outputs and gradients (w.r.t. input and kernel)
+across each lowering's configuration cross-product, low-precision dtypes,
+``preferred_element_type``, unbatched inputs, the transformations (jvp, vmap,
+grad-of-grad, remat), the choice rule itself (which path a call takes, read from the
+lowered StableHLO) and the switch."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kconv
+from kconv import config, ops
+from kconv.ops import lowering
+
+FORMATS = ("channels_last", "channels_first")
+SPATIAL = {1: (11,), 2: (9, 8), 3: (6, 5, 7)}
+KERNEL = {1: (3,), 2: (3, 2), 3: (2, 3, 2)}
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(jnp.bfloat16): 2e-2, np.dtype(np.float16): 4e-3}
+
+
+def _x(rng, rank, channels, fmt, batch=2, spatial=None, dtype=np.float32):
+    spatial = spatial or SPATIAL[rank]
+    shape = (batch, *spatial, channels) if fmt == "channels_last" else (
+        batch, channels, *spatial)
+    return jnp.asarray(rng.standard_normal(shape), dtype)
+
+
+def _outputs_and_grads(f, args):
+    """``f(*args)`` and the VJP w.r.t. every arg with a fixed cotangent, in one jit."""
+    out = jax.eval_shape(f, *args)
+    # From NumPy: jax.random in the jitted function would cost more compile time than the
+    # convolution itself.
+    ct = jnp.asarray(np.random.default_rng(7).standard_normal(out.shape), out.dtype)
+
+    def run(ct, *a):
+        y, vjp = jax.vjp(f, *a)
+        return (y, *vjp(ct))
+    return jax.jit(run)(ct, *args)
+
+
+def _lowered(f, args, expect):
+    """Runs ``f`` on both paths; checks the auto path took ``expect``; returns both."""
+    with config.conv_lowering("xla"):
+        plain = _outputs_and_grads(f, args)
+    with lowering.recorded_choices() as calls:
+        auto = _outputs_and_grads(f, args)
+    taken = {name for _, name in calls}
+    assert expect in taken, (expect, calls)
+    return plain, auto
+
+
+def _assert_close(actual, expected, dtype=np.float32, factor=1.0):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    tol = TOL[np.dtype(dtype)] * factor
+    scale = 1.0 + np.max(np.abs(expected), initial=0.0)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+def _check(f, args, expect, dtype=np.float32, factor=1.0):
+    plain, auto = _lowered(f, args, expect)
+    for a, p in zip(auto, plain):
+        assert a.dtype == p.dtype
+        _assert_close(a, p, dtype, factor)
+
+
+def _rotate(values, i):
+    return values[i % len(values)]
+
+
+# --- pointwise_dot -------------------------------------------------------------------
+
+@pytest.mark.parametrize("rank,fmt,strides,padding", list(itertools.product(
+    (1, 2, 3), FORMATS, (1, 2), ("valid", "same", "explicit"))))
+def test_pointwise_dot(rank, fmt, strides, padding):
+    rng = np.random.default_rng(rank * 7 + strides)
+    x = _x(rng, rank, 5, fmt)
+    w = jnp.asarray(rng.standard_normal((*(1,) * rank, 5, 6)), jnp.float32)
+    pad = ((1, 0), (0, 2), (1, 1))[:rank] if padding == "explicit" else padding
+    _check(lambda x, w: ops.conv(x, w, strides, pad, fmt), (x, w), "pointwise_dot")
+
+
+# --- depthwise_taps ------------------------------------------------------------------
+
+def _depthwise_cases():
+    # rank × padding × strides × dilation × data_format, the depth multiplier rotating.
+    i = 0
+    for rank in (1, 2, 3):
+        paddings = ("valid", "same", "explicit") + (("causal",) if rank == 1 else ())
+        for padding, strides, dilation, fmt in itertools.product(paddings, (1, 2), (1, 2),
+                                                                 FORMATS):
+            yield rank, padding, strides, dilation, _rotate((1, 2), i), fmt
+            i += 1
+
+
+@pytest.mark.parametrize("rank,padding,strides,dilation,multiplier,fmt",
+                         list(_depthwise_cases()))
+def test_depthwise_taps(rank, padding, strides, dilation, multiplier, fmt):
+    rng = np.random.default_rng(rank * 100 + strides * 10 + dilation)
+    x = _x(rng, rank, 3, fmt)
+    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 3, multiplier)), jnp.float32)
+    pad = ((2, 0), (0, 1), (1, 2))[:rank] if padding == "explicit" else padding
+    _check(lambda x, w: ops.depthwise_conv(x, w, strides, pad, fmt, dilation), (x, w),
+           "depthwise_taps")
+
+
+@pytest.mark.parametrize("rank,fmt", [(1, "channels_first"), (2, "channels_last")])
+def test_depthwise_taps_for_grouped_conv(rank, fmt):
+    # One input channel per group through ops.conv (groups == channels, 2 filters each).
+    rng = np.random.default_rng(rank)
+    x = _x(rng, rank, 4, fmt)
+    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 1, 8)), jnp.float32)
+    _check(lambda x, w: ops.conv(x, w, 1, "same", fmt), (x, w), "depthwise_taps")
+
+
+def test_separable_takes_both_lowerings():
+    rng = np.random.default_rng(3)
+    x = _x(rng, 2, 4, "channels_last")
+    dw = jnp.asarray(rng.standard_normal((3, 3, 4, 2)), jnp.float32)
+    pw = jnp.asarray(rng.standard_normal((1, 1, 8, 5)), jnp.float32)
+    f = lambda x, dw, pw: ops.separable_conv(x, dw, pw, 1, "same")  # noqa: E731
+    plain, auto = _lowered(f, (x, dw, pw), "pointwise_dot")
+    for a, p in zip(auto, plain):
+        _assert_close(a, p)
+    with lowering.recorded_choices() as calls:
+        jax.eval_shape(lambda *a: f(*a), x, dw, pw)  # a new function: traced afresh
+    assert calls == [("conv", "depthwise_taps"), ("conv", "pointwise_dot")]
+
+
+# --- subpixel_transpose ----------------------------------------------------------------
+
+def _transpose_cases():
+    # rank × padding × strides × output_padding (None, 0, stride - 1) × data_format.
+    for rank, padding, strides, fmt in itertools.product((1, 2, 3), ("valid", "same"),
+                                                         (2, 3), FORMATS):
+        if rank == 3 and strides == 3:
+            continue  # keep the 3-D share small; ranks 1 and 2 cover stride 3
+        for output_padding in sorted({None, 0, strides - 1}, key=str):
+            yield rank, padding, strides, output_padding, fmt
+    yield 2, "same", (2, 1), None, "channels_last"  # a stride of 1 on one axis
+    yield 2, "valid", (1, 3), (0, 1), "channels_first"
+
+
+@pytest.mark.parametrize("rank,padding,strides,output_padding,fmt", list(_transpose_cases()))
+def test_subpixel_transpose(rank, padding, strides, output_padding, fmt):
+    rng = np.random.default_rng(rank * 10 + (strides if isinstance(strides, int) else 5))
+    x = _x(rng, rank, 3, fmt, spatial=tuple(n // 2 + 1 for n in SPATIAL[rank]))
+    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 4, 3)), jnp.float32)
+    _check(lambda x, w: ops.conv_transpose(x, w, strides, padding, output_padding, fmt),
+           (x, w), "subpixel_transpose")
+
+
+@pytest.mark.parametrize("kernel_size,padding", [
+    ((1, 1), "same"), ((2, 2), "valid"), ((4, 4), "same"), ((5, 3), "valid")])
+def test_subpixel_transpose_kernel_sizes(kernel_size, padding):
+    # Kernels smaller than, equal to and larger than the stride: every phase layout.
+    rng = np.random.default_rng(sum(kernel_size))
+    x = _x(rng, 2, 3, "channels_last", spatial=(5, 4))
+    w = jnp.asarray(rng.standard_normal((*kernel_size, 2, 3)), jnp.float32)
+    _check(lambda x, w: ops.conv_transpose(x, w, 2, padding), (x, w), "subpixel_transpose")
+
+
+# --- bilinear_stencil ------------------------------------------------------------------
+
+@pytest.mark.parametrize("rank,fmt,size", [
+    (1, "channels_first", 3), (2, "channels_last", 2), (2, "channels_first", (1, 3)),
+    (3, "channels_last", (2, 1, 3))])
+def test_bilinear_stencil_matches_resize(rank, fmt, size):
+    rng = np.random.default_rng(rank)
+    x = _x(rng, rank, 3, fmt)
+    _check(lambda x: ops.upsample(x, size, fmt, "bilinear", rank=rank), (x,),
+           "bilinear_stencil")
+
+
+def test_bilinear_stencil_edges_and_length_one():
+    # Half-pixel centres: the first and last outputs equal the edge samples' neighbourhood
+    # as jax.image.resize computes it; a length-1 axis repeats its one sample.
+    x = jnp.array([1.0, 3.0, 7.0]).reshape(1, 3, 1)
+    np.testing.assert_allclose(ops.upsample(x, 2, interpolation="bilinear")[0, :, 0],
+                               [1.0, 1.5, 2.5, 4.0, 6.0, 7.0], rtol=1e-6)
+    _check(lambda x: ops.upsample(x, 4, interpolation="bilinear"),
+           (jnp.arange(6.0).reshape(2, 1, 3),), "bilinear_stencil")
+
+
+# --- dtypes, preferred_element_type, precision, unbatched ---------------------------------
+
+def _one_of_each(rng, dtype, fmt="channels_last"):
+    """(name, f, args) for one call of each lowering."""
+    x = _x(rng, 2, 4, fmt, dtype=dtype)
+    xs = _x(rng, 2, 3, fmt, spatial=(5, 4), dtype=dtype)
+    return [
+        ("pointwise_dot", lambda x, w: ops.conv(x, w, 1, "valid", fmt),
+         (x, jnp.asarray(rng.standard_normal((1, 1, 4, 6)), dtype))),
+        ("depthwise_taps", lambda x, w: ops.depthwise_conv(x, w, 1, "same", fmt),
+         (x, jnp.asarray(rng.standard_normal((3, 3, 4, 2)), dtype))),
+        ("subpixel_transpose", lambda x, w: ops.conv_transpose(x, w, 2, "same",
+                                                               data_format=fmt),
+         (xs, jnp.asarray(rng.standard_normal((3, 3, 2, 3)), dtype))),
+        ("bilinear_stencil", lambda x: ops.upsample(x, 2, fmt, "bilinear", rank=2), (x,)),
+    ]
+
+
+@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "subpixel_transpose",
+                                  "bilinear_stencil"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])
+def test_low_precision(dtype, name):
+    rng = np.random.default_rng(11)
+    f, args = {n: (f, a) for n, f, a in _one_of_each(rng, dtype)}[name]
+    # The plain path also rounds each of its own intermediate results (a 16-bit resize
+    # rounds per axis), so the two paths may differ by twice the dtype's tolerance.
+    _check(f, args, name, dtype, factor=2.0)
+
+
+@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "subpixel_transpose"])
+def test_preferred_element_type_and_precision(name):
+    rng = np.random.default_rng(12)
+    cases = {n: (f, a) for n, f, a in _one_of_each(rng, jnp.bfloat16)}
+    _, args = cases[name]
+    op = {"pointwise_dot": lambda x, w, **kw: ops.conv(x, w, **kw),
+          "depthwise_taps": lambda x, w, **kw: ops.depthwise_conv(x, w, 1, "same", **kw),
+          "subpixel_transpose": lambda x, w, **kw: ops.conv_transpose(x, w, 2, "same",
+                                                                      **kw)}[name]
+    f = lambda x, w: op(x, w, preferred_element_type=jnp.float32,  # noqa: E731
+                        precision=jax.lax.Precision.HIGHEST)
+    plain, auto = _lowered(f, args, name)
+    assert auto[0].dtype == plain[0].dtype == jnp.float32
+    # Both accumulate the same bfloat16 products in float32.
+    _assert_close(auto[0], plain[0], np.float32, factor=10.0)
+
+
+def test_integer_inputs_keep_the_plain_path():
+    spec = lowering.ConvSpec(rank=2, data_format="channels_last", input_shape=(1, 8, 8, 3),
+                             kernel_shape=(3, 3, 1, 3), strides=(1, 1),
+                             padding=((1, 1), (1, 1)), dilation=(1, 1), groups=3,
+                             dtype="int32")
+    assert lowering.choose("conv", "cpu", spec) == "xla"
+    x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.int32).reshape(2, 4, 4, 3)
+    with lowering.recorded_choices() as calls:
+        y = ops.upsample(x, 2, interpolation="bilinear")
+    assert calls == [("upsample", "xla")] and y.dtype == jnp.int32
+
+
+@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "subpixel_transpose",
+                                  "bilinear_stencil"])
+def test_unbatched_and_extra_leading_dims(name):
+    rng = np.random.default_rng(13)
+    fmt = "channels_first" if name in ("depthwise_taps", "bilinear_stencil") else \
+        "channels_last"
+    f, (x, *rest) = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32, fmt)}[name]
+    batched, unbatched, stacked = jax.jit(lambda x, *r: (
+        f(x, *r), f(x[0], *r), f(x.reshape(2, 1, *x.shape[1:]), *r)))(x, *rest)
+    _assert_close(unbatched, batched[0])
+    _assert_close(stacked, batched.reshape(2, 1, *batched.shape[1:]))
+    _check(lambda x, *r: f(x[0], *r), (x, *rest), name)
+
+
+# --- transformations -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "subpixel_transpose",
+                                  "bilinear_stencil"])
+def test_transformations(name):
+    rng = np.random.default_rng(14)
+    f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
+    tangents = tuple(jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in args)
+    stacked = tuple(jnp.stack([a, 2 * a]) for a in args)
+
+    def loss(*a):
+        return jnp.sum(jnp.sin(f(*a)))
+
+    def transforms(*a):
+        argnums = tuple(range(len(a)))
+        second = jax.grad(lambda *b: jnp.sum(jax.grad(loss, argnums=0)(*b) ** 2),
+                          argnums=argnums)(*a)
+        return {
+            "jvp": jax.jvp(f, a, tangents),
+            "vmap": jax.vmap(f)(*stacked),
+            "grad_of_grad": second,
+            "hvp": jax.jvp(jax.grad(loss), a, tangents)[1],
+            "remat": jax.grad(jax.checkpoint(loss), argnums=argnums)(*a),
+        }
+
+    with config.conv_lowering("xla"):
+        plain = jax.jit(transforms)(*args)
+    with lowering.recorded_choices() as calls:
+        auto = jax.jit(transforms)(*args)
+    assert (("upsample" if name == "bilinear_stencil" else "conv_transpose"
+             if name == "subpixel_transpose" else "conv"), name) in calls
+    jax.tree.map(lambda a, p: _assert_close(a, p, factor=3.0), auto, plain)
+
+
+def test_layers_take_the_lowerings():
+    rng = np.random.default_rng(15)
+    x = _x(rng, 2, 4, "channels_last", spatial=(8, 8))
+    layers = [kconv.SeparableConv2D(6, 3, padding="same"), kconv.DepthwiseConv2D(3),
+              kconv.Conv2DTranspose(5, 3, strides=2, padding="same"),
+              kconv.UpSampling2D(2, interpolation="bilinear")]
+    for layer in layers:
+        params = layer.init(jax.random.key(0), x.shape)
+        with config.conv_lowering("xla"):
+            want = jax.jit(layer)(params, x)
+        with lowering.recorded_choices() as calls:
+            got = jax.jit(layer)(params, x)
+        assert any(name != "xla" for _, name in calls), (layer, calls)
+        _assert_close(got, want)
+
+
+# --- the rule, the platform switch, the global switch ----------------------------------
+
+def _spec(**kw):
+    base = dict(rank=2, data_format="channels_last", input_shape=(16, 32, 32, 64),
+                kernel_shape=(3, 3, 64, 64), strides=(1, 1), padding=((1, 1), (1, 1)),
+                dilation=(1, 1), groups=1, dtype="float32")
+    return lowering.ConvSpec(**{**base, **kw})
+
+
+@pytest.mark.parametrize("op,spec,cpu", [
+    ("conv", _spec(), "xla"),                                        # W1: fast path already
+    ("conv", _spec(strides=(2, 2)), "xla"),                          # W2
+    ("conv", _spec(data_format="channels_first",
+                   input_shape=(16, 64, 32, 32)), "xla"),           # W3
+    ("conv", _spec(kernel_shape=(3, 3, 1, 64), groups=64), "depthwise_taps"),   # W4
+    ("conv", _spec(kernel_shape=(7, 7, 1, 64), groups=64), "depthwise_taps"),
+    ("conv", _spec(kernel_shape=(9, 9, 1, 64), groups=64), "xla"),   # > MAX_DEPTHWISE_TAPS
+    ("conv", _spec(kernel_shape=(3, 3, 2, 64), groups=32), "xla"),   # 2 channels per group
+    ("conv", _spec(kernel_shape=(3, 3, 1, 32), input_shape=(16, 28, 28, 1)), "xla"),  # C=1
+    ("conv", _spec(kernel_shape=(3, 3, 1, 128), groups=64), "depthwise_taps"),  # 9 × 2
+    ("conv", _spec(kernel_shape=(5, 5, 1, 128), groups=64), "xla"),  # 25 × 2 > 49
+    ("conv", _spec(kernel_shape=(1, 1, 64, 128)), "pointwise_dot"),  # W4
+    ("conv", _spec(kernel_shape=(1, 1, 32, 128), groups=2), "xla"),
+    ("conv", _spec(rank=1, input_shape=(8, 2048, 64), kernel_shape=(3, 64, 64),
+                   strides=(1,), padding=((8, 0),), dilation=(4,)), "xla"),   # W6
+    ("conv", _spec(rank=3, input_shape=(2, 16, 16, 16, 16), kernel_shape=(3, 3, 3, 16, 32),
+                   strides=(1, 1, 1), padding=((1, 1),) * 3, dilation=(1, 1, 1)), "xla"),
+    ("conv", _spec(kernel_shape=(1, 1, 64, 128), dtype="int8"), "xla"),
+    ("conv", _spec(kernel_shape=(1, 1, 64, 128), dtype="bfloat16",
+                   preferred_element_type="float32"), "pointwise_dot"),
+    ("conv", _spec(kernel_shape=(1, 1, 64, 128), dtype="int8",
+                   preferred_element_type="int32"), "xla"),
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 32, 64),
+                             strides=(2, 2), padding=((2, 1), (2, 1))),
+     "subpixel_transpose"),                                          # W5
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 32, 64),
+                             padding=((1, 1), (1, 1))), "xla"),      # stride 1
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 32, 64),
+                             strides=(2, 2), dilation=(2, 2), padding=((4, 3), (4, 3))),
+     "xla"),                                                         # dilated
+])
+def test_choose(op, spec, cpu):
+    assert lowering.choose(op, "cpu", spec) == cpu
+    for backend in ("gpu", "cuda", "rocm", "tpu"):
+        assert lowering.choose(op, backend, spec) == "xla"
+
+
+def test_choose_upsample_and_errors():
+    spec = lowering.UpsampleSpec("bilinear", (16, 32, 32, 64), (1, 2), (2, 2), "float32")
+    assert lowering.choose("upsample", "cpu", spec) == "bilinear_stencil"
+    assert lowering.choose("upsample", "tpu", spec) == "xla"
+    bicubic = lowering.UpsampleSpec("bicubic", (16, 32, 32, 64), (1, 2), (2, 2), "float32")
+    assert lowering.choose("upsample", "cpu", bicubic) == "xla"
+    with pytest.raises(ValueError, match="op must be one of"):
+        lowering.choose("conv4d", "cpu", spec)
+
+
+def _hlo(f, *args, platform=None, grad=False):
+    """The StableHLO of ``f`` (or of its gradient), lowered for ``platform``."""
+    target = jax.grad(lambda *a: jnp.sum(f(*a) * 1.5), argnums=tuple(range(len(args)))) \
+        if grad else f
+    traced = jax.jit(target).trace(*args)
+    lowered = traced.lower(lowering_platforms=(platform,)) if platform else traced.lower()
+    return lowered.as_text()
+
+
+def test_the_path_taken_is_in_the_program():
+    rng = np.random.default_rng(16)
+    x = _x(rng, 2, 4, "channels_last")
+    dw = jnp.asarray(rng.standard_normal((3, 3, 4, 1)), jnp.float32)
+    pw = jnp.asarray(rng.standard_normal((1, 1, 4, 6)), jnp.float32)
+    tw = jnp.asarray(rng.standard_normal((3, 3, 2, 4)), jnp.float32)
+    depthwise = lambda x, w: ops.depthwise_conv(x, w, 1, "same")  # noqa: E731
+    pointwise = lambda x, w: ops.conv(x, w)  # noqa: E731
+    transpose = lambda x, w: ops.conv_transpose(x, w, 2, "same")  # noqa: E731
+    upsample = lambda x: ops.upsample(x, 2, interpolation="bilinear")  # noqa: E731
+    # On CPU: no convolution at all for depthwise and pointwise, no dot for bilinear.
+    assert "convolution" not in _hlo(depthwise, x, dw, grad=True)
+    assert "convolution" not in _hlo(pointwise, x, pw, grad=True)
+    assert "dot_general" not in _hlo(upsample, x)
+    # The transposed convolution keeps XLA's forward; no gradient needs lhs_dilation.
+    dilated = "lhs_dilate = [2, 2]"
+    assert dilated in _hlo(transpose, x, tw)
+    assert dilated not in _hlo(transpose, x, tw, grad=True)
+    with config.conv_lowering("xla"):
+        assert dilated in _hlo(transpose, x, tw, grad=True)
+        assert "convolution" in _hlo(depthwise, x, dw)
+    # Lowered for a GPU or TPU (no device needed), the plain path: one convolution.
+    for platform in ("cuda", "tpu"):
+        assert "convolution" in _hlo(depthwise, x, dw, platform=platform)
+        assert "dot_general" in _hlo(upsample, x, platform=platform)
+
+
+def test_switch():
+    assert config.get_conv_lowering() == "auto"
+    with config.conv_lowering("XLA"):
+        assert config.get_conv_lowering() == "xla"
+        with lowering.recorded_choices() as calls:
+            ops.depthwise_conv(jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 1)))
+        assert calls == [("conv", "xla")]
+    assert config.get_conv_lowering() == "auto"
+    with pytest.raises(ValueError, match=r"set_conv_lowering.*one of \('auto', 'xla'\).*'fast'"):
+        config.set_conv_lowering("fast")
+    with pytest.raises(ValueError, match=r"conv_lowering.*None"):
+        with config.conv_lowering(None):
+            pass
+    assert config.get_conv_lowering() == "auto"
+    # A function jitted before the switch retraces after it (the switch clears JAX's
+    # caches), so the same jitted function takes the other path.
+    f = jax.jit(lambda x: ops.depthwise_conv(x, jnp.ones((3, 3, 2, 1))))
+    x = jnp.ones((1, 5, 5, 2))
+    with lowering.recorded_choices() as calls:
+        f(x)
+        with config.conv_lowering("xla"):
+            f(x)
+    assert calls == [("conv", "depthwise_taps"), ("conv", "xla")]
