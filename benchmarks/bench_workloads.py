@@ -96,6 +96,8 @@ WORKLOADS: tuple[Workload, ...] = (
        filters=128, kernel_size=1),
     _w("X5", "UpSampling2D ×2 bicubic", "UpSampling2D", (16, 32, 32, 64), (2, 8, 8, 16),
        extra=True, size=2, interpolation="bicubic"),
+    _w("X6", "Conv2D 3×3 same, groups 4", "Conv2D", (16, 32, 32, 64), (2, 8, 8, 16),
+       extra=True, filters=64, kernel_size=3, padding="same", groups=4),
 )
 
 

@@ -17,6 +17,8 @@ import numpy as np
 from kconv import config
 
 DATA_FORMATS = ("channels_last", "channels_first")
+#: The convolutions' ``padding_mode`` values (PyTorch's names): what the padded border holds.
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def _is_int(value: Any) -> bool:
@@ -175,7 +177,8 @@ def _as_items(value: Any) -> Any:
     return value.tolist() if isinstance(value, np.ndarray) else value
 
 
-def int_pairs(value: Any, n: int, arg: str, where: str) -> tuple[tuple[int, int], ...]:
+def int_pairs(value: Any, n: int, arg: str, where: str, *,
+              bare_pair_1d: bool = True) -> tuple[tuple[int, int], ...]:
     """Keras's cropping/padding forms as ``n`` ``(lo, hi)`` pairs of non-negative ints.
 
     Accepted, as Keras's Cropping/ZeroPadding layers accept them: an int (the same on both
@@ -183,6 +186,10 @@ def int_pairs(value: Any, n: int, arg: str, where: str) -> tuple[tuple[int, int]
     (symmetric on that axis) or a ``(lo, hi)`` pair, mixed freely; for ``n == 1``, Keras's
     1-D form ``(lo, hi)`` (so ``(1, 2)`` means lo=1, hi=2 there, not two axes), and also
     ``((lo, hi),)`` for code written over N. Dicts, strings, floats and bools are refused.
+
+    With ``bare_pair_1d=False`` (the convolutions' explicit padding, written over N), the
+    1-D forms are those of every rank — an int, ``(p,)`` or ``((lo, hi),)`` — and a bare
+    ``(lo, hi)`` is refused as ambiguous (``N`` ints elsewhere mean symmetric per axis).
 
     >>> int_pairs(1, 2, "padding", "ZeroPadding2D")
     ((1, 1), (1, 1))
@@ -194,8 +201,10 @@ def int_pairs(value: Any, n: int, arg: str, where: str) -> tuple[tuple[int, int]
     ((1, 2),)
     """
     value = _as_items(value)
-    if n == 1:
+    if n == 1 and bare_pair_1d:
         forms = "an int or a (lo, hi) pair of ints"
+    elif n == 1:
+        forms = "an int, a tuple of 1 int, or a tuple of 1 (lo, hi) pair of ints"
     else:
         forms = f"an int, a tuple of {n} ints, or a tuple of {n} entries each an int or a " \
                 f"(lo, hi) pair of ints"
@@ -213,7 +222,12 @@ def int_pairs(value: Any, n: int, arg: str, where: str) -> tuple[tuple[int, int]
         entries = [value] * n
     elif not is_seq(value):
         raise bad_type()
-    elif n == 1 and not any(is_seq(_as_items(v)) for v in value):
+    elif n == 1 and not bare_pair_1d and len(value) == 2 and all(_is_int(v) for v in value):
+        raise ValueError(
+            f"{where}: {arg}={value!r} is ambiguous for a 1-D convolution: write "
+            f"(({value[0]}, {value[1]}),) for lo={value[0]}, hi={value[1]} (or an int / "
+            f"(p,) for the same amount on both sides)")
+    elif n == 1 and bare_pair_1d and not any(is_seq(_as_items(v)) for v in value):
         if not all(_is_int(v) for v in value):
             raise bad_type()
         if len(value) != 2:
@@ -251,6 +265,46 @@ def string_choice(value: Any, arg: str, where: str, allowed: Sequence[str]) -> s
     if lowered not in allowed:
         raise ValueError(f"{where}: {arg} must be one of {tuple(allowed)}, got {value!r}")
     return lowered
+
+
+def conv_padding(value: Any, n: int, where: str, allowed: Sequence[str], *,
+                 explicit: bool = True) -> str | tuple[tuple[int, int], ...]:
+    """A convolution's ``padding``: one of ``allowed`` (any case, stored lower case), or —
+    beyond Keras, where ``explicit`` — amounts as ``n`` ``(lo, hi)`` pairs: an int (every
+    side), ``n`` ints (symmetric per axis) or ``n`` pairs (1-D: ``((lo, hi),)``; a bare
+    ``(lo, hi)`` is refused as ambiguous, see :func:`int_pairs`).
+
+    >>> conv_padding("Same", 2, "Conv2D", ("valid", "same"))
+    'same'
+    >>> conv_padding((1, 2), 2, "Conv2D", ("valid", "same"))
+    ((1, 1), (2, 2))
+    >>> conv_padding(((2, 0),), 1, "Conv1D", ("valid", "same", "causal"))
+    ((2, 0),)
+    """
+    if isinstance(value, str):
+        return padding_mode(value, where, allowed)
+    if not explicit:
+        raise TypeError(f"{where}: padding must be one of {tuple(allowed)} (explicit "
+                        f"amounts are not defined for a transposed convolution), "
+                        f"got {value!r}")
+    return int_pairs(value, n, "padding", where, bare_pair_1d=False)
+
+
+def conv_padding_mode(value: Any, where: str, *, transposed: bool = False) -> str:
+    """A convolution's ``padding_mode``: one of :data:`PADDING_MODES`, any case; only
+    ``"zeros"`` for a transposed convolution.
+
+    >>> conv_padding_mode("Reflect", "Conv2D")
+    'reflect'
+    """
+    mode = string_choice(value, "padding_mode", where, PADDING_MODES)
+    if transposed and mode != "zeros":
+        # What a transposed convolution's padding crops off its output, not a border added
+        # to its input, so there is nothing to reflect or wrap (PyTorch allows only zeros).
+        raise ValueError(f"{where}: padding_mode must be 'zeros' for a transposed "
+                         f"convolution (its padding crops the output; there is no input "
+                         f"border to fill), got {value!r}")
+    return mode
 
 
 def cast_floating(x: Any, dtype: Any) -> Any:

@@ -11,6 +11,9 @@ gradients w.r.t. params and input, per layer and layout:
 - ``data,replicated-over-model``: the 2-D mesh with the batch over "data" and everything
   replicated over "model" — the layout where jax 0.10.2's SPMD partitioner multiplies the
   weight gradient of a grouped convolution (feature_group_count > 1) by the "model" size.
+
+The grouped cases run a second time on XLA's own convolution (``<case>-xla``), where that
+bug shows; kconv's CPU lowerings avoid feature_group_count and so the bug.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ CASES = [
     ("UpSampling2D", dict(size=2, interpolation="bilinear"), (5, 5, 3)),
     ("UpSampling1D", dict(size=3), (5, 3)),
 ]
+
+# Grouped convolutions (feature_group_count > 1 on XLA's path): CASES indices also run with
+# kconv.config.conv_lowering("xla") on the layouts that batch-replicate over "model".
+PLAIN_PATH_CASES = (2, 4, 5, 6, 7)
+BUG_LAYOUTS = ("data+model", "data,replicated-over-model")
 
 
 def output_axis(layer, name: str, ndim: int) -> int | None:
@@ -114,6 +122,11 @@ def main() -> None:
                 continue
             results[f"{name}-{i}/{layout}"] = run_case(layer, params, x, mesh, x_spec,
                                                        param_axis)
+            if i in PLAIN_PATH_CASES and layout in BUG_LAYOUTS:
+                # XLA's grouped convolution (no CPU lowering), where the upstream bug shows.
+                with kconv.config.conv_lowering("xla"):
+                    results[f"{name}-{i}-xla/{layout}"] = run_case(
+                        layer, params, x, mesh, x_spec, param_axis)
     print(json.dumps(results))
 
 

@@ -35,6 +35,9 @@ EXTRA = [
                              data_format="channels_first", kernel_regularizer="l1",
                              kernel_constraint=kconv.constraints.UnitNorm(axis=(0, 1, 2))),
      (2, 3, 2, 3, 2)),
+    # groups on a transposed conv (beyond Keras): a field like any other for the wrappers.
+    ("Conv2DTranspose", dict(filters=6, kernel_size=3, strides=2, padding="same", groups=3,
+                             kernel_regularizer="l2"), (2, 4, 5, 6)),
     ("UpSampling2D", dict(size=(2, 3), interpolation="bicubic",
                           data_format="channels_first"), (1, 2, 4, 3)),
 ]

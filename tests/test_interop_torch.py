@@ -180,20 +180,61 @@ TRANSPOSE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=_case_id)
-def test_conv_transpose_matches_torch(case):
+def _transpose_pair(case, **layer_kwargs):
+    """The torch module of a TransposeCase and the kconv layer of the same arguments."""
     r = case.rank
     m = _seeded(TORCH_CONV_T[r], case.cin, case.cout, case.k, stride=case.s,
                 padding=case.torch_padding, output_padding=case.torch_output_padding,
                 dilation=case.d, groups=case.groups, bias=case.bias)
     layer = KCONV_CONV_T[r](case.cout, case.k, strides=case.s, padding=case.padding,
                             output_padding=case.output_padding, data_format=case.fmt,
-                            dilation_rate=case.d, use_bias=case.bias)
+                            dilation_rate=case.d, use_bias=case.bias, **layer_kwargs)
+    return m, layer
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=_case_id)
+def test_conv_transpose_matches_torch(case):
+    r = case.rank
+    m, layer = _transpose_pair(case)
     params = params_from_torch(layer, m.state_dict(),
                                groups=case.groups if case.groups > 1 else None)
     assert params["kernel"].shape == _tup(case.k, r) + (case.cout, case.cin)
     x = _input((2, case.cin) + _tup(case.n, r))
     np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(m, x), **TOL)
+
+
+GROUPED_TRANSPOSE_CASES = [case for case in TRANSPOSE_CASES if case.groups > 1] + [
+    # depthwise-transposed (groups == in_channels): one and two filters per group, the
+    # second strided and dilated
+    TransposeCase(2, 4, 4, 4, s=2, padding="same", torch_padding=1, groups=4, n=(3, 4)),
+    TransposeCase(1, 6, 12, 3, s=3, d=2, groups=6, fmt="channels_first", n=4),
+]
+
+
+@pytest.mark.parametrize("case", GROUPED_TRANSPOSE_CASES, ids=_case_id)
+def test_grouped_conv_transpose_matches_torch(case):
+    """A grouped ConvTranspose loads into a grouped layer as is: kernel (*k, out // g, in)."""
+    m, layer = _transpose_pair(case, groups=case.groups)
+    params = params_from_torch(layer, m.state_dict(), groups=case.groups,
+                               in_channels=case.cin)
+    kernel = m.weight.detach().numpy()
+    np.testing.assert_array_equal(params["kernel"], np.moveaxis(
+        kernel, (0, 1), (-1, -2)))  # (in, out // g, *k) -> (*k, out // g, in)
+    assert params_from_torch(layer, m.state_dict())["kernel"].shape == params["kernel"].shape
+    x = _input((2, case.cin) + _tup(case.n, case.rank))
+    np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(m, x), **TOL)
+
+
+def test_grouped_transpose_groups_must_match_the_layer():
+    m = _seeded(torch.nn.ConvTranspose1d, 4, 8, 3, groups=4, bias=False)
+    layer = kconv.Conv1DTranspose(8, 3, use_bias=False, groups=2)
+    with pytest.raises(ValueError, match=r"Conv1DTranspose\(filters=8, kernel_size=\(3,\), "
+                                         r"groups=2\): the torch module has groups=4 but the "
+                                         r"layer has groups=2"):
+        params_from_torch(layer, m.state_dict(), groups=4)
+    with pytest.raises(ValueError, match=r"out_channels // groups = 2, which with groups=2 "
+                                         r"gives 4 output channels.*expected \(in, 4, 3\)"):
+        params_from_torch(layer, m.state_dict())
 
 
 def test_grouped_transpose_kernel_is_block_diagonal():

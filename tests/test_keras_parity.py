@@ -224,6 +224,9 @@ def test_signature_matches_keras(name):
     kwargs = []
     if name in ("Conv1D", "Conv2D", "Conv3D"):
         kwargs += ["lora_rank", "lora_alpha"]
+    if name.endswith("Transpose"):
+        kwargs += ["groups"]
+    kwargs += ["padding_mode"]
     assert [p.name for p in ours[len(keras_params):]] == kwargs + ["dtype", "param_dtype",
                                                                     "precision"]
     assert all(p.kind is p.KEYWORD_ONLY for p in ours[len(keras_params):])

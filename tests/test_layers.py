@@ -1,4 +1,4 @@
-"""The pure-tier contract of the ten convolution layers: transforms, gradients, dtypes,
+"""The pure-tier contract of the twelve convolution layers: transforms, gradients, dtypes,
 errors, data_format resolution, configs. Numbers are checked against the float64 NumPy
 reference (tests/reference.py) or against another independent path, never against the
 code itself."""
@@ -24,6 +24,10 @@ LAYERS = [
     (kconv.SeparableConv2D(3, 3, strides=2, data_format="channels_first"), (2, 2, 7, 7)),
     (kconv.DepthwiseConv1D(3, depth_multiplier=2, activation="relu"), (2, 8, 3)),
     (kconv.DepthwiseConv2D(2, padding="same", dilation_rate=2), (2, 6, 5, 3)),
+    (kconv.SeparableConv3D(3, 2, strides=(1, 2, 1), depth_multiplier=2, padding="same"),
+     (2, 4, 5, 3, 2)),
+    (kconv.DepthwiseConv3D(2, dilation_rate=(1, 2, 1), data_format="channels_first"),
+     (2, 3, 3, 5, 4)),
     (kconv.Conv1DTranspose(3, 3, strides=2, output_padding=1), (2, 5, 2)),
     (kconv.Conv2DTranspose(3, 3, strides=2, padding="same", data_format="channels_first"),
      (2, 2, 4, 3)),

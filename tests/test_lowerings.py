@@ -6,6 +6,7 @@ across each lowering's configuration cross-product, low-precision dtypes,
 grad-of-grad, remat), the choice rule itself (which path a call takes, read from the
 lowered StableHLO) and the switch."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -88,7 +89,8 @@ def test_pointwise_dot(rank, fmt, strides, padding):
 # --- depthwise_taps ------------------------------------------------------------------
 
 def _depthwise_cases():
-    # rank × padding × strides × dilation × data_format, the depth multiplier rotating.
+    # rank × padding × strides × dilation × data_format, the depth multiplier (or, for
+    # grouped_split, the group count) rotating.
     i = 0
     for rank in (1, 2, 3):
         paddings = ("valid", "same", "explicit") + (("causal",) if rank == 1 else ())
@@ -116,6 +118,41 @@ def test_depthwise_taps_for_grouped_conv(rank, fmt):
     x = _x(rng, rank, 4, fmt)
     w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 1, 8)), jnp.float32)
     _check(lambda x, w: ops.conv(x, w, 1, "same", fmt), (x, w), "depthwise_taps")
+
+
+# --- grouped_split -------------------------------------------------------------------
+
+# The depthwise cross-product, with groups 2 / 3 where the depth multiplier rotates 1 / 2.
+@pytest.mark.parametrize("rank,padding,strides,dilation,groups,fmt", [
+    (r, p, s, d, m + 1, f) for r, p, s, d, m, f in _depthwise_cases()])
+def test_grouped_split(rank, padding, strides, dilation, groups, fmt):
+    rng = np.random.default_rng(rank * 100 + strides * 10 + dilation + groups)
+    x = _x(rng, rank, 2 * groups, fmt)
+    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 2, 2 * groups)), jnp.float32)
+    pad = ((2, 0), (0, 1), (1, 2))[:rank] if padding == "explicit" else padding
+    _check(lambda x, w: ops.conv(x, w, strides, pad, fmt, dilation), (x, w),
+           "grouped_split")
+
+
+def test_grouped_split_of_pointwise_groups_takes_the_matrix_product():
+    rng = np.random.default_rng(3)
+    x = _x(rng, 2, 6, "channels_last")
+    w = jnp.asarray(rng.standard_normal((1, 1, 2, 9)), jnp.float32)
+    _check(lambda x, w: ops.conv(x, w), (x, w), "grouped_split")
+    with lowering.recorded_choices() as calls:
+        jax.eval_shape(ops.conv, x, w)
+    assert calls == [("conv", "grouped_split")]
+
+
+def test_many_groups_keep_xla():
+    spec = lowering.ConvSpec(rank=2, data_format="channels_last", input_shape=(1, 8, 8, 34),
+                             kernel_shape=(3, 3, 2, 34), strides=(1, 1),
+                             padding=((1, 1), (1, 1)), dilation=(1, 1), groups=17)
+    assert lowering.MAX_SPLIT_GROUPS == 16
+    assert lowering.choose("conv", "cpu", spec) == "xla"
+    sixteen = dataclasses.replace(spec, input_shape=(1, 8, 8, 32), kernel_shape=(3, 3, 2, 32),
+                                  groups=16)
+    assert lowering.choose("conv", "cpu", sixteen) == "grouped_split"
 
 
 def test_separable_takes_both_lowerings():
@@ -163,6 +200,82 @@ def test_subpixel_transpose_kernel_sizes(kernel_size, padding):
     x = _x(rng, 2, 3, "channels_last", spatial=(5, 4))
     w = jnp.asarray(rng.standard_normal((*kernel_size, 2, 3)), jnp.float32)
     _check(lambda x, w: ops.conv_transpose(x, w, 2, padding), (x, w), "subpixel_transpose")
+
+
+def _grouped_transpose_cases():
+    # Depthwise-transposed (groups == C, the grouped case the rule sends to the sub-pixel
+    # form): rank × padding × strides × data_format, output_padding and filters per group
+    # rotating.
+    i = 0
+    for rank, padding, strides, fmt in itertools.product((1, 2, 3), ("valid", "same"),
+                                                         (2, 3), FORMATS):
+        if rank == 3 and (strides == 3 or fmt == "channels_first"):
+            continue  # keep the 3-D share small
+        output_padding = _rotate((None, 0, strides - 1), i)
+        yield rank, padding, strides, output_padding, _rotate((1, 2), i), fmt
+        i += 1
+    yield 2, "same", (2, 1), None, 2, "channels_first"  # a stride of 1 on one axis
+
+
+@pytest.mark.parametrize("rank,padding,strides,output_padding,per_group,fmt",
+                         list(_grouped_transpose_cases()))
+def test_subpixel_transpose_depthwise(rank, padding, strides, output_padding, per_group,
+                                      fmt):
+    rng = np.random.default_rng(rank * 10 + per_group)
+    x = _x(rng, rank, 3, fmt, spatial=tuple(n // 2 + 1 for n in SPATIAL[rank]))
+    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], per_group, 3)), jnp.float32)
+    _check(lambda x, w: ops.conv_transpose(x, w, strides, padding, output_padding, fmt,
+                                           groups=3), (x, w), "subpixel_transpose")
+
+
+def _grouped_split_transpose_cases():
+    # rank × padding × strides × dilation, data_format, groups and output_padding
+    # rotating; each group is then a dense transposed convolution (sub-pixel where
+    # strided and undilated).
+    i = 0
+    for rank in (1, 2, 3):
+        for padding, strides, dilation in itertools.product(("valid", "same"), (1, 2, 3),
+                                                            (1, 2)):
+            if rank == 3 and strides == 3:
+                continue  # keep the 3-D share small
+            output_padding = _rotate((None, 0, strides - 1), i)
+            yield (rank, padding, strides, dilation, output_padding, _rotate((2, 3), i),
+                   _rotate(FORMATS, i // 2))
+            i += 1
+
+
+@pytest.mark.parametrize("rank,padding,strides,dilation,output_padding,groups,fmt",
+                         list(_grouped_split_transpose_cases()))
+def test_grouped_split_transpose(rank, padding, strides, dilation, output_padding, groups,
+                                 fmt):
+    rng = np.random.default_rng(rank * 100 + strides * 10 + dilation)
+    x = _x(rng, rank, 6, fmt, spatial=tuple(n // 2 + 1 for n in SPATIAL[rank]))
+    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 2, 6)), jnp.float32)
+    _check(lambda x, w: ops.conv_transpose(x, w, strides, padding, output_padding, fmt,
+                                           dilation, groups=groups), (x, w), "grouped_split")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_subpixel_transpose_grouped_directly(fmt):
+    # Several channels per group: the rule splits the groups (measured faster), but the
+    # grouped sub-pixel form itself must still compute the same numbers.
+    rng = np.random.default_rng(17)
+    x = _x(rng, 2, 6, fmt, spatial=(4, 5))
+    w = jnp.asarray(rng.standard_normal((3, 2, 2, 6)), jnp.float32)  # groups 3: 2 in, 2 out
+    f = lambda x, w: ops.conv_transpose(x, w, 2, "same", data_format=fmt,  # noqa: E731
+                                        groups=3)
+    with lowering.recorded_choices() as calls:
+        jax.eval_shape(f, x, w)
+    assert calls == [("conv_transpose", "grouped_split")]
+    spec = lowering.ConvSpec(rank=2, data_format=fmt, input_shape=x.shape,
+                             kernel_shape=w.shape, strides=(2, 2),
+                             padding=((2, 1), (1, 1)), dilation=(1, 1), groups=3)
+    with config.conv_lowering("xla"):
+        plain = _outputs_and_grads(f, (x, w))
+    auto = _outputs_and_grads(
+        lambda x, w: lowering.subpixel_transpose(x, w, spec=spec, precision=None), (x, w))
+    for a, p in zip(auto, plain):
+        _assert_close(a, p)
 
 
 # --- bilinear_stencil ------------------------------------------------------------------
@@ -331,7 +444,7 @@ def _spec(**kw):
     ("conv", _spec(kernel_shape=(3, 3, 1, 128), groups=64), "depthwise_taps"),  # 9 × 2
     ("conv", _spec(kernel_shape=(5, 5, 1, 128), groups=64), "xla"),  # 25 × 2 > 49
     ("conv", _spec(kernel_shape=(1, 1, 64, 128)), "pointwise_dot"),  # W4
-    ("conv", _spec(kernel_shape=(1, 1, 32, 128), groups=2), "xla"),
+    ("conv", _spec(kernel_shape=(1, 1, 32, 128), groups=2), "grouped_split"),
     ("conv", _spec(rank=1, input_shape=(8, 2048, 64), kernel_shape=(3, 64, 64),
                    strides=(1,), padding=((8, 0),), dilation=(4,)), "xla"),   # W6
     ("conv", _spec(rank=3, input_shape=(2, 16, 16, 16, 16), kernel_shape=(3, 3, 3, 16, 32),
@@ -349,6 +462,26 @@ def _spec(**kw):
     ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 32, 64),
                              strides=(2, 2), dilation=(2, 2), padding=((4, 3), (4, 3))),
      "xla"),                                                         # dilated
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 8, 64),
+                             strides=(2, 2), padding=((2, 1), (2, 1)), groups=4),
+     "grouped_split"),                                               # W5, 4 groups
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 8, 64),
+                             padding=((1, 1), (1, 1)), dilation=(2, 2), groups=4),
+     "grouped_split"),                                               # stride 1, dilated
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 1, 64),
+                             strides=(2, 2), padding=((2, 1), (2, 1)), groups=32),
+     "xla"),                                                         # > MAX_SPLIT_GROUPS
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 8, 64),
+                             strides=(2, 2), padding=((2, 1), (2, 1)), groups=4,
+                             dtype="int32"), "xla"),
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 1, 64),
+                             strides=(2, 2), padding=((2, 1), (2, 1)), groups=64),
+     "subpixel_transpose"),                                          # depthwise-transposed
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(5, 5, 4, 64),
+                             strides=(2, 2), padding=((3, 2), (3, 2)), groups=64),
+     "xla"),                                                         # 9 taps × 4 × 4 > 49
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 1, 64),
+                             padding=((1, 1), (1, 1)), groups=64), "xla"),   # stride 1
 ])
 def test_choose(op, spec, cpu):
     assert lowering.choose(op, "cpu", spec) == cpu

@@ -40,11 +40,12 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
     - ``nn.ConvNd`` → ``ConvND``: weight ``(out, in // groups, *k)`` → kernel
       ``(*k, in // groups, filters)``; ``groups`` carries over (``ConvND(groups=g)``).
     - ``nn.ConvTransposeNd`` → ``ConvNDTranspose``: weight ``(in, out // groups, *k)`` →
-      kernel ``(*k, filters, in)``, with no spatial flip: both libraries define the
-      transposed convolution as the gradient of the forward one with the same kernel.
-      kconv's transposed layers have no ``groups``; a grouped torch weight (pass
-      ``groups=module.groups``) becomes the exactly equivalent dense kernel, block-diagonal
-      with zeros between the groups: the same function at ``groups`` times the FLOPs.
+      kernel ``(*k, filters // groups, in)``, with no spatial flip: both libraries define
+      the transposed convolution as the gradient of the forward one with the same kernel.
+      ``groups`` carries over (``ConvNDTranspose(..., groups=g)``, beyond Keras); into a
+      layer without groups, a grouped torch weight (pass ``groups=module.groups``) becomes
+      the exactly equivalent dense kernel ``(*k, filters, in)``, block-diagonal with zeros
+      between the groups: the same function at ``groups`` times the FLOPs.
     - ``nn.ConvNd`` with ``groups == in_channels`` and ``out_channels == in_channels *
       depth_multiplier`` → ``DepthwiseConvND``: weight ``(in * dm, 1, *k)`` → kernel
       ``(*k, in, dm)``. Torch's groups are contiguous output blocks, so torch output
@@ -68,13 +69,12 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
       length ``n``, and ``same`` equals torch ``padding=P // 2`` only when ``P`` is even
       (``k=3, s=2``: odd ``n``); otherwise Keras pads ``(P // 2, P // 2 + 1)`` and no torch
       integer padding computes the same windows (torch rejects ``padding="same"`` with
-      strides). To run a torch conv's exact padding, call
-      ``kconv.ops.conv(x, params["kernel"], strides, padding=((p, p),) * N, ...)`` and add
-      the bias.
+      strides). To run a torch conv's exact padding, build the kconv layer with
+      ``padding=p`` (an int, or N ints: symmetric per axis, beyond Keras).
     - ``causal`` (1-D) pads ``d * (k - 1)`` on the left, then ``valid``; in torch pad by
       hand (``F.pad(x, (d * (k - 1), 0))``) with ``padding=0``.
-    - ``padding_mode`` other than ``"zeros"`` has no kconv layer equivalent: pad by hand
-      (``jnp.pad(..., mode=...)``), then ``valid``.
+    - ``padding_mode``: kconv's has torch's names and meanings (``"zeros"``,
+      ``"reflect"``, ``"replicate"``, ``"circular"``); with ``padding=p`` it is torch's.
     - Transposed: torch's output length is ``(n - 1) * s - 2 * p + k_eff + output_padding``
       and its output starts ``p`` positions into the full (uncropped) result. Keras
       ``valid`` is ``(n - 1) * s + k_eff + op`` from position 0: torch ``padding=0,
@@ -106,8 +106,9 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
         state dict can be passed; keys under it other than ``weight``/``bias`` raise.
       in_channels: keyword-only, optional: the torch module's ``in_channels``, checked.
       groups: keyword-only, optional: the torch module's ``groups`` (it is not in a state
-        dict). Checked for ``ConvND`` (against ``layer.groups``) and ``DepthwiseConvND``
-        (must be the input channel count); required for a grouped ``nn.ConvTransposeNd``.
+        dict). Checked for ``ConvND`` and a grouped ``ConvNDTranspose`` (against
+        ``layer.groups``) and ``DepthwiseConvND`` (must be the input channel count);
+        required for a grouped ``nn.ConvTransposeNd`` loaded into a layer without groups.
 
     Returns:
       ``{"kernel": ..., "bias": ...}`` (no ``bias`` when ``use_bias=False``), with kconv's
@@ -203,14 +204,16 @@ def _conv_kernel(layer: Conv, w: np.ndarray, key: str, in_channels: int | None,
 
 def _transpose_kernel(layer: ConvTranspose, w: np.ndarray, key: str,
                       in_channels: int | None, groups: int | None) -> tuple[np.ndarray, int]:
-    if getattr(layer, "groups", 1) != 1:
-        raise ValueError(
-            f"{_WHERE}: {_describe(layer)}: transposed layers with groups are not "
-            f"supported; build the layer without groups (the kernel becomes block-diagonal)")
     cin, out_per_group = w.shape[:2]
-    g = 1 if groups is None else groups
+    if layer.groups != 1 and groups is not None and groups != layer.groups:
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: the torch module has groups={groups} but the "
+            f"layer has groups={layer.groups} ({key!r} has shape {w.shape}); build the "
+            f"layer with groups={groups}")
+    g = layer.groups if layer.groups != 1 else 1 if groups is None else groups
     if out_per_group * g != layer.filters:
-        hint = ("" if groups is not None or layer.filters % out_per_group else
+        hint = ("" if groups is not None or layer.groups != 1
+                or layer.filters % out_per_group else
                 f"; if the torch module is grouped, pass groups=module.groups "
                 f"(here {layer.filters // out_per_group}?)")
         raise ValueError(
@@ -227,13 +230,14 @@ def _transpose_kernel(layer: ConvTranspose, w: np.ndarray, key: str,
             f"{_WHERE}: {_describe(layer)}: in_channels={in_channels} does not match "
             f"{key!r} of shape {w.shape} ({cin} input channels)")
     # (in, out // g, *k) -> (*k, out // g, in), no flip (both are the VJP of the forward
-    # conv with this kernel).
+    # conv with this kernel); both libraries split the input and the output channels into
+    # contiguous group blocks, so a grouped layer takes it as is.
     dense = _spatial_first(w)
-    if g == 1:
+    if g == layer.groups:
         return dense, layer.filters
-    # kconv's transposed convolution has no groups: group j maps input channels
-    # [j * cin_g, (j + 1) * cin_g) to outputs [j * out_g, (j + 1) * out_g), so the dense
-    # kernel is block-diagonal over (out, in) with zeros between the groups.
+    # A layer without groups: group j maps input channels [j * cin_g, (j + 1) * cin_g)
+    # to outputs [j * out_g, (j + 1) * out_g), so the dense kernel is block-diagonal over
+    # (out, in) with zeros between the groups.
     cin_g = cin // g
     kernel = np.zeros(layer.kernel_size + (layer.filters, cin), dense.dtype)
     for j in range(g):

@@ -20,12 +20,30 @@ _ARGS = {
                        'pad at the end as TF/XLA) or ``"causal"`` (left pad '
                        '``dilation * (kernel - 1)``: ``output[t]`` never sees '
                        '``input[t + 1:]``); any case.'),
+    "padding_explicit": ("Beyond Keras, explicit amounts: an int (every side), a tuple of N "
+                         "ints (symmetric per axis) or N ``(lo, hi)`` pairs (1-D: "
+                         "``((lo, hi),)``; a bare ``(lo, hi)`` is refused as ambiguous); "
+                         "stored as N ``(lo, hi)`` pairs."),
+    "padding_mode": ('what the padding holds (beyond Keras; PyTorch\'s names, '
+                     'keyword-only): ``"zeros"`` (default), ``"reflect"`` (mirrored, the '
+                     'edge not repeated: ``np.pad`` ``"reflect"``), ``"replicate"`` (the '
+                     'edge repeated: ``"edge"``) or ``"circular"`` (wrapped: ``"wrap"``); '
+                     "the amounts are ``padding``'s. With ``causal``, only ``zeros`` and "
+                     "``replicate`` keep ``output[t]`` blind to ``input[t + 1:]``."),
+    "padding_mode_transposed": ('only ``"zeros"`` (keyword-only; as PyTorch: a transposed '
+                                "convolution's padding crops its output, there is no "
+                                "input border to reflect or wrap)."),
     "output_padding": ("``None`` or an int / tuple of N ints, each below the stride: the "
                        "extra length at the end of each spatial axis (Keras's rule)."),
     "data_format": ('``"channels_last"`` or ``"channels_first"``; ``None`` resolves now '
                     "to :func:`kconv.config.image_data_format`."),
     "dilation_rate": "int or tuple of N ints, default 1 (atrous convolution).",
     "groups": "number of channel groups; ``filters`` and the input channels divide by it.",
+    "groups_transposed": ("number of channel groups (beyond Keras, as PyTorch's "
+                          "``ConvTranspose``; keyword-only, default 1): the VJP of the "
+                          "grouped forward convolution from ``filters`` to the input "
+                          "channels; both divide by it, and input group ``j`` feeds only "
+                          "output group ``j``."),
     "depth_multiplier": "number of depthwise output channels per input channel.",
     "activation": ("a Keras activation name, a callable, or ``None`` (linear); applied "
                    "after the bias, on the whole output."),
@@ -66,14 +84,19 @@ _ARGS = {
 }
 
 _JAX_ARGS = """\
-  dtype: computation and output dtype; ``None`` means the input's (keyword-only).
+  dtype: computation and output dtype; ``None`` means the input's (keyword-only). A
+    16-bit float (or Keras's ``"mixed_bfloat16"`` / ``"mixed_float16"`` policy, which
+    also keeps ``param_dtype`` float32) accumulates in float32.
   param_dtype: dtype of the params made by ``init`` (keyword-only, default float32).
   precision: ``jax.lax.Precision`` passed to the convolution (keyword-only)."""
 
 
-def _describe(arg: str, causal: bool) -> str:
-    if arg == "padding" and causal:
-        return _ARGS["padding_causal"]
+def _describe(arg: str, causal: bool, transposed: bool) -> str:
+    if arg == "padding":
+        text = _ARGS["padding_causal" if causal else "padding"]
+        return text if transposed else f"{text} {_ARGS['padding_explicit']}"
+    if arg in ("padding_mode", "groups") and transposed:
+        return _ARGS[f"{arg}_transposed"]
     for suffix in ("initializer", "regularizer", "constraint"):
         if arg.endswith("_" + suffix) and arg != "activity_regularizer":
             return _ARGS[suffix]
@@ -81,10 +104,11 @@ def _describe(arg: str, causal: bool) -> str:
 
 
 def layer_doc(summary: str, args: Sequence[str], *, causal: bool, weights: str,
-              example: str, keywords: Sequence[str] = ()) -> str:
+              example: str, keywords: Sequence[str] = (), transposed: bool = False) -> str:
     """Builds a Google-style docstring: summary, Args, weights and a doctested example."""
     lines = [summary, "", "Args:"]
-    lines += [f"  {arg}: {_describe(arg, causal)}" for arg in list(args) + list(keywords)]
+    lines += [f"  {arg}: {_describe(arg, causal, transposed)}"
+              for arg in list(args) + list(keywords)]
     lines.append(_JAX_ARGS)
     lines += ["", f"Weights (Keras's names and layouts): {weights}", "", "Example:"]
     lines += ["    " + line for line in example.strip("\n").splitlines()]

@@ -40,8 +40,10 @@ _IGNORED_KERAS_KEYS = ("name", "trainable", "batch_input_shape", "batch_shape", 
                        "input_dim")
 # Keys some Keras versions write for layers that have no such argument, always at a neutral
 # value (tf-keras: ``groups: 1`` on DepthwiseConv, SeparableConv and ConvTranspose, which
-# inherit it from Conv; Keras 3.0-3.3: ``lora_rank: None``). Dropped at that value; any
-# other value is a config kconv cannot honour: left in, it raises as an unknown key.
+# inherit it from Conv; Keras 3.0-3.3: ``lora_rank: None``). Dropped at that value where
+# the layer has no such field (ConvTranspose has ``groups``, beyond Keras: it takes the
+# key as is); any other value is a config kconv cannot honour: left in, it raises as an
+# unknown key.
 _NEUTRAL_KERAS_KEYS = {"groups": 1, "lora_rank": None}
 
 
@@ -80,6 +82,25 @@ def _policy_dtypes(value: Any) -> tuple[Any, Any]:
     return name, name
 
 
+def _compute_dtype(value: Any, where: str) -> tuple[Any, str | None]:
+    """The constructor's ``dtype``: a floating dtype (the compute dtype, as in Flax) or a
+    Keras mixed-precision policy — ``"mixed_bfloat16"`` / ``"mixed_float16"``, its
+    serialized ``DTypePolicy`` dict or a live Keras ``DTypePolicy``: compute in the 16-bit
+    type, params in float32. Returns ``(dtype, policy name or None)``."""
+    if isinstance(value, Mapping) or (hasattr(value, "compute_dtype")
+                                      and hasattr(value, "variable_dtype")):
+        name = value.name if not isinstance(value, Mapping) else \
+            value.get("config", {}).get("name", value.get("name"))
+        value = name
+    if isinstance(value, str) and value.startswith("mixed_"):
+        compute = value[len("mixed_"):]
+        if compute not in ("bfloat16", "float16"):
+            raise ValueError(f"{where}: dtype must be a floating dtype or a Keras dtype "
+                             f"policy ('mixed_bfloat16', 'mixed_float16'), got {value!r}")
+        return _args.dtype(compute, "dtype", where), value
+    return _args.dtype(value, "dtype", where), None
+
+
 @dataclasses.dataclass(frozen=True)
 class Layer:
     """Base of all kconv layers (pure tier). Subclasses are frozen dataclasses."""
@@ -103,8 +124,11 @@ class Layer:
     def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
         """Returns canonical field values; raises naming the layer, argument and value."""
         where = type(self).__name__
-        values["dtype"] = _args.dtype(values["dtype"], "dtype", where)
+        values["dtype"], mixed = _compute_dtype(values["dtype"], where)
         values["param_dtype"] = _args.dtype(values["param_dtype"], "param_dtype", where)
+        if mixed and values["param_dtype"] != np.float32:
+            raise ValueError(f"{where}: dtype={mixed!r} keeps params in float32 (a Keras "
+                             f"mixed policy), got param_dtype={values['param_dtype'].name!r}")
         if values["param_dtype"] is None:
             raise ValueError(f"{where}: param_dtype must be a floating dtype, got None")
         return values

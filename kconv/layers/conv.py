@@ -39,10 +39,6 @@ class Conv(BaseConv):
     def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
         values = super()._canonicalize(values)
         where = type(self).__name__
-        values["groups"] = _args.positive_int(values["groups"], "groups", where)
-        if values["filters"] % values["groups"]:
-            raise ValueError(f"{where}: filters must be divisible by groups, got "
-                             f"filters={values['filters']}, groups={values['groups']}")
         if values["lora_rank"] is not None:
             values["lora_rank"] = _args.positive_int(values["lora_rank"], "lora_rank", where)
             if values["kernel_constraint"] is not None:
@@ -138,13 +134,9 @@ class Conv(BaseConv):
 
     def _extension_config(self) -> dict[str, Any]:
         # Keras writes both only when LoRA is on.
-        return ({"lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha}
+        lora = ({"lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha}
                 if self.lora_rank else {})
-
-    def _check_in_channels(self, in_channels: int, shape: Any) -> None:
-        if in_channels % self.groups:
-            raise ValueError(f"{type(self).__name__}: the input channels ({in_channels}) must "
-                             f"be divisible by groups={self.groups}, got {shape}")
+        return {**lora, **super()._extension_config()}
 
     def _shapes(self, in_channels: int) -> dict[str, tuple[int, ...]]:
         kernel = self.kernel_size + (in_channels // self.groups, self.filters)
@@ -155,10 +147,11 @@ class Conv(BaseConv):
     def _param_in_channels(self, params: Mapping[str, jax.Array]) -> int:
         return params["kernel"].shape[-2] * self.groups
 
-    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array,
+                 accumulation: Any) -> jax.Array:
         # Params arrive in the compute dtype, where Keras merges the LoRA kernel too.
         kernel = self._lora_kernel(params) if self.lora_rank else params["kernel"]
-        return ops.conv(x, kernel, **self._op_kwargs())
+        return ops.conv(x, kernel, **self._op_kwargs(accumulation))
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         """Keras's output shape; ``None`` dims pass through.
@@ -196,10 +189,12 @@ def _make(rank: int) -> type:
         [a for a, _ in fields], causal=rank == 1,
         weights="``kernel`` ``(*kernel_size, in_channels // groups, filters)``, "
                 "``bias`` ``(filters,)``.",
-        example=example, keywords=("lora_rank", "lora_alpha"))
-    # Keras takes lora_rank / lora_alpha through **kwargs: keyword-only here.
+        example=example, keywords=("lora_rank", "lora_alpha", "padding_mode"))
+    # Keras takes lora_rank / lora_alpha through **kwargs: keyword-only here, as is
+    # padding_mode (beyond Keras).
     return make_rank_class(Conv, rank, name, fields, doc, aliases=(f"Convolution{rank}D",),
-                           keywords=(("lora_rank", None), ("lora_alpha", None)))
+                           keywords=(("lora_rank", None), ("lora_alpha", None),
+                                     ("padding_mode", "zeros")))
 
 
 Conv1D = _make(1)

@@ -27,6 +27,8 @@ class BaseConv(Layer):
     #: padding strings this family accepts (``causal`` is added for rank 1 where allowed).
     paddings: ClassVar[tuple[str, ...]] = ("valid", "same")
     causal_1d: ClassVar[bool] = True
+    #: transposed convolutions take no explicit padding and only ``padding_mode="zeros"``.
+    transposed: ClassVar[bool] = False
     has_weights: ClassVar[bool] = True
 
     def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -39,11 +41,19 @@ class BaseConv(Layer):
         values["dilation_rate"] = _args.int_tuple(values["dilation_rate"], n,
                                                   "dilation_rate", where)
         allowed = self.paddings + (("causal",) if n == 1 and self.causal_1d else ())
-        values["padding"] = _args.padding_mode(values["padding"], where, allowed)
+        values["padding"] = _args.conv_padding(values["padding"], n, where, allowed,
+                                               explicit=not self.transposed)
+        values["padding_mode"] = _args.conv_padding_mode(values["padding_mode"], where,
+                                                         transposed=self.transposed)
         values["data_format"] = _args.data_format(values["data_format"], where)
         if "depth_multiplier" in values:
             values["depth_multiplier"] = _args.positive_int(values["depth_multiplier"],
                                                             "depth_multiplier", where)
+        if "groups" in values:  # Conv (Keras) and ConvTranspose (beyond Keras)
+            values["groups"] = _args.positive_int(values["groups"], "groups", where)
+            if values["filters"] % values["groups"]:
+                raise ValueError(f"{where}: filters must be divisible by groups, got "
+                                 f"filters={values['filters']}, groups={values['groups']}")
         if not isinstance(values["use_bias"], bool):
             raise TypeError(f"{where}: use_bias must be a bool, got {values['use_bias']!r}")
         return resolve_objects(where, values)
@@ -55,11 +65,16 @@ class BaseConv(Layer):
     def _param_in_channels(self, params: Mapping[str, jax.Array]) -> int:
         raise NotImplementedError
 
-    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array,
+                 accumulation: Any) -> jax.Array:
         raise NotImplementedError
 
     def _check_in_channels(self, in_channels: int, shape: Any) -> None:
-        """Family-specific constraints on the input channel count (e.g. groups)."""
+        """Constraints on the input channel count: ``groups`` must divide it."""
+        groups = getattr(self, "groups", 1)
+        if in_channels % groups:
+            raise ValueError(f"{type(self).__name__}: the input channels ({in_channels}) must "
+                             f"be divisible by groups={groups}, got {shape}")
 
     # --- shared -------------------------------------------------------------------
     def _names(self) -> list[str]:
@@ -116,6 +131,10 @@ class BaseConv(Layer):
 
         Returns:
           The output, in the compute dtype (``dtype``, else the input's floating dtype).
+          A 16-bit compute dtype (``"bfloat16"``, ``"float16"``, the ``mixed_*`` policies)
+          convolves the 16-bit input and weights with float32 accumulation
+          (``preferred_element_type``), adds the bias and applies the activation in
+          float32, and rounds once at the end: no float16 overflow of partial sums.
         """
         where = type(self).__name__
         missing = [name for name in self._names() if name not in params]
@@ -135,19 +154,31 @@ class BaseConv(Layer):
                 f"shape {x.shape} with {x.shape[axis]} channels on axis {axis} "
                 f"(data_format {self.data_format!r})")
         dtype = self._compute_dtype(x)
+        accumulation = jnp.float32 if jnp.finfo(dtype).bits < 32 else None
         cast = {name: jnp.asarray(params[name]).astype(dtype) for name in self._names()}
         with jax.named_scope(where):
-            y = self._forward(cast, x.astype(dtype))
+            y = self._forward(cast, x.astype(dtype), accumulation)
             if self.use_bias:
                 bias_shape = (-1,) + (1,) * self.rank if self.data_format == "channels_first" \
                     else (-1,)
-                y = y + cast["bias"].reshape(bias_shape)
-            return self.activation(y)
+                y = y + cast["bias"].astype(y.dtype).reshape(bias_shape)
+            return self.activation(y).astype(dtype)
 
-    def _op_kwargs(self) -> dict[str, Any]:
+    def _op_kwargs(self, accumulation: Any = None) -> dict[str, Any]:
+        """The op's keyword arguments; ``accumulation`` is its ``preferred_element_type``."""
         return dict(strides=self.strides, padding=self.padding, data_format=self.data_format,
-                    dilation_rate=self.dilation_rate, precision=self.precision,
+                    dilation_rate=self.dilation_rate, padding_mode=self.padding_mode,
+                    precision=self.precision, preferred_element_type=accumulation,
                     name=type(self).__name__)
+
+    # --- configs --------------------------------------------------------------------
+    def _extension_config(self) -> dict[str, Any]:
+        return {} if self.padding_mode == "zeros" else {"padding_mode": self.padding_mode}
+
+    def _serialize_arg(self, arg: str, value: Any) -> Any:
+        if arg == "padding" and not isinstance(value, str):
+            return [list(pair) for pair in value]  # explicit pairs, JSON's form
+        return super()._serialize_arg(arg, value)
 
 
 def conv_signature(rank: int, *, middle: Sequence[tuple[str, Any]],

@@ -27,6 +27,7 @@ class ConvTranspose(BaseConv):
 
     weight_args = {"kernel": "kernel", "bias": "bias"}
     causal_1d = False
+    transposed = True  # no explicit padding, padding_mode "zeros" only (see _args)
 
     def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
         values = super()._canonicalize(values)
@@ -35,16 +36,23 @@ class ConvTranspose(BaseConv):
         return values
 
     def _shapes(self, in_channels: int) -> dict[str, tuple[int, ...]]:
-        # Out before in, as Keras (and as the forward conv it transposes).
-        return {"kernel": self.kernel_size + (self.filters, in_channels),
+        # Out before in, as Keras (and as the forward conv it transposes); with groups,
+        # the grouped forward conv's (*k, filters // groups, in_channels), as PyTorch.
+        return {"kernel": self.kernel_size + (self.filters // self.groups, in_channels),
                 "bias": (self.filters,)}
 
     def _param_in_channels(self, params: Mapping[str, jax.Array]) -> int:
         return params["kernel"].shape[-1]
 
-    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array,
+                 accumulation: Any) -> jax.Array:
         return ops.conv_transpose(x, params["kernel"], output_padding=self.output_padding,
-                                  **self._op_kwargs())
+                                  groups=self.groups, **self._op_kwargs(accumulation))
+
+    def _extension_config(self) -> dict[str, Any]:
+        # groups is beyond Keras: written only when used, so Keras configs stay identical.
+        groups = {"groups": self.groups} if self.groups != 1 else {}
+        return {**groups, **super()._extension_config()}
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         """Keras's output shape; ``None`` dims pass through.
@@ -84,12 +92,14 @@ def _make(rank: int) -> type:
         f"{rank}-D transposed convolution layer (Keras ``{name}``): the gradient of a "
         f"{rank}-D convolution with respect to its input, used to upsample.",
         [a for a, _ in fields], causal=False,
-        weights="``kernel`` ``(*kernel_size, filters, in_channels)`` (out before in), "
-                "``bias`` ``(filters,)``.",
-        example=example)
+        weights="``kernel`` ``(*kernel_size, filters // groups, in_channels)`` (out before "
+                "in), ``bias`` ``(filters,)``.",
+        example=example, keywords=("groups", "padding_mode"), transposed=True)
+    # groups (beyond Keras, whose transposed layers have none) is keyword-only.
     return make_rank_class(ConvTranspose, rank, name, fields, doc,
                            aliases=(f"Convolution{rank}DTranspose", f"Deconvolution{rank}D",
-                                    f"Deconv{rank}D"))
+                                    f"Deconv{rank}D"),
+                           keywords=(("groups", 1), ("padding_mode", "zeros")))
 
 
 Conv1DTranspose = _make(1)

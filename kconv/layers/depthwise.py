@@ -1,4 +1,8 @@
-"""DepthwiseConv1D, DepthwiseConv2D: ``DepthwiseConv`` and its aliases."""
+"""DepthwiseConv1D, DepthwiseConv2D, DepthwiseConv3D: ``DepthwiseConv`` and its aliases.
+
+Keras has no DepthwiseConv3D; kconv's has the 1-D/2-D siblings' arguments, defaults and
+weight names (beyond Keras).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,12 @@ from kconv.layers._docs import layer_doc
 from kconv.layers.base import make_rank_class
 from kconv.layers.conv_base import BaseConv, conv_signature, rank_default
 
-__all__ = ["DepthwiseConv", "DepthwiseConv1D", "DepthwiseConv2D"]
+__all__ = ["DepthwiseConv", "DepthwiseConv1D", "DepthwiseConv2D", "DepthwiseConv3D"]
 
 
 @dataclasses.dataclass(frozen=True)
 class DepthwiseConv(BaseConv):
-    """N-d depthwise convolution (the family behind DepthwiseConv1D/2D; use those).
+    """N-d depthwise convolution (the family behind DepthwiseConv1D/2D/3D; use those).
 
     Output channel ``c * depth_multiplier + m`` is input channel ``c`` convolved with
     ``kernel[..., c, m]``.
@@ -33,8 +37,9 @@ class DepthwiseConv(BaseConv):
     def _param_in_channels(self, params: Mapping[str, jax.Array]) -> int:
         return params["kernel"].shape[-2]
 
-    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
-        return ops.depthwise_conv(x, params["kernel"], **self._op_kwargs())
+    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array,
+                 accumulation: Any) -> jax.Array:
+        return ops.depthwise_conv(x, params["kernel"], **self._op_kwargs(accumulation))
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         """Keras's output shape; ``None`` dims pass through.
@@ -67,16 +72,20 @@ def _make(rank: int) -> type:
 >>> layer(params, jnp.ones((2, {sp}, 4))).shape
 (2, {sp}, 8)
 """
+    origin = f"Keras ``{name}``" if rank < 3 else \
+        "beyond Keras, the 3-D sibling of ``DepthwiseConv2D``"
     doc = layer_doc(
-        f"{rank}-D depthwise convolution layer (Keras ``{name}``): each input channel is "
+        f"{rank}-D depthwise convolution layer ({origin}): each input channel is "
         f"convolved with its own ``depth_multiplier`` kernels.",
         [a for a, _ in fields], causal=rank == 1,
         weights="``kernel`` ``(*kernel_size, in_channels, depth_multiplier)``, ``bias`` "
                 "``(in_channels * depth_multiplier,)``. ``causal`` padding in 1-D is beyond "
                 "Keras.",
-        example=example)
-    return make_rank_class(DepthwiseConv, rank, name, fields, doc)
+        example=example, keywords=("padding_mode",))
+    return make_rank_class(DepthwiseConv, rank, name, fields, doc,
+                           keywords=(("padding_mode", "zeros"),))
 
 
 DepthwiseConv1D = _make(1)
 DepthwiseConv2D = _make(2)
+DepthwiseConv3D = _make(3)

@@ -1,4 +1,8 @@
-"""SeparableConv1D, SeparableConv2D: ``SeparableConv`` and its aliases."""
+"""SeparableConv1D, SeparableConv2D, SeparableConv3D: ``SeparableConv`` and its aliases.
+
+Keras has no SeparableConv3D; kconv's has the 1-D/2-D siblings' arguments, defaults and
+weight names (beyond Keras).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,12 @@ from kconv.layers._docs import layer_doc
 from kconv.layers.base import make_rank_class
 from kconv.layers.conv_base import BaseConv, conv_signature, rank_default
 
-__all__ = ["SeparableConv", "SeparableConv1D", "SeparableConv2D"]
+__all__ = ["SeparableConv", "SeparableConv1D", "SeparableConv2D", "SeparableConv3D"]
 
 
 @dataclasses.dataclass(frozen=True)
 class SeparableConv(BaseConv):
-    """N-d separable convolution (the family behind SeparableConv1D/2D; use those):
+    """N-d separable convolution (the family behind SeparableConv1D/2D/3D; use those):
     a depthwise convolution, then a pointwise (1×…×1) one mixing the channels."""
 
     weight_args = {"depthwise_kernel": "depthwise", "pointwise_kernel": "pointwise",
@@ -35,9 +39,10 @@ class SeparableConv(BaseConv):
     def _param_in_channels(self, params: Mapping[str, jax.Array]) -> int:
         return params["depthwise_kernel"].shape[-2]
 
-    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+    def _forward(self, params: Mapping[str, jax.Array], x: jax.Array,
+                 accumulation: Any) -> jax.Array:
         return ops.separable_conv(x, params["depthwise_kernel"], params["pointwise_kernel"],
-                                  **self._op_kwargs())
+                                  **self._op_kwargs(accumulation))
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         """Keras's output shape; ``None`` dims pass through.
@@ -71,18 +76,22 @@ def _make(rank: int) -> type:
 >>> layer(params, jnp.ones((2, {sp}, 4))).shape
 (2, {sp}, 8)
 """
+    origin = f"Keras ``{name}``" if rank < 3 else \
+        "beyond Keras, the 3-D sibling of ``SeparableConv2D``"
     doc = layer_doc(
-        f"{rank}-D separable convolution layer (Keras ``{name}``): a depthwise "
+        f"{rank}-D separable convolution layer ({origin}): a depthwise "
         f"convolution (strides, padding, dilation) followed by a pointwise one.",
         [a for a, _ in fields], causal=rank == 1,
         weights="``depthwise_kernel`` ``(*kernel_size, in_channels, depth_multiplier)``, "
                 "``pointwise_kernel`` ``(*(1,) * N, in_channels * depth_multiplier, "
                 "filters)``, ``bias`` ``(filters,)``. ``causal`` padding in 1-D is beyond "
                 "Keras.",
-        example=example)
+        example=example, keywords=("padding_mode",))
     return make_rank_class(SeparableConv, rank, name, fields, doc,
-                           aliases=(f"SeparableConvolution{rank}D",))
+                           aliases=(f"SeparableConvolution{rank}D",) if rank < 3 else (),
+                           keywords=(("padding_mode", "zeros"),))
 
 
 SeparableConv1D = _make(1)
 SeparableConv2D = _make(2)
+SeparableConv3D = _make(3)

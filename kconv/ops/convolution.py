@@ -51,7 +51,8 @@ class _Call:
     """Validated arguments of one op call: the input folded to one batch dim, and back."""
 
     def __init__(self, name: str, inputs: Any, kernel: Any, strides: Any, padding: Any,
-                 data_format: Any, dilation_rate: Any, *, allowed_padding: tuple[str, ...]):
+                 data_format: Any, dilation_rate: Any, *, allowed_padding: tuple[str, ...],
+                 padding_mode: Any = "zeros", transposed: bool = False):
         self.name = name
         kernel = jnp.asarray(kernel)
         self.rank = rank = kernel.ndim - 2
@@ -61,12 +62,11 @@ class _Call:
         self.data_format = _args.data_format(data_format, name)
         self.strides = _args.int_tuple(strides, rank, "strides", name)
         self.dilation = _args.int_tuple(dilation_rate, rank, "dilation_rate", name)
-        if isinstance(padding, str):
-            allowed = allowed_padding if rank == 1 else tuple(
-                p for p in allowed_padding if p != "causal")
-            self.padding = _args.padding_mode(padding, name, allowed)
-        else:
-            self.padding = _explicit_padding(padding, rank, name)
+        allowed = allowed_padding if rank == 1 else tuple(
+            p for p in allowed_padding if p != "causal")
+        self.padding = _args.conv_padding(padding, rank, name, allowed,
+                                          explicit=not transposed)
+        self.padding_mode = _args.conv_padding_mode(padding_mode, name, transposed=transposed)
         x = jnp.asarray(inputs)
         if x.ndim < rank + 1:
             raise ValueError(
@@ -84,10 +84,31 @@ class _Call:
         self.x, self.kernel = self.x.astype(dtype), kernel.astype(dtype)
 
     def forward_padding(self, kernel_size: Sequence[int]) -> list[tuple[int, int]]:
-        """Explicit (lo, hi) pairs; causal becomes an explicit left pad here."""
+        """The forward convolution's explicit (lo, hi) pairs (causal: a left pad).
+
+        With a ``padding_mode`` other than ``"zeros"``, the input is padded here instead
+        (``self.x`` replaced by its ``jnp.pad``, in NumPy's matching mode) and the pairs
+        returned are all zero, so the lowering sees an unpadded convolution. For
+        ``"zeros"`` the lowering gets the amounts, as its fast paths want.
+        """
         pads = shapes._axis_paddings(self.padding, self.rank)
-        return [shapes.conv_padding(n, k, s, p, d) for n, k, s, p, d in
-                zip(self.spatial, kernel_size, self.strides, pads, self.dilation)]
+        pairs = [shapes.conv_padding(n, k, s, p, d) for n, k, s, p, d in
+                 zip(self.spatial, kernel_size, self.strides, pads, self.dilation)]
+        if self.padding_mode == "zeros" or not any(lo or hi for lo, hi in pairs):
+            return pairs
+        axes = _args.spatial_axes(self.data_format, self.rank)
+        for n, (lo, hi) in zip(self.spatial, pairs):
+            if n == 0 and (lo or hi):
+                raise ValueError(
+                    f"{self.name}: padding_mode {self.padding_mode!r} cannot pad an empty "
+                    f"spatial axis: input spatial shape {self.spatial}, padding {pairs}")
+        width = [(0, 0)] * self.x.ndim
+        for axis, pair in zip(axes, pairs):
+            width[axis] = pair
+        # jnp.pad's reflect/edge/wrap are NumPy's, also for pads wider than the axis
+        # (reflect and wrap repeat), which is what PyTorch's names mean here.
+        self.x = jnp.pad(self.x, width, mode=_NUMPY_PAD_MODES[self.padding_mode])
+        return [(0, 0)] * self.rank
 
     def check_output(self, kernel_size: Sequence[int]) -> None:
         pads = shapes._axis_paddings(self.padding, self.rank)
@@ -122,25 +143,15 @@ def _layout(rank: int, data_format: str) -> str:
     return f"batch, channels, {spatial}"
 
 
-def _explicit_padding(padding: Any, rank: int, name: str) -> tuple[tuple[int, int], ...]:
-    try:
-        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name}: padding must be a string or {rank} (lo, hi) pairs of ints, "
-                        f"got {padding!r}") from e
-    if len(pairs) != rank or any(p < 0 for pair in pairs for p in pair):
-        raise ValueError(f"{name}: padding must be {rank} (lo, hi) pairs of non-negative "
-                         f"ints, got {padding!r}")
-    return pairs
-
-
 _FORWARD_PADDING = ("valid", "same", "causal")
+#: ``padding_mode`` (PyTorch's names) -> ``jnp.pad``'s (NumPy's) mode.
+_NUMPY_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 def conv(
     inputs: Any, kernel: Any, strides: Any = 1, padding: Any = "valid",
-    data_format: str | None = None, dilation_rate: Any = 1, *, precision: Any = None,
-    preferred_element_type: Any = None, name: str = "kconv.ops.conv",
+    data_format: str | None = None, dilation_rate: Any = 1, *, padding_mode: str = "zeros",
+    precision: Any = None, preferred_element_type: Any = None, name: str = "kconv.ops.conv",
 ) -> Array:
     """N-d convolution (cross-correlation, as Keras), grouped when the kernel says so.
 
@@ -151,9 +162,17 @@ def conv(
         (as Keras's JAX backend infers it); ``filters`` must divide by it.
       strides: int or tuple of N ints.
       padding: ``"valid"``, ``"same"`` (odd pad at the end), ``"causal"`` (1-D only: left
-        pad ``d * (k - 1)``), or N explicit ``(lo, hi)`` pairs.
+        pad ``d * (k - 1)``), or explicit amounts (beyond Keras): an int (every side), N
+        ints (symmetric per axis) or N ``(lo, hi)`` pairs — for 1-D ``((lo, hi),)``, as a
+        bare ``(lo, hi)`` would be ambiguous.
       data_format: ``"channels_last"``, ``"channels_first"`` or ``None`` (global default).
       dilation_rate: int or tuple of N ints.
+      padding_mode: what the padding holds (beyond Keras; PyTorch's names), keyword-only:
+        ``"zeros"`` (default), ``"reflect"`` (mirrored, the edge not repeated: NumPy's
+        ``np.pad`` ``"reflect"``), ``"replicate"`` (the edge repeated: ``"edge"``) or
+        ``"circular"`` (wrapped around: ``"wrap"``). The amounts are ``padding``'s; pads
+        wider than the axis reflect / wrap again, as NumPy's. With ``"causal"``, only
+        zeros and replicate keep ``output[t]`` independent of ``input[t + 1:]``.
       precision: passed to ``lax.conv_general_dilated``.
       preferred_element_type: accumulation/output dtype, passed to lax.
       name: label used in error messages (the layers pass their class name).
@@ -168,9 +187,14 @@ def conv(
         Array([0., 1., 3., 5., 7.], dtype=float32)
         >>> conv(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), strides=2, padding="same").shape
         (2, 4, 4, 4)
+        >>> # "same" pads (1, 1) here: reflected, the input reads [1, 0, 1, 2, 3, 4, 3].
+        >>> conv(x, jnp.ones((3, 1, 1)), padding="same", padding_mode="reflect")[0, :, 0]
+        Array([ 2.,  3.,  6.,  9., 10.], dtype=float32)
+        >>> conv(x, jnp.ones((1, 1, 1)), padding=((2, 0),), padding_mode="circular")[0, :, 0]
+        Array([3., 4., 0., 1., 2., 3., 4.], dtype=float32)
     """
     call = _Call(name, inputs, kernel, strides, padding, data_format, dilation_rate,
-                 allowed_padding=_FORWARD_PADDING)
+                 allowed_padding=_FORWARD_PADDING, padding_mode=padding_mode)
     kernel_size, kernel_in, filters = call.kernel.shape[:-2], call.kernel.shape[-2], \
         call.kernel.shape[-1]
     if kernel_in == 0 or call.channels % kernel_in:
@@ -186,16 +210,17 @@ def conv(
             f"implied by {call.channels} input channels and kernel shape {call.kernel.shape}"
         )
     call.check_output(kernel_size)
-    spec = call.spec(call.kernel, call.forward_padding(kernel_size), groups,
-                     preferred_element_type)
+    padding = call.forward_padding(kernel_size)  # pads call.x itself for padding_mode
+    spec = call.spec(call.kernel, padding, groups, preferred_element_type)
     y = lowering.conv(call.x, call.kernel, spec, precision=precision)
     return call.unfold(y)
 
 
 def depthwise_conv(
     inputs: Any, kernel: Any, strides: Any = 1, padding: Any = "valid",
-    data_format: str | None = None, dilation_rate: Any = 1, *, precision: Any = None,
-    preferred_element_type: Any = None, name: str = "kconv.ops.depthwise_conv",
+    data_format: str | None = None, dilation_rate: Any = 1, *, padding_mode: str = "zeros",
+    precision: Any = None, preferred_element_type: Any = None,
+    name: str = "kconv.ops.depthwise_conv",
 ) -> Array:
     """N-d depthwise convolution: each input channel convolved with its own filters.
 
@@ -205,17 +230,21 @@ def depthwise_conv(
     Args:
       inputs: as :func:`conv`, with ``C`` channels.
       kernel: ``(*kernel_size, C, depth_multiplier)``.
-      strides, padding, data_format, dilation_rate, precision, preferred_element_type,
-      name: as :func:`conv`.
+      strides, padding, data_format, dilation_rate, padding_mode, precision,
+      preferred_element_type, name: as :func:`conv`.
 
     Example:
         >>> import jax.numpy as jnp
         >>> depthwise_conv(jnp.ones((2, 9, 9, 3)), jnp.ones((3, 3, 3, 2))).shape
         (2, 7, 7, 6)
+        >>> # One pad each side, the edge repeated: the input reads [0, 0, 1, 2, 2].
+        >>> x = jnp.arange(3.0).reshape(1, 3, 1)
+        >>> depthwise_conv(x, jnp.ones((3, 1, 1)), padding=1, padding_mode="replicate")[0, :, 0]
+        Array([1., 3., 5.], dtype=float32)
     """
     kernel = jnp.asarray(kernel)
     call = _Call(name, inputs, kernel, strides, padding, data_format, dilation_rate,
-                 allowed_padding=_FORWARD_PADDING)
+                 allowed_padding=_FORWARD_PADDING, padding_mode=padding_mode)
     if kernel.shape[-2] != call.channels:
         raise ValueError(
             f"{name}: the kernel expects {kernel.shape[-2]} input channels (kernel shape "
@@ -227,8 +256,8 @@ def depthwise_conv(
     # (*k, C, dm) -> (*k, 1, C * dm): a reshape (no data movement), so that group c of a
     # C-group convolution holds exactly kernel[..., c, :].
     grouped = call.kernel.reshape(kernel_size + (1, kernel.shape[-2] * kernel.shape[-1]))
-    spec = call.spec(grouped, call.forward_padding(kernel_size), call.channels,
-                     preferred_element_type)
+    padding = call.forward_padding(kernel_size)  # pads call.x itself for padding_mode
+    spec = call.spec(grouped, padding, call.channels, preferred_element_type)
     y = lowering.conv(call.x, grouped, spec, precision=precision)
     return call.unfold(y)
 
@@ -236,19 +265,21 @@ def depthwise_conv(
 def separable_conv(
     inputs: Any, depthwise_kernel: Any, pointwise_kernel: Any, strides: Any = 1,
     padding: Any = "valid", data_format: str | None = None, dilation_rate: Any = 1, *,
-    precision: Any = None, preferred_element_type: Any = None,
+    padding_mode: str = "zeros", precision: Any = None, preferred_element_type: Any = None,
     name: str = "kconv.ops.separable_conv",
 ) -> Array:
     """N-d separable convolution: a depthwise convolution, then a 1×…×1 pointwise one.
 
-    Strides, padding and dilation apply to the depthwise step, as in Keras.
+    Strides, padding and dilation apply to the depthwise step, as in Keras, and so does
+    ``padding_mode``. With ``preferred_element_type``, both steps accumulate in it; the
+    intermediate is rounded to the operands' dtype in between, as Keras computes it.
 
     Args:
       inputs: as :func:`conv`, with ``C`` channels.
       depthwise_kernel: ``(*kernel_size, C, depth_multiplier)``.
       pointwise_kernel: ``(*(1,) * N, C * depth_multiplier, filters)``.
-      strides, padding, data_format, dilation_rate, precision, preferred_element_type,
-      name: as :func:`conv`.
+      strides, padding, data_format, dilation_rate, padding_mode, precision,
+      preferred_element_type, name: as :func:`conv`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -266,8 +297,11 @@ def separable_conv(
             f"depthwise_kernel of shape {depthwise_kernel.shape}, got {pointwise_kernel.shape}"
         )
     y = depthwise_conv(inputs, depthwise_kernel, strides, padding, data_format, dilation_rate,
-                       precision=precision, preferred_element_type=preferred_element_type,
-                       name=name)
+                       padding_mode=padding_mode, precision=precision,
+                       preferred_element_type=preferred_element_type, name=name)
+    # The intermediate is kept in the operands' dtype (as Keras does), so that a 16-bit
+    # pointwise step multiplies 16-bit operands; each step accumulates as asked.
+    y = y.astype(jnp.promote_types(jnp.asarray(inputs).dtype, depthwise_kernel.dtype))
     return conv(y, pointwise_kernel, 1, "valid", data_format, 1, precision=precision,
                 preferred_element_type=preferred_element_type, name=name)
 
@@ -275,8 +309,8 @@ def separable_conv(
 def conv_transpose(
     inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid",
     output_padding: Any = None, data_format: str | None = None, dilation_rate: Any = 1, *,
-    precision: Any = None, preferred_element_type: Any = None,
-    name: str = "kconv.ops.conv_transpose",
+    groups: int = 1, padding_mode: str = "zeros", precision: Any = None,
+    preferred_element_type: Any = None, name: str = "kconv.ops.conv_transpose",
 ) -> Array:
     """N-d transposed convolution, with Keras's output lengths and ``output_padding``.
 
@@ -288,14 +322,29 @@ def conv_transpose(
     in its ``(*k, filters, in)`` layout (no transposition) — on XLA:CPU, for strides above
     1, as the equivalent sub-pixel form instead (see :mod:`kconv.ops.lowering`).
 
+    With ``groups > 1`` (beyond Keras, as PyTorch's ``ConvTranspose``): the VJP of the
+    grouped forward convolution from ``filters`` to ``C`` channels with the same kernel;
+    input channels ``[j * C / g, (j + 1) * C / g)`` feed only outputs
+    ``[j * filters / g, (j + 1) * filters / g)``, through ``kernel[..., :, j * C / g:…]``.
+    It is one ``feature_group_count`` convolution, the kernel regrouped to lax's
+    ``(*k, C / g, filters)`` (on XLA:CPU: one dense transposed convolution per group).
+
     Args:
       inputs: as :func:`conv`, with ``C`` channels.
-      kernel: ``(*kernel_size, filters, C)`` — out before in, as Keras.
+      kernel: ``(*kernel_size, filters // groups, C)`` — out before in, as Keras
+        (``(*kernel_size, filters, C)`` for ``groups=1``).
       strides: int or tuple of N ints.
       padding: ``"valid"`` or ``"same"``.
       output_padding: ``None`` or an int / N ints, each below the stride: extra length at
         the end of each axis (see :func:`kconv.ops.shapes.conv_transpose_output_length`).
-      data_format, dilation_rate, precision, preferred_element_type, name: as :func:`conv`.
+      data_format, dilation_rate: as :func:`conv`.
+      groups: keyword-only, default 1: the number of channel groups; ``C`` must divide by
+        it, and the output has ``kernel.shape[-2] * groups`` channels.
+      padding_mode: keyword-only; only ``"zeros"``, anything else raises ``ValueError``.
+        A transposed convolution's padding crops its output rather than bordering its
+        input, so reflect/replicate/circular have no meaning (PyTorch, too, allows only
+        zeros). Taken so code written over all four ops can pass one set of keywords.
+      precision, preferred_element_type, name: as :func:`conv`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -304,25 +353,34 @@ def conv_transpose(
         >>> conv_transpose(jnp.ones((2, 16, 16, 64)), jnp.ones((3, 3, 32, 64)), strides=2,
         ...                padding="same").shape
         (2, 32, 32, 32)
+        >>> # 2 groups: input channel 0 reaches outputs 0-1 only, channel 1 outputs 2-3.
+        >>> kernel = jnp.array([[[1.0, 10.0], [2.0, 20.0]]])   # (k=1, filters // 2, C=2)
+        >>> conv_transpose(jnp.array([[[1.0, 1.0]]]), kernel, groups=2)[0, 0]
+        Array([ 1.,  2., 10., 20.], dtype=float32)
     """
     call = _Call(name, inputs, kernel, strides, padding, data_format, dilation_rate,
-                 allowed_padding=("valid", "same"))
-    if not isinstance(call.padding, str):
-        raise TypeError(f"{name}: padding must be 'valid' or 'same', got {padding!r}")
+                 allowed_padding=("valid", "same"), padding_mode=padding_mode,
+                 transposed=True)
     rank, kernel = call.rank, call.kernel
+    groups = _args.positive_int(groups, "groups", name)
     if kernel.shape[-1] != call.channels:
         raise ValueError(
             f"{name}: the kernel expects {kernel.shape[-1]} input channels (kernel shape "
-            f"{kernel.shape}, layout (*kernel_size, filters, in_channels)), got an input of "
-            f"shape {jnp.shape(inputs)} with {call.channels} channels "
+            f"{kernel.shape}, layout (*kernel_size, filters // groups, in_channels)), got an "
+            f"input of shape {jnp.shape(inputs)} with {call.channels} channels "
             f"(data_format {call.data_format!r})"
+        )
+    if call.channels % groups:
+        raise ValueError(
+            f"{name}: the input channels ({call.channels}) must be divisible by "
+            f"groups={groups} (input shape {jnp.shape(inputs)}, kernel shape {kernel.shape})"
         )
     kernel_size = kernel.shape[:-2]
     out_pad = _args.output_padding(output_padding, rank, call.strides, name)
     out_pad = out_pad if out_pad is not None else (None,) * rank
     pads = [shapes.conv_transpose_padding(k, s, call.padding, op, d)
             for k, s, op, d in zip(kernel_size, call.strides, out_pad, call.dilation)]
-    y = lowering.conv_transpose(call.x, kernel, call.spec(kernel, pads, 1,
+    y = lowering.conv_transpose(call.x, kernel, call.spec(kernel, pads, groups,
                                                           preferred_element_type),
                                 precision=precision)
     return call.unfold(y)

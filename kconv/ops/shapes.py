@@ -12,13 +12,16 @@ stride ``s`` and dilation ``d``, with ``k_eff = d * (k - 1) + 1``:
   the odd one at the end.
 - ``causal``: ``d * (k - 1)`` on the left only, then ``valid`` (so ``n`` outputs at
   stride 1).
-- explicit: a ``(lo, hi)`` pair per axis.
+- explicit (beyond Keras): a ``(lo, hi)`` pair per axis (also written as an int for
+  every side, or one int per axis).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Union
+
+from kconv import _args
 
 Padding = Union[str, Sequence[tuple[int, int]]]
 Shape = tuple[Union[int, None], ...]
@@ -41,14 +44,12 @@ def _tuple(value: Any, n: int) -> tuple:
     return (value,) * n
 
 
-def _axis_paddings(padding: Padding, n: int) -> tuple:
-    """One padding spec per axis: the string, or that axis's explicit pair."""
+def _axis_paddings(padding: Padding, n: int, name: str = "kconv.ops.shapes") -> tuple:
+    """One padding spec per axis: the string, or that axis's explicit pair (the explicit
+    forms of :func:`kconv._args.conv_padding`: an int, ``n`` ints or ``n`` pairs)."""
     if isinstance(padding, str):
         return (padding.lower(),) * n
-    pairs = tuple(tuple(int(p) for p in pair) for pair in padding)
-    if len(pairs) != n or any(len(p) != 2 for p in pairs):
-        raise ValueError(f"explicit padding must be {n} (lo, hi) pairs, got {padding!r}")
-    return pairs
+    return _args.int_pairs(padding, n, "padding", name, bare_pair_1d=False)
 
 
 def conv_padding(
@@ -192,7 +193,7 @@ def _forward_spatial(
 ) -> list:
     n = len(spatial)
     ks, ss, ds = _tuple(kernel_size, n), _tuple(strides, n), _tuple(dilation_rate, n)
-    pads = _axis_paddings(padding, n)
+    pads = _axis_paddings(padding, n, name)
     out = [conv_output_length(*args) for args in zip(spatial, ks, ss, pads, ds)]
     if any(o is not None and o <= 0 for o in out):
         raise ValueError(
@@ -214,6 +215,8 @@ def conv_output_shape(
     Example:
         >>> conv_output_shape((None, 32, 32, 3), 16, 3, strides=2, padding="same")
         (None, 16, 16, 16)
+        >>> conv_output_shape((None, 10, 10, 3), 4, 3, padding=((2, 0), 1))
+        (None, 10, 10, 4)
         >>> conv_output_shape((8, 3, None, 10), 4, (3, 3), data_format="channels_first")
         (8, 4, None, 8)
     """
