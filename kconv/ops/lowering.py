@@ -46,7 +46,9 @@ The rule (:func:`choose`), per call:
      ``"depthwise_taps"``): XLA's forward, with derivatives through the sub-pixel form
      (a stride-1 convolution to ``prod(strides)`` phases, then depth-to-space), never
      the generic loop XLA:CPU runs the plain kernel gradient on (W5 forward+backward
-     42 → 3.3 ms; depthwise, 64 groups, 129 → 47 ms; the forward is XLA's, unchanged).
+     42 → 3.3 ms; depthwise, 64 groups, 129 → 47 ms). The forward is XLA's, unchanged,
+     in 1-D and 2-D; in 3-D it is the sub-pixel form too, as XLA:CPU's input-dilated 3-D
+     convolution is on its slowest loop (X2 forward 42 → 0.7 ms).
   3. otherwise ``"xla"``.
 - CPU, ``upsample`` with ``bilinear`` (floating inputs): ``"bilinear_stencil"`` — the
   fixed two-tap half-pixel stencil per axis instead of ``jax.image.resize``'s dense
@@ -755,8 +757,8 @@ def _phase_offsets(kernel_size: int, stride: int, pad_lo: int) -> tuple[int, int
 
 def subpixel_transpose(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
                        ) -> Array:
-    """A transposed convolution (dilation 1) computed as XLA's, differentiated in the
-    sub-pixel form (:func:`_subpixel_form`).
+    """A transposed convolution (dilation 1) computed as XLA's (3-D: in the sub-pixel form
+    too), differentiated in the sub-pixel form (:func:`_phase_conv`, :func:`_depth_to_space`).
 
     XLA:CPU computes the plain form — a stride-1 convolution of the input dilated by the
     strides (``lhs_dilation``) — fast forward, but its kernel gradient on its generic loop
@@ -770,6 +772,12 @@ def subpixel_transpose(x: Array, kernel: Array, *, spec: ConvSpec, precision: An
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _transpose_subpixel_derivative(x: Array, kernel: Array, spec: ConvSpec,
                                    precision: Any) -> Array:
+    if spec.rank == 3:
+        # 3-D: XLA:CPU's input-dilated 3-D convolution is far slower than the sub-pixel
+        # form's stride-1 one (X2, (2, 8, 8, 8, 32) -> 16, 3x3x3, stride 2: 42 -> 0.7 ms);
+        # in 1-D and 2-D XLA's forward is as fast or faster (W5 0.7 vs 1.5 ms).
+        plan = _subpixel_plan(spec)
+        return _depth_to_space(_phase_conv(x, kernel, spec, plan, precision), spec, plan)
     return _xla_conv_transpose(x, kernel, spec=spec, precision=precision)
 
 
