@@ -51,6 +51,9 @@ CASES = [
     ("ZeroPadding3D", dict(padding=1), (3, 3, 3, 2)),
     ("UpSampling2D", dict(size=2, interpolation="bilinear"), (5, 5, 3)),
     ("UpSampling1D", dict(size=3), (5, 3)),
+    ("SeparableConv3D", dict(filters=4, kernel_size=2, padding="same"), (4, 4, 4, 2)),
+    ("DepthwiseConv3D", dict(kernel_size=2, depth_multiplier=2), (4, 4, 4, 4)),
+    ("Conv2DTranspose", dict(filters=8, kernel_size=3, strides=2, groups=2), (5, 5, 4)),
 ]
 
 # Grouped convolutions (feature_group_count > 1 on XLA's path): CASES indices also run with
