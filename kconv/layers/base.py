@@ -70,10 +70,18 @@ def _wrap(where: str, arg: str, getter: Callable, value: Any) -> Any:
         raise type(e)(f"{where}: invalid {arg} {value!r}: {e}") from e
 
 
+def _policy_name(value: Any) -> Any:
+    """The name of a serialized (dict) or live Keras dtype policy; anything else as is."""
+    if isinstance(value, Mapping):
+        return value.get("config", {}).get("name", value.get("name"))
+    if hasattr(value, "compute_dtype") and hasattr(value, "variable_dtype"):
+        return value.name
+    return value
+
+
 def _policy_dtypes(value: Any) -> tuple[Any, Any]:
     """A Keras dtype policy (name or serialized dict) as ``(dtype, param_dtype)``."""
-    if isinstance(value, Mapping):
-        value = value.get("config", {}).get("name", value.get("name"))
+    value = _policy_name(value)
     if value is None:
         return None, None
     name = str(value)
@@ -87,11 +95,7 @@ def _compute_dtype(value: Any, where: str) -> tuple[Any, str | None]:
     Keras mixed-precision policy — ``"mixed_bfloat16"`` / ``"mixed_float16"``, its
     serialized ``DTypePolicy`` dict or a live Keras ``DTypePolicy``: compute in the 16-bit
     type, params in float32. Returns ``(dtype, policy name or None)``."""
-    if isinstance(value, Mapping) or (hasattr(value, "compute_dtype")
-                                      and hasattr(value, "variable_dtype")):
-        name = value.name if not isinstance(value, Mapping) else \
-            value.get("config", {}).get("name", value.get("name"))
-        value = name
+    value = _policy_name(value)
     if isinstance(value, str) and value.startswith("mixed_"):
         compute = value[len("mixed_"):]
         if compute not in ("bfloat16", "float16"):
