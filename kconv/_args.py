@@ -95,21 +95,31 @@ def data_format(value: Any, where: str) -> str:
 
 
 def output_padding(
-    value: Any, n: int, strides: tuple[int, ...], where: str
+    value: Any, n: int, strides: tuple[int, ...], where: str,
+    dilation: tuple[int, ...] | None = None,
 ) -> tuple[int, ...] | None:
     """``None``, or ``n`` non-negative ints each strictly below the stride (as Keras).
 
+    With ``dilation`` (a transposed convolution with explicit padding amounts, beyond
+    Keras), each may also reach up to the dilation, as PyTorch's ``output_padding``:
+    below ``max(stride, dilation)``.
+
     >>> output_padding(1, 2, (2, 2), "Conv2DTranspose")
     (1, 1)
+    >>> output_padding(1, 1, (1,), "Conv1DTranspose", dilation=(2,))
+    (1,)
     """
     if value is None:
         return None
     pads = int_tuple(value, n, "output_padding", where, minimum=0)
-    for p, s in zip(pads, strides):
-        if p >= s:
+    limits = strides if dilation is None else tuple(map(max, strides, dilation))
+    for p, limit in zip(pads, limits):
+        if p >= limit:
+            bound = "strides" if dilation is None else "max(strides, dilation_rate)"
+            also = "" if dilation is None else f", dilation_rate={dilation}"
             raise ValueError(
-                f"{where}: output_padding must be smaller than strides on every axis, "
-                f"got output_padding={value!r} with strides={strides}"
+                f"{where}: output_padding must be smaller than {bound} on every axis, "
+                f"got output_padding={value!r} with strides={strides}{also}"
             )
     return pads
 
@@ -267,12 +277,13 @@ def string_choice(value: Any, arg: str, where: str, allowed: Sequence[str]) -> s
     return lowered
 
 
-def conv_padding(value: Any, n: int, where: str, allowed: Sequence[str], *,
-                 explicit: bool = True) -> str | tuple[tuple[int, int], ...]:
+def conv_padding(value: Any, n: int, where: str, allowed: Sequence[str]
+                 ) -> str | tuple[tuple[int, int], ...]:
     """A convolution's ``padding``: one of ``allowed`` (any case, stored lower case), or —
-    beyond Keras, where ``explicit`` — amounts as ``n`` ``(lo, hi)`` pairs: an int (every
-    side), ``n`` ints (symmetric per axis) or ``n`` pairs (1-D: ``((lo, hi),)``; a bare
-    ``(lo, hi)`` is refused as ambiguous, see :func:`int_pairs`).
+    beyond Keras — amounts as ``n`` ``(lo, hi)`` pairs: an int (every side), ``n`` ints
+    (symmetric per axis) or ``n`` pairs (1-D: ``((lo, hi),)``; a bare ``(lo, hi)`` is
+    refused as ambiguous, see :func:`int_pairs`). A forward convolution pads its input by
+    them; a transposed one crops them off its output (PyTorch's ``padding``).
 
     >>> conv_padding("Same", 2, "Conv2D", ("valid", "same"))
     'same'
@@ -283,10 +294,6 @@ def conv_padding(value: Any, n: int, where: str, allowed: Sequence[str], *,
     """
     if isinstance(value, str):
         return padding_mode(value, where, allowed)
-    if not explicit:
-        raise TypeError(f"{where}: padding must be one of {tuple(allowed)} (explicit "
-                        f"amounts are not defined for a transposed convolution), "
-                        f"got {value!r}")
     return int_pairs(value, n, "padding", where, bare_pair_1d=False)
 
 

@@ -147,8 +147,16 @@ def conv_output_length(n: int, k: int, s: int = 1, padding="valid", d: int = 1):
 
 
 def _transpose_axis(n, k, s, padding, output_padding, d):
-    """Return (c, L): out[t] = full[t + c] for t in range(L)."""
+    """Return (c, L): out[t] = full[t + c] for t in range(L).
+
+    ``padding`` is "valid", "same" (Keras) or an explicit (lo, hi) pair (PyTorch's
+    ConvTranspose padding: lo and hi cropped off the full output, output_padding None
+    meaning 0, added at the end)."""
     k_eff = _effective(k, d)
+    if _is_explicit(padding):
+        lo, hi = (int(v) for v in padding)
+        op = 0 if output_padding is None else output_padding
+        return lo, (n - 1) * s + k_eff - lo - hi + op
     p = padding.lower()
     if p == "valid":
         op = max(k_eff, s) - k_eff if output_padding is None else output_padding
@@ -180,9 +188,11 @@ def conv_transpose_window(spatial, kernel_size, strides, padding,
         ops = (None,) * n_dims
     else:
         ops = _tuple(output_padding, n_dims, "output_padding")
+    pads = (_padding_pairs(padding, n_dims) if _is_explicit(padding)
+            else (padding,) * n_dims)
     return tuple(
-        _transpose_axis(n, k, s, padding, op, d)
-        for n, k, s, op, d in zip(spatial, ks, ss, ops, ds)
+        _transpose_axis(n, k, s, p, op, d)
+        for n, k, s, p, op, d in zip(spatial, ks, ss, pads, ops, ds)
     )
 
 

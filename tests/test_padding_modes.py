@@ -245,9 +245,10 @@ def test_conv_transpose_takes_only_zeros():
         with pytest.raises(ValueError, match=rf"kconv.ops.conv_transpose: padding_mode must "
                                              rf"be 'zeros'.*got '{mode}'"):
             ops.conv_transpose(x, w, 2, padding_mode=mode)
-    with pytest.raises(TypeError, match=r"kconv.ops.conv_transpose: padding must be one of "
-                                        r"\('valid', 'same'\).*got \(\(1, 1\),\)"):
-        ops.conv_transpose(x, w, 2, ((1, 1),))
+    # Explicit amounts (PyTorch's, cropped off the output) take zeros only too.
+    with pytest.raises(ValueError, match=r"kconv.ops.conv_transpose: padding_mode must "
+                                         r"be 'zeros'.*got 'reflect'"):
+        ops.conv_transpose(x, w, 2, ((1, 1),), padding_mode="reflect")
 
 
 # --- gradients --------------------------------------------------------------------------
@@ -456,9 +457,9 @@ ERRORS = [
      r"got 'reflect'"),
     (lambda: kconv.Conv1DTranspose(2, 3, padding_mode="circular"), ValueError,
      r"Conv1DTranspose: padding_mode must be 'zeros'.*got 'circular'"),
-    (lambda: kconv.Conv3DTranspose(2, 3, padding=1), TypeError,
-     r"Conv3DTranspose: padding must be one of \('valid', 'same'\) \(explicit amounts are "
-     r"not defined for a transposed convolution\), got 1"),
+    (lambda: kconv.Conv3DTranspose(2, 3, padding=1, padding_mode="replicate"), ValueError,
+     r"Conv3DTranspose: padding_mode must be 'zeros' for a transposed convolution.*got "
+     r"'replicate'"),
     (lambda: kconv.Conv1DTranspose(2, 3, padding="causal"), ValueError,
      r"Conv1DTranspose: padding must be one of \('valid', 'same'\), got 'causal'"),
     (lambda: kconv.Conv2D(2, 3, padding=-1), ValueError,

@@ -86,10 +86,11 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
       ``k=3, s=2`` Keras keeps full positions ``0 .. 2n - 1`` while the usual torch
       ``padding=1, output_padding=1`` keeps ``1 .. 2n``, the same length shifted by one.
       Keras ``same`` with ``output_padding=0`` is torch ``padding=k_eff // 2,
-      output_padding=0`` (``k=3, s=2``: ``p=1``, length ``2n - 1``). Any torch setting:
-      Keras ``valid`` with ``output_padding`` = torch's ``output_padding``, then crop
-      ``p`` from both ends of each spatial axis. (Torch's ``output_padding`` must be below
-      ``max(s, d)``, Keras's below ``s``.)
+      output_padding=0`` (``k=3, s=2``: ``p=1``, length ``2n - 1``). Any torch setting
+      runs exactly when the kconv layer is built with torch's own amounts (beyond Keras):
+      ``ConvNDTranspose(..., padding=p, output_padding=op)`` crops ``p`` off both ends
+      of the full output like torch, with torch's ``output_padding`` rule (``None`` means
+      0; below ``max(s, d)``, where Keras's string paddings want it below ``s``).
 
     channels_first: torch is channels-first; a kconv layer with
     ``data_format="channels_first"`` takes torch-layout inputs (and gives torch-layout
@@ -129,10 +130,12 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
         >>> params = params_from_torch(kconv.Conv2D(16, 5), state, prefix="conv.")
         >>> {name: p.shape for name, p in params.items()}
         {'kernel': (5, 5, 3, 16), 'bias': (16,)}
-        >>> # = nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1, bias=False)
-        >>> up = kconv.Conv2DTranspose(8, 4, strides=2, padding="same", use_bias=False)
-        >>> params_from_torch(up, {"weight": np.ones((16, 8, 4, 4))})["kernel"].shape
-        (4, 4, 8, 16)
+        >>> # = nn.ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1,
+        >>> #                      bias=False), with torch's padding amounts
+        >>> up = kconv.Conv2DTranspose(8, 3, strides=2, padding=1, output_padding=1,
+        ...                            use_bias=False)
+        >>> params_from_torch(up, {"weight": np.ones((16, 8, 3, 3))})["kernel"].shape
+        (3, 3, 8, 16)
         >>> # = nn.Conv1d(4, 8, 3, groups=4, bias=False)
         >>> dw = kconv.DepthwiseConv1D(3, depth_multiplier=2, use_bias=False)
         >>> params_from_torch(dw, {"weight": np.ones((8, 1, 3))}, groups=4)["kernel"].shape

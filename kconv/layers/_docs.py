@@ -24,6 +24,11 @@ _ARGS = {
                          "ints (symmetric per axis) or N ``(lo, hi)`` pairs (1-D: "
                          "``((lo, hi),)``; a bare ``(lo, hi)`` is refused as ambiguous); "
                          "stored as N ``(lo, hi)`` pairs."),
+    "padding_explicit_transposed": (
+        "Beyond Keras, explicit amounts (PyTorch's ``ConvTranspose`` ``padding``): an int "
+        "(every side), a tuple of N ints (symmetric per axis) or N ``(lo, hi)`` pairs "
+        "(1-D: ``((lo, hi),)``), cropped off the ends of the full (``valid``) output: the "
+        "VJP of the forward convolution padded by them; stored as N ``(lo, hi)`` pairs."),
     "padding_mode": ('what the padding holds (beyond Keras; PyTorch\'s names, '
                      'keyword-only): ``"zeros"`` (default), ``"reflect"`` (mirrored, the '
                      'edge not repeated: ``np.pad`` ``"reflect"``), ``"replicate"`` (the '
@@ -34,7 +39,9 @@ _ARGS = {
                                 "convolution's padding crops its output, there is no "
                                 "input border to reflect or wrap)."),
     "output_padding": ("``None`` or an int / tuple of N ints, each below the stride: the "
-                       "extra length at the end of each spatial axis (Keras's rule)."),
+                       "extra length at the end of each spatial axis (Keras's rule). With "
+                       "explicit ``padding``, PyTorch's: ``None`` means 0, and each may "
+                       "reach below ``max(stride, dilation)``."),
     "data_format": ('``"channels_last"`` or ``"channels_first"``; ``None`` resolves now '
                     "to :func:`kconv.config.image_data_format`."),
     "dilation_rate": "int or tuple of N ints, default 1 (atrous convolution).",
@@ -94,7 +101,7 @@ _JAX_ARGS = """\
 def _describe(arg: str, causal: bool, transposed: bool) -> str:
     if arg == "padding":
         text = _ARGS["padding_causal" if causal else "padding"]
-        return text if transposed else f"{text} {_ARGS['padding_explicit']}"
+        return f"{text} {_ARGS['padding_explicit' + ('_transposed' if transposed else '')]}"
     if arg in ("padding_mode", "groups") and transposed:
         return _ARGS[f"{arg}_transposed"]
     for suffix in ("initializer", "regularizer", "constraint"):

@@ -27,7 +27,7 @@ class BaseConv(Layer):
     #: padding strings this family accepts (``causal`` is added for rank 1 where allowed).
     paddings: ClassVar[tuple[str, ...]] = ("valid", "same")
     causal_1d: ClassVar[bool] = True
-    #: transposed convolutions take no explicit padding and only ``padding_mode="zeros"``.
+    #: transposed convolutions take only ``padding_mode="zeros"`` (their padding crops).
     transposed: ClassVar[bool] = False
     has_weights: ClassVar[bool] = True
 
@@ -41,8 +41,7 @@ class BaseConv(Layer):
         values["dilation_rate"] = _args.int_tuple(values["dilation_rate"], n,
                                                   "dilation_rate", where)
         allowed = self.paddings + (("causal",) if n == 1 and self.causal_1d else ())
-        values["padding"] = _args.conv_padding(values["padding"], n, where, allowed,
-                                               explicit=not self.transposed)
+        values["padding"] = _args.conv_padding(values["padding"], n, where, allowed)
         values["padding_mode"] = _args.conv_padding_mode(values["padding_mode"], where,
                                                          transposed=self.transposed)
         values["data_format"] = _args.data_format(values["data_format"], where)

@@ -27,12 +27,15 @@ class ConvTranspose(BaseConv):
 
     weight_args = {"kernel": "kernel", "bias": "bias"}
     causal_1d = False
-    transposed = True  # no explicit padding, padding_mode "zeros" only (see _args)
+    transposed = True  # padding_mode "zeros" only (see _args.conv_padding_mode)
 
     def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
         values = super()._canonicalize(values)
+        # Explicit padding amounts (PyTorch's) take PyTorch's output_padding bound.
+        explicit = not isinstance(values["padding"], str)
         values["output_padding"] = _args.output_padding(
-            values["output_padding"], self.rank, values["strides"], type(self).__name__)
+            values["output_padding"], self.rank, values["strides"], type(self).__name__,
+            dilation=values["dilation_rate"] if explicit else None)
         return values
 
     def _shapes(self, in_channels: int) -> dict[str, tuple[int, ...]]:

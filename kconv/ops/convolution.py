@@ -64,8 +64,7 @@ class _Call:
         self.dilation = _args.int_tuple(dilation_rate, rank, "dilation_rate", name)
         allowed = allowed_padding if rank == 1 else tuple(
             p for p in allowed_padding if p != "causal")
-        self.padding = _args.conv_padding(padding, rank, name, allowed,
-                                          explicit=not transposed)
+        self.padding = _args.conv_padding(padding, rank, name, allowed)
         self.padding_mode = _args.conv_padding_mode(padding_mode, name, transposed=transposed)
         x = jnp.asarray(inputs)
         if x.ndim < rank + 1:
@@ -334,9 +333,15 @@ def conv_transpose(
       kernel: ``(*kernel_size, filters // groups, C)`` — out before in, as Keras
         (``(*kernel_size, filters, C)`` for ``groups=1``).
       strides: int or tuple of N ints.
-      padding: ``"valid"`` or ``"same"``.
-      output_padding: ``None`` or an int / N ints, each below the stride: extra length at
-        the end of each axis (see :func:`kconv.ops.shapes.conv_transpose_output_length`).
+      padding: ``"valid"`` or ``"same"`` (Keras's), or explicit amounts (beyond Keras,
+        PyTorch's ``ConvTranspose`` ``padding``): an int (every side), N ints (symmetric
+        per axis) or N ``(lo, hi)`` pairs (1-D: ``((lo, hi),)``), cropped off the two ends
+        of each axis of the full output — the VJP of the forward convolution padded by
+        them. Output length ``(n - 1) * s + d * (k - 1) + 1 - lo - hi + output_padding``.
+      output_padding: ``None`` or an int / N ints: extra length at the end of each axis
+        (see :func:`kconv.ops.shapes.conv_transpose_output_length`). Each below the
+        stride; with explicit ``padding``, below ``max(stride, dilation)`` (as PyTorch)
+        and ``None`` means 0.
       data_format, dilation_rate: as :func:`conv`.
       groups: keyword-only, default 1: the number of channel groups; ``C`` must divide by
         it, and the output has ``kernel.shape[-2] * groups`` channels.
@@ -353,6 +358,10 @@ def conv_transpose(
         >>> conv_transpose(jnp.ones((2, 16, 16, 64)), jnp.ones((3, 3, 32, 64)), strides=2,
         ...                padding="same").shape
         (2, 32, 32, 32)
+        >>> # PyTorch's padding=1: one position cropped off each end of the full output.
+        >>> conv_transpose(jnp.ones((1, 3, 1)), jnp.ones((3, 1, 1)), strides=2,
+        ...                padding=1)[0, :, 0]
+        Array([1., 2., 1., 2., 1.], dtype=float32)
         >>> # 2 groups: input channel 0 reaches outputs 0-1 only, channel 1 outputs 2-3.
         >>> kernel = jnp.array([[[1.0, 10.0], [2.0, 20.0]]])   # (k=1, filters // 2, C=2)
         >>> conv_transpose(jnp.array([[[1.0, 1.0]]]), kernel, groups=2)[0, 0]
@@ -376,10 +385,18 @@ def conv_transpose(
             f"groups={groups} (input shape {jnp.shape(inputs)}, kernel shape {kernel.shape})"
         )
     kernel_size = kernel.shape[:-2]
-    out_pad = _args.output_padding(output_padding, rank, call.strides, name)
+    explicit = not isinstance(call.padding, str)
+    out_pad = _args.output_padding(output_padding, rank, call.strides, name,
+                                   dilation=call.dilation if explicit else None)
     out_pad = out_pad if out_pad is not None else (None,) * rank
-    pads = [shapes.conv_transpose_padding(k, s, call.padding, op, d)
-            for k, s, op, d in zip(kernel_size, call.strides, out_pad, call.dilation)]
+    axis_pads = shapes._axis_paddings(call.padding, rank)
+    if explicit:
+        # Only explicit amounts can crop the whole output away; say so here, not in XLA.
+        shapes.conv_transpose_output_shape(
+            call.x.shape, kernel.shape[-2] * groups, kernel_size, call.strides,
+            call.padding, out_pad, call.data_format, call.dilation, name=name)
+    pads = [shapes.conv_transpose_padding(k, s, p, op, d) for k, s, p, op, d in
+            zip(kernel_size, call.strides, axis_pads, out_pad, call.dilation)]
     y = lowering.conv_transpose(call.x, kernel, call.spec(kernel, pads, groups,
                                                           preferred_element_type),
                                 precision=precision)

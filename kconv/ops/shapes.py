@@ -13,7 +13,8 @@ stride ``s`` and dilation ``d``, with ``k_eff = d * (k - 1) + 1``:
 - ``causal``: ``d * (k - 1)`` on the left only, then ``valid`` (so ``n`` outputs at
   stride 1).
 - explicit (beyond Keras): a ``(lo, hi)`` pair per axis (also written as an int for
-  every side, or one int per axis).
+  every side, or one int per axis). A transposed convolution crops them off its full
+  output instead (PyTorch's ``ConvTranspose`` ``padding``).
 """
 
 from __future__ import annotations
@@ -116,24 +117,37 @@ def conv_output_length(
 
 
 def conv_transpose_padding(
-    kernel_size: int, stride: int, padding: str, output_padding: int | None,
-    dilation: int = 1,
+    kernel_size: int, stride: int, padding: str | tuple[int, int],
+    output_padding: int | None, dilation: int = 1,
 ) -> tuple[int, int]:
     """``(lo, hi)`` padding of the stride-dilated input that gives Keras's transposed conv.
 
     A transposed convolution is computed as a stride-1 convolution of the input dilated
     by ``stride`` (``lhs_dilation``) with the spatially flipped kernel; this is the padding
-    of that convolution. It is Keras's rule (``keras/src/backend/common/backend_utils.py``,
+    of that convolution. For ``"valid"`` and ``"same"`` it is Keras's rule
+    (``keras/src/backend/common/backend_utils.py``,
     ``_convert_conv_transpose_padding_args_from_keras_to_jax``), which makes the result the
     vector-Jacobian product of the forward convolution with the same arguments.
+
+    An explicit ``(lo, hi)`` pair (beyond Keras) is PyTorch's ``padding``: ``lo`` and
+    ``hi`` are cropped off the two ends of the full output (``"valid"`` with
+    ``output_padding=0``), ``output_padding`` (``None``: 0) added at the end — the VJP of
+    the forward convolution padded by ``(lo, hi)``. Amounts above ``k_eff - 1`` give
+    negative padding here, which crops.
 
     Example:
         >>> conv_transpose_padding(3, 2, "same", None)
         (2, 1)
         >>> conv_transpose_padding(3, 2, "valid", None)
         (2, 2)
+        >>> conv_transpose_padding(4, 2, (1, 1), None)   # nn.ConvTranspose1d(k=4, s=2, p=1)
+        (2, 2)
     """
     k_eff = dilation * (kernel_size - 1) + 1
+    if not isinstance(padding, str):
+        lo, hi = padding
+        op = 0 if output_padding is None else output_padding
+        return k_eff - 1 - int(lo), k_eff - 1 - int(hi) + op
     if padding == "valid":
         op = max(k_eff, stride) - k_eff if output_padding is None else output_padding
         return k_eff - 1, k_eff - 1 + op
@@ -144,17 +158,21 @@ def conv_transpose_padding(
             pad_len = k_eff + k_eff % 2 - 2 + output_padding
         lo = min(pad_len // 2 + pad_len % 2, k_eff - 1)
         return lo, pad_len - lo
-    raise ValueError(f"transposed convolution padding must be 'valid' or 'same', got {padding!r}")
+    raise ValueError(f"transposed convolution padding must be 'valid', 'same' or a (lo, hi) "
+                     f"pair, got {padding!r}")
 
 
 def conv_transpose_output_length(
-    length: int | None, kernel_size: int, stride: int, padding: str,
+    length: int | None, kernel_size: int, stride: int, padding: str | tuple[int, int],
     output_padding: int | None = None, dilation: int = 1,
 ) -> int | None:
     """Output length of one spatial axis of a transposed convolution (Keras's rule).
 
     ``valid``: ``(n - 1) * s + k_eff + op`` (``op = None`` means ``max(k_eff, s) - k_eff``);
-    ``same``: ``n * s`` if ``op`` is ``None``, else ``(n - 1) * s + k_eff % 2 + op``.
+    ``same``: ``n * s`` if ``op`` is ``None``, else ``(n - 1) * s + k_eff % 2 + op``;
+    an explicit ``(lo, hi)`` pair (PyTorch's): ``(n - 1) * s + k_eff - lo - hi + op``
+    (``op = None`` means 0). It may come out zero or negative for large amounts; the
+    callers refuse that.
 
     Example:
         >>> conv_transpose_output_length(16, 3, 2, "same")
@@ -163,6 +181,8 @@ def conv_transpose_output_length(
         33
         >>> conv_transpose_output_length(16, 3, 2, "same", output_padding=0)
         31
+        >>> conv_transpose_output_length(16, 4, 2, (1, 1))   # torch: (n - 1) * s - 2p + k
+        32
     """
     if length is None:
         return None
@@ -261,8 +281,9 @@ def separable_conv_output_shape(
 
 def conv_transpose_output_shape(
     input_shape: Sequence, filters: int, kernel_size: Any, strides: Any = 1,
-    padding: str = "valid", output_padding: Any = None, data_format: str = "channels_last",
-    dilation_rate: Any = 1, *, name: str = "kconv.ops.conv_transpose_output_shape",
+    padding: Padding = "valid", output_padding: Any = None,
+    data_format: str = "channels_last", dilation_rate: Any = 1, *,
+    name: str = "kconv.ops.conv_transpose_output_shape",
 ) -> Shape:
     """Output shape of :func:`kconv.ops.conv_transpose` (Keras's lengths; ``name`` labels
     errors).
@@ -272,17 +293,21 @@ def conv_transpose_output_shape(
         (16, 32, 32, 32)
         >>> conv_transpose_output_shape((None, 5, 3), 2, 4, strides=3, output_padding=1)
         (None, 17, 2)
+        >>> conv_transpose_output_shape((None, 8, 8, 3), 2, 4, strides=2, padding=1)
+        (None, 16, 16, 2)
     """
     batch, _, spatial = _split(input_shape, data_format)
     n = len(spatial)
     ks, ss, ds = _tuple(kernel_size, n), _tuple(strides, n), _tuple(dilation_rate, n)
     ops_ = _tuple(output_padding, n)
-    out = [conv_transpose_output_length(length, k, s, padding.lower(), op, d)
-           for length, k, s, op, d in zip(spatial, ks, ss, ops_, ds)]
+    pads = _axis_paddings(padding, n, name)
+    out = [conv_transpose_output_length(length, k, s, p, op, d)
+           for length, k, s, p, op, d in zip(spatial, ks, ss, pads, ops_, ds)]
     if any(o is not None and o <= 0 for o in out):
         raise ValueError(
             f"{name}: the transposed convolution output would be empty: input shape "
-            f"{tuple(input_shape)} gives spatial output {tuple(out)}"
+            f"{tuple(input_shape)}, kernel_size {ks}, strides {ss}, padding {padding!r}, "
+            f"dilation_rate {ds} give spatial output {tuple(out)}"
         )
     return _join(batch, filters, out, data_format)
 
