@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kconv._registry import KerasObject, Registry
+
 __all__ = [
     "Constraint",
     "MaxNorm",
@@ -49,7 +51,7 @@ __all__ = [
 Axis = Union[None, int, tuple[int, ...]]
 
 # keras.config.epsilon(), added to the norm before dividing (kconv.config.epsilon()
-# holds the same value; this module depends on jax/numpy only).
+# holds the same value; this module does not import kconv.config).
 _EPSILON = 1e-7
 
 
@@ -85,51 +87,24 @@ def _norms(w: jax.Array, axis: Axis) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(w), axis=axis, keepdims=True))
 
 
-class Constraint:
+class Constraint(KerasObject):
     """Base class of the kconv constraints (Keras's ``keras.constraints.Constraint``).
 
     Subclasses are frozen dataclasses implementing ``__call__(w) -> w_projected``.
+    ``get_config()`` returns Keras's ``get_config()`` dict (a tuple ``axis`` as a
+    list), ``from_config`` inverts it.
 
     Example:
         >>> isinstance(NonNeg(), Constraint)
         True
+        >>> UnitNorm(axis=(0, 1)).get_config()
+        {'axis': [0, 1]}
+        >>> MaxNorm.from_config({"max_value": 3, "axis": [0, 1, 2]})
+        MaxNorm(max_value=3, axis=(0, 1, 2))
     """
 
     def __call__(self, w: Any) -> jax.Array:
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__.")
-
-    def get_config(self) -> dict[str, Any]:
-        """The constructor arguments, as Keras's ``get_config()`` gives them.
-
-        Example:
-            >>> UnitNorm(axis=(0, 1)).get_config()
-            {'axis': [0, 1]}
-        """
-        config = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            config[f.name] = list(value) if isinstance(value, tuple) else value
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Constraint":
-        """Builds the constraint from a ``get_config()`` dict (Keras's or kconv's).
-
-        Raises:
-            TypeError: naming any key the class does not take.
-
-        Example:
-            >>> MaxNorm.from_config({"max_value": 3, "axis": [0, 1, 2]})
-            MaxNorm(max_value=3, axis=(0, 1, 2))
-        """
-        accepted = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(config) - accepted)
-        if unknown:
-            raise TypeError(
-                f"{cls.__name__}: unexpected config key(s) {unknown}; "
-                f"accepted keys are {sorted(accepted)}."
-            )
-        return cls(**config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,21 +220,15 @@ unit_norm = UnitNorm
 
 _CLASSES: tuple[type[Constraint], ...] = (MaxNorm, MinMaxNorm, NonNeg, UnitNorm)
 
-# Keras 3's ALL_OBJECTS_DICT keys, without the abstract base.
-_BY_NAME: dict[str, type[Constraint]] = {cls.__name__: cls for cls in _CLASSES}
-_BY_NAME.update(
-    {"max_norm": MaxNorm, "min_max_norm": MinMaxNorm, "non_neg": NonNeg, "unit_norm": UnitNorm}
+# Keras 3's ALL_OBJECTS_DICT keys, without the abstract base: the class names and these.
+_REGISTRY = Registry(
+    "constraint",
+    Constraint,
+    _CLASSES,
+    {"max_norm": MaxNorm, "min_max_norm": MinMaxNorm, "non_neg": NonNeg, "unit_norm": UnitNorm},
+    module="keras.constraints",
 )
-
-
-def _lookup(name: str) -> type[Constraint]:
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown constraint {name!r} (names are case-sensitive). "
-            f"Valid names: {sorted(_BY_NAME)}."
-        ) from None
+_BY_NAME: dict[str, type[Constraint]] = _REGISTRY.by_name
 
 
 def serialize(constraint: Constraint) -> dict[str, Any]:
@@ -280,17 +249,7 @@ def serialize(constraint: Constraint) -> dict[str, Any]:
         {'module': 'keras.constraints', 'class_name': 'UnitNorm', 'config': {'axis': 0},
          'registered_name': None}
     """
-    if not isinstance(constraint, Constraint) or type(constraint) not in _CLASSES:
-        raise TypeError(
-            f"Cannot serialize constraint {constraint!r}: only kconv constraints "
-            "have a Keras config."
-        )
-    return {
-        "module": "keras.constraints",
-        "class_name": type(constraint).__name__,
-        "config": constraint.get_config(),
-        "registered_name": None,
-    }
+    return _REGISTRY.serialize(constraint)
 
 
 def deserialize(config: Union[str, dict[str, Any]]) -> Constraint:
@@ -314,25 +273,7 @@ def deserialize(config: Union[str, dict[str, Any]]) -> Constraint:
         >>> deserialize({"class_name": "MaxNorm", "config": {"max_value": 3, "axis": 0}})
         MaxNorm(max_value=3, axis=0)
     """
-    if isinstance(config, str):
-        return _lookup(config)()
-    if isinstance(config, dict):
-        class_name = config.get("class_name")
-        if not isinstance(class_name, str):
-            raise ValueError(
-                f"A constraint config dict needs a string 'class_name'; got {config!r}."
-            )
-        cls = _lookup(class_name)
-        arguments = config.get("config") or {}
-        if not isinstance(arguments, dict):
-            raise TypeError(
-                f"The 'config' of constraint {class_name!r} must be a dict, got {arguments!r}."
-            )
-        return cls.from_config(arguments)
-    raise TypeError(
-        "A constraint config must be a name or a dict; got "
-        f"{config!r} of type {type(config).__name__}."
-    )
+    return _REGISTRY.deserialize(config)
 
 
 def get(identifier: Any) -> Optional[Callable[[Any], jax.Array]]:
@@ -357,15 +298,4 @@ def get(identifier: Any) -> Optional[Callable[[Any], jax.Array]]:
         >>> get(UnitNorm)
         UnitNorm(axis=0)
     """
-    if identifier is None:
-        return None
-    if isinstance(identifier, (str, dict)):
-        return deserialize(identifier)
-    if isinstance(identifier, type) and issubclass(identifier, Constraint):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise TypeError(
-        f"Could not interpret constraint identifier {identifier!r} of type "
-        f"{type(identifier).__name__}: expected None, a name, a config dict or a callable."
-    )
+    return _REGISTRY.get(identifier)

@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kconv._registry import KerasObject, Registry
+
 __all__ = [
     "Initializer",
     "Zeros",
@@ -159,14 +161,20 @@ def _axes(owner: str, name: str, value: Any) -> Optional[tuple[int, ...]]:
     return tuple(int(a) for a in axes)
 
 
-class Initializer:
+class Initializer(KerasObject):
     """Base class of the kconv initializers (Keras's ``keras.initializers.Initializer``).
 
     Subclasses are frozen dataclasses implementing ``__call__(key, shape, dtype)``.
-    ``get_config()`` returns Keras's ``get_config()`` dict, ``from_config`` inverts it.
+    ``get_config()`` returns Keras's ``get_config()`` dict (axis tuples as lists; the
+    presets' fixed ``scale``/``mode``/``distribution`` left out, as in Keras),
+    ``from_config`` inverts it.
 
     Example:
         >>> isinstance(Zeros(), Initializer)
+        True
+        >>> RandomNormal(stddev=1.0, seed=3).get_config()
+        {'mean': 0.0, 'stddev': 1.0, 'seed': 3}
+        >>> HeNormal.from_config({"seed": 1}) == HeNormal(seed=1)
         True
     """
 
@@ -174,40 +182,6 @@ class Initializer:
         self, key: Optional[jax.Array], shape: Shape, dtype: DType = jnp.float32
     ) -> jax.Array:
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__.")
-
-    def get_config(self) -> dict[str, Any]:
-        """The constructor arguments, in Keras's ``get_config()`` form.
-
-        Example:
-            >>> RandomNormal(stddev=1.0, seed=3).get_config()
-            {'mean': 0.0, 'stddev': 1.0, 'seed': 3}
-        """
-        config = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            if f.init:
-                value = getattr(self, f.name)
-                config[f.name] = list(value) if isinstance(value, tuple) else value
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Initializer":
-        """Builds the initializer from a ``get_config()`` dict (Keras's or kconv's).
-
-        Raises:
-            TypeError: naming any key the class does not take.
-
-        Example:
-            >>> HeNormal.from_config({"seed": 1}) == HeNormal(seed=1)
-            True
-        """
-        accepted = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-        unknown = sorted(set(config) - accepted)
-        if unknown:
-            raise TypeError(
-                f"{cls.__name__}: unexpected config key(s) {unknown}; "
-                f"accepted keys are {sorted(accepted)}."
-            )
-        return cls(**config)
 
 
 def _seeded_key(owner: str, key: Optional[jax.Array], seed: Optional[int]) -> jax.Array:
@@ -759,9 +733,12 @@ lecun_uniform = LecunUniform
 orthogonal = Orthogonal
 OrthogonalInitializer = Orthogonal
 
-# Every key of keras.src.initializers.ALL_OBJECTS_DICT except the abstract base and STFT.
-_BY_NAME: dict[str, type[Initializer]] = {cls.__name__: cls for cls in _CLASSES}
-_BY_NAME.update(
+# Every key of keras.src.initializers.ALL_OBJECTS_DICT except the abstract base and STFT:
+# the class names and these.
+_REGISTRY = Registry(
+    "initializer",
+    Initializer,
+    _CLASSES,
     {
         "zeros": Zeros,
         "zero": Zeros,
@@ -784,18 +761,10 @@ _BY_NAME.update(
         "lecun_uniform": LecunUniform,
         "orthogonal": Orthogonal,
         "OrthogonalInitializer": Orthogonal,
-    }
+    },
+    module="keras.initializers",
 )
-
-
-def _lookup(name: str) -> type[Initializer]:
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown initializer {name!r} (names are case-sensitive). "
-            f"Valid names: {sorted(_BY_NAME)}."
-        ) from None
+_BY_NAME: dict[str, type[Initializer]] = _REGISTRY.by_name
 
 
 def serialize(initializer: Initializer) -> dict[str, Any]:
@@ -820,17 +789,7 @@ def serialize(initializer: Initializer) -> dict[str, Any]:
          'config': {'seed': 1, 'input_axes': None, 'output_axes': None},
          'registered_name': None}
     """
-    if not isinstance(initializer, Initializer) or type(initializer) not in _CLASSES:
-        raise TypeError(
-            f"Cannot serialize initializer {initializer!r}: only kconv initializers "
-            "have a Keras config."
-        )
-    return {
-        "module": "keras.initializers",
-        "class_name": type(initializer).__name__,
-        "config": initializer.get_config(),
-        "registered_name": None,
-    }
+    return _REGISTRY.serialize(initializer)
 
 
 def deserialize(config: Union[str, dict[str, Any]]) -> Initializer:
@@ -857,25 +816,7 @@ def deserialize(config: Union[str, dict[str, Any]]) -> Initializer:
         >>> deserialize("zeros")
         Zeros()
     """
-    if isinstance(config, str):
-        return _lookup(config)()
-    if isinstance(config, dict):
-        class_name = config.get("class_name")
-        if not isinstance(class_name, str):
-            raise ValueError(
-                f"An initializer config dict needs a string 'class_name'; got {config!r}."
-            )
-        cls = _lookup(class_name)
-        arguments = config.get("config") or {}
-        if not isinstance(arguments, dict):
-            raise TypeError(
-                f"The 'config' of initializer {class_name!r} must be a dict, got {arguments!r}."
-            )
-        return cls.from_config(arguments)
-    raise TypeError(
-        "An initializer config must be a name or a dict; got "
-        f"{config!r} of type {type(config).__name__}."
-    )
+    return _REGISTRY.deserialize(config)
 
 
 def get(identifier: Any) -> Optional[Callable[..., jax.Array]]:
@@ -900,15 +841,4 @@ def get(identifier: Any) -> Optional[Callable[..., jax.Array]]:
         >>> get(Ones)
         Ones()
     """
-    if identifier is None:
-        return None
-    if isinstance(identifier, (str, dict)):
-        return deserialize(identifier)
-    if isinstance(identifier, type) and issubclass(identifier, Initializer):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise TypeError(
-        f"Could not interpret initializer identifier {identifier!r} of type "
-        f"{type(identifier).__name__}: expected None, a name, a config dict or a callable."
-    )
+    return _REGISTRY.get(identifier)

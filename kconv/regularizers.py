@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kconv._registry import KerasObject, Registry
+
 __all__ = [
     "Regularizer",
     "L1",
@@ -77,48 +79,23 @@ def _float32(value: float) -> float:
     return float(np.float32(value))
 
 
-class Regularizer:
+class Regularizer(KerasObject):
     """Base class of the kconv regularizers (Keras's ``keras.regularizers.Regularizer``).
 
     Subclasses are frozen dataclasses implementing ``__call__(x) -> scalar``.
+    ``get_config()`` returns Keras's ``get_config()`` dict, ``from_config`` inverts it.
 
     Example:
         >>> isinstance(L1(), Regularizer)
         True
+        >>> L1L2(l1=0.5).get_config()
+        {'l1': 0.5, 'l2': 0.0}
+        >>> L2.from_config({"l2": 0.1})
+        L2(l2=0.1)
     """
 
     def __call__(self, x: Any) -> jax.Array:
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__.")
-
-    def get_config(self) -> dict[str, Any]:
-        """The constructor arguments, as Keras's ``get_config()`` gives them.
-
-        Example:
-            >>> L1L2(l1=0.5).get_config()
-            {'l1': 0.5, 'l2': 0.0}
-        """
-        fields = dataclasses.fields(self)  # type: ignore[arg-type]
-        return {f.name: getattr(self, f.name) for f in fields}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Regularizer":
-        """Builds the regularizer from a ``get_config()`` dict (Keras's or kconv's).
-
-        Raises:
-            TypeError: naming any key the class does not take.
-
-        Example:
-            >>> L2.from_config({"l2": 0.1})
-            L2(l2=0.1)
-        """
-        accepted = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(config) - accepted)
-        if unknown:
-            raise TypeError(
-                f"{cls.__name__}: unexpected config key(s) {unknown}; "
-                f"accepted keys are {sorted(accepted)}."
-            )
-        return cls(**config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,28 +258,22 @@ orthogonal_regularizer = OrthogonalRegularizer
 
 _CLASSES: tuple[type[Regularizer], ...] = (L1, L2, L1L2, OrthogonalRegularizer)
 
-# Keras 3's ALL_OBJECTS_DICT keys (without the abstract base) plus "l1_l2", the name
-# Keras exports L1L2 under.
-_BY_NAME: dict[str, type[Regularizer]] = {cls.__name__: cls for cls in _CLASSES}
-_BY_NAME.update(
+# Keras 3's ALL_OBJECTS_DICT keys (without the abstract base): the class names and these,
+# plus "l1_l2", the name Keras exports L1L2 under.
+_REGISTRY = Registry(
+    "regularizer",
+    Regularizer,
+    _CLASSES,
     {
         "l1": L1,
         "l2": L2,
         "l1l2": L1L2,
         "l1_l2": L1L2,
         "orthogonal_regularizer": OrthogonalRegularizer,
-    }
+    },
+    module="keras.regularizers",
 )
-
-
-def _lookup(name: str) -> type[Regularizer]:
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown regularizer {name!r} (names are case-sensitive). "
-            f"Valid names: {sorted(_BY_NAME)}."
-        ) from None
+_BY_NAME: dict[str, type[Regularizer]] = _REGISTRY.by_name
 
 
 def serialize(regularizer: Regularizer) -> dict[str, Any]:
@@ -323,17 +294,7 @@ def serialize(regularizer: Regularizer) -> dict[str, Any]:
         {'module': 'keras.regularizers', 'class_name': 'L1',
          'config': {'l1': 0.009999999776482582}, 'registered_name': None}
     """
-    if not isinstance(regularizer, Regularizer) or type(regularizer) not in _CLASSES:
-        raise TypeError(
-            f"Cannot serialize regularizer {regularizer!r}: only kconv regularizers "
-            "have a Keras config."
-        )
-    return {
-        "module": "keras.regularizers",
-        "class_name": type(regularizer).__name__,
-        "config": regularizer.get_config(),
-        "registered_name": None,
-    }
+    return _REGISTRY.serialize(regularizer)
 
 
 def deserialize(config: Union[str, dict[str, Any]]) -> Regularizer:
@@ -357,25 +318,7 @@ def deserialize(config: Union[str, dict[str, Any]]) -> Regularizer:
         >>> deserialize({"class_name": "L1L2", "config": {"l1": 0.0, "l2": 0.1}})
         L1L2(l1=0.0, l2=0.1)
     """
-    if isinstance(config, str):
-        return _lookup(config)()
-    if isinstance(config, dict):
-        class_name = config.get("class_name")
-        if not isinstance(class_name, str):
-            raise ValueError(
-                f"A regularizer config dict needs a string 'class_name'; got {config!r}."
-            )
-        cls = _lookup(class_name)
-        arguments = config.get("config") or {}
-        if not isinstance(arguments, dict):
-            raise TypeError(
-                f"The 'config' of regularizer {class_name!r} must be a dict, got {arguments!r}."
-            )
-        return cls.from_config(arguments)
-    raise TypeError(
-        "A regularizer config must be a name or a dict; got "
-        f"{config!r} of type {type(config).__name__}."
-    )
+    return _REGISTRY.deserialize(config)
 
 
 def get(identifier: Any) -> Optional[Callable[[Any], jax.Array]]:
@@ -400,15 +343,4 @@ def get(identifier: Any) -> Optional[Callable[[Any], jax.Array]]:
         >>> get(None) is None
         True
     """
-    if identifier is None:
-        return None
-    if isinstance(identifier, (str, dict)):
-        return deserialize(identifier)
-    if isinstance(identifier, type) and issubclass(identifier, Regularizer):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise TypeError(
-        f"Could not interpret regularizer identifier {identifier!r} of type "
-        f"{type(identifier).__name__}: expected None, a name, a config dict or a callable."
-    )
+    return _REGISTRY.get(identifier)
