@@ -7,7 +7,6 @@ reference with the equivalent block-diagonal dense kernel, against PyTorch's
 ``ConvTranspose{1,2,3}d(groups=...)``, and by ``check_grads``; then the layers' shapes,
 configs, errors, and strides > 1 together with dilation > 1 on every convolution layer."""
 
-import contextlib
 import itertools
 import json
 
@@ -21,30 +20,13 @@ from jax.test_util import check_grads
 import kconv
 from kconv import config, interop, ops
 from tests import reference as ref
+from tests.util import rand as _rand, tup as _tup, x64 as _x64
 
 FORMATS = ("channels_last", "channels_first")
 SPATIAL = {1: (5,), 2: (4, 3), 3: (3, 2, 3)}
 KERNEL = {1: (3,), 2: (3, 2), 3: (2, 2, 1)}
 TRANSPOSES = {1: kconv.Conv1DTranspose, 2: kconv.Conv2DTranspose, 3: kconv.Conv3DTranspose}
 TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-@contextlib.contextmanager
-def _x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
-def _tup(v, n):
-    return (v,) * n if isinstance(v, int) else tuple(v)
-
-
-def _rand(rng, shape):
-    return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
 
 
 def _x_shape(rank, channels, fmt, batch=2, spatial=None):

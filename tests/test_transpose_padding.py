@@ -9,7 +9,6 @@ against PyTorch's ``ConvTranspose{1,2,3}d`` with the same amounts, on XLA:CPU's 
 and on the plain path, and by ``check_grads``; then the layers' shapes, configs, Flax
 wrappers and errors."""
 
-import contextlib
 import itertools
 import json
 
@@ -23,24 +22,11 @@ from jax.test_util import check_grads
 import kconv
 from kconv import config, ops
 from tests import reference as ref
+from tests.util import rand as _rand, tup as _tup, x64 as _x64
 
 FORMATS = ("channels_last", "channels_first")
 TRANSPOSES = {1: kconv.Conv1DTranspose, 2: kconv.Conv2DTranspose, 3: kconv.Conv3DTranspose}
 TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-@contextlib.contextmanager
-def _x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
-def _tup(v, n):
-    return (v,) * n if isinstance(v, int) else tuple(v)
 
 
 def _pairs(padding, n):
@@ -48,10 +34,6 @@ def _pairs(padding, n):
     if isinstance(padding, int):
         return ((padding, padding),) * n
     return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
-
-
-def _rand(rng, shape):
-    return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
 
 
 def _x_shape(rank, channels, fmt, spatial, batch=2):
