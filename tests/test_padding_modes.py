@@ -460,8 +460,8 @@ ERRORS = [
     (lambda: kconv.Conv3DTranspose(2, 3, padding=1, padding_mode="replicate"), ValueError,
      r"Conv3DTranspose: padding_mode must be 'zeros' for a transposed convolution.*got "
      r"'replicate'"),
-    (lambda: kconv.Conv1DTranspose(2, 3, padding="causal"), ValueError,
-     r"Conv1DTranspose: padding must be one of \('valid', 'same'\), got 'causal'"),
+    (lambda: kconv.Conv3DTranspose(2, 3, padding="causal"), ValueError,
+     r"Conv3DTranspose: padding must be one of \('valid', 'same'\), got 'causal'"),
     (lambda: kconv.Conv2D(2, 3, padding=-1), ValueError,
      r"Conv2D: padding must be non-negative integers, got -1"),
     (lambda: kconv.DepthwiseConv2D(3, padding=((1, -2), (0, 0))), ValueError,

@@ -282,3 +282,72 @@ def test_empty_output_raises_at_trace_time():
     with pytest.raises(ValueError, match=r"kconv.ops.conv_transpose: the transposed "
                                          r"convolution output would be empty"):
         ops.conv_transpose(jnp.ones((1, 2, 1)), jnp.ones((1, 1, 1)), padding=1)
+
+
+# --- causal (1-D): the first n * s positions of the full output ------------------------
+
+CAUSAL_CASES = [  # k, s, d, output_padding: k_eff above, equal to and below the stride
+    (4, 2, 1, None), (3, 2, 1, 1), (2, 2, 1, None), (2, 3, 1, 2), (3, 1, 2, None),
+    (3, 2, 2, 0), (1, 4, 1, None),
+]
+
+
+@pytest.mark.parametrize("k,s,d,op", CAUSAL_CASES)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_causal_is_the_first_n_times_s_positions(k, s, d, op, fmt):
+    rng = np.random.default_rng([k, s, d])
+    x = _rand(rng, _x_shape(1, 4, fmt, (5,)))
+    kernel = _rand(rng, (k, 3, 4))
+    f = lambda x, w: ops.conv_transpose(x, w, s, "causal", op, fmt, d)  # noqa: E731
+    y = jax.jit(f)(x, kernel)
+    with config.conv_lowering("xla"):
+        plain = jax.jit(f)(x, kernel)
+    assert y.shape == _x_shape(1, 3, fmt, (5 * s + (op or 0),))
+    # The float64 scatter reference: full output from position 0, zero-extended past it.
+    k_eff = d * (k - 1) + 1
+    want = ref.conv_transpose(x, kernel, s, ((0, k_eff - s),), op, fmt, d)
+    np.testing.assert_allclose(y, want, **TOL)
+    np.testing.assert_allclose(plain, want, **TOL)
+
+
+@pytest.mark.parametrize("k,s,d,op", CAUSAL_CASES)
+def test_causal_output_never_sees_later_inputs(k, s, d, op):
+    rng = np.random.default_rng(k * 10 + s)
+    x = _rand(rng, (6, 2))  # unbatched
+    kernel = _rand(rng, (k, 2, 2))
+    jac = jax.jacobian(lambda v: ops.conv_transpose(v, kernel, s, "causal", op,
+                                                    dilation_rate=d))(x)
+    # jac[t, f, i, c]: output t may depend on inputs i <= t // s only.
+    t, i = np.meshgrid(np.arange(jac.shape[0]), np.arange(jac.shape[2]), indexing="ij")
+    later = (i > t // s)[:, None, :, None]
+    assert np.all(np.where(np.broadcast_to(later, jac.shape), jac, 0) == 0)
+    assert np.any(jac != 0)
+
+
+def test_causal_matches_torch_cropped_on_the_right():
+    torch = pytest.importorskip("torch")
+    from kconv.interop import params_from_torch
+
+    torch.manual_seed(0)
+    module = torch.nn.ConvTranspose1d(4, 6, 8, stride=4).eval()  # EnCodec's k = 2 * s
+    x = _rand(np.random.default_rng(2), (2, 4, 7))
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()[..., :7 * 4]
+    layer = kconv.Conv1DTranspose(6, 8, strides=4, padding="causal",
+                                  data_format="channels_first")
+    np.testing.assert_allclose(layer(params_from_torch(layer, module.state_dict()), x), want,
+                               **TOL)
+
+
+def test_causal_layer_config_and_gradients():
+    layer = kconv.Conv1DTranspose(3, 4, strides=2, padding="Causal", groups=1)
+    assert layer.padding == "causal" and layer.get_config()["padding"] == "causal"
+    assert layer.compute_output_shape((None, None, 2)) == (None, None, 3)
+    assert layer.compute_output_shape((None, 7, 2)) == (None, 14, 3)
+    assert kconv.Conv1DTranspose.from_config(layer.get_config()) == layer
+    rng = np.random.default_rng(0)
+    with _x64():
+        x = jnp.asarray(rng.standard_normal((1, 4, 2)))
+        kernel = jnp.asarray(rng.standard_normal((4, 3, 2)))
+        check_grads(jax.jit(lambda x, k: ops.conv_transpose(x, k, 2, "causal")), (x, kernel),
+                    order=2, modes=["fwd", "rev"], atol=1e-6, rtol=1e-6)

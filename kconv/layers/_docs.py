@@ -20,6 +20,11 @@ _ARGS = {
                        'pad at the end as TF/XLA) or ``"causal"`` (left pad '
                        '``dilation * (kernel - 1)``: ``output[t]`` never sees '
                        '``input[t + 1:]``); any case.'),
+    "padding_causal_transposed": (
+        '``"valid"`` (the full output), ``"same"`` (output length ``n * s``, Keras\'s '
+        'crop) or, beyond Keras, ``"causal"`` (the first ``n * s`` positions of the full '
+        "output: ``output[t]`` depends only on ``input[:t // s + 1]``, as streaming audio "
+        "models' causal transposed convolution); any case."),
     "padding_explicit": ("Beyond Keras, explicit amounts: an int (every side), a tuple of N "
                          "ints (symmetric per axis) or N ``(lo, hi)`` pairs (1-D: "
                          "``((lo, hi),)``; a bare ``(lo, hi)`` is refused as ambiguous); "
@@ -100,7 +105,8 @@ _JAX_ARGS = """\
 
 def _describe(arg: str, causal: bool, transposed: bool) -> str:
     if arg == "padding":
-        text = _ARGS["padding_causal" if causal else "padding"]
+        text = _ARGS["padding" + ("_causal" if causal else "")
+                     + ("_transposed" if causal and transposed else "")]
         return f"{text} {_ARGS['padding_explicit' + ('_transposed' if transposed else '')]}"
     if arg in ("padding_mode", "groups") and transposed:
         return _ARGS[f"{arg}_transposed"]

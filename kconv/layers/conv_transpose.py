@@ -26,7 +26,7 @@ class ConvTranspose(BaseConv):
     """
 
     weight_args = {"kernel": "kernel", "bias": "bias"}
-    causal_1d = False
+    causal_1d = True  # beyond Keras: the streaming models' causal transposed conv
     transposed = True  # padding_mode "zeros" only (see _args.conv_padding_mode)
 
     def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def _make(rank: int) -> type:
     doc = layer_doc(
         f"{rank}-D transposed convolution layer (Keras ``{name}``): the gradient of a "
         f"{rank}-D convolution with respect to its input, used to upsample.",
-        [a for a, _ in fields], causal=False,
+        [a for a, _ in fields], causal=rank == 1,
         weights="``kernel`` ``(*kernel_size, filters // groups, in_channels)`` (out before "
                 "in), ``bias`` ``(filters,)``.",
         example=example, keywords=("groups", "padding_mode"), transposed=True)

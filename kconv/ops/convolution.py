@@ -333,15 +333,19 @@ def conv_transpose(
       kernel: ``(*kernel_size, filters // groups, C)`` — out before in, as Keras
         (``(*kernel_size, filters, C)`` for ``groups=1``).
       strides: int or tuple of N ints.
-      padding: ``"valid"`` or ``"same"`` (Keras's), or explicit amounts (beyond Keras,
-        PyTorch's ``ConvTranspose`` ``padding``): an int (every side), N ints (symmetric
-        per axis) or N ``(lo, hi)`` pairs (1-D: ``((lo, hi),)``), cropped off the two ends
-        of each axis of the full output — the VJP of the forward convolution padded by
-        them. Output length ``(n - 1) * s + d * (k - 1) + 1 - lo - hi + output_padding``.
+      padding: ``"valid"`` or ``"same"`` (Keras's); in 1-D ``"causal"`` (beyond Keras:
+        the first ``n * s`` positions of the full output, so output ``t`` depends only on
+        inputs ``0 … t // s``, as streaming audio models' causal transposed convolution;
+        see :func:`kconv.ops.shapes.conv_transpose_padding`); or explicit amounts
+        (beyond Keras, PyTorch's ``ConvTranspose`` ``padding``): an int (every side), N
+        ints (symmetric per axis) or N ``(lo, hi)`` pairs (1-D: ``((lo, hi),)``), cropped
+        off the two ends of each axis of the full output — the VJP of the forward
+        convolution padded by them. Output length
+        ``(n - 1) * s + d * (k - 1) + 1 - lo - hi + output_padding``.
       output_padding: ``None`` or an int / N ints: extra length at the end of each axis
         (see :func:`kconv.ops.shapes.conv_transpose_output_length`). Each below the
-        stride; with explicit ``padding``, below ``max(stride, dilation)`` (as PyTorch)
-        and ``None`` means 0.
+        stride; with explicit ``padding``, below ``max(stride, dilation)`` (as PyTorch).
+        ``None`` means 0 with ``"causal"`` and explicit ``padding``.
       data_format, dilation_rate: as :func:`conv`.
       groups: keyword-only, default 1: the number of channel groups; ``C`` must divide by
         it, and the output has ``kernel.shape[-2] * groups`` channels.
@@ -368,7 +372,7 @@ def conv_transpose(
         Array([ 1.,  2., 10., 20.], dtype=float32)
     """
     call = _Call(name, inputs, kernel, strides, padding, data_format, dilation_rate,
-                 allowed_padding=("valid", "same"), padding_mode=padding_mode,
+                 allowed_padding=_FORWARD_PADDING, padding_mode=padding_mode,
                  transposed=True)
     rank, kernel = call.rank, call.kernel
     groups = _args.positive_int(groups, "groups", name)

@@ -129,6 +129,13 @@ def conv_transpose_padding(
     ``_convert_conv_transpose_padding_args_from_keras_to_jax``), which makes the result the
     vector-Jacobian product of the forward convolution with the same arguments.
 
+    ``"causal"`` (1-D, beyond Keras) keeps the first ``n * s`` positions of the full
+    output (``output_padding``, ``None``: 0, added at the end): everything beyond the
+    input's reach is cropped on the right, so output ``t`` depends only on inputs
+    ``0 … t // s`` — the causal transposed convolution of streaming audio models
+    (EnCodec's ``SConvTranspose1d(causal=True)``). For ``k_eff >= s`` it is the explicit
+    pair ``(0, k_eff - s)``.
+
     An explicit ``(lo, hi)`` pair (beyond Keras) is PyTorch's ``padding``: ``lo`` and
     ``hi`` are cropped off the two ends of the full output (``"valid"`` with
     ``output_padding=0``), ``output_padding`` (``None``: 0) added at the end — the VJP of
@@ -142,6 +149,8 @@ def conv_transpose_padding(
         (2, 2)
         >>> conv_transpose_padding(4, 2, (1, 1), None)   # nn.ConvTranspose1d(k=4, s=2, p=1)
         (2, 2)
+        >>> conv_transpose_padding(4, 2, "causal", None)
+        (3, 1)
     """
     k_eff = dilation * (kernel_size - 1) + 1
     if not isinstance(padding, str):
@@ -151,6 +160,8 @@ def conv_transpose_padding(
     if padding == "valid":
         op = max(k_eff, stride) - k_eff if output_padding is None else output_padding
         return k_eff - 1, k_eff - 1 + op
+    if padding == "causal":
+        return k_eff - 1, stride - 1 + (output_padding or 0)
     if padding == "same":
         if output_padding is None:
             pad_len = stride + k_eff - 2
@@ -158,8 +169,8 @@ def conv_transpose_padding(
             pad_len = k_eff + k_eff % 2 - 2 + output_padding
         lo = min(pad_len // 2 + pad_len % 2, k_eff - 1)
         return lo, pad_len - lo
-    raise ValueError(f"transposed convolution padding must be 'valid', 'same' or a (lo, hi) "
-                     f"pair, got {padding!r}")
+    raise ValueError(f"transposed convolution padding must be 'valid', 'same', 'causal' or a "
+                     f"(lo, hi) pair, got {padding!r}")
 
 
 def conv_transpose_output_length(
@@ -170,7 +181,7 @@ def conv_transpose_output_length(
 
     ``valid``: ``(n - 1) * s + k_eff + op`` (``op = None`` means ``max(k_eff, s) - k_eff``);
     ``same``: ``n * s`` if ``op`` is ``None``, else ``(n - 1) * s + k_eff % 2 + op``;
-    an explicit ``(lo, hi)`` pair (PyTorch's): ``(n - 1) * s + k_eff - lo - hi + op``
+    ``causal``: ``n * s + op`` (``op = None`` means 0); an explicit ``(lo, hi)`` pair (PyTorch's): ``(n - 1) * s + k_eff - lo - hi + op``
     (``op = None`` means 0). It may come out zero or negative for large amounts; the
     callers refuse that.
 
