@@ -699,7 +699,11 @@ def render_markdown(res: dict[str, Any]) -> str:
           "**sum** = temp + argument + output − alias bytes / XLA's own "
           "`peak_memory_in_bytes` where reported (buffer liveness taken into account) "
           "(temp in brackets). Arguments and outputs are the same arrays for every "
-          "implementation; temp is what the lowering adds.", ""]
+          "implementation; temp is what the lowering adds. On XLA:CPU (jaxlib 0.10) "
+          "`peak_memory_in_bytes` is argument + output bytes whatever the temporaries "
+          "(a probe with 12 MiB of temp reports the 8 MiB of its arguments and outputs), "
+          "so the peak column cannot tell implementations apart there: read **temp** (and "
+          "sum, its upper bound on the true peak) to compare memory.", ""]
     fields = sorted({k for r in res["rows"] for x in r["impls"].values()
                      for k in x.get("compile", {}).get("memory", {}).get("fields", {})})
     head = ["id", *jax_impls, "kconv / lax (sum)", "kconv / lax (peak)", "kconv / lax (temp)"]

@@ -90,7 +90,7 @@ def test_pointwise_dot(rank, fmt, strides, padding):
 
 def _depthwise_cases():
     # rank × padding × strides × dilation × data_format, the depth multiplier (or, for
-    # grouped_split, the group count) rotating.
+    # block_diagonal, the group count) rotating.
     i = 0
     for rank in (1, 2, 3):
         paddings = ("valid", "same", "explicit") + (("causal",) if rank == 1 else ())
@@ -120,12 +120,26 @@ def test_depthwise_taps_for_grouped_conv(rank, fmt):
     _check(lambda x, w: ops.conv(x, w, 1, "same", fmt), (x, w), "depthwise_taps")
 
 
-# --- grouped_split -------------------------------------------------------------------
+# --- block_diagonal, grouped_split ---------------------------------------------------
 
 # The depthwise cross-product, with groups 2 / 3 where the depth multiplier rotates 1 / 2.
 @pytest.mark.parametrize("rank,padding,strides,dilation,groups,fmt", [
     (r, p, s, d, m + 1, f) for r, p, s, d, m, f in _depthwise_cases()])
-def test_grouped_split(rank, padding, strides, dilation, groups, fmt):
+def test_block_diagonal(rank, padding, strides, dilation, groups, fmt):
+    rng = np.random.default_rng(rank * 100 + strides * 10 + dilation + groups)
+    x = _x(rng, rank, 2 * groups, fmt)
+    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 2, 2 * groups)), jnp.float32)
+    pad = ((2, 0), (0, 1), (1, 2))[:rank] if padding == "explicit" else padding
+    _check(lambda x, w: ops.conv(x, w, strides, pad, fmt, dilation), (x, w),
+           "block_diagonal")
+
+
+# The same calls with the dense kernel over the limit: one convolution per group.
+@pytest.mark.parametrize("rank,padding,strides,dilation,groups,fmt", [
+    (r, p, s, d, m + 1, f) for i, (r, p, s, d, m, f) in enumerate(_depthwise_cases())
+    if i % 3 == 0])
+def test_grouped_split(monkeypatch, rank, padding, strides, dilation, groups, fmt):
+    monkeypatch.setattr(lowering, "MAX_BLOCK_DIAGONAL_WEIGHTS", 0)
     rng = np.random.default_rng(rank * 100 + strides * 10 + dilation + groups)
     x = _x(rng, rank, 2 * groups, fmt)
     w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 2, 2 * groups)), jnp.float32)
@@ -134,14 +148,31 @@ def test_grouped_split(rank, padding, strides, dilation, groups, fmt):
            "grouped_split")
 
 
-def test_grouped_split_of_pointwise_groups_takes_the_matrix_product():
+def test_block_diagonal_of_pointwise_groups_takes_the_matrix_product():
     rng = np.random.default_rng(3)
     x = _x(rng, 2, 6, "channels_last")
     w = jnp.asarray(rng.standard_normal((1, 1, 2, 9)), jnp.float32)
-    _check(lambda x, w: ops.conv(x, w), (x, w), "grouped_split")
+    _check(lambda x, w: ops.conv(x, w), (x, w), "block_diagonal")
     with lowering.recorded_choices() as calls:
         jax.eval_shape(ops.conv, x, w)
-    assert calls == [("conv", "grouped_split")]
+    assert calls == [("conv", "block_diagonal")]
+    # One dense 6 -> 9 matrix product, forward and backward: no convolution.
+    assert "convolution" not in _hlo(ops.conv, x, w, grad=True)
+
+
+def test_block_diagonal_keeps_an_infinite_weight_in_its_group():
+    # The off-diagonal blocks are selected zeros, not products with an identity
+    # (inf * 0 = nan): the other groups' outputs stay finite, as on the plain path.
+    x = jnp.ones((1, 4, 4, 4))
+    w = jnp.ones((3, 3, 2, 4)).at[1, 1, 0, 0].set(jnp.inf)   # group 0's first filter
+    with config.conv_lowering("xla"):
+        plain = ops.conv(x, w, 1, "same")
+    with lowering.recorded_choices() as calls:
+        auto = jax.jit(lambda x, w: ops.conv(x, w, 1, "same"))(x, w)
+    assert calls == [("conv", "block_diagonal")]
+    np.testing.assert_array_equal(np.isfinite(auto), np.isfinite(plain))
+    assert np.isfinite(auto[..., 1:]).all()
+    _assert_close(auto[..., 1:], plain[..., 1:])
 
 
 def test_many_groups_keep_xla():
@@ -149,10 +180,11 @@ def test_many_groups_keep_xla():
                              kernel_shape=(3, 3, 2, 34), strides=(1, 1),
                              padding=((1, 1), (1, 1)), dilation=(1, 1), groups=17)
     assert lowering.MAX_SPLIT_GROUPS == 16
+    assert lowering.MAX_BLOCK_DIAGONAL_WEIGHTS == 2 ** 18
     assert lowering.choose("conv", "cpu", spec) == "xla"
     sixteen = dataclasses.replace(spec, input_shape=(1, 8, 8, 32), kernel_shape=(3, 3, 2, 32),
                                   groups=16)
-    assert lowering.choose("conv", "cpu", sixteen) == "grouped_split"
+    assert lowering.choose("conv", "cpu", sixteen) == "block_diagonal"
 
 
 def test_separable_takes_both_lowerings():
@@ -311,6 +343,8 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
          (x, jnp.asarray(rng.standard_normal((1, 1, 4, 6)), dtype))),
         ("depthwise_taps", lambda x, w: ops.depthwise_conv(x, w, 1, "same", fmt),
          (x, jnp.asarray(rng.standard_normal((3, 3, 4, 2)), dtype))),
+        ("block_diagonal", lambda x, w: ops.conv(x, w, 1, "same", fmt),
+         (x, jnp.asarray(rng.standard_normal((3, 3, 2, 6)), dtype))),   # 2 groups
         ("subpixel_transpose", lambda x, w: ops.conv_transpose(x, w, 2, "same",
                                                                data_format=fmt),
          (xs, jnp.asarray(rng.standard_normal((3, 3, 2, 3)), dtype))),
@@ -318,8 +352,8 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
     ]
 
 
-@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "subpixel_transpose",
-                                  "bilinear_stencil"])
+@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
+                                  "subpixel_transpose", "bilinear_stencil"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])
 def test_low_precision(dtype, name):
     rng = np.random.default_rng(11)
@@ -329,13 +363,15 @@ def test_low_precision(dtype, name):
     _check(f, args, name, dtype, factor=2.0)
 
 
-@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "subpixel_transpose"])
+@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
+                                  "subpixel_transpose"])
 def test_preferred_element_type_and_precision(name):
     rng = np.random.default_rng(12)
     cases = {n: (f, a) for n, f, a in _one_of_each(rng, jnp.bfloat16)}
     _, args = cases[name]
     op = {"pointwise_dot": lambda x, w, **kw: ops.conv(x, w, **kw),
           "depthwise_taps": lambda x, w, **kw: ops.depthwise_conv(x, w, 1, "same", **kw),
+          "block_diagonal": lambda x, w, **kw: ops.conv(x, w, 1, "same", **kw),
           "subpixel_transpose": lambda x, w, **kw: ops.conv_transpose(x, w, 2, "same",
                                                                       **kw)}[name]
     f = lambda x, w: op(x, w, preferred_element_type=jnp.float32,  # noqa: E731
@@ -358,8 +394,8 @@ def test_integer_inputs_keep_the_plain_path():
     assert calls == [("upsample", "xla")] and y.dtype == jnp.int32
 
 
-@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "subpixel_transpose",
-                                  "bilinear_stencil"])
+@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
+                                  "subpixel_transpose", "bilinear_stencil"])
 def test_unbatched_and_extra_leading_dims(name):
     rng = np.random.default_rng(13)
     fmt = "channels_first" if name in ("depthwise_taps", "bilinear_stencil") else \
@@ -374,8 +410,8 @@ def test_unbatched_and_extra_leading_dims(name):
 
 # --- transformations -----------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "subpixel_transpose",
-                                  "bilinear_stencil"])
+@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
+                                  "subpixel_transpose", "bilinear_stencil"])
 def test_transformations(name):
     rng = np.random.default_rng(14)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
@@ -444,7 +480,12 @@ def _spec(**kw):
     ("conv", _spec(kernel_shape=(3, 3, 1, 128), groups=64), "depthwise_taps"),  # 9 × 2
     ("conv", _spec(kernel_shape=(5, 5, 1, 128), groups=64), "xla"),  # 25 × 2 > 49
     ("conv", _spec(kernel_shape=(1, 1, 64, 128)), "pointwise_dot"),  # W4
-    ("conv", _spec(kernel_shape=(1, 1, 32, 128), groups=2), "grouped_split"),
+    ("conv", _spec(kernel_shape=(1, 1, 32, 128), groups=2), "block_diagonal"),
+    ("conv", _spec(kernel_shape=(3, 3, 16, 64), groups=4), "block_diagonal"),   # X6
+    ("conv", _spec(input_shape=(8, 32, 32, 128), kernel_shape=(3, 3, 8, 128), groups=16),
+     "block_diagonal"),                                              # 147 k dense weights
+    ("conv", _spec(input_shape=(4, 16, 16, 512), kernel_shape=(3, 3, 256, 512), groups=2),
+     "grouped_split"),                                   # > MAX_BLOCK_DIAGONAL_WEIGHTS
     ("conv", _spec(rank=1, input_shape=(8, 2048, 64), kernel_shape=(3, 64, 64),
                    strides=(1,), padding=((8, 0),), dilation=(4,)), "xla"),   # W6
     ("conv", _spec(rank=3, input_shape=(2, 16, 16, 16, 16), kernel_shape=(3, 3, 3, 16, 32),

@@ -25,11 +25,18 @@ The rule (:func:`choose`), per call:
      a strided window times per-channel weights. XLA:CPU runs a grouped convolution with
      one channel per group on its generic loop (W4's depthwise step: 7–15× faster
      forward, 5–10× forward+backward, e.g. 23 / 37 → 1.6 / 3.7 ms).
-  3. ``"grouped_split"`` — several input channels per group, ``1 < groups ≤``
-     :data:`MAX_SPLIT_GROUPS`: one dense convolution per group on its channel slice,
-     concatenated. XLA:CPU runs grouped convolutions on its generic loop (groups 4 on
-     (16, 32, 32, 64) → 64, 3×3: 204 / 4155 → 30 / 44 ms forward / forward+backward).
-  4. otherwise ``"xla"``: a dense 2-D convolution already takes XLA:CPU's fast path; for
+  3. ``"block_diagonal"`` — several input channels per group, ``1 < groups ≤``
+     :data:`MAX_SPLIT_GROUPS`, a dense kernel of at most
+     :data:`MAX_BLOCK_DIAGONAL_WEIGHTS`: one dense convolution with each group's kernel
+     block on the diagonal of a zero kernel. XLA:CPU runs grouped convolutions on its
+     generic loop; the dense one is ``groups`` times the multiply-adds on its fast path,
+     one convolution to compile (X6, groups 4 on (16, 32, 32, 64) → 64, 3×3, forward /
+     forward+backward: 42 / 556 → 14 / 29 ms, compiled in 1.3 / 1.1× the plain path's
+     time; ``grouped_split`` ran 8 / 15 ms but compiled in 4.4 / 2.1×).
+  4. ``"grouped_split"`` — the same groups, a bigger dense kernel: one dense convolution
+     per group on its channel slice, concatenated (groups 4 on (16, 32, 32, 64) → 64,
+     3×3: 204 / 4155 → 30 / 44 ms forward / forward+backward).
+  5. otherwise ``"xla"``: a dense 2-D convolution already takes XLA:CPU's fast path; for
      1-D and 3-D ones, strided ones and channels_first no rewrite measured faster
      (see ``choose``'s notes).
 
@@ -54,13 +61,21 @@ The rule (:func:`choose`), per call:
   fixed two-tap half-pixel stencil per axis instead of ``jax.image.resize``'s dense
   weight matrices (W8 forward 6–12 → 1.7–2.2 ms), differentiated through ``resize``.
 
-What a lowering costs: XLA:CPU compiles each loop fusion with LLVM (40–80 ms apiece on
-the 2-core machine these numbers come from) where its convolution is a library call, so
-a depthwise lowering's first call compiles slower (W4's depthwise step, forward+backward
-about 2.5× the plain path's compile time, forward only about 4×: +60–450 ms once, against
-30–40 ms saved per call); ``pointwise_dot`` and ``bilinear_stencil`` compile no slower,
-``subpixel_transpose`` about 1.6×. Peak memory of forward+backward is at most 2% above
-the plain path's (W4's depthwise step alone +0.4 MB; whole SeparableConv2D −29%).
+What a lowering costs: XLA:CPU compiles each loop fusion with LLVM (20–80 ms apiece on
+the 2-core machine these numbers come from, a standalone pad, slice or concatenation of
+a large array 100–300 ms) where its convolution, a matrix product or a reduction is a
+library call; and tracing a lowering under :func:`jax.lax.platform_dependent` costs
+Python time, most of it in reverse mode (the switch linearizes and transposes both
+branches: X1 forward+backward lowers in 89 ms, 45 ms without the switch, lax's plain
+convolution in 12 ms). Lower + compile over the plain path's, forward /
+forward+backward: ``depthwise_taps`` 1.7–2.0 / 1.6–1.7× (X1; W4's SeparableConv2D
+1.8–2.6 / 1.2–1.7×: +40–140 ms once, against 30–100 ms saved per call),
+``block_diagonal`` 1.3–1.9 / 1.0–1.1× (X6), ``subpixel_transpose`` 1.3 / 1.3–1.5× (X2),
+``pointwise_dot`` and ``bilinear_stencil`` no slower.
+Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:CPU's
+``peak_memory_in_bytes`` counts only arguments and outputs) are below the plain path's on
+W4 (0.33×), X1 (0.49×) and X6 (0.53×), above it for the sub-pixel derivative: X2 1.84×
+(1.2 vs 0.7 MiB), W5 1.02×.
 
 The rule is staged with :func:`jax.lax.platform_dependent`, so the platform the
 computation is lowered for decides, not ``jax.default_backend()``: a function lowered for
@@ -104,6 +119,7 @@ __all__ = [
     "upsample",
     "MAX_DEPTHWISE_TAPS",
     "MAX_SPLIT_GROUPS",
+    "MAX_BLOCK_DIAGONAL_WEIGHTS",
     "XLA",
 ]
 
@@ -115,9 +131,18 @@ XLA = "xla"
 #: the traced program (and its compile time) stays small.
 MAX_DEPTHWISE_TAPS = 49
 
-#: The most groups :func:`choose` computes as separate dense convolutions (``grouped_split``);
-#: more keep XLA's grouped convolution, so that the program stays small.
+#: The most groups :func:`choose` computes as dense convolutions (``block_diagonal`` or
+#: ``grouped_split``); more keep XLA's grouped convolution, so that the program stays
+#: small.
 MAX_SPLIT_GROUPS = 16
+
+#: The most weights (kernel taps × input channels × filters) of the dense kernel
+#: ``block_diagonal`` builds; a grouped convolution whose dense kernel would be bigger takes
+#: ``grouped_split``. The dense kernel costs ``groups`` times the multiply-adds and the
+#: memory of the grouped one: (4, 16, 16, 512) → 512, 3×3 (2.4 M weights), groups 16,
+#: forward 13 ms on XLA's grouped loop, 33 ms dense, 18 MB more temporaries; 128 → 128
+#: (147 k weights) groups 4 / 16, forward 49 / 46 → 21 / 18 ms, 1 MB more.
+MAX_BLOCK_DIAGONAL_WEIGHTS = 2 ** 18
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,8 +251,8 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
 
     Returns:
       ``"xla"`` (``lax.conv_general_dilated`` / ``jax.image.resize`` as written) or the
-      name of a lowering: ``"pointwise_dot"``, ``"depthwise_taps"``, ``"grouped_split"``,
-      ``"subpixel_transpose"``, ``"bilinear_stencil"``.
+      name of a lowering: ``"pointwise_dot"``, ``"depthwise_taps"``, ``"block_diagonal"``,
+      ``"grouped_split"``, ``"subpixel_transpose"``, ``"bilinear_stencil"``.
 
     Rewrites measured on XLA:CPU and left out of the rule (forward / forward+backward,
     plain → rewrite): a dense 2-D convolution as patches + one matrix product (W1
@@ -235,9 +260,20 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     speed); a strided one as space-to-depth + a stride-1 one (W2 5.7 / 27 → 17 / 72 ms);
     channels_first transposed to channels_last around the convolution (W3: no change,
     XLA:CPU does it itself); 1-D as 2-D over a unit height (W6 1.4 / 4.5 → 1.4 / 6.4 ms);
-    3-D as 2-D over depth taps folded into channels or summed (W7 6.6 / 27 → 1.8 / 5 ms,
-    but 1.5–1.8× the peak memory, above the plain path's); a single-channel input as
-    depthwise taps (its plain convolution is fast; backward 0.9 → 10 ms).
+    3-D as 2-D convolutions over the depth taps (the depth folded into the batch), W7
+    ``(2, 16, 16, 16, 16)`` → 16, 3×3×3, forward / forward+backward ratios to the plain
+    path: the taps summed under plain autodiff 0.14 / 0.09 or folded into channels
+    0.10 / 0.06, but 3.5–4× its temporaries (autodiff keeps every tap's window and partial
+    gradient alive); a ``custom_vjp`` with the taps in a ``fori_loop`` (input gradient)
+    and a chained unrolled kernel gradient 0.2 / 0.15–0.19 with half the temporaries, but
+    1.85× the lower+compile time (forward alone ~10×), no forward mode (``jvp`` raises:
+    a ``custom_vjp`` cannot be transposed inside a ``custom_jvp`` tangent) and a kernel
+    gradient whose float32 error grows with ``N · D · H · W`` through XLA's fast 2-D path
+    (2.3e-5 relative at (8, 32, 32, 32, 8) → 64, where the plain path stays near 1e-6);
+    a single-channel input as depthwise taps (its plain convolution is fast; backward
+    0.9 → 10 ms). (On XLA:CPU ``memory_analysis().peak_memory_in_bytes`` is argument +
+    output bytes whatever the temporaries, so memory is compared here by
+    ``temp_size_in_bytes``.)
 
     Grouped transposed convolutions, on grouped W5 (input (16, 16, 16, 64), 32 filters,
     3×3, stride 2, ``"same"``), forward / forward+backward, ``"xla"`` → ``grouped_split``
@@ -249,6 +285,33 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     fast dense path. Depthwise-transposed (``groups == C``; 64 filters): ``"xla"`` 45 /
     129 → sub-pixel 42 / 47 ms (earlier runs: 128 filters 205 → 170 ms forward+backward,
     1-D (16, 256, 64) 163 → 67 ms).
+
+    Compile time (lower + compile over the plain path's, forward / forward+backward,
+    measured interleaved in one process; the module docstring says why fusions cost).
+    Kept (three runs): ``block_diagonal`` for forward grouped convolutions (X6 4.4–5.0 /
+    2.0–2.6 → 1.3–1.9 / 1.0–1.1×; run 8 / 15 → 14 / 29 ms, lax 42 / 556);
+    ``depthwise_taps``' weight-gradient scan padding inside its body (forward+backward
+    X1 2.3–2.5 → 1.6–1.7×, W4 2.1–2.2 → 1.2–1.7×, 4.5 MB fewer temporaries). Still above
+    1.5×: ``depthwise_taps`` forward (X1 1.7–2.0×, W4 1.8–2.6×: its one loop fusion of
+    nine windows compiles 20–40 ms longer than XLA's library call) and X1's
+    forward+backward (lowering 80–130 ms against lax's 15: the platform switch linearizes
+    and transposes both branches). Dropped, on X1 unless named: the tap windows over the
+    merged ``(n, h, w * c)`` axes (the same 83 ms compile), one pad then nine slices (355 vs
+    81 ms: XLA does not fuse a pad with nine users), per-row pads (324 ms); the weight
+    gradient, instead of the scan (0.35–0.43 s compile, 8–9 ms, 8.5 MB temporaries), as
+    one reduction of the stacked windows (0.83 s, 49 ms, 68 MB), nine reductions (0.62 s,
+    14 ms, 30 MB) or nine batched dot products (0.59 s, 10 ms, 30 MB); the scan slicing
+    the product of the padded input and the tap's weights (1.6 → 2.6×), checkpointing
+    only the slice (the nine windows stacked, 40 MB), the tap offsets from a carried
+    counter (the forward loop that stacks them stays), ``prevent_cse=False`` on its
+    checkpoint (1.6 → 2.5×: XLA hoists the pad out of the loop); the jvp rule's primal as
+    ``_depthwise_sum.fun``, fewer traced ops per tap (both within the noise, 1–3%);
+    X2's input tangent in XLA's plain form, whose transpose is lax's strided convolution
+    of the cotangent (1.4 → 1.15× forward+backward, but forward-mode jvp 3.3 → 136 ms on
+    XLA's input-dilated 3-D convolution); the switch inside a :func:`jax.custom_jvp`
+    whose tangent is switched too, so that reverse mode never linearizes the switch (X1
+    forward+backward lowering 89 → 87 ms). Not an option: dropping the platform switch
+    (X1 forward+backward 1.8 → 1.4×), which keeps the choice with the lowering platform.
 
     Example:
         >>> spec = ConvSpec(rank=2, data_format="channels_last", input_shape=(16, 16, 16, 64),
@@ -281,7 +344,8 @@ def _choose_conv(spec: ConvSpec) -> str:
             and math.prod(spec.kernel_size) * multiplier <= MAX_DEPTHWISE_TAPS):
         return "depthwise_taps"
     if kernel_in > 1 and 1 < spec.groups <= MAX_SPLIT_GROUPS:
-        return "grouped_split"
+        dense = math.prod(spec.kernel_size) * spec.channels * spec.kernel_shape[-1]
+        return "block_diagonal" if dense <= MAX_BLOCK_DIAGONAL_WEIGHTS else "grouped_split"
     return XLA
 
 
@@ -619,8 +683,7 @@ def _depthwise_sum_by_multiplier(x: Array, weights: Array, spec: ConvSpec) -> Ar
 def _depthwise_weight_scan(x: Array, weights: Array, spec: ConvSpec) -> Array:
     """:func:`_depthwise_sum` as a scan over the taps (same numbers, linear in weights)."""
     axes, out = _spatial_axes(spec), spec.output_spatial()
-    padded = _pad_spatial(x, axes, spec.padding)
-    size = list(padded.shape)
+    size = list(x.shape)
     for axis, o, s in zip(axes, out, spec.strides):
         size[axis] = (o - 1) * s + 1
     starts = np.array([[j * d for j, d in zip(offsets, spec.dilation)]
@@ -636,7 +699,12 @@ def _depthwise_weight_scan(x: Array, weights: Array, spec: ConvSpec) -> Array:
         begin = [jnp.zeros((), np.int32)] * x.ndim
         for axis, i in zip(axes, range(spec.rank)):
             begin[axis] = start[i]
-        window = lax.dynamic_slice(padded, begin, size)
+        # Padded inside the body, so that XLA fuses the pad into the window's slice: a
+        # padded copy outside the loop is a standalone pad, which XLA:CPU compiles slowly
+        # (lower + compile of forward+backward: X1 356 → 242 ms, W4 678 → 384 ms; 4.5 MB
+        # fewer temporaries). The checkpoint's default prevent_cse keeps XLA from hoisting
+        # it back out of the loop; with prevent_cse=False it does (X1 1.6 → 2.5× lax's).
+        window = lax.dynamic_slice(_pad_spatial(x, axes, spec.padding), begin, size)
         if strided:
             window = lax.slice(window, (0,) * x.ndim, size, step)
         return y + _scale_channels(window, tap_weights, spec), None
@@ -698,13 +766,18 @@ def _scale_channels(window: Array, weights: Array, spec: ConvSpec) -> Array:
 
 def grouped_split(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any,
                   lower: Callable[..., Array] = _cpu_conv) -> Array:
-    """A grouped convolution with several input channels per group as ``groups`` dense
-    convolutions on channel slices, concatenated (each lowered by :func:`choose` again, so
-    a 1×…×1 group becomes a matrix product).
+    """A grouped convolution (transposed, or forward with a dense kernel over
+    :data:`MAX_BLOCK_DIAGONAL_WEIGHTS`) with several input channels per group as
+    ``groups`` dense convolutions on channel slices, concatenated (each lowered by
+    :func:`choose` again, so a 1×…×1 group becomes a matrix product).
 
     XLA:CPU runs ``feature_group_count > 1`` on its generic loop: for (16, 32, 32, 64) →
     64 channels, 3×3, forward / forward+backward, groups 2: 164 / 1848 → 32 / 103 ms,
-    groups 4: 204 / 4155 → 30 / 44 ms, groups 16: 153 / 10777 → 67 / 203 ms. Without
+    groups 4: 204 / 4155 → 30 / 44 ms, groups 16: 153 / 10777 → 67 / 203 ms. A forward
+    convolution with a smaller dense kernel takes :func:`block_diagonal` instead, slower
+    to run (X6: 8 / 15 → 14 / 29 ms) but one convolution to compile instead of ``groups``
+    slices of the input, kernel and (backward) cotangent, each a loop fusion (X6 lower +
+    compile 4.4 / 2.1 → 1.3 / 1.1× the plain path's). Without
     ``feature_group_count`` it also avoids jax 0.10.2's SPMD partitioner bug (the weight
     gradient of a grouped convolution multiplied by the size of a mesh axis the batch is
     replicated over; README, "Beyond one device").
@@ -726,9 +799,45 @@ def grouped_split(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any,
     return lax.concatenate(parts, axis)
 
 
+def block_diagonal(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
+    """A grouped convolution with several input channels per group as one dense
+    convolution whose kernel holds each group's block on the diagonal, zeros elsewhere
+    (lowered by :func:`choose` again, so a 1×…×1 kernel becomes a matrix product).
+
+    ``groups`` times the multiply-adds of the grouped convolution, but on XLA:CPU's dense
+    path, which runs them faster than its generic loop runs ``feature_group_count > 1``,
+    and the program is one convolution plus the kernel's select (its derivatives: the
+    dense convolution's, and the select's transpose on the kernel gradient). X6
+    ((16, 32, 32, 64) → 64, 3×3, groups 4), forward / forward+backward: run 42 / 556 →
+    14 / 29 ms; lower + compile 44 / 145 → 58 / 155 ms (:func:`grouped_split`'s slices:
+    192 / 303 ms, for 8 / 15 ms); peak memory the plain path's, 4 MB fewer temporaries
+    backward. The extra terms are exact zeros, so finite inputs give the grouped
+    convolution's numbers; an infinite or NaN *input* element, though, spreads NaN
+    (``0 × inf``) to every group's outputs at that position, where the grouped
+    convolution keeps it in its own group. Without ``feature_group_count`` it also avoids
+    jax 0.10.2's SPMD partitioner bug (the weight gradient of a grouped convolution
+    multiplied by the size of a mesh axis the batch is replicated over; README, "Beyond
+    one device").
+    """
+    groups = spec.groups
+    per_group, filters = kernel.shape[-2], kernel.shape[-1] // groups
+    rank = kernel.ndim - 2
+    # (*k, C/g, F) -> (*k, 1, C/g, g, F/g), then row block i, column block j kept where
+    # i == j: input channel i * C/g + c, output channel j * F/g + f, as lax groups them.
+    # A select, not a product with the identity, so that an infinite weight stays in its
+    # own group's block.
+    blocks = kernel.reshape(kernel.shape[:rank] + (1, per_group, groups, filters))
+    diagonal = np.eye(groups, dtype=bool).reshape(groups, 1, groups, 1)
+    dense = jnp.where(diagonal, blocks, jnp.zeros((), kernel.dtype))
+    dense = dense.reshape(kernel.shape[:rank] + (groups * per_group, groups * filters))
+    single = dataclasses.replace(spec, groups=1, kernel_shape=dense.shape)
+    return _cpu_conv(x, dense, single, precision)
+
+
 _CONV_LOWERINGS: dict[str, Callable[..., Array]] = {
     "pointwise_dot": pointwise_dot,
     "depthwise_taps": depthwise_taps,
+    "block_diagonal": block_diagonal,
     "grouped_split": grouped_split,
 }
 
