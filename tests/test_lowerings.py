@@ -126,12 +126,16 @@ def test_depthwise_taps_for_grouped_conv(rank, fmt):
 @pytest.mark.parametrize("rank,padding,strides,dilation,groups,fmt", [
     (r, p, s, d, m + 1, f) for r, p, s, d, m, f in _depthwise_cases()])
 def test_block_diagonal(rank, padding, strides, dilation, groups, fmt):
+    _check_grouped(rank, padding, strides, dilation, groups, fmt, "block_diagonal")
+
+
+def _check_grouped(rank, padding, strides, dilation, groups, fmt, expected):
+    """A grouped convolution, two channels per group in and out, against the plain path."""
     rng = np.random.default_rng(rank * 100 + strides * 10 + dilation + groups)
     x = _x(rng, rank, 2 * groups, fmt)
     w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 2, 2 * groups)), jnp.float32)
     pad = ((2, 0), (0, 1), (1, 2))[:rank] if padding == "explicit" else padding
-    _check(lambda x, w: ops.conv(x, w, strides, pad, fmt, dilation), (x, w),
-           "block_diagonal")
+    _check(lambda x, w: ops.conv(x, w, strides, pad, fmt, dilation), (x, w), expected)
 
 
 # The same calls with the dense kernel over the limit: one convolution per group.
@@ -140,12 +144,7 @@ def test_block_diagonal(rank, padding, strides, dilation, groups, fmt):
     if i % 3 == 0])
 def test_grouped_split(monkeypatch, rank, padding, strides, dilation, groups, fmt):
     monkeypatch.setattr(lowering, "MAX_BLOCK_DIAGONAL_WEIGHTS", 0)
-    rng = np.random.default_rng(rank * 100 + strides * 10 + dilation + groups)
-    x = _x(rng, rank, 2 * groups, fmt)
-    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 2, 2 * groups)), jnp.float32)
-    pad = ((2, 0), (0, 1), (1, 2))[:rank] if padding == "explicit" else padding
-    _check(lambda x, w: ops.conv(x, w, strides, pad, fmt, dilation), (x, w),
-           "grouped_split")
+    _check_grouped(rank, padding, strides, dilation, groups, fmt, "grouped_split")
 
 
 def test_block_diagonal_of_pointwise_groups_takes_the_matrix_product():
