@@ -95,22 +95,24 @@ def data_format(value: Any, where: str) -> str:
 
 
 def output_padding(
-    value: Any, n: int, strides: tuple[int, ...], where: str,
+    value: Any, n: int, strides: tuple[int, ...], where: str, *,
+    padding: str | tuple[tuple[int, int], ...] = "valid",
     dilation: tuple[int, ...] | None = None,
 ) -> tuple[int, ...] | None:
     """``None``, or ``n`` non-negative ints each strictly below the stride (as Keras).
 
-    With ``dilation`` (a transposed convolution with explicit padding amounts, beyond
-    Keras), each may also reach up to the dilation, as PyTorch's ``output_padding``:
-    below ``max(stride, dilation)``.
+    With explicit ``padding`` amounts (beyond Keras, PyTorch's ``ConvTranspose``), the
+    bound is PyTorch's: each below ``max(stride, dilation)``.
 
     >>> output_padding(1, 2, (2, 2), "Conv2DTranspose")
     (1, 1)
-    >>> output_padding(1, 1, (1,), "Conv1DTranspose", dilation=(2,))
+    >>> output_padding(1, 1, (1,), "Conv1DTranspose", padding=((1, 1),), dilation=(2,))
     (1,)
     """
     if value is None:
         return None
+    if isinstance(padding, str):
+        dilation = None  # Keras's strings: below the stride
     pads = int_tuple(value, n, "output_padding", where, minimum=0)
     limits = strides if dilation is None else tuple(map(max, strides, dilation))
     for p, limit in zip(pads, limits):

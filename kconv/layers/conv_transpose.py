@@ -31,11 +31,9 @@ class ConvTranspose(BaseConv):
 
     def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
         values = super()._canonicalize(values)
-        # Explicit padding amounts (PyTorch's) take PyTorch's output_padding bound.
-        explicit = not isinstance(values["padding"], str)
         values["output_padding"] = _args.output_padding(
             values["output_padding"], self.rank, values["strides"], type(self).__name__,
-            dilation=values["dilation_rate"] if explicit else None)
+            padding=values["padding"], dilation=values["dilation_rate"])
         return values
 
     def _shapes(self, in_channels: int) -> dict[str, tuple[int, ...]]:

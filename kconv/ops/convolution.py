@@ -389,12 +389,11 @@ def conv_transpose(
             f"groups={groups} (input shape {jnp.shape(inputs)}, kernel shape {kernel.shape})"
         )
     kernel_size = kernel.shape[:-2]
-    explicit = not isinstance(call.padding, str)
     out_pad = _args.output_padding(output_padding, rank, call.strides, name,
-                                   dilation=call.dilation if explicit else None)
+                                   padding=call.padding, dilation=call.dilation)
     out_pad = out_pad if out_pad is not None else (None,) * rank
     axis_pads = shapes._axis_paddings(call.padding, rank)
-    if explicit:
+    if not isinstance(call.padding, str):
         # Only explicit amounts can crop the whole output away; say so here, not in XLA.
         shapes.conv_transpose_output_shape(
             call.x.shape, kernel.shape[-2] * groups, kernel_size, call.strides,
