@@ -121,8 +121,10 @@ def image_data_format() -> str:
 # --- convolution lowering -------------------------------------------------------------
 
 #: ``"auto"``: each call takes the lowering :func:`kconv.ops.lowering.choose` picks for the
-#: platform it is compiled for; ``"xla"``: always XLA's own convolution (the plain path).
-CONV_LOWERINGS = ("auto", "xla")
+#: platform it runs on; ``"portable"``: the same, with the choice staged into the program
+#: for every platform it may be lowered for; ``"xla"``: always XLA's own convolution (the
+#: plain path).
+CONV_LOWERINGS = ("auto", "portable", "xla")
 _conv_lowering = "auto"
 
 
@@ -134,7 +136,8 @@ def _validate_lowering(value: object, where: str) -> str:
 
 
 def get_conv_lowering() -> str:
-    """The current convolution lowering mode: ``"auto"`` (the default) or ``"xla"``.
+    """The current convolution lowering mode: ``"auto"`` (the default), ``"portable"`` or
+    ``"xla"``.
 
     Example:
         >>> get_conv_lowering()
@@ -146,17 +149,29 @@ def get_conv_lowering() -> str:
 def set_conv_lowering(mode: str) -> None:
     """Chooses how kconv's convolutions are computed, for functions traced afterwards.
 
-    ``"auto"`` lets :func:`kconv.ops.lowering.choose` replace XLA's convolution where the
-    target platform has a faster equivalent (only XLA:CPU has some); ``"xla"`` forces
-    ``lax.conv_general_dilated`` everywhere, e.g. to compare the two paths. Both give the
-    same numbers up to float rounding.
+    - ``"auto"`` (the default) lets :func:`kconv.ops.lowering.choose` replace XLA's
+      convolution where the platform has a faster equivalent (only XLA:CPU has some). In a
+      process whose only platform is the CPU (``jax.default_backend() == "cpu"``) the
+      choice is made when the function is traced, so the program holds only the CPU
+      lowering; in a process with a GPU or TPU it is staged into the program
+      (:func:`jax.lax.platform_dependent`), so that each platform the function is compiled
+      for gets its own.
+    - ``"portable"`` always stages the choice, also on a CPU-only host: for
+      ``jax.export`` (or ``.trace(...).lower(lowering_platforms=...)``) to a GPU or TPU from
+      a CPU-only process, which under ``"auto"`` would carry the CPU lowering (the same
+      numbers, not XLA's convolution). It costs compile time: reverse mode linearizes and
+      transposes both branches (SeparableConv2D forward+backward 1.37 → 1.73 × lax's
+      lower + compile on the 2-core benchmark machine).
+    - ``"xla"`` forces ``lax.conv_general_dilated`` everywhere, e.g. to compare the paths.
+
+    All three give the same numbers up to float rounding.
 
     JAX caches traced functions by their Python identity and arguments, not by this
     setting, so a change clears JAX's caches (``jax.clear_caches()``): functions already
     jitted retrace on their next call and see the new mode.
 
     Args:
-      mode: ``"auto"`` or ``"xla"`` (any case).
+      mode: ``"auto"``, ``"portable"`` or ``"xla"`` (any case).
 
     Raises:
       ValueError: for any other value.

@@ -409,9 +409,10 @@ def test_unbatched_and_extra_leading_dims(name):
 
 # --- transformations -----------------------------------------------------------------
 
+@pytest.mark.parametrize("mode", ["auto", "portable"])  # decided at trace time / staged
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
                                   "subpixel_transpose", "bilinear_stencil"])
-def test_transformations(name):
+def test_transformations(name, mode):
     rng = np.random.default_rng(14)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
     tangents = tuple(jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in args)
@@ -434,7 +435,7 @@ def test_transformations(name):
 
     with config.conv_lowering("xla"):
         plain = jax.jit(transforms)(*args)
-    with lowering.recorded_choices() as calls:
+    with lowering.recorded_choices() as calls, config.conv_lowering(mode):
         auto = jax.jit(transforms)(*args)
     assert (("upsample" if name == "bilinear_stencil" else "conv_transpose"
              if name == "subpixel_transpose" else "conv"), name) in calls
@@ -569,10 +570,22 @@ def test_the_path_taken_is_in_the_program():
     with config.conv_lowering("xla"):
         assert dilated in _hlo(transpose, x, tw, grad=True)
         assert "convolution" in _hlo(depthwise, x, dw)
-    # Lowered for a GPU or TPU (no device needed), the plain path: one convolution.
-    for platform in ("cuda", "tpu"):
-        assert "convolution" in _hlo(depthwise, x, dw, platform=platform)
-        assert "dot_general" in _hlo(upsample, x, platform=platform)
+    # This process runs only on the CPU: "auto" decides at trace time, no platform switch.
+    assert jax.default_backend() == "cpu"
+    assert "platform_index" not in str(jax.make_jaxpr(jax.grad(
+        lambda x, w: jnp.sum(depthwise(x, w)), argnums=(0, 1)))(x, dw))
+    # "portable" stages the choice: lowered for a GPU or TPU (no device needed), the plain
+    # path, one convolution; lowered for the CPU, the CPU lowering, also in reverse mode.
+    with config.conv_lowering("portable"):
+        assert "platform_index" in str(jax.make_jaxpr(depthwise)(x, dw))
+        for platform in ("cuda", "tpu"):
+            assert "convolution" in _hlo(depthwise, x, dw, platform=platform)
+            assert "dot_general" in _hlo(upsample, x, platform=platform)
+        assert "convolution" not in _hlo(depthwise, x, dw, platform="cpu", grad=True)
+        assert dilated not in _hlo(transpose, x, tw, platform="cpu", grad=True)
+    # Under "auto", a CPU-only process lowering for a GPU carries the CPU lowering (the
+    # same numbers): what "portable" is for.
+    assert "convolution" not in _hlo(depthwise, x, dw, platform="cuda")
 
 
 def test_switch():
@@ -583,7 +596,13 @@ def test_switch():
             ops.depthwise_conv(jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 1)))
         assert calls == [("conv", "xla")]
     assert config.get_conv_lowering() == "auto"
-    with pytest.raises(ValueError, match=r"set_conv_lowering.*one of \('auto', 'xla'\).*'fast'"):
+    with config.conv_lowering("Portable"):
+        assert config.get_conv_lowering() == "portable"
+        with lowering.recorded_choices() as calls:
+            ops.depthwise_conv(jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 1)))
+        assert calls == [("conv", "depthwise_taps")]
+    with pytest.raises(ValueError, match=r"set_conv_lowering.*one of "
+                                         r"\('auto', 'portable', 'xla'\).*'fast'"):
         config.set_conv_lowering("fast")
     with pytest.raises(ValueError, match=r"conv_lowering.*None"):
         with config.conv_lowering(None):

@@ -77,12 +77,20 @@ Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:C
 W4 (0.33×), X1 (0.49×) and X6 (0.53×), above it for the sub-pixel derivative: X2 1.84×
 (1.2 vs 0.7 MiB), W5 1.02×.
 
-The rule is staged with :func:`jax.lax.platform_dependent`, so the platform the
-computation is lowered for decides, not ``jax.default_backend()``: a function lowered for
-a GPU or TPU gets XLA's convolution even on a CPU-only host. The choice is made at trace
-time; :func:`recorded_choices` shows it. ``kconv.config.set_conv_lowering("xla")`` (or
-the ``kconv.config.conv_lowering("xla")`` context manager) forces the plain path
-everywhere, to compare the two.
+Where the choice is made (``kconv.config.set_conv_lowering``):
+
+- ``"auto"`` (the default), in a process whose only platform is the CPU
+  (``jax.default_backend() == "cpu"``): when the function is traced. Every program such a
+  process compiles runs on XLA:CPU, and a program with no platform switch lowers faster
+  (reverse mode would linearize and transpose both branches of a switch).
+- ``"auto"`` in a process with a GPU or TPU, and ``"portable"`` anywhere: staged with
+  :func:`jax.lax.platform_dependent`, so the platform the computation is lowered for
+  decides: a function compiled for the CPU of a GPU host gets the CPU lowering, one
+  lowered for a GPU or TPU (``jax.export``, even from a CPU-only host under
+  ``"portable"``) gets XLA's convolution.
+- ``"xla"``: the plain path everywhere, to compare the two.
+
+The choice is made at trace time either way; :func:`recorded_choices` shows it.
 
 Example:
     >>> spec = ConvSpec(rank=2, data_format="channels_last", input_shape=(16, 32, 32, 64),
@@ -310,8 +318,10 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     of the cotangent (1.4 → 1.15× forward+backward, but forward-mode jvp 3.3 → 136 ms on
     XLA's input-dilated 3-D convolution); the switch inside a :func:`jax.custom_jvp`
     whose tangent is switched too, so that reverse mode never linearizes the switch (X1
-    forward+backward lowering 89 → 87 ms). Not an option: dropping the platform switch
-    (X1 forward+backward 1.8 → 1.4×), which keeps the choice with the lowering platform.
+    forward+backward lowering 89 → 87 ms). Kept: no platform switch in a CPU-only process
+    under ``"auto"`` (lower + compile over lax's, staged → decided at trace time, median
+    of 5 interleaved: W4 2.02 → 1.78 / 1.73 → 1.37, X1 1.90 → 1.75 / 1.67 → 1.53, X2
+    1.39 → 1.28 / 1.28 → 1.13, W8 forward+backward 1.47 → 1.10, W5 unchanged).
 
     Example:
         >>> spec = ConvSpec(rank=2, data_format="channels_last", input_shape=(16, 16, 16, 64),
@@ -409,11 +419,17 @@ def recorded_choices() -> Iterator[list[tuple[str, str]]]:
 
 def _dispatch(op: str, spec: Any, plain: Callable[..., Array],
               lowerings: dict[str, Callable[..., Array]], *args: Array) -> Array:
-    name = choose(op, "cpu", spec) if config.get_conv_lowering() == "auto" else XLA
+    mode = config.get_conv_lowering()
+    name = XLA if mode == XLA else choose(op, "cpu", spec)
     for calls in _recorders:
         calls.append((op, name))
     if name == XLA:
         return plain(*args)
+    if mode == "auto" and jax.default_backend() == "cpu":
+        # A CPU-only process runs every program on XLA:CPU: decide now, so that reverse
+        # mode does not linearize and transpose a switch's two branches (W4
+        # forward+backward 1.73 -> 1.37x lax's lower + compile).
+        return lowerings[name](*args)
     # Decided for the platform the computation is lowered for: only the CPU branch reaches
     # XLA:CPU's compiler, only the plain one reaches any other backend's.
     return lax.platform_dependent(*args, cpu=lowerings[name], default=plain)
