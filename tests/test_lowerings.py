@@ -233,6 +233,28 @@ def test_subpixel_transpose_kernel_sizes(kernel_size, padding):
     _check(lambda x, w: ops.conv_transpose(x, w, 2, padding), (x, w), "subpixel_transpose")
 
 
+@pytest.mark.parametrize("kernel_size,strides,padding", [
+    ((3,), (2,), ((2, 1),)), ((5,), (3,), ((0, 0),)), ((3, 2), (2, 2), ((2, 1), (1, 1))),
+    ((4, 3), (2, 3), ((1, 2), (0, 0))), ((3, 3, 3), (2, 2, 2), ((2, 1),) * 3),
+    ((2, 4, 3), (3, 2, 2), ((0, 1), (2, 3), (1, 1)))])
+def test_phase_kernel_by_selection(kernel_size, strides, padding):
+    # The selection-matrix form (the kernel tangent's) against the pads and reshapes of
+    # the primal's: the same (T..., C, phases * F) entries, read (T..., phases * F, C).
+    rank = len(kernel_size)
+    spec = lowering.ConvSpec(rank=rank, data_format="channels_last",
+                             input_shape=(1, *(6,) * rank, 4), kernel_shape=(*kernel_size, 3, 4),
+                             strides=strides, padding=padding, dilation=(1,) * rank)
+    kernel = jnp.asarray(np.random.default_rng(rank).standard_normal(spec.kernel_shape),
+                         jnp.float32)
+    offsets = lowering._subpixel_plan(spec).offsets
+    by_pads = lowering._phase_kernel(kernel, spec, offsets)
+    by_selection = lowering._phase_kernel_by_selection(kernel, spec, offsets)
+    np.testing.assert_array_equal(np.swapaxes(np.asarray(by_selection), -1, -2),
+                                  np.asarray(by_pads))
+    # Every kernel entry lands in the phase kernel exactly once (no tap lost, none doubled).
+    assert np.count_nonzero(by_pads) == kernel.size
+
+
 def _grouped_transpose_cases():
     # Depthwise-transposed (groups == C, the grouped case the rule sends to the sub-pixel
     # form): rank × padding × strides × data_format, output_padding and filters per group
@@ -348,6 +370,11 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
                                                                data_format=fmt),
          (xs, jnp.asarray(rng.standard_normal((3, 3, 2, 3)), dtype))),
         ("bilinear_stencil", lambda x: ops.upsample(x, 2, fmt, "bilinear", rank=2), (x,)),
+        # 3-D: the sub-pixel forward too, its input tangent in XLA's plain form.
+        ("subpixel_transpose_3d", lambda x, w: ops.conv_transpose(x, w, 2, "same",
+                                                                  data_format=fmt),
+         (_x(rng, 3, 3, fmt, spatial=(3, 4, 2), dtype=dtype),
+          jnp.asarray(rng.standard_normal((3, 2, 3, 2, 3)), dtype))),
     ]
 
 
@@ -411,7 +438,8 @@ def test_unbatched_and_extra_leading_dims(name):
 
 @pytest.mark.parametrize("mode", ["auto", "portable"])  # decided at trace time / staged
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
-                                  "subpixel_transpose", "bilinear_stencil"])
+                                  "subpixel_transpose", "subpixel_transpose_3d",
+                                  "bilinear_stencil"])
 def test_transformations(name, mode):
     rng = np.random.default_rng(14)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
@@ -437,8 +465,9 @@ def test_transformations(name, mode):
         plain = jax.jit(transforms)(*args)
     with lowering.recorded_choices() as calls, config.conv_lowering(mode):
         auto = jax.jit(transforms)(*args)
+    lowered = name.removesuffix("_3d")
     assert (("upsample" if name == "bilinear_stencil" else "conv_transpose"
-             if name == "subpixel_transpose" else "conv"), name) in calls
+             if lowered == "subpixel_transpose" else "conv"), lowered) in calls
     jax.tree.map(lambda a, p: _assert_close(a, p, factor=3.0), auto, plain)
 
 
@@ -567,6 +596,8 @@ def test_the_path_taken_is_in_the_program():
     dilated = "lhs_dilate = [2, 2]"
     assert dilated in _hlo(transpose, x, tw)
     assert dilated not in _hlo(transpose, x, tw, grad=True)
+    # Its kernel gradient reorders the phases by a matrix product (no dot in the plain).
+    assert "dot_general" in _hlo(transpose, x, tw, grad=True)
     with config.conv_lowering("xla"):
         assert dilated in _hlo(transpose, x, tw, grad=True)
         assert "convolution" in _hlo(depthwise, x, dw)

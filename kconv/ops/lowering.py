@@ -50,12 +50,14 @@ The rule (:func:`choose`), per call:
      2.0 ms).
   2. ``"subpixel_transpose"`` — a stride above 1 and dilation 1, dense or depthwise (one
      input channel per group, where the sub-pixel form's phase convolution is itself
-     ``"depthwise_taps"``): XLA's forward, with derivatives through the sub-pixel form
-     (a stride-1 convolution to ``prod(strides)`` phases, then depth-to-space), never
-     the generic loop XLA:CPU runs the plain kernel gradient on (W5 forward+backward
-     42 → 3.3 ms; depthwise, 64 groups, 129 → 47 ms). The forward is XLA's, unchanged,
-     in 1-D and 2-D; in 3-D it is the sub-pixel form too, as XLA:CPU's input-dilated 3-D
-     convolution is on its slowest loop (X2 forward 42 → 0.7 ms).
+     ``"depthwise_taps"``): XLA's forward, with the kernel derivative through the
+     sub-pixel form (a stride-1 convolution to ``prod(strides)`` phases, then
+     depth-to-space), never the generic loop XLA:CPU runs the plain kernel gradient on
+     (W5 forward+backward 42 → 3.3 ms; depthwise, 64 groups, 129 → 47 ms); the input
+     derivative is the plain path's (its transpose, XLA's strided convolution, is fast).
+     The forward is XLA's, unchanged, in 1-D and 2-D; in 3-D it is the sub-pixel form
+     too, as XLA:CPU's input-dilated 3-D convolution is on its slowest loop (X2 forward
+     42 → 0.7 ms).
   3. otherwise ``"xla"``.
 - CPU, ``upsample`` with ``bilinear`` (floating inputs): ``"bilinear_stencil"`` — the
   fixed two-tap half-pixel stencil per axis instead of ``jax.image.resize``'s dense
@@ -63,19 +65,17 @@ The rule (:func:`choose`), per call:
 
 What a lowering costs: XLA:CPU compiles each loop fusion with LLVM (20–80 ms apiece on
 the 2-core machine these numbers come from, a standalone pad, slice or concatenation of
-a large array 100–300 ms) where its convolution, a matrix product or a reduction is a
-library call; and tracing a lowering under :func:`jax.lax.platform_dependent` costs
-Python time, most of it in reverse mode (the switch linearizes and transposes both
-branches: X1 forward+backward lowers in 89 ms, 45 ms without the switch, lax's plain
-convolution in 12 ms). Lower + compile over the plain path's, forward /
-forward+backward: ``depthwise_taps`` 1.7–2.0 / 1.6–1.7× (X1; W4's SeparableConv2D
-1.8–2.6 / 1.2–1.7×: +40–140 ms once, against 30–100 ms saved per call),
-``block_diagonal`` 1.3–1.9 / 1.0–1.1× (X6), ``subpixel_transpose`` 1.3 / 1.3–1.5× (X2),
+a large array 100–300 ms, a reorder of a few thousand kernel entries 40–60 ms) where its
+convolution, a matrix product or a reduction is a library call. Lower + compile over
+the plain path's, forward / forward+backward (benchmarks/RESULTS.md): ``depthwise_taps``
+1.7–2.3 / 1.4–1.6× (X1; W4's SeparableConv2D 1.8–2.1 / 1.4×: +50–100 ms once, against
+30–100 ms saved per call: its one loop fusion of the taps' windows), ``block_diagonal``
+1.2–1.4 / 0.9–1.0× (X6), ``subpixel_transpose`` 1.0–1.3 / 0.7–0.9× (W5, X2),
 ``pointwise_dot`` and ``bilinear_stencil`` no slower.
 Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:CPU's
 ``peak_memory_in_bytes`` counts only arguments and outputs) are below the plain path's on
-W4 (0.33×), X1 (0.49×) and X6 (0.53×), above it for the sub-pixel derivative: X2 1.84×
-(1.2 vs 0.7 MiB), W5 1.02×.
+W4 (0.33×), X1 (0.49×) and X6 (0.53×), above it by the sub-pixel kernel gradient's
+phase layout, ``(s·T / k)^N`` times the kernel's entries: X2 1.11× (+57 KiB), W5 1.02×.
 
 Where the choice is made (``kconv.config.set_conv_lowering``):
 
@@ -296,15 +296,20 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
 
     Compile time (lower + compile over the plain path's, forward / forward+backward,
     measured interleaved in one process; the module docstring says why fusions cost).
-    Kept (three runs): ``block_diagonal`` for forward grouped convolutions (X6 4.4–5.0 /
-    2.0–2.6 → 1.3–1.9 / 1.0–1.1×; run 8 / 15 → 14 / 29 ms, lax 42 / 556);
-    ``depthwise_taps``' weight-gradient scan padding inside its body (forward+backward
-    X1 2.3–2.5 → 1.6–1.7×, W4 2.1–2.2 → 1.2–1.7×, 4.5 MB fewer temporaries). Still above
-    1.5×: ``depthwise_taps`` forward (X1 1.7–2.0×, W4 1.8–2.6×: its one loop fusion of
-    nine windows compiles 20–40 ms longer than XLA's library call) and X1's
-    forward+backward (lowering 80–130 ms against lax's 15: the platform switch linearizes
-    and transposes both branches). Dropped, on X1 unless named: the tap windows over the
-    merged ``(n, h, w * c)`` axes (the same 83 ms compile), one pad then nine slices (355 vs
+    Kept: ``block_diagonal`` for forward grouped convolutions (X6 4.4–5.0 / 2.0–2.6 →
+    1.3–1.9 / 1.0–1.1×; run 8 / 15 → 14 / 29 ms, lax 42 / 556); ``depthwise_taps``'
+    weight-gradient scan padding inside its body (forward+backward X1 2.3–2.5 → 1.6–1.7×,
+    W4 2.1–2.2 → 1.2–1.7×, 4.5 MB fewer temporaries); no platform switch in a CPU-only
+    process under ``"auto"`` (staged → decided at trace time, median of 5 interleaved: W4
+    2.02 → 1.78 / 1.73 → 1.37, X1 1.90 → 1.75 / 1.67 → 1.53, X2 1.39 → 1.28 / 1.28 →
+    1.13, W8 forward+backward 1.47 → 1.10); the sub-pixel kernel gradient's reorder as a
+    matrix product (:func:`_phase_kernel_by_selection`; W5 forward+backward 171 → 108 ms,
+    X2 152 → 104 ms, lax's 133 / 133; a gather instead: 113 / 127 ms and more
+    temporaries; the product followed by a transpose to the ``(*T, C, O)`` layout: 153 /
+    118 ms). Still above 1.5×: ``depthwise_taps`` forward (X1, W4: its one loop fusion of
+    nine windows compiles 20–50 ms longer than XLA's library call) and, marginally, X1's
+    forward+backward. Dropped, on X1 unless named: the tap windows over the merged
+    ``(n, h, w * c)`` axes (the same 83 ms compile), one pad then nine slices (355 vs
     81 ms: XLA does not fuse a pad with nine users), per-row pads (324 ms); the weight
     gradient, instead of the scan (0.35–0.43 s compile, 8–9 ms, 8.5 MB temporaries), as
     one reduction of the stacked windows (0.83 s, 49 ms, 68 MB), nine reductions (0.62 s,
@@ -313,15 +318,17 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     only the slice (the nine windows stacked, 40 MB), the tap offsets from a carried
     counter (the forward loop that stacks them stays), ``prevent_cse=False`` on its
     checkpoint (1.6 → 2.5×: XLA hoists the pad out of the loop); the jvp rule's primal as
-    ``_depthwise_sum.fun``, fewer traced ops per tap (both within the noise, 1–3%);
-    X2's input tangent in XLA's plain form, whose transpose is lax's strided convolution
-    of the cotangent (1.4 → 1.15× forward+backward, but forward-mode jvp 3.3 → 136 ms on
-    XLA's input-dilated 3-D convolution); the switch inside a :func:`jax.custom_jvp`
-    whose tangent is switched too, so that reverse mode never linearizes the switch (X1
-    forward+backward lowering 89 → 87 ms). Kept: no platform switch in a CPU-only process
-    under ``"auto"`` (lower + compile over lax's, staged → decided at trace time, median
-    of 5 interleaved: W4 2.02 → 1.78 / 1.73 → 1.37, X1 1.90 → 1.75 / 1.67 → 1.53, X2
-    1.39 → 1.28 / 1.28 → 1.13, W8 forward+backward 1.47 → 1.10, W5 unchanged).
+    ``_depthwise_sum.fun``, fewer traced ops per tap (both within the noise, 1–3%); the
+    switch inside a :func:`jax.custom_jvp` whose tangent is switched too, so that reverse
+    mode never linearizes the switch (X1 forward+backward lowering 89 → 87 ms).
+
+    Memory: the 3-D sub-pixel derivative's input tangent in the sub-pixel form (a fast
+    forward-mode ``jvp``, 3.6 ms on X2) reordered the cotangent into phases before its
+    stride-1 convolution, 1.84× lax's temporaries; in XLA's plain form, as in 1-D and 2-D,
+    it transposes into lax's strided convolution: 1.11×, forward+backward 5.1 → 3.5 ms,
+    ``jvp`` 76 ms (lax's 196). Not available: a linear map evaluated in one form and
+    transposed in the other (``jax.custom_derivatives.linear_call`` has no batching rule,
+    so ``vmap`` would fail; jax 0.10 has no ``custom_transpose``).
 
     Example:
         >>> spec = ConvSpec(rank=2, data_format="channels_last", input_shape=(16, 16, 16, 64),
@@ -505,13 +512,17 @@ def dimension_numbers(rank: int, data_format: str, *, kernel_in_axis: int,
                                                             *spatial), out_spec=lhs)
 
 
-def _xla_conv(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
+def _xla_conv(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any,
+              kernel_out_first: bool = False) -> Array:
+    """XLA's convolution; the kernel ``(*k, in, out)``, or ``(*k, out, in)`` with
+    ``kernel_out_first``."""
     rank = spec.rank
+    in_axis, out_axis = (rank + 1, rank) if kernel_out_first else (rank, rank + 1)
     return _lax_conv(
         x, kernel, strides=spec.strides, padding=spec.padding, lhs_dilation=(1,) * rank,
         rhs_dilation=spec.dilation,
-        dimension_numbers=dimension_numbers(rank, spec.data_format, kernel_in_axis=rank,
-                                            kernel_out_axis=rank + 1),
+        dimension_numbers=dimension_numbers(rank, spec.data_format, kernel_in_axis=in_axis,
+                                            kernel_out_axis=out_axis),
         feature_group_count=spec.groups, precision=precision,
         preferred_element_type=spec.preferred_element_type,
     )
@@ -883,13 +894,14 @@ def _phase_offsets(kernel_size: int, stride: int, pad_lo: int) -> tuple[int, int
 def subpixel_transpose(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
                        ) -> Array:
     """A transposed convolution (dilation 1) computed as XLA's (3-D: in the sub-pixel form
-    too), differentiated in the sub-pixel form (:func:`_phase_conv`, :func:`_depth_to_space`).
+    too), its kernel derivative in the sub-pixel form (:func:`_phase_conv`,
+    :func:`_depth_to_space`).
 
     XLA:CPU computes the plain form — a stride-1 convolution of the input dilated by the
     strides (``lhs_dilation``) — fast forward, but its kernel gradient on its generic loop
     (W5: forward 1.2 ms, forward+backward 43 ms). The sub-pixel form is a stride-1
     convolution, whose gradients take the fast path; its own forward is slower (16/9 the
-    multiply-adds for W5, then depth-to-space), so it serves only as the derivative.
+    multiply-adds for W5, then depth-to-space), so it serves as the kernel derivative.
     """
     return _transpose_subpixel_derivative(x, kernel, spec, precision)
 
@@ -909,17 +921,22 @@ def _transpose_subpixel_derivative(x: Array, kernel: Array, spec: ConvSpec,
 @functools.partial(_transpose_subpixel_derivative.defjvp, symbolic_zeros=True)
 def _transpose_subpixel_jvp(spec: ConvSpec, precision: Any, primals: tuple[Array, Array],
                             tangents: tuple[Any, Any]) -> tuple[Array, Array]:
-    # Bilinear: the tangent is the map itself, once per tangent argument. Reverse mode
-    # transposes each term: the input tangent's plain form into XLA:CPU's fast strided
-    # convolution of the cotangent (as the plain path does), the kernel tangent's
-    # sub-pixel form into a fast stride-1 kernel-gradient convolution — instead of the
-    # plain form's generic one (W5: 42 → 3.3 ms, within 1% of its peak memory).
+    # Bilinear: the tangent is the map itself, once per tangent argument, each written in
+    # the form whose *transpose* XLA:CPU runs fast. The input tangent in XLA's plain form
+    # transposes into XLA's strided convolution of the cotangent, with the plain path's
+    # temporaries (in 3-D the sub-pixel form's would reorder the cotangent into phases
+    # first: X2 forward+backward 5.1 -> 3.5 ms, temporaries 1.25 -> 0.75 MiB, lax's 0.68;
+    # the price is forward mode in 3-D, XLA's input-dilated loop: jvp 3.6 -> 76 ms, lax's
+    # 196). The kernel tangent's sub-pixel form transposes into a fast stride-1
+    # kernel-gradient convolution instead of the plain form's generic one (W5: 42 ->
+    # 3.3 ms).
     x, kernel = primals
     y = _transpose_subpixel_derivative(x, kernel, spec, precision)
     plan = _subpixel_plan(spec)
     return y, _bilinear_tangent(
-        lambda a, b: _transpose_subpixel_derivative(a, b, spec, precision),
-        lambda a, b: _depth_to_space(_phase_conv(a, b, spec, plan, precision), spec, plan),
+        lambda a, b: _xla_conv_transpose(a, b, spec=spec, precision=precision),
+        lambda a, b: _depth_to_space(_phase_conv(a, b, spec, plan, precision,
+                                                 kernel_tangent=True), spec, plan),
         primals, tangents, y)
 
 
@@ -967,14 +984,22 @@ def _subpixel_plan(spec: ConvSpec) -> _SubpixelPlan:
 
 
 def _phase_conv(x: Array, kernel: Array, spec: ConvSpec, plan: _SubpixelPlan,
-                precision: Any) -> Array:
+                precision: Any, *, kernel_tangent: bool = False) -> Array:
     """The sub-pixel form's stride-1 convolution: ``(n, *Q, prod(s) * filters)`` phases
-    (channels_first: ``(n, prod(s) * filters, *Q)``)."""
+    (channels_first: ``(n, prod(s) * filters, *Q)``).
+
+    With ``kernel_tangent`` (the kernel is a tangent, whose transpose is the kernel
+    gradient) a dense phase convolution on XLA's path takes its kernel from
+    :func:`_phase_kernel_by_selection`.
+    """
     # Negative pads crop the input first; the rest is the convolution's own padding.
     x = _pad_spatial(x, _spatial_axes(spec),
                      [(min(lo, 0), min(hi, 0)) for lo, hi in plan.input_padding])
-    return _cpu_conv(x, _phase_kernel(kernel, spec, plan.offsets), _phase_spec(spec, plan),
-                     precision)
+    phase = _phase_spec(spec, plan)
+    if kernel_tangent and spec.groups == 1 and choose("conv", "cpu", phase) == XLA:
+        return _xla_conv(x, _phase_kernel_by_selection(kernel, spec, plan.offsets),
+                         spec=phase, precision=precision, kernel_out_first=True)
+    return _cpu_conv(x, _phase_kernel(kernel, spec, plan.offsets), phase, precision)
 
 
 def _phase_spec(spec: ConvSpec, plan: _SubpixelPlan) -> ConvSpec:
@@ -1009,9 +1034,8 @@ def _phase_kernel(kernel: Array, spec: ConvSpec, offsets: Sequence[tuple[int, in
     """
     rank, groups = spec.rank, spec.groups
     channels = kernel.shape[-1]
-    for axis, (k, s, (lo, _), (m_lo, taps)) in enumerate(zip(
-            spec.kernel_size, spec.strides, spec.padding, offsets)):
-        b = -(lo - (k - 1)) - s * m_lo - s * (taps - 1)
+    for axis, (k, s, (_, taps), b) in enumerate(zip(
+            spec.kernel_size, spec.strides, offsets, _phase_tap_starts(spec, offsets))):
         # Keep taps b … b + s * T - 1 (zeros outside the kernel), as (T, s), t reversed.
         a = 2 * axis  # axes before this one are already split in two
         kernel = _pad_spatial(kernel, (a,), ((-b, b + s * taps - k),))
@@ -1023,6 +1047,47 @@ def _phase_kernel(kernel: Array, spec: ConvSpec, offsets: Sequence[tuple[int, in
             2 * rank)
     kernel = jnp.transpose(kernel, perm)
     return kernel.reshape(*kernel.shape[:rank], channels // groups, -1)
+
+
+def _phase_tap_starts(spec: ConvSpec, offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Per axis, the tap ``b`` that phase 0 applies at the last offset index (phase ``r``
+    at offset index ``t`` applies tap ``b + s * (T - 1 - t) + r``)."""
+    return [-(lo - (k - 1)) - s * m_lo - s * (taps - 1)
+            for k, s, (lo, _), (m_lo, taps) in zip(spec.kernel_size, spec.strides,
+                                                     spec.padding, offsets)]
+
+
+def _phase_kernel_by_selection(kernel: Array, spec: ConvSpec,
+                               offsets: Sequence[tuple[int, int]]) -> Array:
+    """:func:`_phase_kernel` for ``groups == 1`` as one matrix product with a constant
+    0/1 selection matrix, laid out ``(*T, prod(s) * filters, C)`` (output channel
+    ``(r_1, …, r_N, f)``, read through the dimension numbers: no transpose).
+
+    The same numbers as the pads, reshapes and reverses of :func:`_phase_kernel` for
+    finite values (each entry is one product by 1 plus products by 0, at full precision),
+    but its transpose — the kernel gradient's reorder — is a matrix product, a library
+    call that XLA:CPU compiles in no time, where the reorder's loop fusion of a few
+    thousand elements costs 40–60 ms of LLVM (W5 forward+backward lower + compile 171 →
+    108 ms, X2 152 → 104 ms, lax's 133 / 133). A non-finite entry spreads as NaN over
+    its ``(filter, channel)`` column (``0 * inf``), where the other form keeps it in its
+    tap: used only for a tangent, never for the primal.
+    """
+    rank = spec.rank
+    taps = tuple(t for _, t in offsets)
+    phases = math.prod(spec.strides)
+    selection = np.zeros((math.prod(taps), phases, math.prod(spec.kernel_size)), np.float32)
+    starts = _phase_tap_starts(spec, offsets)
+    for row, t in enumerate(np.ndindex(*taps)):
+        for col, r in enumerate(np.ndindex(*spec.strides)):
+            tap = [b + s * (n - 1 - i) + p for b, s, n, i, p in zip(
+                starts, spec.strides, taps, t, r)]
+            if all(0 <= j < k for j, k in zip(tap, spec.kernel_size)):
+                selection[row, col, np.ravel_multi_index(tap, spec.kernel_size)] = 1
+    filters, channels = kernel.shape[rank], kernel.shape[rank + 1]
+    flat = kernel.reshape(-1, filters * channels)
+    out = jnp.dot(jnp.asarray(selection.reshape(-1, selection.shape[-1]), kernel.dtype),
+                  flat, precision=lax.Precision.HIGHEST)
+    return out.reshape(*taps, phases * filters, channels)
 
 
 def _depth_to_space(y: Array, spec: ConvSpec, plan: _SubpixelPlan) -> Array:
