@@ -68,14 +68,15 @@ the 2-core machine these numbers come from, a standalone pad, slice or concatena
 a large array 100–300 ms, a reorder of a few thousand kernel entries 40–60 ms) where its
 convolution, a matrix product or a reduction is a library call. Lower + compile over
 the plain path's, forward / forward+backward (benchmarks/RESULTS.md): ``depthwise_taps``
-1.7–2.3 / 1.4–1.6× (X1; W4's SeparableConv2D 1.8–2.1 / 1.4×: +50–100 ms once, against
+1.7–2.3 / 1.3–1.6× (X1; W4's SeparableConv2D 1.8–2.1 / 1.3–1.4×: +40–60 ms once, against
 30–100 ms saved per call: its one loop fusion of the taps' windows), ``block_diagonal``
-1.2–1.4 / 0.9–1.0× (X6), ``subpixel_transpose`` 1.0–1.3 / 0.7–0.9× (W5, X2),
-``pointwise_dot`` and ``bilinear_stencil`` no slower.
+1.2–2.1 / 0.9–1.1× (X6: 0.04 s more or less), ``subpixel_transpose`` 0.9–1.3 /
+0.6–0.9× (W5, X2), ``pointwise_dot`` and ``bilinear_stencil`` no slower.
 Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:CPU's
 ``peak_memory_in_bytes`` counts only arguments and outputs) are below the plain path's on
 W4 (0.33×), X1 (0.49×) and X6 (0.53×), above it by the sub-pixel kernel gradient's
-phase layout, ``(s·T / k)^N`` times the kernel's entries: X2 1.11× (+57 KiB), W5 1.02×.
+phase layout, ``(s·T / k)^N`` times the kernel's entries: X2 1.11× (+74 KiB), W5 1.02×
+(+56 KiB).
 
 Where the choice is made (``kconv.config.set_conv_lowering``):
 
@@ -310,7 +311,8 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     nine windows compiles 20–50 ms longer than XLA's library call) and, marginally, X1's
     forward+backward. Dropped, on X1 unless named: the tap windows over the merged
     ``(n, h, w * c)`` axes (the same 83 ms compile), one pad then nine slices (355 vs
-    81 ms: XLA does not fuse a pad with nine users), per-row pads (324 ms); the weight
+    81 ms: XLA does not fuse a pad with nine users), per-row pads (324 ms), the padded copy
+    built by ``dynamic_update_slice`` into zeros (2.9× the one-fusion form's); the weight
     gradient, instead of the scan (0.35–0.43 s compile, 8–9 ms, 8.5 MB temporaries), as
     one reduction of the stacked windows (0.83 s, 49 ms, 68 MB), nine reductions (0.62 s,
     14 ms, 30 MB) or nine batched dot products (0.59 s, 10 ms, 30 MB); the scan slicing
