@@ -39,8 +39,35 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
+import numpy as np
+
 _T = TypeVar("_T")
 _K = TypeVar("_K", bound="KerasObject")
+
+
+def real_number(owner: str, name: str, value: Any) -> Union[int, float]:
+    """Validates a real-number hyper-parameter (``bool`` is not one); NumPy scalars
+    become Python numbers.
+
+    Raises:
+      TypeError: naming the owner, the argument and the value.
+
+    Example:
+        >>> real_number("MaxNorm", "max_value", np.float32(2.0))
+        2.0
+        >>> real_number("MaxNorm", "max_value", "2")
+        Traceback (most recent call last):
+        ...
+        TypeError: MaxNorm: argument `max_value` must be a real number, got '2' of type str.
+    """
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(
+        value, (bool, np.bool_)
+    ):
+        raise TypeError(
+            f"{owner}: argument `{name}` must be a real number, got {value!r} "
+            f"of type {type(value).__name__}."
+        )
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class KerasObject:

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kconv._registry import KerasObject, Registry
+from kconv._registry import KerasObject, Registry, real_number
 
 __all__ = [
     "Constraint",
@@ -70,17 +70,6 @@ def _axis(owner: str, value: Any) -> Axis:
     raise TypeError(
         f"{owner}: argument `axis` must be an int, a sequence of ints or None, got {value!r}."
     )
-
-
-def _number(owner: str, name: str, value: Any) -> Union[int, float]:
-    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(
-        value, (bool, np.bool_)
-    ):
-        raise TypeError(
-            f"{owner}: argument `{name}` must be a real number, got {value!r} "
-            f"of type {type(value).__name__}."
-        )
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _norms(w: jax.Array, axis: Axis) -> jax.Array:
@@ -127,7 +116,7 @@ class MaxNorm(Constraint):
     axis: Axis = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "max_value", _number("MaxNorm", "max_value", self.max_value))
+        object.__setattr__(self, "max_value", real_number("MaxNorm", "max_value", self.max_value))
         object.__setattr__(self, "axis", _axis("MaxNorm", self.axis))
 
     def __call__(self, w: Any) -> jax.Array:
@@ -163,7 +152,7 @@ class MinMaxNorm(Constraint):
 
     def __post_init__(self) -> None:
         for name in ("min_value", "max_value", "rate"):
-            object.__setattr__(self, name, _number("MinMaxNorm", name, getattr(self, name)))
+            object.__setattr__(self, name, real_number("MinMaxNorm", name, getattr(self, name)))
         object.__setattr__(self, "axis", _axis("MinMaxNorm", self.axis))
 
     def __call__(self, w: Any) -> jax.Array:

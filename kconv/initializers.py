@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kconv._registry import KerasObject, Registry
+from kconv._registry import KerasObject, Registry, real_number
 
 __all__ = [
     "Initializer",
@@ -124,22 +124,6 @@ def _as_shape(shape: Shape) -> tuple[int, ...]:
     if isinstance(shape, (int, np.integer)):
         return (int(shape),)
     return tuple(int(d) for d in shape)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def _scalar(owner: str, name: str, value: Any) -> Union[int, float]:
-    """Validates a scalar hyper-parameter; NumPy scalars become Python numbers."""
-    if not _is_real(value):
-        raise TypeError(
-            f"{owner}: argument `{name}` must be a real number, got {value!r} "
-            f"of type {type(value).__name__}."
-        )
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _axes(owner: str, name: str, value: Any) -> Optional[tuple[int, ...]]:
@@ -263,7 +247,7 @@ class Constant(Initializer):
     value: Union[int, float] = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "value", _scalar("Constant", "value", self.value))
+        object.__setattr__(self, "value", real_number("Constant", "value", self.value))
 
     def __call__(
         self, key: Optional[jax.Array], shape: Shape, dtype: DType = jnp.float32
@@ -293,7 +277,7 @@ class Identity(Initializer):
     gain: Union[int, float] = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gain", _scalar("Identity", "gain", self.gain))
+        object.__setattr__(self, "gain", real_number("Identity", "gain", self.gain))
 
     def get_config(self) -> dict[str, Any]:
         """``{}`` for the default gain (as Keras), else ``{"gain": gain}``.
@@ -338,8 +322,8 @@ class RandomNormal(_RandomInitializer):
     seed: Optional[int] = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", _scalar("RandomNormal", "mean", self.mean))
-        object.__setattr__(self, "stddev", _scalar("RandomNormal", "stddev", self.stddev))
+        object.__setattr__(self, "mean", real_number("RandomNormal", "mean", self.mean))
+        object.__setattr__(self, "stddev", real_number("RandomNormal", "stddev", self.stddev))
         self._check_seed()
 
     def __call__(
@@ -373,8 +357,8 @@ class TruncatedNormal(_RandomInitializer):
     seed: Optional[int] = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", _scalar("TruncatedNormal", "mean", self.mean))
-        object.__setattr__(self, "stddev", _scalar("TruncatedNormal", "stddev", self.stddev))
+        object.__setattr__(self, "mean", real_number("TruncatedNormal", "mean", self.mean))
+        object.__setattr__(self, "stddev", real_number("TruncatedNormal", "stddev", self.stddev))
         self._check_seed()
 
     def __call__(
@@ -409,8 +393,8 @@ class RandomUniform(_RandomInitializer):
     seed: Optional[int] = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "minval", _scalar("RandomUniform", "minval", self.minval))
-        object.__setattr__(self, "maxval", _scalar("RandomUniform", "maxval", self.maxval))
+        object.__setattr__(self, "minval", real_number("RandomUniform", "minval", self.minval))
+        object.__setattr__(self, "maxval", real_number("RandomUniform", "maxval", self.maxval))
         self._check_seed()
 
     def __call__(
@@ -467,7 +451,7 @@ class VarianceScaling(_RandomInitializer):
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        scale = _scalar(owner, "scale", self.scale)
+        scale = real_number(owner, "scale", self.scale)
         if not scale > 0:
             raise ValueError(f"{owner}: argument `scale` must be positive, got {scale!r}.")
         if self.mode not in _MODES:
@@ -677,7 +661,7 @@ class Orthogonal(_RandomInitializer):
     seed: Optional[int] = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gain", _scalar("Orthogonal", "gain", self.gain))
+        object.__setattr__(self, "gain", real_number("Orthogonal", "gain", self.gain))
         self._check_seed()
 
     def __call__(
