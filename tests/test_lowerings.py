@@ -619,6 +619,27 @@ def test_the_path_taken_is_in_the_program():
     assert "convolution" not in _hlo(depthwise, x, dw, platform="cuda")
 
 
+@pytest.mark.parametrize("mode", ["auto", "portable"])
+def test_export_for_several_platforms(mode):
+    # jax.export to the CPU and a GPU at once (no GPU needed): "portable" stages the
+    # choice, so the CUDA program holds XLA's convolution and the CPU one the lowering;
+    # "auto" in this CPU-only process carries the CPU lowering into both. Either artifact
+    # runs here with the plain path's numbers.
+    from jax import export
+
+    rng = np.random.default_rng(18)
+    x = _x(rng, 2, 4, "channels_last")
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 1)), jnp.float32)
+    f = lambda x, w: ops.depthwise_conv(x, w, 1, "same")  # noqa: E731
+    with config.conv_lowering(mode):
+        exported = export.export(jax.jit(f), platforms=("cpu", "cuda"))(x, w)
+    assert exported.platforms == ("cpu", "cuda")
+    assert ("stablehlo.convolution" in exported.mlir_module()) == (mode == "portable")
+    with config.conv_lowering("xla"):
+        plain = f(x, w)
+    _assert_close(exported.call(x, w), plain)
+
+
 def test_switch():
     assert config.get_conv_lowering() == "auto"
     with config.conv_lowering("XLA"):
