@@ -6,7 +6,7 @@ against ``jax.grad(loss)`` of a single example, for the weighted layers' example
 ``kconv/layers/_examples.py``, and prints the README's table (ms of lower + compile, the
 median of ``--repeats`` fresh compiles, interleaved).
 
-    python benchmarks/per_example_compile.py [--repeats 3] [--lowering auto|xla]
+    python benchmarks/per_example_compile.py [--repeats 3] [--lowering auto|portable|xla]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def measure(name: str, repeats: int) -> tuple[tuple[int, ...], float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--lowering", choices=("auto", "xla"), default="auto")
+    parser.add_argument("--lowering", choices=kconv.config.CONV_LOWERINGS, default="auto")
     options = parser.parse_args()
     kconv.config.set_conv_lowering(options.lowering)
     print("| layer | batch input | one example's gradient | per-example gradients (vmap) |")
