@@ -669,14 +669,19 @@ def depthwise_taps(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _depthwise_sum(x: Array, weights: Array, spec: ConvSpec) -> Array:
-    """``sum_t window_t(x) * weights[t]``, unrolled over the taps ``t`` (one fused loop)."""
+    """``sum_t window_t(x) * weights[t]``, unrolled over the taps ``t`` (one fused loop).
+
+    Written in ``lax`` primitives, not ``jnp`` operators: ``jnp``'s broadcasting and
+    indexing add primitives (and ``jnp``'s own jitted wrappers) per tap, which every trace
+    pays for (X1 forward, the layer's trace 9.5 → 6.8 ms; lax's is 2.6).
+    """
     axes, out = _spatial_axes(spec), spec.output_spatial()
     y = None
     for tap, offsets in enumerate(np.ndindex(*spec.kernel_size)):
         window = _tap_window(x, axes, offsets, spec, out)
         if window is not None:
-            term = _scale_channels(window, weights[tap], spec)
-            y = term if y is None else y + term
+            term = _scale_channels(window, lax.slice_in_dim(weights, tap, tap + 1), spec)
+            y = term if y is None else lax.add(y, term)
     return jnp.zeros(_output_shape(x, spec, out), x.dtype) if y is None else y
 
 
@@ -771,26 +776,39 @@ def _tap_window(x: Array, axes: Sequence[int], offsets: Sequence[int], spec: Con
         limit[axis] = last * s + j * d - lo + 1
         step[axis] = s
         pads[axis] = (first, o - 1 - last, 0)
+    zero = np.zeros((), x.dtype)
+    if all(s == 1 for s in step):
+        # One pad with negative (cropping) amounts: a primitive fewer per tap to trace and
+        # lower; XLA's simplifier makes it the same slice-and-pad.
+        crop = [(p[0] - a, p[1] - (n - b), 0)
+                for p, a, b, n in zip(pads, start, limit, x.shape)]
+        return x if all(c == (0, 0, 0) for c in crop) else lax.pad(x, zero, crop)
     window = lax.slice(x, start, limit, step)
     if any(p != (0, 0, 0) for p in pads):
-        window = lax.pad(window, jnp.zeros((), x.dtype), pads)
+        window = lax.pad(window, zero, pads)
     return window
 
 
 def _scale_channels(window: Array, weights: Array, spec: ConvSpec) -> Array:
-    """``window`` channel ``c`` times ``weights[c, m]`` as output channel ``c * dm + m``."""
-    channels, multiplier = weights.shape
+    """``window`` channel ``c`` times ``weights[c, m]`` as output channel ``c * dm + m``
+    (``weights`` ``(C, dm)``, or ``(1, C, dm)``)."""
+    channels, multiplier = weights.shape[-2:]
     channel = _channel_axis(spec)
     if multiplier == 1:
-        shape = [1] * window.ndim
-        shape[channel] = channels
-        return window * weights.reshape(shape)
-    expanded = jnp.expand_dims(window, channel + 1)
-    shape = [1] * expanded.ndim
-    shape[channel], shape[channel + 1] = channels, multiplier
+        return lax.mul(window, lax.broadcast_in_dim(lax.reshape(weights, (channels,)),
+                                                    window.shape, (channel,)))
+    shape = window.shape[:channel + 1] + (multiplier,) + window.shape[channel + 1:]
+    product = lax.mul(lax.broadcast_in_dim(window, shape, _skip(window.ndim, channel + 1)),
+                      lax.broadcast_in_dim(lax.reshape(weights, (channels, multiplier)),
+                                           shape, (channel, channel + 1)))
     out_shape = list(window.shape)
     out_shape[channel] = channels * multiplier
-    return (expanded * weights.reshape(shape)).reshape(out_shape)
+    return lax.reshape(product, tuple(out_shape))
+
+
+def _skip(ndim: int, axis: int) -> tuple[int, ...]:
+    """The axes of an ``ndim + 1``-d array other than ``axis``, for ``broadcast_in_dim``."""
+    return tuple(a if a < axis else a + 1 for a in range(ndim))
 
 
 def grouped_split(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any,
