@@ -87,6 +87,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--gemm-n", type=int, default=None,
                     help="size of the reference GEMM (default 2048 on CPU, 8192 on GPU; "
                          "--quick: 256)")
+    ap.add_argument("--compile-repeats", type=int, default=None,
+                    help="lower + compile measurements per JAX implementation, interleaved, "
+                         "each with JAX's caches cleared; the median is reported (default 5; "
+                         "--quick: 1)")
     ap.add_argument("--tol", type=float, default=None,
                     help="numerical tolerance (default 1e-4 float32, 5e-2 bfloat16)")
     ap.add_argument("--torch-threads", type=int, default=None,
@@ -101,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rounds = (3 if q else 200) if args.rounds is None else args.rounds
     args.min_rounds = (3 if q else 0) if args.min_rounds is None else args.min_rounds
     args.warmup = (1 if q else 2) if args.warmup is None else args.warmup
+    args.compile_repeats = ((1 if q else 5) if args.compile_repeats is None
+                            else max(1, args.compile_repeats))
     args.tol = (1e-4 if args.dtype == "float32" else 5e-2) if args.tol is None else args.tol
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for m in args.modes:
@@ -412,6 +418,31 @@ def prepare_jax(impl, mode: str) -> tuple[Any, Any, dict[str, Any]]:
     return call, out, info
 
 
+def compile_samples(impls: dict[str, Any], mode: str, repeats: int
+                    ) -> dict[str, list[tuple[float, float]]]:
+    """``(lower, compile)`` seconds of every JAX implementation, ``repeats`` times.
+
+    One compile per implementation is too noisy to compare two of them here (the same XLA
+    program measured twice has differed by 1.5×), so the implementations take turns, the
+    order rotating each round, and each measurement starts from ``jax.clear_caches()``:
+    cold caches, as in the first call of a fresh process, and the same state for everyone.
+    """
+    import jax
+
+    names = list(impls)
+    out: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            target, args = _jax_target(impls[n], mode)
+            jax.clear_caches()
+            t0 = pc()
+            lowered = jax.jit(target).lower(*args)
+            t1 = pc()
+            lowered.compile()
+            out[n].append((t1 - t0, pc() - t1))
+    return out
+
+
 def prepare_torch(impl, mode: str, torch_mod, device: str):
     sync = torch_mod.cuda.synchronize if device == "cuda" else (lambda: None)
     if mode == "fwd":
@@ -496,6 +527,15 @@ def run_workload(w, args, ctx) -> list[dict[str, Any]]:
                 call()
         samples = round_robin(calls, args.rounds, args.min_rounds, args.seconds,
                               args.gap_ms / 1e3)
+        del calls  # compile_samples clears JAX's caches: the timed functions are done
+        jax_timed = {n: impls[n] for n in row["impls"] if impls[n].backend == "jax"}
+        for name, pairs in compile_samples(jax_timed, mode, args.compile_repeats).items():
+            c = row["impls"][name]["compile"]
+            c["first_lower_compile_s"] = c["lower_compile_s"]
+            c["samples"] = [list(p) for p in pairs]
+            c["lower_s"] = statistics.median(p[0] for p in pairs)
+            c["compile_s"] = statistics.median(p[1] for p in pairs)
+            c["lower_compile_s"] = statistics.median(sum(p) for p in pairs)
         for name, s in samples.items():
             r = row["impls"][name]
             r.update(stats(s))
@@ -503,7 +543,6 @@ def run_workload(w, args, ctx) -> list[dict[str, Any]]:
         summarize(row, ctx["gemm_ref"])
         print_row(row)
         rows.append(row)
-        del calls
     return rows
 
 
@@ -675,9 +714,12 @@ def render_markdown(res: dict[str, Any]) -> str:
         L.append("")
 
     L += ["## Compile time (JAX)", "",
-          "`jax.jit(f).lower(*args).compile()` wall time in seconds (lower + compile), then in "
-          "brackets the first-call wall time of a fresh `jax.jit(f)` (trace + lower + compile "
-          "+ run; measured second, so JAX's inner caches are warm). Torch: first eager call.",
+          "`jax.jit(f).lower(*args).compile()` wall time in seconds (lower + compile): the "
+          f"median of {a.get('compile_repeats', 1)} measurement(s) per implementation, taken in "
+          "turns (the order rotating) after the timed rounds, each from `jax.clear_caches()` "
+          "(cold caches, as a fresh process's first call). In brackets the first-call wall "
+          "time of a fresh `jax.jit(f)` before the timed rounds (trace + lower + compile + "
+          "run, one measurement, JAX's inner caches warm). Torch: first eager call.",
           ""]
     head = ["id", "mode", *jax_impls, "kconv / lax"] + (["torch first call"] if "torch" in impls
                                                         else [])
