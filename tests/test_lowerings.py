@@ -237,22 +237,21 @@ def test_subpixel_transpose_kernel_sizes(kernel_size, padding):
     ((3,), (2,), ((2, 1),)), ((5,), (3,), ((0, 0),)), ((3, 2), (2, 2), ((2, 1), (1, 1))),
     ((4, 3), (2, 3), ((1, 2), (0, 0))), ((3, 3, 3), (2, 2, 2), ((2, 1),) * 3),
     ((2, 4, 3), (3, 2, 2), ((0, 1), (2, 3), (1, 1)))])
-def test_phase_kernel_by_selection(kernel_size, strides, padding):
-    # The selection-matrix form (the kernel tangent's) against the pads and reshapes of
-    # the primal's: the same (T..., C, phases * F) entries, read (T..., phases * F, C).
+def test_phase_kernel_holds_each_tap_once(kernel_size, strides, padding):
+    # The sub-pixel form's (T..., C, phases * F) kernel holds every kernel entry exactly
+    # once (no tap lost, none doubled) and zeros elsewhere; where each lands is checked by
+    # the transposed convolutions above, against the plain path.
     rank = len(kernel_size)
     spec = lowering.ConvSpec(rank=rank, data_format="channels_last",
                              input_shape=(1, *(6,) * rank, 4), kernel_shape=(*kernel_size, 3, 4),
                              strides=strides, padding=padding, dilation=(1,) * rank)
     kernel = jnp.asarray(np.random.default_rng(rank).standard_normal(spec.kernel_shape),
                          jnp.float32)
-    offsets = lowering._subpixel_plan(spec).offsets
-    by_pads = lowering._phase_kernel(kernel, spec, offsets)
-    by_selection = lowering._phase_kernel_by_selection(kernel, spec, offsets)
-    np.testing.assert_array_equal(np.swapaxes(np.asarray(by_selection), -1, -2),
-                                  np.asarray(by_pads))
-    # Every kernel entry lands in the phase kernel exactly once (no tap lost, none doubled).
+    by_pads = np.asarray(lowering._phase_kernel(kernel, spec,
+                                                lowering._subpixel_plan(spec).offsets))
     assert np.count_nonzero(by_pads) == kernel.size
+    np.testing.assert_array_equal(np.sort(by_pads[by_pads != 0]),
+                                  np.sort(np.asarray(kernel).ravel()))
 
 
 def _grouped_transpose_cases():
@@ -370,7 +369,7 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
                                                                data_format=fmt),
          (xs, jnp.asarray(rng.standard_normal((3, 3, 2, 3)), dtype))),
         ("bilinear_stencil", lambda x: ops.upsample(x, 2, fmt, "bilinear", rank=2), (x,)),
-        # 3-D: the sub-pixel forward too, its input tangent in XLA's plain form.
+        # 3-D: the sub-pixel form is the value (and both tangents) too.
         ("subpixel_transpose_3d", lambda x, w: ops.conv_transpose(x, w, 2, "same",
                                                                   data_format=fmt),
          (_x(rng, 3, 3, fmt, spatial=(3, 4, 2), dtype=dtype),
@@ -453,9 +452,13 @@ def test_transformations(name, mode):
         argnums = tuple(range(len(a)))
         second = jax.grad(lambda *b: jnp.sum(jax.grad(loss, argnums=0)(*b) ** 2),
                           argnums=argnums)(*a)
+        shared = (0,) + (None,) * (len(a) - 1)  # a batch of inputs, one set of weights
         return {
             "jvp": jax.jvp(f, a, tangents),
             "vmap": jax.vmap(f)(*stacked),
+            "vmap_inputs": jax.vmap(f, in_axes=shared)(stacked[0], *a[1:]),
+            "vmap_grad": jax.vmap(jax.grad(loss, argnums=argnums), in_axes=shared)(
+                stacked[0], *a[1:]),
             "grad_of_grad": second,
             "hvp": jax.jvp(jax.grad(loss), a, tangents)[1],
             "remat": jax.grad(jax.checkpoint(loss), argnums=argnums)(*a),
@@ -596,10 +599,19 @@ def test_the_path_taken_is_in_the_program():
     dilated = "lhs_dilate = [2, 2]"
     assert dilated in _hlo(transpose, x, tw)
     assert dilated not in _hlo(transpose, x, tw, grad=True)
-    # Its kernel gradient reorders the phases by a matrix product (no dot in the plain).
-    assert "dot_general" in _hlo(transpose, x, tw, grad=True)
+    # Its kernel gradient is the kernel gradient of the strided convolution it is the input
+    # gradient of (rhs_dilation = strides), in 3-D too (whose forward is the sub-pixel form).
+    assert "rhs_dilate = [2, 2]" in _hlo(transpose, x, tw, grad=True)
+    x3 = jnp.asarray(rng.standard_normal((1, 3, 3, 3, 4)), jnp.float32)
+    tw3 = jnp.asarray(rng.standard_normal((3, 3, 3, 2, 4)), jnp.float32)
+    assert "rhs_dilate = [2, 2, 2]" in _hlo(transpose, x3, tw3, grad=True)
+    assert "lhs_dilate = [2, 2, 2]" not in _hlo(transpose, x3, tw3)
+    # Forward mode evaluates the tangents in the value's form: no input-dilated 3-D loop.
+    jvp = jax.jit(lambda x, w: jax.jvp(transpose, (x, w), (x, w))).lower(x3, tw3).as_text()
+    assert "lhs_dilate = [2, 2, 2]" not in jvp
     with config.conv_lowering("xla"):
         assert dilated in _hlo(transpose, x, tw, grad=True)
+        assert "lhs_dilate = [2, 2, 2]" in _hlo(transpose, x3, tw3, grad=True)
         assert "convolution" in _hlo(depthwise, x, dw)
     # This process runs only on the CPU: "auto" decides at trace time, no platform switch.
     assert jax.default_backend() == "cpu"

@@ -5,9 +5,11 @@ Every op in :mod:`kconv.ops` describes its call as a :class:`ConvSpec` (or
 :class:`UpsampleSpec`) and asks :func:`choose` which lowering computes it. A lowering never
 changes the numbers beyond float rounding, only the speed, and is checked against the
 plain path in ``tests/test_lowerings.py`` (outputs, both gradients, jvp, vmap,
-grad-of-grad, remat). Each is built from ``lax``/``jnp`` ops; three also carry a
+grad-of-grad, remat). Each is built from ``lax``/``jnp`` ops; two also carry a
 :func:`jax.custom_jvp` whose tangent is the same map written in the form whose
-*transpose* XLA:CPU runs fast, so forward mode, reverse mode and higher orders all work.
+*transpose* XLA:CPU runs fast, and the transposed convolution is a bilinear primitive
+whose transposes are chosen directly (:func:`subpixel_transpose`), so forward mode,
+reverse mode and higher orders all work.
 
 The rule (:func:`choose`), per call:
 
@@ -50,14 +52,14 @@ The rule (:func:`choose`), per call:
      2.0 ms).
   2. ``"subpixel_transpose"`` — a stride above 1 and dilation 1, dense or depthwise (one
      input channel per group, where the sub-pixel form's phase convolution is itself
-     ``"depthwise_taps"``): XLA's forward, with the kernel derivative through the
-     sub-pixel form (a stride-1 convolution to ``prod(strides)`` phases, then
-     depth-to-space), never the generic loop XLA:CPU runs the plain kernel gradient on
-     (W5 forward+backward 42 → 3.3 ms; depthwise, 64 groups, 129 → 47 ms); the input
-     derivative is the plain path's (its transpose, XLA's strided convolution, is fast).
-     The forward is XLA's, unchanged, in 1-D and 2-D; in 3-D it is the sub-pixel form
-     too, as XLA:CPU's input-dilated 3-D convolution is on its slowest loop (X2 forward
-     42 → 0.7 ms).
+     ``"depthwise_taps"``): XLA's forward, with gradients that never take the generic
+     loop XLA:CPU runs the plain kernel gradient on: the input's is XLA's strided
+     convolution of the cotangent, the kernel's that strided convolution's own kernel
+     gradient (W5 forward+backward 42 → 5.3 ms), or for a depthwise one the sub-pixel
+     form's (a stride-1 convolution to ``prod(strides)`` phases, then depth-to-space;
+     64 groups, 129 → 47 ms). The forward is XLA's, unchanged, in 1-D and 2-D; in 3-D it
+     is the sub-pixel form, as XLA:CPU's input-dilated 3-D convolution is on its slowest
+     loop (X2 forward 42 → 0.7 ms).
   3. otherwise ``"xla"``.
 - CPU, ``upsample`` with ``bilinear`` (floating inputs): ``"bilinear_stencil"`` — the
   fixed two-tap half-pixel stencil per axis instead of ``jax.image.resize``'s dense
@@ -71,12 +73,10 @@ the plain path's, forward / forward+backward (benchmarks/RESULTS.md): ``depthwis
 1.7–2.3 / 1.3–1.6× (X1; W4's SeparableConv2D 1.8–2.1 / 1.3–1.4×: +40–60 ms once, against
 30–100 ms saved per call: its one loop fusion of the taps' windows), ``block_diagonal``
 1.2–2.1 / 0.9–1.1× (X6: 0.04 s more or less), ``subpixel_transpose`` 0.9–1.3 /
-0.6–0.9× (W5, X2), ``pointwise_dot`` and ``bilinear_stencil`` no slower.
+0.8–0.95× (W5, X2), ``pointwise_dot`` and ``bilinear_stencil`` no slower.
 Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:CPU's
 ``peak_memory_in_bytes`` counts only arguments and outputs) are below the plain path's on
-W4 (0.33×), X1 (0.49×) and X6 (0.53×), above it by the sub-pixel kernel gradient's
-phase layout, ``(s·T / k)^N`` times the kernel's entries: X2 1.11× (+74 KiB), W5 1.02×
-(+56 KiB).
+W4 (0.33×), X1 (0.49×) and X6 (0.53×), and equal to it elsewhere (W5, X2 1.00×).
 
 Where the choice is made (``kconv.config.set_conv_lowering``):
 
@@ -115,6 +115,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 from kconv import config
 
@@ -303,11 +305,11 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     W4 2.1–2.2 → 1.2–1.7×, 4.5 MB fewer temporaries); no platform switch in a CPU-only
     process under ``"auto"`` (staged → decided at trace time, median of 5 interleaved: W4
     2.02 → 1.78 / 1.73 → 1.37, X1 1.90 → 1.75 / 1.67 → 1.53, X2 1.39 → 1.28 / 1.28 →
-    1.13, W8 forward+backward 1.47 → 1.10); the sub-pixel kernel gradient's reorder as a
-    matrix product (:func:`_phase_kernel_by_selection`; W5 forward+backward 171 → 108 ms,
-    X2 152 → 104 ms, lax's 133 / 133; a gather instead: 113 / 127 ms and more
-    temporaries; the product followed by a transpose to the ``(*T, C, O)`` layout: 153 /
-    118 ms). Still above 1.5×: ``depthwise_taps`` forward (X1, W4: its one loop fusion of
+    1.13, W8 forward+backward 1.47 → 1.10); the transposed convolution's kernel gradient
+    as the strided convolution's (:func:`_conv_transpose_rhs`; before it, the sub-pixel
+    phase gradient reordered by a pads-and-reshapes loop fusion, W5 forward+backward
+    171 ms, then by a matrix product with a 0/1 selection matrix, 108 ms; now 0.83× lax's
+    133). Still above 1.5×: ``depthwise_taps`` forward (X1, W4: its one loop fusion of
     nine windows compiles 20–50 ms longer than XLA's library call) and, marginally, X1's
     forward+backward. Dropped, on X1 unless named: the tap windows over the merged
     ``(n, h, w * c)`` axes (the same 83 ms compile), one pad then nine slices (355 vs
@@ -324,13 +326,19 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     switch inside a :func:`jax.custom_jvp` whose tangent is switched too, so that reverse
     mode never linearizes the switch (X1 forward+backward lowering 89 → 87 ms).
 
-    Memory: the 3-D sub-pixel derivative's input tangent in the sub-pixel form (a fast
-    forward-mode ``jvp``, 3.6 ms on X2) reordered the cotangent into phases before its
-    stride-1 convolution, 1.84× lax's temporaries; in XLA's plain form, as in 1-D and 2-D,
-    it transposes into lax's strided convolution: 1.11×, forward+backward 5.1 → 3.5 ms,
-    ``jvp`` 76 ms (lax's 196). Not available: a linear map evaluated in one form and
-    transposed in the other (``jax.custom_derivatives.linear_call`` has no batching rule,
-    so ``vmap`` would fail; jax 0.10 has no ``custom_transpose``).
+    Memory and forward mode, the transposed convolution: as a ``custom_jvp`` its tangents
+    had to be written in the form whose transpose JAX derives, so one form served both
+    modes. In 3-D the input tangent in the sub-pixel form (a fast ``jvp``, 3.6 ms on X2)
+    transposed into a phase reorder of the cotangent, 1.84× lax's temporaries; in XLA's
+    plain form, 1.11×, but a ``jvp`` on the input-dilated loop (76 ms); and the kernel
+    tangent in the sub-pixel form computed ``(s·T / k)^N`` the kernel's entries (W5
+    1.02×, X2 1.11× lax's temporaries). ``jax.custom_derivatives.linear_call`` (evaluate
+    one form, transpose another) has no batching rule and jax 0.10 has no
+    ``custom_transpose``; a primitive with bilinear transposes
+    (:func:`subpixel_transpose`) has both: ``jvp`` 3.6 ms, temporaries lax's. Measured
+    and dropped on the way: one phase convolution per group of phases with the same taps
+    (temporaries 0.98 / 0.93×, but 2.2 / 3.3× lax's compile time), the phase convolution
+    over two halves of the batch (XLA keeps both halves' copies live: no change).
 
     Example:
         >>> spec = ConvSpec(rank=2, data_format="channels_last", input_shape=(16, 16, 16, 64),
@@ -514,12 +522,10 @@ def dimension_numbers(rank: int, data_format: str, *, kernel_in_axis: int,
                                                             *spatial), out_spec=lhs)
 
 
-def _xla_conv(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any,
-              kernel_out_first: bool = False) -> Array:
-    """XLA's convolution; the kernel ``(*k, in, out)``, or ``(*k, out, in)`` with
-    ``kernel_out_first``."""
+def _xla_conv(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
+    """XLA's convolution; the kernel ``(*k, in, out)``."""
     rank = spec.rank
-    in_axis, out_axis = (rank + 1, rank) if kernel_out_first else (rank, rank + 1)
+    in_axis, out_axis = rank, rank + 1
     return _lax_conv(
         x, kernel, strides=spec.strides, padding=spec.padding, lhs_dilation=(1,) * rank,
         rhs_dilation=spec.dilation,
@@ -917,22 +923,28 @@ def _phase_offsets(kernel_size: int, stride: int, pad_lo: int) -> tuple[int, int
 
 def subpixel_transpose(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
                        ) -> Array:
-    """A transposed convolution (dilation 1) computed as XLA's (3-D: in the sub-pixel form
-    too), its kernel derivative in the sub-pixel form (:func:`_phase_conv`,
-    :func:`_depth_to_space`).
+    """A transposed convolution (dilation 1) as one bilinear primitive whose value and
+    tangents are XLA's plain form (3-D: the sub-pixel form, :func:`_phase_conv`,
+    :func:`_depth_to_space`), and whose transposes are the fast convolutions below.
 
     XLA:CPU computes the plain form — a stride-1 convolution of the input dilated by the
-    strides (``lhs_dilation``) — fast forward, but its kernel gradient on its generic loop
-    (W5: forward 1.2 ms, forward+backward 43 ms). The sub-pixel form is a stride-1
-    convolution, whose gradients take the fast path; its own forward is slower (16/9 the
-    multiply-adds for W5, then depth-to-space), so it serves as the kernel derivative.
+    strides (``lhs_dilation``) — fast forward, but its kernel gradient, JAX's transpose of
+    it, on its generic loop (W5: forward 1.2 ms, forward+backward 43 ms). The transposes
+    here (:func:`_conv_transpose_lhs`, :func:`_conv_transpose_rhs`) are the convolutions
+    of the strided convolution this one is the input gradient of: lax's strided
+    convolution of the cotangent for the input, and that convolution's own kernel
+    gradient (``rhs_dilation``) for the kernel, both on XLA:CPU's fast path in 1-D and 2-D.
+    A :func:`jax.custom_vjp` would give the same reverse mode but no forward mode, and
+    ``jax.custom_jvp`` lets JAX transpose the tangent it is given; a primitive with
+    :func:`jax.interpreters.ad.defbilinear` has the value, both tangents and both
+    transposes chosen here, and a batching rule, so ``jvp``, ``vmap``, ``grad`` of
+    ``grad`` and ``remat`` all work.
     """
-    return _transpose_subpixel_derivative(x, kernel, spec, precision)
+    return _conv_transpose_p.bind(x, kernel, spec=spec, precision=precision)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _transpose_subpixel_derivative(x: Array, kernel: Array, spec: ConvSpec,
-                                   precision: Any) -> Array:
+def _conv_transpose_value(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
+                          ) -> Array:
     if spec.rank == 3:
         # 3-D: XLA:CPU's input-dilated 3-D convolution is far slower than the sub-pixel
         # form's stride-1 one (X2, (2, 8, 8, 8, 32) -> 16, 3x3x3, stride 2: 42 -> 0.7 ms);
@@ -942,26 +954,78 @@ def _transpose_subpixel_derivative(x: Array, kernel: Array, spec: ConvSpec,
     return _xla_conv_transpose(x, kernel, spec=spec, precision=precision)
 
 
-@functools.partial(_transpose_subpixel_derivative.defjvp, symbolic_zeros=True)
-def _transpose_subpixel_jvp(spec: ConvSpec, precision: Any, primals: tuple[Array, Array],
-                            tangents: tuple[Any, Any]) -> tuple[Array, Array]:
-    # Bilinear: the tangent is the map itself, once per tangent argument, each written in
-    # the form whose *transpose* XLA:CPU runs fast. The input tangent in XLA's plain form
-    # transposes into XLA's strided convolution of the cotangent, with the plain path's
-    # temporaries (in 3-D the sub-pixel form's would reorder the cotangent into phases
-    # first: X2 forward+backward 5.1 -> 3.5 ms, temporaries 1.25 -> 0.75 MiB, lax's 0.68;
-    # the price is forward mode in 3-D, XLA's input-dilated loop: jvp 3.6 -> 76 ms, lax's
-    # 196). The kernel tangent's sub-pixel form transposes into a fast stride-1
-    # kernel-gradient convolution instead of the plain form's generic one (W5: 42 ->
-    # 3.3 ms).
-    x, kernel = primals
-    y = _transpose_subpixel_derivative(x, kernel, spec, precision)
+def _conv_transpose_abstract(x: Any, kernel: Any, *, spec: ConvSpec, precision: Any
+                             ) -> jax.core.ShapedArray:
+    out = jax.eval_shape(functools.partial(_xla_conv_transpose, spec=spec,
+                                           precision=precision), x, kernel)
+    return jax.core.ShapedArray(out.shape, out.dtype)
+
+
+def _conv_transpose_lhs(ct: Array, x: Any, kernel: Array, *, spec: ConvSpec,
+                        precision: Any) -> Array:
+    """The input's cotangent: JAX's transpose of the plain form in the input, lax's
+    strided convolution of the cotangent (XLA:CPU's fast path)."""
+    like = jax.ShapeDtypeStruct(x.aval.shape, x.aval.dtype)
+    return jax.linear_transpose(
+        lambda z: _xla_conv_transpose(z, kernel, spec=spec, precision=precision), like)(ct)[0]
+
+
+def _conv_transpose_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec,
+                        precision: Any) -> Array:
+    """The kernel's cotangent.
+
+    ``<ct, T(x, k)> = <S(ct, k), x>`` where ``S`` is the strided convolution whose input
+    gradient ``T`` is, so the kernel gradient is ``S``'s kernel gradient with cotangent
+    ``x``: a convolution with ``rhs_dilation`` = strides, which XLA:CPU runs on its fast
+    path in 2-D (W5 forward+backward 6.6 → 5.3 ms against the sub-pixel phase
+    convolution's gradient) and which computes exactly the kernel's entries: temporaries
+    lax's, where the phase layout took ``(s·T / k)^N`` of the kernel (W5 1.02 → 1.00×,
+    X2 1.11 → 1.00×). In 3-D, on XLA:CPU's generic loop, the stride-1 phase gradient ran
+    faster (X2 forward+backward 4.7 vs 8.3 ms, lax's 12.6) but over lax's temporaries.
+    Grouped, the sub-pixel form's (JAX's transpose of it): XLA's dilated grouped kernel
+    gradient is its grouped loop, while the phase convolution of a depthwise-transposed
+    one is ``"depthwise_taps"``.
+    """
+    like = jax.ShapeDtypeStruct(kernel.aval.shape, kernel.aval.dtype)
+    if spec.groups == 1:
+        x_like = jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+        def strided(k: Array) -> Array:  # S(ct, k), linear in k
+            return jax.linear_transpose(
+                lambda z: _xla_conv_transpose(z, k, spec=spec, precision=precision),
+                x_like)(ct)[0]
+        return jax.linear_transpose(strided, like)(x)[0]
     plan = _subpixel_plan(spec)
-    return y, _bilinear_tangent(
-        lambda a, b: _xla_conv_transpose(a, b, spec=spec, precision=precision),
-        lambda a, b: _depth_to_space(_phase_conv(a, b, spec, plan, precision,
-                                                 kernel_tangent=True), spec, plan),
-        primals, tangents, y)
+    return jax.linear_transpose(
+        lambda k: _depth_to_space(_phase_conv(x, k, spec, plan, precision), spec, plan),
+        like)(ct)[0]
+
+
+def _conv_transpose_batch(args: Sequence[Array], dims: Sequence[Any], *, spec: ConvSpec,
+                          precision: Any) -> tuple[Array, int]:
+    """Batched input, shared kernel: the batch axis folded into the convolution's (the
+    primitive again, so its transposes stay). A batched kernel: the value's lax ops under
+    :func:`jax.vmap` (JAX batches a per-example kernel into a grouped convolution)."""
+    x, kernel = args
+    x_dim, kernel_dim = dims
+    if kernel_dim is None:  # not mapped
+        x = jnp.moveaxis(x, x_dim, 0)
+        b, n = x.shape[:2]
+        folded = dataclasses.replace(spec, input_shape=(b * n,) + tuple(spec.input_shape[1:]))
+        y = _conv_transpose_p.bind(x.reshape((b * n,) + x.shape[2:]), kernel, spec=folded,
+                                   precision=precision)
+        return y.reshape((b, n) + y.shape[1:]), 0
+    value = functools.partial(_conv_transpose_value, spec=spec, precision=precision)
+    return jax.vmap(value, in_axes=(x_dim, kernel_dim))(x, kernel), 0
+
+
+_conv_transpose_p = Primitive("kconv_conv_transpose")
+_conv_transpose_p.def_impl(_conv_transpose_value)
+_conv_transpose_p.def_abstract_eval(_conv_transpose_abstract)
+mlir.register_lowering(_conv_transpose_p,
+                       mlir.lower_fun(_conv_transpose_value, multiple_results=False))
+ad.defbilinear(_conv_transpose_p, _conv_transpose_lhs, _conv_transpose_rhs)
+batching.primitive_batchers[_conv_transpose_p] = _conv_transpose_batch
 
 
 def _bilinear_tangent(first: Callable[[Array, Array], Array],
@@ -1008,21 +1072,13 @@ def _subpixel_plan(spec: ConvSpec) -> _SubpixelPlan:
 
 
 def _phase_conv(x: Array, kernel: Array, spec: ConvSpec, plan: _SubpixelPlan,
-                precision: Any, *, kernel_tangent: bool = False) -> Array:
+                precision: Any) -> Array:
     """The sub-pixel form's stride-1 convolution: ``(n, *Q, prod(s) * filters)`` phases
-    (channels_first: ``(n, prod(s) * filters, *Q)``).
-
-    With ``kernel_tangent`` (the kernel is a tangent, whose transpose is the kernel
-    gradient) a dense phase convolution on XLA's path takes its kernel from
-    :func:`_phase_kernel_by_selection`.
-    """
+    (channels_first: ``(n, prod(s) * filters, *Q)``)."""
     # Negative pads crop the input first; the rest is the convolution's own padding.
     x = _pad_spatial(x, _spatial_axes(spec),
                      [(min(lo, 0), min(hi, 0)) for lo, hi in plan.input_padding])
     phase = _phase_spec(spec, plan)
-    if kernel_tangent and spec.groups == 1 and choose("conv", "cpu", phase) == XLA:
-        return _xla_conv(x, _phase_kernel_by_selection(kernel, spec, plan.offsets),
-                         spec=phase, precision=precision, kernel_out_first=True)
     return _cpu_conv(x, _phase_kernel(kernel, spec, plan.offsets), phase, precision)
 
 
@@ -1079,39 +1135,6 @@ def _phase_tap_starts(spec: ConvSpec, offsets: Sequence[tuple[int, int]]) -> lis
     return [-(lo - (k - 1)) - s * m_lo - s * (taps - 1)
             for k, s, (lo, _), (m_lo, taps) in zip(spec.kernel_size, spec.strides,
                                                      spec.padding, offsets)]
-
-
-def _phase_kernel_by_selection(kernel: Array, spec: ConvSpec,
-                               offsets: Sequence[tuple[int, int]]) -> Array:
-    """:func:`_phase_kernel` for ``groups == 1`` as one matrix product with a constant
-    0/1 selection matrix, laid out ``(*T, prod(s) * filters, C)`` (output channel
-    ``(r_1, …, r_N, f)``, read through the dimension numbers: no transpose).
-
-    The same numbers as the pads, reshapes and reverses of :func:`_phase_kernel` for
-    finite values (each entry is one product by 1 plus products by 0, at full precision),
-    but its transpose — the kernel gradient's reorder — is a matrix product, a library
-    call that XLA:CPU compiles in no time, where the reorder's loop fusion of a few
-    thousand elements costs 40–60 ms of LLVM (W5 forward+backward lower + compile 171 →
-    108 ms, X2 152 → 104 ms, lax's 133 / 133). A non-finite entry spreads as NaN over
-    its ``(filter, channel)`` column (``0 * inf``), where the other form keeps it in its
-    tap: used only for a tangent, never for the primal.
-    """
-    rank = spec.rank
-    taps = tuple(t for _, t in offsets)
-    phases = math.prod(spec.strides)
-    selection = np.zeros((math.prod(taps), phases, math.prod(spec.kernel_size)), np.float32)
-    starts = _phase_tap_starts(spec, offsets)
-    for row, t in enumerate(np.ndindex(*taps)):
-        for col, r in enumerate(np.ndindex(*spec.strides)):
-            tap = [b + s * (n - 1 - i) + p for b, s, n, i, p in zip(
-                starts, spec.strides, taps, t, r)]
-            if all(0 <= j < k for j, k in zip(tap, spec.kernel_size)):
-                selection[row, col, np.ravel_multi_index(tap, spec.kernel_size)] = 1
-    filters, channels = kernel.shape[rank], kernel.shape[rank + 1]
-    flat = kernel.reshape(-1, filters * channels)
-    out = jnp.dot(jnp.asarray(selection.reshape(-1, selection.shape[-1]), kernel.dtype),
-                  flat, precision=lax.Precision.HIGHEST)
-    return out.reshape(*taps, phases * filters, channels)
 
 
 def _depth_to_space(y: Array, spec: ConvSpec, plan: _SubpixelPlan) -> Array:
