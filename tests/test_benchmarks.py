@@ -86,3 +86,22 @@ def test_quick_run_agrees_and_reports(bench, tmp_path):
     assert "✗" not in text
     raw = json.loads((tmp_path / "results.json").read_text())
     assert raw["all_numerics_ok"] and len(raw["rows"]) == 6
+
+
+@pytest.mark.parametrize("workload", ["W4", "W5", "X1", "X2", "X4", "X6"])
+def test_kconv_temporaries_at_most_lax(bench, workload):
+    # The memory requirement, on the benchmark's own shapes: forward+backward
+    # temporaries (memory_analysis; XLA:CPU's peak counts only arguments and outputs) of
+    # kconv's lowering no larger than the obvious lax program's. Compiled, never run. The
+    # rows not listed run lax's program itself (RESULTS.md: "same XLA program").
+    import jax
+
+    impls = importlib.import_module("bench_impls")
+    w = importlib.import_module("bench_workloads").by_id(workload)[0]
+    problem = impls.make_problem(w, w.input_shape, "float32")
+    temp = {}
+    for name in ("kconv", "lax"):
+        target, args = bench._jax_target(impls.BUILDERS[name](problem), "fwdbwd")
+        compiled = jax.jit(target).lower(*args).compile()
+        temp[name] = compiled.memory_analysis().temp_size_in_bytes
+    assert temp["kconv"] <= temp["lax"], temp
