@@ -525,12 +525,11 @@ def dimension_numbers(rank: int, data_format: str, *, kernel_in_axis: int,
 def _xla_conv(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
     """XLA's convolution; the kernel ``(*k, in, out)``."""
     rank = spec.rank
-    in_axis, out_axis = rank, rank + 1
     return _lax_conv(
         x, kernel, strides=spec.strides, padding=spec.padding, lhs_dilation=(1,) * rank,
         rhs_dilation=spec.dilation,
-        dimension_numbers=dimension_numbers(rank, spec.data_format, kernel_in_axis=in_axis,
-                                            kernel_out_axis=out_axis),
+        dimension_numbers=dimension_numbers(rank, spec.data_format, kernel_in_axis=rank,
+                                            kernel_out_axis=rank + 1),
         feature_group_count=spec.groups, precision=precision,
         preferred_element_type=spec.preferred_element_type,
     )
@@ -968,8 +967,16 @@ def _conv_transpose_lhs(ct: Array, x: Any, kernel: Array, *, spec: ConvSpec,
     """The input's cotangent: JAX's transpose of the plain form in the input, lax's
     strided convolution of the cotangent (XLA:CPU's fast path)."""
     like = jax.ShapeDtypeStruct(x.aval.shape, x.aval.dtype)
+    return _strided_of_cotangent(ct, kernel, like, spec=spec, precision=precision)
+
+
+def _strided_of_cotangent(ct: Array, kernel: Array, x_like: jax.ShapeDtypeStruct, *,
+                          spec: ConvSpec, precision: Any) -> Array:
+    """``S(ct, kernel)``: JAX's transpose, in the input, of the plain form — the strided
+    convolution whose input gradient the transposed convolution is (linear in both)."""
     return jax.linear_transpose(
-        lambda z: _xla_conv_transpose(z, kernel, spec=spec, precision=precision), like)(ct)[0]
+        lambda z: _xla_conv_transpose(z, kernel, spec=spec, precision=precision),
+        x_like)(ct)[0]
 
 
 def _conv_transpose_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec,
@@ -991,12 +998,9 @@ def _conv_transpose_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec,
     like = jax.ShapeDtypeStruct(kernel.aval.shape, kernel.aval.dtype)
     if spec.groups == 1:
         x_like = jax.ShapeDtypeStruct(x.shape, x.dtype)
-
-        def strided(k: Array) -> Array:  # S(ct, k), linear in k
-            return jax.linear_transpose(
-                lambda z: _xla_conv_transpose(z, k, spec=spec, precision=precision),
-                x_like)(ct)[0]
-        return jax.linear_transpose(strided, like)(x)[0]
+        return jax.linear_transpose(
+            lambda k: _strided_of_cotangent(ct, k, x_like, spec=spec, precision=precision),
+            like)(x)[0]
     plan = _subpixel_plan(spec)
     return jax.linear_transpose(
         lambda k: _depth_to_space(_phase_conv(x, k, spec, plan, precision), spec, plan),
@@ -1080,8 +1084,8 @@ def _phase_conv(x: Array, kernel: Array, spec: ConvSpec, plan: _SubpixelPlan,
     # Negative pads crop the input first; the rest is the convolution's own padding.
     x = _pad_spatial(x, _spatial_axes(spec),
                      [(min(lo, 0), min(hi, 0)) for lo, hi in plan.input_padding])
-    phase = _phase_spec(spec, plan)
-    return _cpu_conv(x, _phase_kernel(kernel, spec, plan.offsets), phase, precision)
+    return _cpu_conv(x, _phase_kernel(kernel, spec, plan.offsets), _phase_spec(spec, plan),
+                     precision)
 
 
 def _phase_spec(spec: ConvSpec, plan: _SubpixelPlan) -> ConvSpec:
@@ -1116,8 +1120,9 @@ def _phase_kernel(kernel: Array, spec: ConvSpec, offsets: Sequence[tuple[int, in
     """
     rank, groups = spec.rank, spec.groups
     channels = kernel.shape[-1]
-    for axis, (k, s, (_, taps), b) in enumerate(zip(
-            spec.kernel_size, spec.strides, offsets, _phase_tap_starts(spec, offsets))):
+    for axis, (k, s, (lo, _), (m_lo, taps)) in enumerate(zip(
+            spec.kernel_size, spec.strides, spec.padding, offsets)):
+        b = -(lo - (k - 1)) - s * m_lo - s * (taps - 1)
         # Keep taps b … b + s * T - 1 (zeros outside the kernel), as (T, s), t reversed.
         a = 2 * axis  # axes before this one are already split in two
         kernel = _pad_spatial(kernel, (a,), ((-b, b + s * taps - k),))
@@ -1129,14 +1134,6 @@ def _phase_kernel(kernel: Array, spec: ConvSpec, offsets: Sequence[tuple[int, in
             2 * rank)
     kernel = jnp.transpose(kernel, perm)
     return kernel.reshape(*kernel.shape[:rank], channels // groups, -1)
-
-
-def _phase_tap_starts(spec: ConvSpec, offsets: Sequence[tuple[int, int]]) -> list[int]:
-    """Per axis, the tap ``b`` that phase 0 applies at the last offset index (phase ``r``
-    at offset index ``t`` applies tap ``b + s * (T - 1 - t) + r``)."""
-    return [-(lo - (k - 1)) - s * m_lo - s * (taps - 1)
-            for k, s, (lo, _), (m_lo, taps) in zip(spec.kernel_size, spec.strides,
-                                                     spec.padding, offsets)]
 
 
 def _depth_to_space(y: Array, spec: ConvSpec, plan: _SubpixelPlan) -> Array:
