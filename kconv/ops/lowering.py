@@ -5,11 +5,11 @@ Every op in :mod:`kconv.ops` describes its call as a :class:`ConvSpec` (or
 :class:`UpsampleSpec`) and asks :func:`choose` which lowering computes it. A lowering never
 changes the numbers beyond float rounding, only the speed, and is checked against the
 plain path in ``tests/test_lowerings.py`` (outputs, both gradients, jvp, vmap,
-grad-of-grad, remat). Each is built from ``lax``/``jnp`` ops; two also carry a
-:func:`jax.custom_jvp` whose tangent is the same map written in the form whose
-*transpose* XLA:CPU runs fast, and the transposed convolution is a bilinear primitive
-whose transposes are chosen directly (:func:`subpixel_transpose`), so forward mode,
-reverse mode and higher orders all work.
+grad-of-grad, remat). Each is built from ``lax``/``jnp`` ops. The depthwise taps and the
+transposed convolution are bilinear primitives whose transposes are written out
+(:func:`depthwise_taps`, :func:`subpixel_transpose`), and the bilinear stencil carries
+a :func:`jax.custom_jvp` whose tangent is the same map in the form whose *transpose*
+XLA:CPU runs fast, so forward mode, reverse mode and higher orders all work.
 
 The rule (:func:`choose`), per call:
 
@@ -674,14 +674,26 @@ def depthwise_taps(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -
     return lax.convert_element_type(y, spec.output_dtype())
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _depthwise_sum(x: Array, weights: Array, spec: ConvSpec) -> Array:
-    """``sum_t window_t(x) * weights[t]``, unrolled over the taps ``t`` (one fused loop).
+    """``sum_t window_t(x) * weights[t]`` (``weights`` ``(taps, C, dm)``) as one bilinear
+    primitive: its value the taps unrolled into one fused loop, its transposes written
+    out (:func:`_depthwise_lhs`, :func:`_depthwise_rhs`).
 
-    Written in ``lax`` primitives, not ``jnp`` operators: ``jnp``'s broadcasting and
-    indexing add primitives (and ``jnp``'s own jitted wrappers) per tap, which every trace
-    pays for (X1 forward, the layer's trace 9.5 → 6.8 ms; lax's is 2.6).
+    JAX's own transposes of the unrolled sum cost the kernel gradient one reduction per tap,
+    with every tap's window materialised at once (W4: 8 windows, twice the plain path's
+    temporaries), so the weights' tangent had been a scan over the taps, under a
+    ``custom_jvp`` — and JAX differentiated, partially evaluated and transposed both
+    forms, with a second, pass-through scan left behind to carry the taps' offsets. Here
+    the transposes are the loops XLA:CPU runs well, traced once each; the value and its
+    two tangents are the one unrolled sum.
     """
+    return _depthwise_p.bind(x, weights, spec=spec)
+
+
+def _depthwise_value(x: Array, weights: Array, *, spec: ConvSpec) -> Array:
+    """The taps unrolled, in ``lax`` primitives, not ``jnp`` operators: ``jnp``'s
+    broadcasting and indexing add primitives (and ``jnp``'s own jitted wrappers) per tap,
+    which every trace pays for (X1 forward, the layer's trace 9.5 → 6.8 ms; lax's 2.6)."""
     axes, out = _spatial_axes(spec), spec.output_spatial()
     y = None
     for tap, offsets in enumerate(np.ndindex(*spec.kernel_size)):
@@ -689,71 +701,126 @@ def _depthwise_sum(x: Array, weights: Array, spec: ConvSpec) -> Array:
         if window is not None:
             term = _scale_channels(window, lax.slice_in_dim(weights, tap, tap + 1), spec)
             y = term if y is None else lax.add(y, term)
-    return jnp.zeros(_output_shape(x, spec, out), x.dtype) if y is None else y
+    return lax.full(_output_shape(x, spec, out), 0, x.dtype) if y is None else y
 
 
-@functools.partial(_depthwise_sum.defjvp, symbolic_zeros=True)
-def _depthwise_sum_jvp(spec: ConvSpec, primals: tuple[Array, Array],
-                       tangents: tuple[Any, Any]) -> tuple[Array, Array]:
-    # The primal is the one fused loop; each tangent takes the form whose transpose XLA:CPU
-    # runs without materialising a window per tap. From the primal's form, the kernel
-    # gradient is one reduction per tap, for which XLA:CPU materialises every tap's input
-    # window at once (W4: 8 windows, twice the plain path's peak memory); from a scan over
-    # the taps, one at a time. With a depth multiplier above 1, the input gradient of the
-    # primal's form reduces over the multiplier once per tap, again materialised.
-    x, weights = primals
-    y = _depthwise_sum(x, weights, spec)
-    return y, _bilinear_tangent(lambda a, b: _depthwise_sum_by_multiplier(a, b, spec),
-                                lambda a, b: _depthwise_weight_scan(a, b, spec),
-                                primals, tangents, y)
+def _depthwise_abstract(x: Any, weights: Any, *, spec: ConvSpec) -> jax.core.ShapedArray:
+    return jax.core.ShapedArray(_output_shape(x, spec, spec.output_spatial()), x.dtype)
 
 
-def _depthwise_sum_by_multiplier(x: Array, weights: Array, spec: ConvSpec) -> Array:
-    """:func:`_depthwise_sum` with one sum per depth multiplier ``m``, interleaved at the
-    end (same numbers; for ``m = 1`` the same ops)."""
-    if weights.shape[2] == 1:
-        return _depthwise_sum.fun(x, weights, spec)
-    single = dataclasses.replace(spec, kernel_shape=spec.kernel_shape[:-1] + (spec.channels,))
-    sums = [_depthwise_sum.fun(x, weights[:, :, m:m + 1], single)
-            for m in range(weights.shape[2])]
-    channel = _channel_axis(spec)
-    y = jnp.stack(sums, axis=channel + 1)  # (…, C, 1, m, …): output channel c * dm + m
-    return y.reshape(_output_shape(x, spec, spec.output_spatial()))
+def _depthwise_lhs(ct: Array, x: Any, weights: Array, *, spec: ConvSpec) -> Array:
+    """The input's cotangent: per tap, the cotangent times the tap's weights (summed over
+    the depth multiplier), placed back where the tap's window came from by one zero pad
+    (interior padding for the strides, negative amounts to crop); all one fused loop.
 
-
-def _depthwise_weight_scan(x: Array, weights: Array, spec: ConvSpec) -> Array:
-    """:func:`_depthwise_sum` as a scan over the taps (same numbers, linear in weights)."""
+    The multiplier's sum is one strided channel slice of the cotangent per ``m``, not a
+    reduction: XLA:CPU would materialise a reduction's result per tap.
+    """
+    shape = x.aval.shape
     axes, out = _spatial_axes(spec), spec.output_spatial()
-    size = list(x.shape)
+    channel, (channels, multiplier) = _channel_axis(spec), weights.shape[1:]
+    # Output channel c * dm + m: the cotangent's channel slice m::dm.
+    parts = [ct] if multiplier == 1 else [
+        lax.slice_in_dim(ct, m, ct.shape[channel], multiplier, axis=channel)
+        for m in range(multiplier)]
+    dx = None
+    for tap, offsets in enumerate(np.ndindex(*spec.kernel_size)):
+        pads = _tap_window_pads(shape, axes, offsets, spec, out)
+        if pads is None:
+            continue
+        term = None
+        for m, part in enumerate(parts):
+            w = lax.slice(weights, (tap, 0, m), (tap + 1, channels, m + 1))
+            w = lax.broadcast_in_dim(lax.reshape(w, (channels,)), part.shape, (channel,))
+            term = lax.mul(part, w) if term is None else lax.add(term, lax.mul(part, w))
+        term = lax.pad(term, np.zeros((), term.dtype), pads)
+        dx = term if dx is None else lax.add(dx, term)
+    return lax.full(shape, 0, ct.dtype) if dx is None else dx
+
+
+def _tap_window_pads(shape: Sequence[int], axes: Sequence[int], offsets: Sequence[int],
+                     spec: ConvSpec, out: Sequence[int]) -> list | None:
+    """The ``lax.pad`` config that places an output-shaped array where tap ``offsets``'
+    window of an input of ``shape`` reads from (the transpose of :func:`_tap_window`);
+    ``None`` if that window is all padding. Output ``o`` sits at input ``o * s + j * d -
+    lo``: interior padding ``s - 1``, then ``j * d - lo`` before (negative: cropped)."""
+    pads = [(0, 0, 0)] * len(shape)
+    for axis, j, n, d, s, (lo, _), o in zip(axes, offsets, spec.spatial, spec.dilation,
+                                            spec.strides, spec.padding, out):
+        if max(0, -(-(lo - j * d) // s)) > min(o - 1, (n - 1 + lo - j * d) // s):
+            return None
+        before = j * d - lo
+        pads[axis] = (before, n - before - ((o - 1) * s + 1), s - 1)
+    return pads
+
+
+def _depthwise_rhs(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) -> Array:
+    """The weights' cotangent: a scan over the taps, each reducing its input window times
+    the cotangent over the batch and space.
+
+    Unrolled, XLA:CPU materialises every tap's window at once for these reductions (W4: 8
+    windows, twice the plain path's peak memory); the scan takes one at a time. The pad
+    is inside the loop body, so that XLA fuses it into the window's slice: a padded copy
+    outside the loop is a standalone pad, which XLA:CPU compiles slowly (~150 ms for
+    X1's input). The optimisation barrier keeps XLA from hoisting the pad out of the loop
+    as loop-invariant; it holds the tap's offsets too, or it would be loop-invariant
+    itself (X1 forward+backward compile 287 → 137 ms; lax's 136).
+    """
+    axes, out = _spatial_axes(spec), spec.output_spatial()
+    channel, (taps, channels, multiplier) = _channel_axis(spec), weights.aval.shape
+    size, step = list(x.shape), [1] * x.ndim
     for axis, o, s in zip(axes, out, spec.strides):
-        size[axis] = (o - 1) * s + 1
+        size[axis], step[axis] = (o - 1) * s + 1, s
     starts = np.array([[j * d for j, d in zip(offsets, spec.dilation)]
                        for offsets in np.ndindex(*spec.kernel_size)], np.int32)
-    strided = any(s > 1 for s in spec.strides)
-    step = [1] * x.ndim
-    for axis, s in zip(axes, spec.strides):
-        step[axis] = s
+    kept = (channel,)
+    if multiplier > 1:  # output channel c * dm + m: the channel axis split into (C, dm)
+        ct = lax.reshape(ct, ct.shape[:channel] + (channels, multiplier)
+                         + ct.shape[channel + 1:])
+        kept = (channel, channel + 1)
+    summed = tuple(a for a in range(ct.ndim) if a not in kept)
 
-    @jax.checkpoint  # recompute each window in the transpose, never stack them
-    def add_tap(y: Array, tap: tuple[Array, Array]) -> tuple[Array, None]:
-        start, tap_weights = tap
+    def tap_gradient(carry: None, start: Array) -> tuple[None, Array]:
+        x_, ct_, start = lax.optimization_barrier((x, ct, start))
         begin = [np.int32(0)] * x.ndim
         for axis, i in zip(axes, range(spec.rank)):
             begin[axis] = start[i]
-        # Padded inside the body, so that XLA fuses the pad into the window's slice: a
-        # padded copy outside the loop is a standalone pad, which XLA:CPU compiles slowly
-        # (lower + compile of forward+backward: X1 356 → 242 ms, W4 678 → 384 ms; 4.5 MB
-        # fewer temporaries). The checkpoint's default prevent_cse keeps XLA from hoisting
-        # it back out of the loop; with prevent_cse=False it does (X1 1.6 → 2.5× lax's).
         # The starts are never negative: no index normalisation to trace.
-        window = lax.dynamic_slice(_pad_spatial(x, axes, spec.padding), begin, size,
+        window = lax.dynamic_slice(_pad_spatial(x_, axes, spec.padding), begin, size,
                                    allow_negative_indices=False)
-        if strided:
+        if any(s > 1 for s in spec.strides):
             window = lax.slice(window, (0,) * x.ndim, size, step)
-        return lax.add(y, _scale_channels(window, tap_weights, spec)), None
+        if multiplier > 1:
+            window = lax.broadcast_in_dim(window, ct.shape, _skip(window.ndim, channel + 1))
+        return carry, lax.reduce_sum(lax.mul(window, ct_), summed)
 
-    y0 = lax.full(_output_shape(x, spec, out), 0, x.dtype)
-    return lax.scan(add_tap, y0, (jnp.asarray(starts), weights))[0]
+    gradients = lax.scan(tap_gradient, None, starts)[1]
+    return lax.reshape(gradients, (taps, channels, multiplier))
+
+
+def _depthwise_batch(args: Sequence[Array], dims: Sequence[Any], *, spec: ConvSpec
+                     ) -> tuple[Array, int]:
+    """Batched input, shared weights: the batch axis folded into the convolution's (the
+    primitive again, so its transposes stay). Batched weights: the value's lax ops under
+    :func:`jax.vmap`."""
+    x, weights = args
+    x_dim, weights_dim = dims
+    if weights_dim is None:
+        x = jnp.moveaxis(x, x_dim, 0)
+        b, n = x.shape[:2]
+        folded = dataclasses.replace(spec, input_shape=(b * n,) + tuple(spec.input_shape[1:]))
+        y = _depthwise_p.bind(x.reshape((b * n,) + x.shape[2:]), weights, spec=folded)
+        return y.reshape((b, n) + y.shape[1:]), 0
+    value = functools.partial(_depthwise_value, spec=spec)
+    return jax.vmap(value, in_axes=(x_dim, weights_dim))(x, weights), 0
+
+
+_depthwise_p = Primitive("kconv_depthwise_taps")
+_depthwise_p.def_impl(_depthwise_value)
+_depthwise_p.def_abstract_eval(_depthwise_abstract)
+mlir.register_lowering(_depthwise_p, mlir.lower_fun(_depthwise_value, multiple_results=False))
+ad.defbilinear(_depthwise_p, _depthwise_lhs, _depthwise_rhs)
+batching.primitive_batchers[_depthwise_p] = _depthwise_batch
 
 
 def _output_shape(x: Array, spec: ConvSpec, out: Sequence[int]) -> tuple[int, ...]:
@@ -1032,22 +1099,6 @@ mlir.register_lowering(_conv_transpose_p,
                        mlir.lower_fun(_conv_transpose_value, multiple_results=False))
 ad.defbilinear(_conv_transpose_p, _conv_transpose_lhs, _conv_transpose_rhs)
 batching.primitive_batchers[_conv_transpose_p] = _conv_transpose_batch
-
-
-def _bilinear_tangent(first: Callable[[Array, Array], Array],
-                      second: Callable[[Array, Array], Array], primals: tuple[Array, Array],
-                      tangents: tuple[Any, Any], y: Array) -> Array:
-    """The tangent ``first(a_dot, b) + second(a, b_dot)`` of a bilinear map, where
-    ``first`` and ``second`` both compute the map; symbolic zero tangents are skipped."""
-    (a, b), (a_dot, b_dot) = primals, tangents
-    terms = []
-    if not isinstance(a_dot, jax.custom_derivatives.SymbolicZero):
-        terms.append(first(a_dot, b))
-    if not isinstance(b_dot, jax.custom_derivatives.SymbolicZero):
-        terms.append(second(a, b_dot))
-    if not terms:
-        return None if y is None else jnp.zeros_like(y)
-    return terms[0] if len(terms) == 1 else lax.add(terms[0], terms[1])
 
 
 @dataclasses.dataclass(frozen=True)
