@@ -120,6 +120,33 @@ def test_depthwise_taps_for_grouped_conv(rank, fmt):
     _check(lambda x, w: ops.conv(x, w, 1, "same", fmt), (x, w), "depthwise_taps")
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_depthwise_taps_vmap_over_weights(fmt):
+    # The primitive's batching rule folds batched weights into the channels (the input
+    # broadcast along them when shared): values and gradients as the plain path's.
+    rng = np.random.default_rng(16)
+    x = _x(rng, 2, 3, fmt, spatial=(6, 5))
+    w = jnp.asarray(rng.standard_normal((3, 2, 3, 2)), jnp.float32)
+    ws, xs = jnp.stack([w, -2 * w, w ** 2]), jnp.stack([x, x + 1, 3 * x])
+
+    def f(x, w):
+        return ops.depthwise_conv(x, w, (2, 1), "same", fmt, 1)
+
+    def run(x, w, xs, ws):
+        grad = jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1))
+        return {"shared_input": jax.vmap(f, in_axes=(None, 0))(x, ws),
+                "both": jax.vmap(f)(xs, ws),
+                "shared_input_grad": jax.vmap(grad, in_axes=(None, 0))(x, ws),
+                "both_grad": jax.vmap(grad)(xs, ws)}
+
+    with config.conv_lowering("xla"):
+        plain = jax.jit(run)(x, w, xs, ws)
+    with lowering.recorded_choices() as calls:
+        auto = jax.jit(run)(x, w, xs, ws)
+    assert ("conv", "depthwise_taps") in calls
+    jax.tree.map(lambda a, p: _assert_close(a, p, factor=3.0), auto, plain)
+
+
 # --- block_diagonal, grouped_split ---------------------------------------------------
 
 # The depthwise cross-product, with groups 2 / 3 where the depth multiplier rotates 1 / 2.

@@ -116,6 +116,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
+from jax.extend.mlir.dialects import stablehlo
 from jax.interpreters import ad, batching, mlir
 
 from kconv import config
@@ -305,24 +306,29 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     W4 2.1–2.2 → 1.2–1.7×, 4.5 MB fewer temporaries); no platform switch in a CPU-only
     process under ``"auto"`` (staged → decided at trace time, median of 5 interleaved: W4
     2.02 → 1.78 / 1.73 → 1.37, X1 1.90 → 1.75 / 1.67 → 1.53, X2 1.39 → 1.28 / 1.28 →
-    1.13, W8 forward+backward 1.47 → 1.10); the transposed convolution's kernel gradient
-    as the strided convolution's (:func:`_conv_transpose_rhs`; before it, the sub-pixel
+    1.13, W8 forward+backward 1.47 → 1.10); ``depthwise_taps`` as one bilinear primitive
+    with its transposes written out (:func:`_depthwise_sum`; before it a ``custom_jvp``
+    whose scan JAX differentiated, partially evaluated and transposed: X1
+    forward+backward trace 28 → 13–16 ms, lower + compile 1.44–1.67 → 1.10–1.23 × lax's,
+    W4 1.30–1.38 → 0.96–1.04 ×), its value emitted as StableHLO
+    (:func:`_depthwise_lowering`; X1 forward lowering 14 → 8 ms, lax's 7.7); the
+    transposed convolution's kernel gradient as the strided convolution's
+    (:func:`_conv_transpose_rhs`; before it, the sub-pixel
     phase gradient reordered by a pads-and-reshapes loop fusion, W5 forward+backward
     171 ms, then by a matrix product with a 0/1 selection matrix, 108 ms; now 0.83× lax's
-    133). Still above 1.5×: ``depthwise_taps`` forward (X1, W4: its one loop fusion of
-    nine windows compiles 20–50 ms longer than XLA's library call) and, marginally, X1's
-    forward+backward. Dropped, on X1 unless named: the tap windows over the merged
-    ``(n, h, w * c)`` axes (the same 83 ms compile), one pad then nine slices (355 vs
-    81 ms: XLA does not fuse a pad with nine users), per-row pads (324 ms), the padded copy
-    built by ``dynamic_update_slice`` into zeros (2.9× the one-fusion form's); the weight
-    gradient, instead of the scan (0.35–0.43 s compile, 8–9 ms, 8.5 MB temporaries), as
-    one reduction of the stacked windows (0.83 s, 49 ms, 68 MB), nine reductions (0.62 s,
-    14 ms, 30 MB) or nine batched dot products (0.59 s, 10 ms, 30 MB); the scan slicing
-    the product of the padded input and the tap's weights (1.6 → 2.6×), checkpointing
-    only the slice (the nine windows stacked, 40 MB), the tap offsets from a carried
-    counter (the forward loop that stacks them stays), ``prevent_cse=False`` on its
-    checkpoint (1.6 → 2.5×: XLA hoists the pad out of the loop); the jvp rule's primal as
-    ``_depthwise_sum.fun``, fewer traced ops per tap (both within the noise, 1–3%); the
+    133). Still above 1.5×: ``depthwise_taps`` forward (X1, W4), whose trace and lowering
+    are now lax's: its one loop fusion of nine windows compiles ~20–25 ms longer than
+    XLA's library call (X1 56 vs 32 ms). Dropped, on X1 unless named: the tap windows over
+    the merged ``(n, h, w * c)`` axes (the same 83 ms compile), one pad then nine slices
+    (355 vs 81 ms: XLA does not fuse a pad with nine users), per-row pads (324 ms), the
+    padded copy built by ``dynamic_update_slice`` into zeros (2.9× the one-fusion form's),
+    the taps split over two or three fusions (XLA:CPU does not compile them faster side by
+    side), a loop over the kernel rows (161 ms); the weight gradient, instead of the scan
+    (0.35–0.43 s compile, 8–9 ms, 8.5 MB temporaries), as one reduction of the stacked
+    windows (0.83 s, 49 ms, 68 MB), nine reductions (0.62 s, 14 ms, 30 MB) or nine batched
+    dot products (0.59 s, 10 ms, 30 MB); the scan slicing the product of the padded input
+    and the tap's weights (1.6 → 2.6×), its optimisation barrier on the input alone (XLA
+    hoists the pad out of the loop: X1 forward+backward compile 137 → 287 ms); the
     switch inside a :func:`jax.custom_jvp` whose tangent is switched too, so that reverse
     mode never linearizes the switch (X1 forward+backward lowering 89 → 87 ms).
 
@@ -690,18 +696,59 @@ def _depthwise_sum(x: Array, weights: Array, spec: ConvSpec) -> Array:
     return _depthwise_p.bind(x, weights, spec=spec)
 
 
-def _depthwise_value(x: Array, weights: Array, *, spec: ConvSpec) -> Array:
-    """The taps unrolled, in ``lax`` primitives, not ``jnp`` operators: ``jnp``'s
-    broadcasting and indexing add primitives (and ``jnp``'s own jitted wrappers) per tap,
-    which every trace pays for (X1 forward, the layer's trace 9.5 → 6.8 ms; lax's 2.6)."""
+def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
+                        spec: ConvSpec) -> list[Any]:
+    """The value, emitted as StableHLO directly: the taps unrolled, each a window of the
+    input (:func:`_tap_window_plan`) times the tap's per-channel weights, added up.
+
+    Emitted, not traced: ``mlir.lower_fun`` of the same ops traces them into a jaxpr and
+    lowers each as its own cached function, ~45 of them for a 3×3 kernel (X1 forward,
+    lowering 14 → 7 ms; lax's 6.5). The program is the same.
+    """
+    (x_aval, _), (y_aval,) = ctx.avals_in, ctx.avals_out
+    dtype, channel = x_aval.dtype, _channel_axis(spec)
+    taps, channels, multiplier = ctx.avals_in[1].shape
     axes, out = _spatial_axes(spec), spec.output_spatial()
+
+    element = mlir.dtype_to_ir_type(dtype)
+
+    def tensor(shape: Sequence[int]) -> Any:
+        return mlir.ir.RankedTensorType.get(shape, element)
+
+    ints = mlir.dense_int_array
+    zero = mlir.ir_constant(np.zeros((), dtype))
+    # Each tap's weights broadcast over its window; for dm > 1 over the window with its
+    # channel axis split into (C, dm), output channel c * dm + m.
+    shape, weight_shape, weight_dims = y_aval.shape, (channels,), (channel,)
+    if multiplier > 1:
+        shape = y_aval.shape[:channel] + (channels, multiplier) + y_aval.shape[channel + 1:]
+        weight_shape, weight_dims = (channels, multiplier), (channel, channel + 1)
     y = None
     for tap, offsets in enumerate(np.ndindex(*spec.kernel_size)):
-        window = _tap_window(x, axes, offsets, spec, out)
-        if window is not None:
-            term = _scale_channels(window, lax.slice_in_dim(weights, tap, tap + 1), spec)
-            y = term if y is None else lax.add(y, term)
-    return lax.full(_output_shape(x, spec, out), 0, x.dtype) if y is None else y
+        plan = _tap_window_plan(x_aval.shape, axes, offsets, spec, out)
+        if plan is None:
+            continue
+        (start, limit, step), pads = plan
+        window = x
+        if start is not None:
+            window = stablehlo.slice(window, ints(start), ints(limit), ints(step))
+        if pads is not None:
+            low, high, interior = zip(*pads)
+            window = stablehlo.pad(window, zero, ints(low), ints(high), ints(interior))
+        if multiplier > 1:
+            window = stablehlo.broadcast_in_dim(
+                tensor(shape), window, ints(_skip(len(y_aval.shape), channel + 1)))
+        w = stablehlo.slice(weights, ints((tap, 0, 0)), ints((tap + 1, channels, multiplier)),
+                            ints((1, 1, 1)))
+        w = stablehlo.reshape(tensor(weight_shape), w)
+        term = stablehlo.multiply(
+            window, stablehlo.broadcast_in_dim(tensor(shape), w, ints(weight_dims)))
+        if multiplier > 1:
+            term = stablehlo.reshape(tensor(y_aval.shape), term)
+        y = term if y is None else stablehlo.add(y, term)
+    if y is None:
+        y = stablehlo.broadcast_in_dim(tensor(y_aval.shape), zero, ints(()))
+    return [y]
 
 
 def _depthwise_abstract(x: Any, weights: Any, *, spec: ConvSpec) -> jax.core.ShapedArray:
@@ -800,9 +847,10 @@ def _depthwise_rhs(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) -> Arra
 
 def _depthwise_batch(args: Sequence[Array], dims: Sequence[Any], *, spec: ConvSpec
                      ) -> tuple[Array, int]:
-    """Batched input, shared weights: the batch axis folded into the convolution's (the
-    primitive again, so its transposes stay). Batched weights: the value's lax ops under
-    :func:`jax.vmap`."""
+    """The primitive again, on a folded call, so that its transposes stay: a batched input
+    with shared weights folds the batch axis into the convolution's; batched weights fold
+    it into the channels (a depthwise convolution computes each channel alone), the input
+    broadcast along it when it is shared."""
     x, weights = args
     x_dim, weights_dim = dims
     if weights_dim is None:
@@ -811,14 +859,34 @@ def _depthwise_batch(args: Sequence[Array], dims: Sequence[Any], *, spec: ConvSp
         folded = dataclasses.replace(spec, input_shape=(b * n,) + tuple(spec.input_shape[1:]))
         y = _depthwise_p.bind(x.reshape((b * n,) + x.shape[2:]), weights, spec=folded)
         return y.reshape((b, n) + y.shape[1:]), 0
-    value = functools.partial(_depthwise_value, spec=spec)
-    return jax.vmap(value, in_axes=(x_dim, weights_dim))(x, weights), 0
+    channel = _channel_axis(spec)
+    weights = jnp.moveaxis(weights, weights_dim, 1)  # (taps, B, C, dm)
+    taps, b, channels, multiplier = weights.shape
+    if x_dim is None:
+        x = jnp.broadcast_to(jnp.expand_dims(x, channel),
+                             x.shape[:channel] + (b,) + x.shape[channel:])
+    else:
+        x = jnp.moveaxis(x, x_dim, channel)  # the batch axis just before the channels
+    x = x.reshape(x.shape[:channel] + (b * channels,) + x.shape[channel + 2:])
+    input_shape = list(spec.input_shape)
+    input_shape[channel] = b * channels
+    folded = dataclasses.replace(
+        spec, input_shape=tuple(input_shape), groups=b * channels,
+        kernel_shape=spec.kernel_shape[:-1] + (b * spec.kernel_shape[-1],))
+    y = _depthwise_p.bind(x, weights.reshape(taps, b * channels, multiplier), spec=folded)
+    y = y.reshape(y.shape[:channel] + (b, channels * multiplier) + y.shape[channel + 1:])
+    return jnp.moveaxis(y, channel, 0), 0
+
+
+@functools.partial(jax.jit, static_argnames="spec")
+def _depthwise_eager(x: Array, weights: Array, *, spec: ConvSpec) -> Array:
+    return _depthwise_p.bind(x, weights, spec=spec)  # compiled through its lowering
 
 
 _depthwise_p = Primitive("kconv_depthwise_taps")
-_depthwise_p.def_impl(_depthwise_value)
+_depthwise_p.def_impl(_depthwise_eager)
 _depthwise_p.def_abstract_eval(_depthwise_abstract)
-mlir.register_lowering(_depthwise_p, mlir.lower_fun(_depthwise_value, multiple_results=False))
+mlir.register_lowering(_depthwise_p, _depthwise_lowering)
 ad.defbilinear(_depthwise_p, _depthwise_lhs, _depthwise_rhs)
 batching.primitive_batchers[_depthwise_p] = _depthwise_batch
 
@@ -831,17 +899,19 @@ def _output_shape(x: Array, spec: ConvSpec, out: Sequence[int]) -> tuple[int, ..
     return tuple(shape)
 
 
-def _tap_window(x: Array, axes: Sequence[int], offsets: Sequence[int], spec: ConvSpec,
-                out: Sequence[int]) -> Array | None:
-    """The input elements kernel tap ``offsets`` meets, ``x[o * s + j * d - lo]`` per axis,
-    zero where that falls in the padding; ``None`` if it always does.
+def _tap_window_plan(shape: Sequence[int], axes: Sequence[int], offsets: Sequence[int],
+                     spec: ConvSpec, out: Sequence[int]) -> tuple | None:
+    """How to cut the input elements kernel tap ``offsets`` meets, ``x[o * s + j * d - lo]``
+    per axis, zero where that falls in the padding, from an input of ``shape``:
+    ``((start, limit, step), pads)`` — a strided slice (``None``s: none), then a
+    ``lax.pad`` config (``None``: none); ``None`` if the window is all padding.
 
     Each window is its own slice and zero pad, never a slice of one padded copy of the
     input: XLA:CPU fuses a slice-and-pad into the multiply-add, but compiles a standalone
     pad of a large array slowly (~200 ms for W4's input).
     """
-    start, limit, step = [0] * x.ndim, list(x.shape), [1] * x.ndim
-    pads = [(0, 0, 0)] * x.ndim
+    start, limit, step = [0] * len(shape), list(shape), [1] * len(shape)
+    pads = [(0, 0, 0)] * len(shape)
     for axis, j, n, d, s, (lo, _), o in zip(axes, offsets, spec.spatial, spec.dilation,
                                             spec.strides, spec.padding, out):
         first = max(0, -(-(lo - j * d) // s))  # first output whose input is not padding
@@ -852,34 +922,12 @@ def _tap_window(x: Array, axes: Sequence[int], offsets: Sequence[int], spec: Con
         limit[axis] = last * s + j * d - lo + 1
         step[axis] = s
         pads[axis] = (first, o - 1 - last, 0)
-    zero = np.zeros((), x.dtype)
     if all(s == 1 for s in step):
-        # One pad with negative (cropping) amounts: a primitive fewer per tap to trace and
-        # lower; XLA's simplifier makes it the same slice-and-pad.
-        crop = [(p[0] - a, p[1] - (n - b), 0)
-                for p, a, b, n in zip(pads, start, limit, x.shape)]
-        return x if all(c == (0, 0, 0) for c in crop) else lax.pad(x, zero, crop)
-    window = lax.slice(x, start, limit, step)
-    if any(p != (0, 0, 0) for p in pads):
-        window = lax.pad(window, zero, pads)
-    return window
-
-
-def _scale_channels(window: Array, weights: Array, spec: ConvSpec) -> Array:
-    """``window`` channel ``c`` times ``weights[c, m]`` as output channel ``c * dm + m``
-    (``weights`` ``(C, dm)``, or ``(1, C, dm)``)."""
-    channels, multiplier = weights.shape[-2:]
-    channel = _channel_axis(spec)
-    if multiplier == 1:
-        return lax.mul(window, lax.broadcast_in_dim(lax.reshape(weights, (channels,)),
-                                                    window.shape, (channel,)))
-    shape = window.shape[:channel + 1] + (multiplier,) + window.shape[channel + 1:]
-    product = lax.mul(lax.broadcast_in_dim(window, shape, _skip(window.ndim, channel + 1)),
-                      lax.broadcast_in_dim(lax.reshape(weights, (channels, multiplier)),
-                                           shape, (channel, channel + 1)))
-    out_shape = list(window.shape)
-    out_shape[channel] = channels * multiplier
-    return lax.reshape(product, tuple(out_shape))
+        # One pad with negative (cropping) amounts and no slice: an op fewer per tap to
+        # emit; XLA's simplifier makes it the same slice-and-pad.
+        crop = [(p[0] - a, p[1] - (n - b), 0) for p, a, b, n in zip(pads, start, limit, shape)]
+        return (None, None, None), (None if all(c == (0, 0, 0) for c in crop) else crop)
+    return (start, limit, step), (pads if any(p != (0, 0, 0) for p in pads) else None)
 
 
 def _skip(ndim: int, axis: int) -> tuple[int, ...]:
