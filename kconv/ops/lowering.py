@@ -69,11 +69,12 @@ What a lowering costs: XLA:CPU compiles each loop fusion with LLVM (20–80 ms a
 the 2-core machine these numbers come from, a standalone pad, slice or concatenation of
 a large array 100–300 ms, a reorder of a few thousand kernel entries 40–60 ms) where its
 convolution, a matrix product or a reduction is a library call. Lower + compile over
-the plain path's, forward / forward+backward (benchmarks/RESULTS.md): ``depthwise_taps``
-1.7–2.3 / 1.3–1.6× (X1; W4's SeparableConv2D 1.8–2.1 / 1.3–1.4×: +40–60 ms once, against
-30–100 ms saved per call: its one loop fusion of the taps' windows), ``block_diagonal``
-1.2–2.1 / 0.9–1.1× (X6: 0.04 s more or less), ``subpixel_transpose`` 0.9–1.3 /
-0.8–0.95× (W5, X2), ``pointwise_dot`` and ``bilinear_stencil`` no slower.
+the plain path's, forward / forward+backward (benchmarks/RESULTS.md, medians of 5, the
+latest runs): ``depthwise_taps`` 1.4–1.5 / 0.9–1.2× (X1, W4's SeparableConv2D: +15–20 ms
+once, against 25–90 ms saved per call: XLA's compile of its one loop fusion of the taps'
+windows; its trace and lowering are lax's), ``block_diagonal`` 1.3–1.5 / 0.9–1.0× (X6),
+``subpixel_transpose`` 1.0–1.2 / 0.8–0.95× (W5, X2), ``pointwise_dot`` and
+``bilinear_stencil`` no slower.
 Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:CPU's
 ``peak_memory_in_bytes`` counts only arguments and outputs) are below the plain path's on
 W4 (0.33×), X1 (0.49×) and X6 (0.53×), and equal to it elsewhere (W5, X2 1.00×).
