@@ -120,6 +120,35 @@ def test_depthwise_taps_for_grouped_conv(rank, fmt):
     _check(lambda x, w: ops.conv(x, w, 1, "same", fmt), (x, w), "depthwise_taps")
 
 
+@pytest.mark.parametrize("fmt,strides,dilation,padding,multiplier", [
+    ("channels_last", (2, 1), 1, "same", 2), ("channels_first", 1, (1, 2), "valid", 3),
+    ("channels_last", 2, 2, ((2, 0), (0, 1)), 1)])
+def test_depthwise_taps_second_order(fmt, strides, dilation, padding, multiplier):
+    # Second order goes through the input transpose's own primitive and its transposes
+    # (the taps again, and the weights' scan with the cotangent as the input).
+    rng = np.random.default_rng(17)
+    x = _x(rng, 2, 3, fmt, spatial=(7, 6))
+    w = jnp.asarray(rng.standard_normal((3, 2, 3, multiplier)), jnp.float32)
+    tangents = (jnp.asarray(rng.standard_normal(x.shape), jnp.float32),
+                jnp.asarray(rng.standard_normal(w.shape), jnp.float32))
+
+    def loss(x, w):
+        return jnp.sum(jnp.sin(ops.depthwise_conv(x, w, strides, padding, fmt, dilation)))
+
+    def run(x, w):
+        first = jax.grad(loss, argnums=(0, 1))
+        return {"grad_of_grad": jax.grad(lambda x, w: sum(jnp.sum(g ** 2) for g in first(x, w)),
+                                         argnums=(0, 1))(x, w),
+                "hvp": jax.jvp(first, (x, w), tangents)[1]}
+
+    with config.conv_lowering("xla"):
+        plain = jax.jit(run)(x, w)
+    with lowering.recorded_choices() as calls:
+        auto = jax.jit(run)(x, w)
+    assert ("conv", "depthwise_taps") in calls
+    jax.tree.map(lambda a, p: _assert_close(a, p, factor=3.0), auto, plain)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_depthwise_taps_vmap_over_weights(fmt):
     # The primitive's batching rule folds batched weights into the channels (the input

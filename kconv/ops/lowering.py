@@ -312,7 +312,10 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     whose scan JAX differentiated, partially evaluated and transposed: X1
     forward+backward trace 28 → 13–16 ms, lower + compile 1.44–1.67 → 1.10–1.23 × lax's,
     W4 1.30–1.38 → 0.96–1.04 ×), its value emitted as StableHLO
-    (:func:`_depthwise_lowering`; X1 forward lowering 14 → 8 ms, lax's 7.7); the
+    (:func:`_depthwise_lowering`; X1 forward lowering 14 → 8 ms, lax's 7.7), and its
+    input transpose a primitive of its own, emitted the same way
+    (:data:`_depthwise_input_p`; X1 forward+backward trace 15.6 → 12.4 ms, lowering
+    22.5 → 18.6, lax's 13.3 and 12.1); the
     transposed convolution's kernel gradient as the strided convolution's
     (:func:`_conv_transpose_rhs`; before it, the sub-pixel
     phase gradient reordered by a pads-and-reshapes loop fusion, W5 forward+backward
@@ -691,8 +694,10 @@ def _depthwise_sum(x: Array, weights: Array, spec: ConvSpec) -> Array:
     temporaries), so the weights' tangent had been a scan over the taps, under a
     ``custom_jvp`` — and JAX differentiated, partially evaluated and transposed both
     forms, with a second, pass-through scan left behind to carry the taps' offsets. Here
-    the transposes are the loops XLA:CPU runs well, traced once each; the value and its
-    two tangents are the one unrolled sum.
+    the transposes are the loops XLA:CPU runs well: the input's a second bilinear
+    primitive (:data:`_depthwise_input_p`, whose own transposes are these taps and the
+    weights' scan), the weights' a scan. Both unrolled sums are emitted as StableHLO by
+    their lowering rules, never traced op by op.
     """
     return _depthwise_p.bind(x, weights, spec=spec)
 
@@ -707,23 +712,15 @@ def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
     lowering 14 → 7 ms; lax's 6.5). The program is the same.
     """
     (x_aval, _), (y_aval,) = ctx.avals_in, ctx.avals_out
-    dtype, channel = x_aval.dtype, _channel_axis(spec)
-    taps, channels, multiplier = ctx.avals_in[1].shape
-    axes, out = _spatial_axes(spec), spec.output_spatial()
-
-    element = mlir.dtype_to_ir_type(dtype)
-
-    def tensor(shape: Sequence[int]) -> Any:
-        return mlir.ir.RankedTensorType.get(shape, element)
-
-    ints = mlir.dense_int_array
-    zero = mlir.ir_constant(np.zeros((), dtype))
+    emit = _Emitter(x_aval.dtype)
+    axes, out, channel = _spatial_axes(spec), spec.output_spatial(), _channel_axis(spec)
+    _, channels, multiplier = ctx.avals_in[1].shape
     # Each tap's weights broadcast over its window; for dm > 1 over the window with its
     # channel axis split into (C, dm), output channel c * dm + m.
-    shape, weight_shape, weight_dims = y_aval.shape, (channels,), (channel,)
+    shape, dims = y_aval.shape, (channel,)
     if multiplier > 1:
         shape = y_aval.shape[:channel] + (channels, multiplier) + y_aval.shape[channel + 1:]
-        weight_shape, weight_dims = (channels, multiplier), (channel, channel + 1)
+        dims = (channel, channel + 1)
     y = None
     for tap, offsets in enumerate(np.ndindex(*spec.kernel_size)):
         plan = _tap_window_plan(x_aval.shape, axes, offsets, spec, out)
@@ -732,24 +729,18 @@ def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
         (start, limit, step), pads = plan
         window = x
         if start is not None:
-            window = stablehlo.slice(window, ints(start), ints(limit), ints(step))
-        if pads is not None:
-            low, high, interior = zip(*pads)
-            window = stablehlo.pad(window, zero, ints(low), ints(high), ints(interior))
+            window = stablehlo.slice(window, emit.ints(start), emit.ints(limit),
+                                     emit.ints(step))
+        window = emit.pad(window, pads)
         if multiplier > 1:
             window = stablehlo.broadcast_in_dim(
-                tensor(shape), window, ints(_skip(len(y_aval.shape), channel + 1)))
-        w = stablehlo.slice(weights, ints((tap, 0, 0)), ints((tap + 1, channels, multiplier)),
-                            ints((1, 1, 1)))
-        w = stablehlo.reshape(tensor(weight_shape), w)
-        term = stablehlo.multiply(
-            window, stablehlo.broadcast_in_dim(tensor(shape), w, ints(weight_dims)))
+                emit.tensor(shape), window, emit.ints(_skip(len(y_aval.shape), channel + 1)))
+        w = emit.weights(weights, (tap, 0, 0), (tap + 1, channels, multiplier), shape, dims)
+        term = stablehlo.multiply(window, w)
         if multiplier > 1:
-            term = stablehlo.reshape(tensor(y_aval.shape), term)
-        y = term if y is None else stablehlo.add(y, term)
-    if y is None:
-        y = stablehlo.broadcast_in_dim(tensor(y_aval.shape), zero, ints(()))
-    return [y]
+            term = stablehlo.reshape(emit.tensor(y_aval.shape), term)
+        y = emit.add(y, term)
+    return [emit.zeros(y_aval.shape) if y is None else y]
 
 
 def _depthwise_abstract(x: Any, weights: Any, *, spec: ConvSpec) -> jax.core.ShapedArray:
@@ -757,33 +748,98 @@ def _depthwise_abstract(x: Any, weights: Any, *, spec: ConvSpec) -> jax.core.Sha
 
 
 def _depthwise_lhs(ct: Array, x: Any, weights: Array, *, spec: ConvSpec) -> Array:
-    """The input's cotangent: per tap, the cotangent times the tap's weights (summed over
-    the depth multiplier), placed back where the tap's window came from by one zero pad
-    (interior padding for the strides, negative amounts to crop); all one fused loop.
+    """The input's cotangent: :data:`_depthwise_input_p` of the cotangent."""
+    del x  # its shape is spec.input_shape
+    return _depthwise_input_p.bind(ct, weights, spec=spec)
+
+
+def _depthwise_input_lowering(ctx: mlir.LoweringRuleContext, ct: Any, weights: Any, *,
+                              spec: ConvSpec) -> list[Any]:
+    """The transpose of the taps in the input, emitted as StableHLO: per tap, the
+    cotangent times the tap's weights (summed over the depth multiplier), placed back
+    where the tap's window came from by one zero pad (:func:`_tap_window_pads`); all one
+    fused loop, as JAX's transpose of the unrolled taps would be.
 
     The multiplier's sum is one strided channel slice of the cotangent per ``m``, not a
     reduction: XLA:CPU would materialise a reduction's result per tap.
     """
-    shape = x.aval.shape
-    axes, out = _spatial_axes(spec), spec.output_spatial()
-    channel, (channels, multiplier) = _channel_axis(spec), weights.shape[1:]
-    # Output channel c * dm + m: the cotangent's channel slice m::dm.
-    parts = [ct] if multiplier == 1 else [
-        lax.slice_in_dim(ct, m, ct.shape[channel], multiplier, axis=channel)
-        for m in range(multiplier)]
+    (ct_aval, _), (dx_aval,) = ctx.avals_in, ctx.avals_out
+    emit = _Emitter(ct_aval.dtype)
+    axes, out, channel = _spatial_axes(spec), spec.output_spatial(), _channel_axis(spec)
+    _, channels, multiplier = ctx.avals_in[1].shape
+    part_shape = list(ct_aval.shape)
+    part_shape[channel] = channels
+    parts = [ct]  # output channel c * dm + m: the cotangent's channel slice m::dm
+    if multiplier > 1:
+        step = [1] * len(part_shape)
+        step[channel] = multiplier
+        parts = [stablehlo.slice(ct, emit.ints([m if a == channel else 0
+                                                for a in range(len(part_shape))]),
+                                 emit.ints(ct_aval.shape), emit.ints(step))
+                 for m in range(multiplier)]
     dx = None
     for tap, offsets in enumerate(np.ndindex(*spec.kernel_size)):
-        pads = _tap_window_pads(shape, axes, offsets, spec, out)
+        pads = _tap_window_pads(dx_aval.shape, axes, offsets, spec, out)
         if pads is None:
             continue
         term = None
         for m, part in enumerate(parts):
-            w = lax.slice(weights, (tap, 0, m), (tap + 1, channels, m + 1))
-            w = lax.broadcast_in_dim(lax.reshape(w, (channels,)), part.shape, (channel,))
-            term = lax.mul(part, w) if term is None else lax.add(term, lax.mul(part, w))
-        term = lax.pad(term, np.zeros((), term.dtype), pads)
-        dx = term if dx is None else lax.add(dx, term)
-    return lax.full(shape, 0, ct.dtype) if dx is None else dx
+            w = emit.weights(weights, (tap, 0, m), (tap + 1, channels, m + 1), part_shape,
+                             (channel,))
+            product = stablehlo.multiply(part, w)
+            term = product if term is None else stablehlo.add(term, product)
+        dx = emit.add(dx, emit.pad(term, pads))
+    return [emit.zeros(dx_aval.shape) if dx is None else dx]
+
+
+def _depthwise_input_abstract(ct: Any, weights: Any, *, spec: ConvSpec
+                              ) -> jax.core.ShapedArray:
+    return jax.core.ShapedArray(spec.input_shape, ct.dtype)
+
+
+def _depthwise_input_lhs(g: Array, ct: Any, weights: Array, *, spec: ConvSpec) -> Array:
+    # <G(ct, w), g> = <ct, F(g, w)>: the cotangent's cotangent is the taps of g.
+    del ct
+    return _depthwise_p.bind(g, weights, spec=spec)
+
+
+def _depthwise_input_rhs(g: Array, ct: Array, weights: Any, *, spec: ConvSpec) -> Array:
+    # <G(ct, w), g> = <F(g, w), ct>: the weights' cotangent is F's, with input g.
+    return _depthwise_rhs(ct, g, weights, spec=spec)
+
+
+class _Emitter:
+    """StableHLO builders shared by the depthwise lowering rules (one dtype)."""
+
+    def __init__(self, dtype: Any):
+        self.element = mlir.dtype_to_ir_type(np.dtype(dtype))
+        self.zero = mlir.ir_constant(np.zeros((), dtype))
+        self.ints = mlir.dense_int_array
+
+    def tensor(self, shape: Sequence[int]) -> Any:
+        return mlir.ir.RankedTensorType.get(list(shape), self.element)
+
+    def weights(self, weights: Any, start: Sequence[int], limit: Sequence[int],
+                shape: Sequence[int], dims: Sequence[int]) -> Any:
+        """``weights[start:limit]`` (per channel, or per (channel, multiplier)) broadcast
+        to ``shape`` along ``dims``."""
+        w = stablehlo.slice(weights, self.ints(start), self.ints(limit),
+                            self.ints([1] * len(start)))
+        w = stablehlo.reshape(self.tensor([shape[d] for d in dims]), w)
+        return stablehlo.broadcast_in_dim(self.tensor(shape), w, self.ints(dims))
+
+    def pad(self, value: Any, pads: Sequence[tuple[int, int, int]] | None) -> Any:
+        if pads is None:
+            return value
+        low, high, interior = zip(*pads)
+        return stablehlo.pad(value, self.zero, self.ints(low), self.ints(high),
+                             self.ints(interior))
+
+    def add(self, total: Any, term: Any) -> Any:
+        return term if total is None else stablehlo.add(total, term)
+
+    def zeros(self, shape: Sequence[int]) -> Any:
+        return stablehlo.broadcast_in_dim(self.tensor(shape), self.zero, self.ints(()))
 
 
 def _tap_window_pads(shape: Sequence[int], axes: Sequence[int], offsets: Sequence[int],
@@ -846,50 +902,62 @@ def _depthwise_rhs(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) -> Arra
     return lax.reshape(gradients, (taps, channels, multiplier))
 
 
-def _depthwise_batch(args: Sequence[Array], dims: Sequence[Any], *, spec: ConvSpec
-                     ) -> tuple[Array, int]:
-    """The primitive again, on a folded call, so that its transposes stay: a batched input
-    with shared weights folds the batch axis into the convolution's; batched weights fold
-    it into the channels (a depthwise convolution computes each channel alone), the input
-    broadcast along it when it is shared."""
-    x, weights = args
-    x_dim, weights_dim = dims
+def _depthwise_batch(primitive: Primitive, args: Sequence[Array], dims: Sequence[Any], *,
+                     spec: ConvSpec) -> tuple[Array, int]:
+    """Either depthwise primitive again, on a folded call, so that its transposes stay: a
+    batched feature map (the input, or the cotangent) with shared weights folds the batch
+    axis into the convolution's; batched weights fold it into the channels (a depthwise
+    convolution computes each channel alone), the feature map broadcast along it when it
+    is shared."""
+    a, weights = args
+    a_dim, weights_dim = dims
     if weights_dim is None:
-        x = jnp.moveaxis(x, x_dim, 0)
-        b, n = x.shape[:2]
+        a = jnp.moveaxis(a, a_dim, 0)
+        b, n = a.shape[:2]
         folded = dataclasses.replace(spec, input_shape=(b * n,) + tuple(spec.input_shape[1:]))
-        y = _depthwise_p.bind(x.reshape((b * n,) + x.shape[2:]), weights, spec=folded)
+        y = primitive.bind(a.reshape((b * n,) + a.shape[2:]), weights, spec=folded)
         return y.reshape((b, n) + y.shape[1:]), 0
     channel = _channel_axis(spec)
     weights = jnp.moveaxis(weights, weights_dim, 1)  # (taps, B, C, dm)
     taps, b, channels, multiplier = weights.shape
-    if x_dim is None:
-        x = jnp.broadcast_to(jnp.expand_dims(x, channel),
-                             x.shape[:channel] + (b,) + x.shape[channel:])
+    if a_dim is None:
+        a = jnp.broadcast_to(jnp.expand_dims(a, channel),
+                             a.shape[:channel] + (b,) + a.shape[channel:])
     else:
-        x = jnp.moveaxis(x, x_dim, channel)  # the batch axis just before the channels
-    x = x.reshape(x.shape[:channel] + (b * channels,) + x.shape[channel + 2:])
+        a = jnp.moveaxis(a, a_dim, channel)  # the batch axis just before the channels
+    a = a.reshape(a.shape[:channel] + (b * a.shape[channel + 1],) + a.shape[channel + 2:])
     input_shape = list(spec.input_shape)
     input_shape[channel] = b * channels
     folded = dataclasses.replace(
         spec, input_shape=tuple(input_shape), groups=b * channels,
         kernel_shape=spec.kernel_shape[:-1] + (b * spec.kernel_shape[-1],))
-    y = _depthwise_p.bind(x, weights.reshape(taps, b * channels, multiplier), spec=folded)
-    y = y.reshape(y.shape[:channel] + (b, channels * multiplier) + y.shape[channel + 1:])
+    y = primitive.bind(a, weights.reshape(taps, b * channels, multiplier), spec=folded)
+    y = y.reshape(y.shape[:channel] + (b, y.shape[channel] // b) + y.shape[channel + 1:])
     return jnp.moveaxis(y, channel, 0), 0
 
 
-@functools.partial(jax.jit, static_argnames="spec")
-def _depthwise_eager(x: Array, weights: Array, *, spec: ConvSpec) -> Array:
-    return _depthwise_p.bind(x, weights, spec=spec)  # compiled through its lowering
+def _bilinear_primitive(name: str, abstract: Callable[..., Any], lowering: Callable[..., Any],
+                        lhs: Callable[..., Array], rhs: Callable[..., Array]) -> Primitive:
+    """A primitive ``p(a, weights, spec=...)``, bilinear, with the depthwise batching rule;
+    evaluated eagerly by compiling it through its lowering."""
+    primitive = Primitive(name)
+    eager = jax.jit(lambda a, w, *, spec: primitive.bind(a, w, spec=spec),
+                    static_argnames="spec")
+    primitive.def_impl(eager)
+    primitive.def_abstract_eval(abstract)
+    mlir.register_lowering(primitive, lowering)
+    ad.defbilinear(primitive, lhs, rhs)
+    batching.primitive_batchers[primitive] = functools.partial(_depthwise_batch, primitive)
+    return primitive
 
 
-_depthwise_p = Primitive("kconv_depthwise_taps")
-_depthwise_p.def_impl(_depthwise_eager)
-_depthwise_p.def_abstract_eval(_depthwise_abstract)
-mlir.register_lowering(_depthwise_p, _depthwise_lowering)
-ad.defbilinear(_depthwise_p, _depthwise_lhs, _depthwise_rhs)
-batching.primitive_batchers[_depthwise_p] = _depthwise_batch
+#: The taps ``F(x, weights)``: :func:`_depthwise_sum`.
+_depthwise_p = _bilinear_primitive("kconv_depthwise_taps", _depthwise_abstract,
+                                   _depthwise_lowering, _depthwise_lhs, _depthwise_rhs)
+#: Their transpose in the input, ``G(ct, weights)`` with ``<F(x, w), ct> = <x, G(ct, w)>``.
+_depthwise_input_p = _bilinear_primitive(
+    "kconv_depthwise_taps_input", _depthwise_input_abstract, _depthwise_input_lowering,
+    _depthwise_input_lhs, _depthwise_input_rhs)
 
 
 def _output_shape(x: Array, spec: ConvSpec, out: Sequence[int]) -> tuple[int, ...]:
