@@ -845,13 +845,14 @@ class _Emitter:
 def _tap_window_pads(shape: Sequence[int], axes: Sequence[int], offsets: Sequence[int],
                      spec: ConvSpec, out: Sequence[int]) -> list | None:
     """The ``lax.pad`` config that places an output-shaped array where tap ``offsets``'
-    window of an input of ``shape`` reads from (the transpose of :func:`_tap_window`);
+    window of an input of ``shape`` reads from (the transpose of :func:`_tap_window_plan`);
     ``None`` if that window is all padding. Output ``o`` sits at input ``o * s + j * d -
     lo``: interior padding ``s - 1``, then ``j * d - lo`` before (negative: cropped)."""
     pads = [(0, 0, 0)] * len(shape)
     for axis, j, n, d, s, (lo, _), o in zip(axes, offsets, spec.spatial, spec.dilation,
                                             spec.strides, spec.padding, out):
-        if max(0, -(-(lo - j * d) // s)) > min(o - 1, (n - 1 + lo - j * d) // s):
+        first, last = _tap_outputs(j, n, d, s, lo, o)
+        if first > last:
             return None
         before = j * d - lo
         pads[axis] = (before, n - before - ((o - 1) * s + 1), s - 1)
@@ -902,6 +903,17 @@ def _depthwise_rhs(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) -> Arra
     return lax.reshape(gradients, (taps, channels, multiplier))
 
 
+def _bind_batch_folded(bind: Callable[[Array, ConvSpec], Array], x: Array, x_dim: int,
+                       spec: ConvSpec) -> tuple[Array, int]:
+    """A batching rule's shared-weights case: ``x``'s mapped axis folded into the
+    convolution's batch axis, ``bind(folded_x, folded_spec)``, and the result unfolded."""
+    x = jnp.moveaxis(x, x_dim, 0)
+    b, n = x.shape[:2]
+    folded = dataclasses.replace(spec, input_shape=(b * n,) + tuple(spec.input_shape[1:]))
+    y = bind(x.reshape((b * n,) + x.shape[2:]), folded)
+    return y.reshape((b, n) + y.shape[1:]), 0
+
+
 def _depthwise_batch(primitive: Primitive, args: Sequence[Array], dims: Sequence[Any], *,
                      spec: ConvSpec) -> tuple[Array, int]:
     """Either depthwise primitive again, on a folded call, so that its transposes stay: a
@@ -912,11 +924,8 @@ def _depthwise_batch(primitive: Primitive, args: Sequence[Array], dims: Sequence
     a, weights = args
     a_dim, weights_dim = dims
     if weights_dim is None:
-        a = jnp.moveaxis(a, a_dim, 0)
-        b, n = a.shape[:2]
-        folded = dataclasses.replace(spec, input_shape=(b * n,) + tuple(spec.input_shape[1:]))
-        y = primitive.bind(a.reshape((b * n,) + a.shape[2:]), weights, spec=folded)
-        return y.reshape((b, n) + y.shape[1:]), 0
+        return _bind_batch_folded(lambda a, spec: primitive.bind(a, weights, spec=spec),
+                                  a, a_dim, spec)
     channel = _channel_axis(spec)
     weights = jnp.moveaxis(weights, weights_dim, 1)  # (taps, B, C, dm)
     taps, b, channels, multiplier = weights.shape
@@ -936,10 +945,11 @@ def _depthwise_batch(primitive: Primitive, args: Sequence[Array], dims: Sequence
     return jnp.moveaxis(y, channel, 0), 0
 
 
-def _bilinear_primitive(name: str, abstract: Callable[..., Any], lowering: Callable[..., Any],
-                        lhs: Callable[..., Array], rhs: Callable[..., Array]) -> Primitive:
-    """A primitive ``p(a, weights, spec=...)``, bilinear, with the depthwise batching rule;
-    evaluated eagerly by compiling it through its lowering."""
+def _depthwise_primitive(name: str, abstract: Callable[..., Any],
+                         lowering: Callable[..., Any], lhs: Callable[..., Array],
+                         rhs: Callable[..., Array]) -> Primitive:
+    """A depthwise primitive ``p(a, weights, spec=...)``: bilinear, batched by
+    :func:`_depthwise_batch`, evaluated eagerly by compiling it through its lowering."""
     primitive = Primitive(name)
     eager = jax.jit(lambda a, w, *, spec: primitive.bind(a, w, spec=spec),
                     static_argnames="spec")
@@ -952,10 +962,10 @@ def _bilinear_primitive(name: str, abstract: Callable[..., Any], lowering: Calla
 
 
 #: The taps ``F(x, weights)``: :func:`_depthwise_sum`.
-_depthwise_p = _bilinear_primitive("kconv_depthwise_taps", _depthwise_abstract,
-                                   _depthwise_lowering, _depthwise_lhs, _depthwise_rhs)
+_depthwise_p = _depthwise_primitive("kconv_depthwise_taps", _depthwise_abstract,
+                                    _depthwise_lowering, _depthwise_lhs, _depthwise_rhs)
 #: Their transpose in the input, ``G(ct, weights)`` with ``<F(x, w), ct> = <x, G(ct, w)>``.
-_depthwise_input_p = _bilinear_primitive(
+_depthwise_input_p = _depthwise_primitive(
     "kconv_depthwise_taps_input", _depthwise_input_abstract, _depthwise_input_lowering,
     _depthwise_input_lhs, _depthwise_input_rhs)
 
@@ -966,6 +976,13 @@ def _output_shape(x: Array, spec: ConvSpec, out: Sequence[int]) -> tuple[int, ..
         shape[axis] = o
     shape[_channel_axis(spec)] = spec.kernel_shape[-1]
     return tuple(shape)
+
+
+def _tap_outputs(j: int, n: int, d: int, s: int, lo: int, o: int) -> tuple[int, int]:
+    """The first and last of ``o`` outputs along an axis whose input ``o * s + j * d - lo``
+    (tap ``j``, dilation ``d``, stride ``s``, padding ``lo``) is inside ``[0, n)``; first >
+    last when every one falls in the padding."""
+    return max(0, -(-(lo - j * d) // s)), min(o - 1, (n - 1 + lo - j * d) // s)
 
 
 def _tap_window_plan(shape: Sequence[int], axes: Sequence[int], offsets: Sequence[int],
@@ -983,8 +1000,7 @@ def _tap_window_plan(shape: Sequence[int], axes: Sequence[int], offsets: Sequenc
     pads = [(0, 0, 0)] * len(shape)
     for axis, j, n, d, s, (lo, _), o in zip(axes, offsets, spec.spatial, spec.dilation,
                                             spec.strides, spec.padding, out):
-        first = max(0, -(-(lo - j * d) // s))  # first output whose input is not padding
-        last = min(o - 1, (n - 1 + lo - j * d) // s)
+        first, last = _tap_outputs(j, n, d, s, lo, o)
         if first > last:
             return None
         start[axis] = first * s + j * d - lo
@@ -1199,12 +1215,9 @@ def _conv_transpose_batch(args: Sequence[Array], dims: Sequence[Any], *, spec: C
     x, kernel = args
     x_dim, kernel_dim = dims
     if kernel_dim is None:  # not mapped
-        x = jnp.moveaxis(x, x_dim, 0)
-        b, n = x.shape[:2]
-        folded = dataclasses.replace(spec, input_shape=(b * n,) + tuple(spec.input_shape[1:]))
-        y = _conv_transpose_p.bind(x.reshape((b * n,) + x.shape[2:]), kernel, spec=folded,
-                                   precision=precision)
-        return y.reshape((b, n) + y.shape[1:]), 0
+        return _bind_batch_folded(
+            lambda x, spec: _conv_transpose_p.bind(x, kernel, spec=spec, precision=precision),
+            x, x_dim, spec)
     value = functools.partial(_conv_transpose_value, spec=spec, precision=precision)
     return jax.vmap(value, in_axes=(x_dim, kernel_dim))(x, kernel), 0
 
