@@ -70,6 +70,18 @@ def _check(f, args, expect, dtype=np.float32, factor=1.0):
         _assert_close(a, p, dtype, factor)
 
 
+def _check_transformed(run, args, expect, mode="auto"):
+    """``jax.jit(run)(*args)`` (a pytree of transformed results) on the plain path and
+    under ``mode``; checks the lowering ``expect`` (``(op, name)``) was taken and that
+    every leaf matches the plain path's."""
+    with config.conv_lowering("xla"):
+        plain = jax.jit(run)(*args)
+    with lowering.recorded_choices() as calls, config.conv_lowering(mode):
+        auto = jax.jit(run)(*args)
+    assert expect in calls, (expect, calls)
+    jax.tree.map(lambda a, p: _assert_close(a, p, factor=3.0), auto, plain)
+
+
 def _rotate(values, i):
     return values[i % len(values)]
 
@@ -141,12 +153,7 @@ def test_depthwise_taps_second_order(fmt, strides, dilation, padding, multiplier
                                          argnums=(0, 1))(x, w),
                 "hvp": jax.jvp(first, (x, w), tangents)[1]}
 
-    with config.conv_lowering("xla"):
-        plain = jax.jit(run)(x, w)
-    with lowering.recorded_choices() as calls:
-        auto = jax.jit(run)(x, w)
-    assert ("conv", "depthwise_taps") in calls
-    jax.tree.map(lambda a, p: _assert_close(a, p, factor=3.0), auto, plain)
+    _check_transformed(run, (x, w), ("conv", "depthwise_taps"))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -168,12 +175,7 @@ def test_depthwise_taps_vmap_over_weights(fmt):
                 "shared_input_grad": jax.vmap(grad, in_axes=(None, 0))(x, ws),
                 "both_grad": jax.vmap(grad)(xs, ws)}
 
-    with config.conv_lowering("xla"):
-        plain = jax.jit(run)(x, w, xs, ws)
-    with lowering.recorded_choices() as calls:
-        auto = jax.jit(run)(x, w, xs, ws)
-    assert ("conv", "depthwise_taps") in calls
-    jax.tree.map(lambda a, p: _assert_close(a, p, factor=3.0), auto, plain)
+    _check_transformed(run, (x, w, xs, ws), ("conv", "depthwise_taps"))
 
 
 # --- block_diagonal, grouped_split ---------------------------------------------------
@@ -520,14 +522,10 @@ def test_transformations(name, mode):
             "remat": jax.grad(jax.checkpoint(loss), argnums=argnums)(*a),
         }
 
-    with config.conv_lowering("xla"):
-        plain = jax.jit(transforms)(*args)
-    with lowering.recorded_choices() as calls, config.conv_lowering(mode):
-        auto = jax.jit(transforms)(*args)
     lowered = name.removesuffix("_3d")
-    assert (("upsample" if name == "bilinear_stencil" else "conv_transpose"
-             if lowered == "subpixel_transpose" else "conv"), lowered) in calls
-    jax.tree.map(lambda a, p: _assert_close(a, p, factor=3.0), auto, plain)
+    op = ("upsample" if name == "bilinear_stencil" else "conv_transpose"
+          if lowered == "subpixel_transpose" else "conv")
+    _check_transformed(transforms, args, (op, lowered), mode)
 
 
 def test_layers_take_the_lowerings():
