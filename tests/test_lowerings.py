@@ -244,6 +244,48 @@ def test_many_groups_keep_xla():
     assert lowering.choose("conv", "cpu", sixteen) == "block_diagonal"
 
 
+# --- eigen_crop ----------------------------------------------------------------------
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    """``"eigen_crop"`` wants two cores: the rule sees two, whatever runs the tests."""
+    monkeypatch.setattr(lowering, "_host_cores", lambda: 2)
+
+
+def _eigen_cases():
+    for fmt, padding, dilation, kernel in itertools.product(
+            FORMATS, ("valid", "same", "explicit"), (1, 2), ((3, 2), (1, 3))):
+        yield fmt, padding, dilation, kernel
+
+
+@pytest.mark.parametrize("fmt,padding,dilation,kernel", list(_eigen_cases()))
+def test_eigen_crop(two_cores, fmt, padding, dilation, kernel):
+    rng = np.random.default_rng(hash((fmt, padding, dilation, kernel)) % 2**32)
+    x = _x(rng, 2, 5, fmt)
+    w = jnp.asarray(rng.standard_normal((*kernel, 5, 20)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(20), jnp.float32)
+    pad = ((0, 0), (1, 0)) if padding == "explicit" else padding
+    _check(lambda x, w, b: ops.conv(x, w, 1, pad, fmt, dilation, bias=b), (x, w, b),
+           "eigen_crop")
+
+
+def test_eigen_crop_needs_the_bias_and_two_cores(two_cores, monkeypatch):
+    x, w, b = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 20)), jnp.ones(20)
+    with lowering.recorded_choices() as calls:
+        jax.eval_shape(lambda x, w, b: ops.conv(x, w, bias=b), x, w, b)
+        jax.eval_shape(lambda x, w: ops.conv(x, w), x, w)
+    assert calls == [("conv", "eigen_crop"), ("conv", "xla")]
+    monkeypatch.setattr(lowering, "_host_cores", lambda: 1)
+    with lowering.recorded_choices() as calls:
+        jax.eval_shape(lambda x, w, b: ops.conv(x, w, bias=b), x, w, b)
+    assert calls == [("conv", "xla")]
+    # An output already taller than the input: XLA's convolution is Eigen's already.
+    with lowering.recorded_choices() as calls:
+        jax.eval_shape(lambda x, w, b: ops.conv(x, w, padding=((2, 1), (1, 1)), bias=b),
+                       x, w, b)
+    assert calls == [("conv", "xla")]
+
+
 def test_separable_takes_both_lowerings():
     rng = np.random.default_rng(3)
     x = _x(rng, 2, 4, "channels_last")
@@ -423,6 +465,9 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
          (x, jnp.asarray(rng.standard_normal((3, 3, 4, 2)), dtype))),
         ("block_diagonal", lambda x, w: ops.conv(x, w, 1, "same", fmt),
          (x, jnp.asarray(rng.standard_normal((3, 3, 2, 6)), dtype))),   # 2 groups
+        ("eigen_crop", lambda x, w, b: ops.conv(x, w, 1, "same", fmt, bias=b),
+         (x, jnp.asarray(rng.standard_normal((3, 3, 4, 20)), dtype),
+          jnp.asarray(rng.standard_normal(20), dtype))),
         ("subpixel_transpose", lambda x, w: ops.conv_transpose(x, w, 2, "same",
                                                                data_format=fmt),
          (xs, jnp.asarray(rng.standard_normal((3, 3, 2, 3)), dtype))),
@@ -478,8 +523,8 @@ def test_integer_inputs_keep_the_plain_path():
 
 
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
-                                  "subpixel_transpose", "bilinear_stencil"])
-def test_unbatched_and_extra_leading_dims(name):
+                                  "eigen_crop", "subpixel_transpose", "bilinear_stencil"])
+def test_unbatched_and_extra_leading_dims(two_cores, name):
     rng = np.random.default_rng(13)
     fmt = "channels_first" if name in ("depthwise_taps", "bilinear_stencil") else \
         "channels_last"
@@ -495,9 +540,9 @@ def test_unbatched_and_extra_leading_dims(name):
 
 @pytest.mark.parametrize("mode", ["auto", "portable"])  # decided at trace time / staged
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
-                                  "subpixel_transpose", "subpixel_transpose_3d",
+                                  "eigen_crop", "subpixel_transpose", "subpixel_transpose_3d",
                                   "bilinear_stencil"])
-def test_transformations(name, mode):
+def test_transformations(two_cores, name, mode):
     rng = np.random.default_rng(14)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
     tangents = tuple(jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in args)
@@ -528,12 +573,13 @@ def test_transformations(name, mode):
     _check_transformed(transforms, args, (op, lowered), mode)
 
 
-def test_layers_take_the_lowerings():
+def test_layers_take_the_lowerings(two_cores):
     rng = np.random.default_rng(15)
     x = _x(rng, 2, 4, "channels_last", spatial=(8, 8))
     layers = [kconv.SeparableConv2D(6, 3, padding="same"), kconv.DepthwiseConv2D(3),
               kconv.Conv2DTranspose(5, 3, strides=2, padding="same"),
-              kconv.UpSampling2D(2, interpolation="bilinear")]
+              kconv.UpSampling2D(2, interpolation="bilinear"),
+              kconv.Conv2D(20, 3, padding="same", activation="relu")]
     for layer in layers:
         params = layer.init(jax.random.key(0), x.shape)
         with config.conv_lowering("xla"):
@@ -542,6 +588,11 @@ def test_layers_take_the_lowerings():
             got = jax.jit(layer)(params, x)
         assert any(name != "xla" for _, name in calls), (layer, calls)
         _assert_close(got, want)
+    # Without a bias the crop would be a loop fusion of its own: XLA's convolution.
+    dense = kconv.Conv2D(20, 3, padding="same", use_bias=False)
+    with lowering.recorded_choices() as calls:
+        jax.eval_shape(dense, dense.init(jax.random.key(0), x.shape), x)
+    assert calls == [("conv", "xla")]
 
 
 # --- the rule, the platform switch, the global switch ----------------------------------
@@ -554,7 +605,24 @@ def _spec(**kw):
 
 
 @pytest.mark.parametrize("op,spec,cpu", [
-    ("conv", _spec(), "xla"),                                        # W1: fast path already
+    ("conv", _spec(), "xla"),                                        # W1 without its bias
+    ("conv", _spec(bias=True), "eigen_crop"),                        # W1, as Conv2D calls it
+    ("conv", _spec(bias=True, strides=(2, 2)), "xla"),               # W2
+    ("conv", _spec(bias=True, data_format="channels_first",
+                   input_shape=(16, 64, 32, 32)), "eigen_crop"),    # W3
+    ("conv", _spec(bias=True, dilation=(2, 2), padding=((2, 2), (2, 2))), "eigen_crop"),
+    ("conv", _spec(bias=True, input_shape=(16, 32, 32, 128), kernel_shape=(3, 3, 128, 128)),
+     "xla"),                                          # YNNPACK uses both cores already
+    ("conv", _spec(bias=True, kernel_shape=(3, 3, 64, 255)), "eigen_crop"),
+    ("conv", _spec(bias=True, kernel_shape=(3, 3, 64, 256)), "xla"),
+    ("conv", _spec(bias=True, input_shape=(16, 32, 32, 16), kernel_shape=(3, 3, 16, 16)),
+     "xla"),                                          # XLA:CPU runs it on Eigen already
+    ("conv", _spec(bias=True, input_shape=(16, 32, 32, 3), kernel_shape=(3, 3, 3, 17)),
+     "eigen_crop"),
+    ("conv", _spec(bias=True, dtype="bfloat16", preferred_element_type="float32"), "xla"),
+    ("conv", _spec(bias=True, kernel_shape=(3, 3, 16, 64), groups=4), "block_diagonal"),
+    ("conv", _spec(bias=True, rank=1, input_shape=(8, 2048, 64), kernel_shape=(3, 64, 64),
+                   strides=(1,), padding=((1, 1),), dilation=(1,)), "xla"),   # X3
     ("conv", _spec(strides=(2, 2)), "xla"),                          # W2
     ("conv", _spec(data_format="channels_first",
                    input_shape=(16, 64, 32, 32)), "xla"),           # W3
@@ -610,7 +678,7 @@ def _spec(**kw):
     ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 1, 64),
                              padding=((1, 1), (1, 1)), groups=64), "xla"),   # stride 1
 ])
-def test_choose(op, spec, cpu):
+def test_choose(two_cores, op, spec, cpu):
     assert lowering.choose(op, "cpu", spec) == cpu
     for backend in ("gpu", "cuda", "rocm", "tpu"):
         assert lowering.choose(op, backend, spec) == "xla"

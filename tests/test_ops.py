@@ -56,6 +56,26 @@ def test_conv_matches_reference(rank, padding, strides, dilation, groups, fmt):
                                               fmt, dilation)
 
 
+@pytest.mark.parametrize("rank,fmt", [(1, "channels_first"), (2, "channels_last"),
+                                      (2, "channels_first"), (3, "channels_last")])
+def test_conv_bias(rank, fmt):
+    # The bias (beyond Keras's ops.conv, as PyTorch's conv2d) lands on the channel axis of
+    # each layout; 20 filters, so that 2-D takes "eigen_crop" on a multi-core CPU.
+    rng = np.random.default_rng(rank + 10)
+    x = _x(rng, rank, 3, fmt)
+    w = rng.standard_normal((*KERNEL[rank], 3, 20)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    shape = [1] * (rank + 2)
+    shape[-1 if fmt == "channels_last" else 1] = 20
+    want = ref.conv(x, w, 1, "same", fmt) + b.astype(np.float64).reshape(shape)
+    assert_close(ops.conv(x, w, 1, "same", fmt, bias=b), want)
+    assert_close(jax.jit(lambda x, w, b: ops.conv(x, w, 1, "same", fmt, bias=b))(x, w, b),
+                 want)
+    with pytest.raises(ValueError, match=r"kconv.ops.conv: bias must have shape \(20,\).*"
+                                         r"\(3,\)"):
+        ops.conv(x, w, 1, "same", fmt, bias=b[:3])
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])
 @pytest.mark.parametrize("rank", RANKS)
 def test_conv_low_precision(rank, dtype):

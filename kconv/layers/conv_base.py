@@ -69,6 +69,10 @@ class BaseConv(Layer):
                  accumulation: Any) -> jax.Array:
         raise NotImplementedError
 
+    #: Whether :meth:`_forward` adds the bias itself (its op takes ``bias``, so that a
+    #: lowering can fuse its last step with the add); else :meth:`apply` adds it.
+    _forward_adds_bias = False
+
     def _check_in_channels(self, in_channels: int, shape: Any) -> None:
         """Constraints on the input channel count: ``groups`` must divide it."""
         groups = getattr(self, "groups", 1)
@@ -158,7 +162,7 @@ class BaseConv(Layer):
         cast = {name: jnp.asarray(params[name]).astype(dtype) for name in self._names()}
         with jax.named_scope(where):
             y = self._forward(cast, x.astype(dtype), accumulation)
-            if self.use_bias:
+            if self.use_bias and not self._forward_adds_bias:
                 # lax, not jnp's ``+``: under autodiff jnp's jitted operator is traced and
                 # linearized as a nested function (X1 forward+backward, ~5 ms of tracing).
                 channel = y.ndim - 1 - (self.rank if self.data_format == "channels_first"

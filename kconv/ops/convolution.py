@@ -16,6 +16,7 @@ leading dims). ``data_format=None`` means :func:`kconv.config.image_data_format`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -149,8 +150,9 @@ _NUMPY_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap
 
 def conv(
     inputs: Any, kernel: Any, strides: Any = 1, padding: Any = "valid",
-    data_format: str | None = None, dilation_rate: Any = 1, *, padding_mode: str = "zeros",
-    precision: Any = None, preferred_element_type: Any = None, name: str = "kconv.ops.conv",
+    data_format: str | None = None, dilation_rate: Any = 1, *, bias: Any = None,
+    padding_mode: str = "zeros", precision: Any = None, preferred_element_type: Any = None,
+    name: str = "kconv.ops.conv",
 ) -> Array:
     """N-d convolution (cross-correlation, as Keras), grouped when the kernel says so.
 
@@ -166,6 +168,9 @@ def conv(
         bare ``(lo, hi)`` would be ambiguous.
       data_format: ``"channels_last"``, ``"channels_first"`` or ``None`` (global default).
       dilation_rate: int or tuple of N ints.
+      bias: ``(filters,)`` added to every output position, in the output's dtype
+        (beyond Keras, keyword-only; PyTorch's ``conv2d`` has it). Added inside the op, a
+        lowering can fuse its own last step with the add: the layers pass theirs here.
       padding_mode: what the padding holds (beyond Keras; PyTorch's names), keyword-only:
         ``"zeros"`` (default), ``"reflect"`` (mirrored, the edge not repeated: NumPy's
         ``np.pad`` ``"reflect"``), ``"replicate"`` (the edge repeated: ``"edge"``) or
@@ -191,6 +196,8 @@ def conv(
         Array([ 2.,  3.,  6.,  9., 10.], dtype=float32)
         >>> conv(x, jnp.ones((1, 1, 1)), padding=((2, 0),), padding_mode="circular")[0, :, 0]
         Array([3., 4., 0., 1., 2., 3., 4.], dtype=float32)
+        >>> conv(x, jnp.ones((2, 1, 1)), bias=jnp.array([10.0]))[0, :, 0]
+        Array([11., 13., 15., 17.], dtype=float32)
     """
     call = _Call(name, inputs, kernel, strides, padding, data_format, dilation_rate,
                  allowed_padding=_FORWARD_PADDING, padding_mode=padding_mode)
@@ -209,9 +216,19 @@ def conv(
             f"implied by {call.channels} input channels and kernel shape {call.kernel.shape}"
         )
     call.check_output(kernel_size)
+    if bias is not None and jnp.shape(bias) != (filters,):
+        raise ValueError(f"{name}: bias must have shape ({filters},), one per filter, got "
+                         f"shape {jnp.shape(bias)}")
     padding = call.forward_padding(kernel_size)  # pads call.x itself for padding_mode
-    spec = call.spec(call.kernel, padding, groups, preferred_element_type)
+    spec = dataclasses.replace(call.spec(call.kernel, padding, groups, preferred_element_type),
+                               bias=bias is not None)
     y = lowering.conv(call.x, call.kernel, spec, precision=precision)
+    if bias is not None:
+        # lax, not jnp's ``+``: under autodiff jnp's jitted operator is traced and
+        # linearized as a nested function.
+        y = lax.add(y, lax.broadcast_in_dim(jnp.asarray(bias).astype(y.dtype), y.shape,
+                                            (y.ndim + _args.channel_axis(spec.data_format,
+                                                                         spec.rank),)))
     return call.unfold(y)
 
 

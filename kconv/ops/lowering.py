@@ -38,9 +38,15 @@ The rule (:func:`choose`), per call:
   4. ``"grouped_split"`` — the same groups, a bigger dense kernel: one dense convolution
      per group on its channel slice, concatenated (groups 4 on (16, 32, 32, 64) → 64,
      3×3: 204 / 4155 → 30 / 44 ms forward / forward+backward).
-  5. otherwise ``"xla"``: a dense 2-D convolution already takes XLA:CPU's fast path; for
-     1-D and 3-D ones, strided ones and channels_first no rewrite measured faster
-     (see ``choose``'s notes).
+  5. ``"eigen_crop"`` — a dense 2-D convolution (also ``block_diagonal``'s), stride 1,
+     float32, whose call adds a bias (``ConvSpec.bias``: the Conv layers' ``use_bias``)
+     and which XLA:CPU hands to YNNPACK (above 16 channels in or out), with input
+     channels × filters below :data:`EIGEN_CROP_CHANNEL_PRODUCT`, on at least two cores:
+     the output window one row taller than the input, cropped again inside the bias add,
+     which XLA:CPU runs on its multi-threaded Eigen convolution instead of YNNPACK's
+     single-threaded one (W1 forward 13.5 → 8.5 ms; gradients lax's).
+  6. otherwise ``"xla"``: for 1-D and 3-D convolutions and strided ones no rewrite
+     measured faster (see ``choose``'s notes).
 
 - CPU, transposed convolution (``groups`` beyond Keras):
 
@@ -109,6 +115,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -133,6 +140,7 @@ __all__ = [
     "MAX_DEPTHWISE_TAPS",
     "MAX_SPLIT_GROUPS",
     "MAX_BLOCK_DIAGONAL_WEIGHTS",
+    "EIGEN_CROP_CHANNEL_PRODUCT",
     "XLA",
 ]
 
@@ -157,6 +165,13 @@ MAX_SPLIT_GROUPS = 16
 #: (147 k weights) groups 4 / 16, forward 49 / 46 → 21 / 18 ms, 1 MB more.
 MAX_BLOCK_DIAGONAL_WEIGHTS = 2 ** 18
 
+#: ``"eigen_crop"`` is taken while input channels × filters is below this. From 128 × 128
+#: on (and at 64 × 256) XLA:CPU's YNNPACK convolution already keeps both cores of the
+#: 2-core machine busy, and Eigen's ran 0.95–1.09× its time; below, 0.46–0.78× (e.g.
+#: 17 × 17 0.46, 32 × 128 0.54, 64 × 128 0.57, 64 × 64 0.61–0.68, 128 × 64 0.65,
+#: 96 × 96 0.78, on 16–32² inputs).
+EIGEN_CROP_CHANNEL_PRODUCT = 128 * 128
+
 
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
@@ -176,6 +191,10 @@ class ConvSpec:
         grouped forward convolution from ``filters`` to ``C`` channels).
       dtype: the common dtype of input and kernel.
       preferred_element_type: as ``lax.conv_general_dilated``; ``None`` is the dtype.
+      bias: whether the call adds a per-channel bias to the output itself
+        (:func:`kconv.ops.conv`'s ``bias``, which the layers pass when ``use_bias``), an
+        elementwise consumer XLA fuses with whatever follows the convolution
+        (``"eigen_crop"`` needs one for its crop).
     """
 
     rank: int
@@ -188,6 +207,7 @@ class ConvSpec:
     groups: int = 1
     dtype: Any = "float32"
     preferred_element_type: Any = None
+    bias: bool = False
 
     def __post_init__(self) -> None:
         canonical = {
@@ -199,6 +219,7 @@ class ConvSpec:
             "dtype": np.dtype(self.dtype),
             "preferred_element_type": None if self.preferred_element_type is None
             else np.dtype(self.preferred_element_type),
+            "bias": bool(self.bias),
         }
         for name, value in canonical.items():
             object.__setattr__(self, name, value)
@@ -265,12 +286,19 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     Returns:
       ``"xla"`` (``lax.conv_general_dilated`` / ``jax.image.resize`` as written) or the
       name of a lowering: ``"pointwise_dot"``, ``"depthwise_taps"``, ``"block_diagonal"``,
-      ``"grouped_split"``, ``"subpixel_transpose"``, ``"bilinear_stencil"``.
+      ``"grouped_split"``, ``"eigen_crop"``, ``"subpixel_transpose"``,
+      ``"bilinear_stencil"``. ``"eigen_crop"`` also depends on the cores this process may
+      run on (two or more).
 
     Rewrites measured on XLA:CPU and left out of the rule (forward / forward+backward,
     plain → rewrite): a dense 2-D convolution as patches + one matrix product (W1
-    6.8 → 29 ms forward, 3.6× the peak memory: XLA's 2-D path already runs at GEMM
-    speed); a strided one as space-to-depth + a stride-1 one (W2 5.7 / 27 → 17 / 72 ms);
+    6.8 → 29 ms forward, 3.6× the peak memory); ``eigen_crop`` without a bias to fuse
+    the crop into (a loop fusion of its own: W1 lower + compile 16 → 81 ms), and for the
+    gradients (the input's would keep an output-sized buffer past lax's temporaries; the
+    kernel's, with a cotangent taller than the input, XLA swaps into its generic loop:
+    0.37 s); the batch split into independent convolutions (XLA:CPU runs them one after
+    the other: two W1 convolutions 26.4 ms against one's 13.4); a strided one as
+    space-to-depth + a stride-1 one (W2 5.7 / 27 → 17 / 72 ms);
     channels_first transposed to channels_last around the convolution (W3: no change,
     XLA:CPU does it itself); 1-D as 2-D over a unit height (W6 1.4 / 4.5 → 1.4 / 6.4 ms);
     3-D as 2-D convolutions over the depth taps (the depth folded into the batch), W7
@@ -383,7 +411,32 @@ def _choose_conv(spec: ConvSpec) -> str:
     if kernel_in > 1 and 1 < spec.groups <= MAX_SPLIT_GROUPS:
         dense = math.prod(spec.kernel_size) * spec.channels * spec.kernel_shape[-1]
         return "block_diagonal" if dense <= MAX_BLOCK_DIAGONAL_WEIGHTS else "grouped_split"
+    if spec.groups == 1 and _eigen_crop_pays(spec):
+        return "eigen_crop"
     return XLA
+
+
+def _eigen_crop_pays(spec: ConvSpec) -> bool:
+    """Whether a dense convolution takes :func:`eigen_crop`: 2-D, stride 1, float32, a
+    bias added in the call, one that XLA:CPU hands to YNNPACK (above 16 channels in or
+    out, no output axis longer than the input's), ``C × filters`` below
+    :data:`EIGEN_CROP_CHANNEL_PRODUCT`, and at least two cores."""
+    filters = spec.kernel_shape[-1]
+    return (spec.bias and spec.rank == 2 and all(s == 1 for s in spec.strides)
+            and spec.dtype == np.float32 and spec.output_dtype() == np.float32
+            and max(spec.channels, filters) > 16
+            and all(o <= n for o, n in zip(spec.output_spatial(), spec.spatial))
+            and spec.channels * filters < EIGEN_CROP_CHANNEL_PRODUCT
+            and _host_cores() >= 2)
+
+
+@functools.lru_cache(maxsize=None)
+def _host_cores() -> int:
+    """The cores this process may run on: XLA:CPU's intra-op pool spans them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 def _choose_conv_transpose(spec: ConvSpec) -> str:
@@ -1046,8 +1099,10 @@ def grouped_split(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any,
     per_group, filters = spec.channels // groups, spec.kernel_shape[-1] // groups
     shape = list(spec.input_shape)
     shape[axis] = per_group
+    # Each part feeds the concatenation, not the bias: no "eigen_crop" for the parts.
     single = dataclasses.replace(spec, input_shape=tuple(shape), groups=1,
-                                 kernel_shape=spec.kernel_shape[:-1] + (filters,))
+                                 kernel_shape=spec.kernel_shape[:-1] + (filters,),
+                                 bias=False)
     parts = [lower(lax.slice_in_dim(x, g * per_group, (g + 1) * per_group, axis=axis),
                        lax.slice_in_dim(kernel, g * filters, (g + 1) * filters,
                                         axis=kernel.ndim - 1), single, precision)
@@ -1090,11 +1145,105 @@ def block_diagonal(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -
     return _cpu_conv(x, dense, single, precision)
 
 
+def eigen_crop(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
+    """A stride-1 dense 2-D convolution computed over a taller output window and cropped
+    back, so that XLA:CPU runs it on its multi-threaded Eigen convolution.
+
+    XLA:CPU (jaxlib 0.10) hands a float32 2-D convolution with more than 16 channels in
+    or out to YNNPACK, which runs these sizes on one core; it keeps on Eigen (threaded
+    over XLA's intra-op pool) a convolution whose output is taller than its input. So the
+    first spatial axis is padded ``in - out + 1`` rows further at its end, and the extra
+    output rows are sliced off again. The slice fuses with the bias add after it, which
+    is why :func:`choose` takes this only for a call that adds one (``ConvSpec.bias``):
+    alone, the slice is a loop fusion of its own (W1 lower + compile 16 → 81 ms; with the
+    bias 41 ms, as lax's). W1 ((16, 32, 32, 64) → 64, 3×3 "same") forward 13.5 → 8.5 ms
+    on 2 cores; on one core Eigen is 0–15 % slower, so the rule wants two. The cost is
+    one output-sized buffer in the forward pass (the taller output; the plain path writes
+    into its own output) and ``in - out + 1`` rows of extra multiply-adds.
+
+    A bilinear primitive whose tangents are itself and whose transposes are lax's
+    (:data:`_eigen_crop_p`): the input and kernel gradients are the plain convolution's.
+    The kernel gradient of the taller form would take a cotangent taller than the input,
+    which XLA swaps into a convolution on its generic loop (W1: 0.37 s).
+    """
+    return _eigen_crop_p.bind(x, kernel, spec=spec, precision=precision)
+
+
+def _eigen_crop_value(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
+                      ) -> Array:
+    rows = spec.output_spatial()[0]
+    (lo, hi), *rest = spec.padding
+    taller = dataclasses.replace(spec, padding=((lo, hi + spec.spatial[0] - rows + 1),
+                                                *rest))
+    y = _xla_conv(x, kernel, spec=taller, precision=precision)
+    return lax.slice_in_dim(y, 0, rows, axis=_spatial_axes(spec)[0])
+
+
+def _plain_input_gradient(ct: Array, x: Any, kernel: Array, *, spec: ConvSpec,
+                          precision: Any) -> Array:
+    """JAX's transpose of XLA's plain convolution in the input: lax's input gradient."""
+    like = jax.ShapeDtypeStruct(x.aval.shape, x.aval.dtype)
+    return jax.linear_transpose(
+        lambda z: _xla_conv(z, kernel, spec=spec, precision=precision), like)(ct)[0]
+
+
+def _plain_kernel_gradient(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec,
+                           precision: Any) -> Array:
+    """JAX's transpose of XLA's plain convolution in the kernel: lax's kernel gradient."""
+    like = jax.ShapeDtypeStruct(kernel.aval.shape, kernel.aval.dtype)
+    return jax.linear_transpose(
+        lambda k: _xla_conv(x, k, spec=spec, precision=precision), like)(ct)[0]
+
+
+def _conv_primitive_batch(primitive: Primitive, value: Callable[..., Array],
+                          args: Sequence[Array], dims: Sequence[Any], *, spec: ConvSpec,
+                          precision: Any) -> tuple[Array, int]:
+    """Batched input, shared kernel: the batch axis folded into the convolution's (the
+    primitive again, so its transposes stay). A batched kernel: ``value``'s lax ops under
+    :func:`jax.vmap` (JAX batches a per-example kernel into a grouped convolution)."""
+    x, kernel = args
+    x_dim, kernel_dim = dims
+    if kernel_dim is None:  # not mapped
+        return _bind_batch_folded(
+            lambda x, spec: primitive.bind(x, kernel, spec=spec, precision=precision),
+            x, x_dim, spec)
+    value = functools.partial(value, spec=spec, precision=precision)
+    return jax.vmap(value, in_axes=(x_dim, kernel_dim))(x, kernel), 0
+
+
+def _conv_primitive(name: str, value: Callable[..., Array], plain: Callable[..., Array],
+                    lhs: Callable[..., Array], rhs: Callable[..., Array]) -> Primitive:
+    """A convolution primitive ``p(x, kernel, spec=..., precision=...)``: ``value``'s lax
+    ops as its evaluation and lowering, ``plain``'s output shape, bilinear with the
+    transposes ``lhs`` (input) and ``rhs`` (kernel), batched by
+    :func:`_conv_primitive_batch`."""
+    primitive = Primitive(name)
+    primitive.def_impl(value)
+
+    def abstract(x: Any, kernel: Any, *, spec: ConvSpec, precision: Any
+                 ) -> jax.core.ShapedArray:
+        out = jax.eval_shape(functools.partial(plain, spec=spec, precision=precision),
+                             x, kernel)
+        return jax.core.ShapedArray(out.shape, out.dtype)
+
+    primitive.def_abstract_eval(abstract)
+    mlir.register_lowering(primitive, mlir.lower_fun(value, multiple_results=False))
+    ad.defbilinear(primitive, lhs, rhs)
+    batching.primitive_batchers[primitive] = functools.partial(_conv_primitive_batch,
+                                                               primitive, value)
+    return primitive
+
+
+_eigen_crop_p = _conv_primitive("kconv_eigen_crop", _eigen_crop_value, _xla_conv,
+                                _plain_input_gradient, _plain_kernel_gradient)
+
+
 _CONV_LOWERINGS: dict[str, Callable[..., Array]] = {
     "pointwise_dot": pointwise_dot,
     "depthwise_taps": depthwise_taps,
     "block_diagonal": block_diagonal,
     "grouped_split": grouped_split,
+    "eigen_crop": eigen_crop,
 }
 
 
@@ -1155,13 +1304,6 @@ def _conv_transpose_value(x: Array, kernel: Array, *, spec: ConvSpec, precision:
     return _xla_conv_transpose(x, kernel, spec=spec, precision=precision)
 
 
-def _conv_transpose_abstract(x: Any, kernel: Any, *, spec: ConvSpec, precision: Any
-                             ) -> jax.core.ShapedArray:
-    out = jax.eval_shape(functools.partial(_xla_conv_transpose, spec=spec,
-                                           precision=precision), x, kernel)
-    return jax.core.ShapedArray(out.shape, out.dtype)
-
-
 def _conv_transpose_lhs(ct: Array, x: Any, kernel: Array, *, spec: ConvSpec,
                         precision: Any) -> Array:
     """The input's cotangent: JAX's transpose of the plain form in the input, lax's
@@ -1207,28 +1349,9 @@ def _conv_transpose_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec,
         like)(ct)[0]
 
 
-def _conv_transpose_batch(args: Sequence[Array], dims: Sequence[Any], *, spec: ConvSpec,
-                          precision: Any) -> tuple[Array, int]:
-    """Batched input, shared kernel: the batch axis folded into the convolution's (the
-    primitive again, so its transposes stay). A batched kernel: the value's lax ops under
-    :func:`jax.vmap` (JAX batches a per-example kernel into a grouped convolution)."""
-    x, kernel = args
-    x_dim, kernel_dim = dims
-    if kernel_dim is None:  # not mapped
-        return _bind_batch_folded(
-            lambda x, spec: _conv_transpose_p.bind(x, kernel, spec=spec, precision=precision),
-            x, x_dim, spec)
-    value = functools.partial(_conv_transpose_value, spec=spec, precision=precision)
-    return jax.vmap(value, in_axes=(x_dim, kernel_dim))(x, kernel), 0
-
-
-_conv_transpose_p = Primitive("kconv_conv_transpose")
-_conv_transpose_p.def_impl(_conv_transpose_value)
-_conv_transpose_p.def_abstract_eval(_conv_transpose_abstract)
-mlir.register_lowering(_conv_transpose_p,
-                       mlir.lower_fun(_conv_transpose_value, multiple_results=False))
-ad.defbilinear(_conv_transpose_p, _conv_transpose_lhs, _conv_transpose_rhs)
-batching.primitive_batchers[_conv_transpose_p] = _conv_transpose_batch
+_conv_transpose_p = _conv_primitive("kconv_conv_transpose", _conv_transpose_value,
+                                    _xla_conv_transpose, _conv_transpose_lhs,
+                                    _conv_transpose_rhs)
 
 
 @dataclasses.dataclass(frozen=True)
