@@ -76,14 +76,16 @@ the 2-core machine these numbers come from, a standalone pad, slice or concatena
 a large array 100–300 ms, a reorder of a few thousand kernel entries 40–60 ms) where its
 convolution, a matrix product or a reduction is a library call. Lower + compile over
 the plain path's, forward / forward+backward (benchmarks/RESULTS.md, medians of 5, the
-latest runs): ``depthwise_taps`` 1.4–1.5 / 0.9–1.2× (X1, W4's SeparableConv2D: +15–20 ms
+latest runs): ``depthwise_taps`` 1.3–1.5 / 0.9–1.2× (X1, W4's SeparableConv2D: +15–25 ms
 once, against 25–90 ms saved per call: XLA's compile of its one loop fusion of the taps'
-windows; its trace and lowering are lax's), ``block_diagonal`` 1.3–1.5 / 0.9–1.0× (X6),
+windows; its trace and lowering are lax's; W4's forward has read 1.48–1.73),
+``block_diagonal`` 1.3–1.5 / 0.9–1.0× (X6), ``eigen_crop`` 1.0–1.1 / 1.0× (W1, W3),
 ``subpixel_transpose`` 1.0–1.2 / 0.8–0.95× (W5, X2), ``pointwise_dot`` and
 ``bilinear_stencil`` no slower.
 Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:CPU's
 ``peak_memory_in_bytes`` counts only arguments and outputs) are below the plain path's on
-W4 (0.33×), X1 (0.49×) and X6 (0.53×), and equal to it elsewhere (W5, X2 1.00×).
+W4 (0.33×), X1 (0.49×) and X6 (0.53×), and equal to it elsewhere (W1, W3, W5, X2 1.00×);
+``eigen_crop``'s forward alone keeps one output-sized buffer more (its taller output).
 
 Where the choice is made (``kconv.config.set_conv_lowering``):
 
@@ -1136,11 +1138,16 @@ def block_diagonal(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -
     # (*k, C/g, F) -> (*k, 1, C/g, g, F/g), then row block i, column block j kept where
     # i == j: input channel i * C/g + c, output channel j * F/g + f, as lax groups them.
     # A select, not a product with the identity, so that an infinite weight stays in its
-    # own group's block.
-    blocks = kernel.reshape(kernel.shape[:rank] + (1, per_group, groups, filters))
-    diagonal = np.eye(groups, dtype=bool).reshape(groups, 1, groups, 1)
-    dense = jnp.where(diagonal, blocks, jnp.zeros((), kernel.dtype))
-    dense = dense.reshape(kernel.shape[:rank] + (groups * per_group, groups * filters))
+    # own group's block. lax ops, not jnp's: each jnp call is a jitted function that is
+    # traced and lowered as a nested one (X6 forward trace + lowering 14.7 -> 12.6 ms).
+    shape = kernel.shape[:rank] + (groups, per_group, groups, filters)
+    spatial = tuple(range(rank))
+    blocks = lax.broadcast_in_dim(
+        lax.reshape(kernel, kernel.shape[:rank] + (per_group, groups, filters)), shape,
+        spatial + (rank + 1, rank + 2, rank + 3))
+    diagonal = lax.broadcast_in_dim(np.eye(groups, dtype=bool), shape, (rank, rank + 2))
+    dense = lax.select(diagonal, blocks, lax.full(shape, 0, kernel.dtype))
+    dense = lax.reshape(dense, kernel.shape[:rank] + (groups * per_group, groups * filters))
     single = dataclasses.replace(spec, groups=1, kernel_shape=dense.shape)
     return _cpu_conv(x, dense, single, precision)
 
