@@ -313,6 +313,9 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     a ``custom_vjp`` cannot be transposed inside a ``custom_jvp`` tangent) and a kernel
     gradient whose float32 error grows with ``N · D · H · W`` through XLA's fast 2-D path
     (2.3e-5 relative at (8, 32, 32, 32, 8) → 64, where the plain path stays near 1e-6);
+    the forward alone that way behind a primitive with lax's gradients (forward+backward
+    lax's program), W7 10.5 → 3.0–3.2 ms, but 1.8–2.2× lax's compile time (the kernel's
+    per-tap slices or its reorder are loop fusions) and 3 MiB of forward temporaries;
     a single-channel input as depthwise taps (its plain convolution is fast; backward
     0.9 → 10 ms). (On XLA:CPU ``memory_analysis().peak_memory_in_bytes`` is argument +
     output bytes whatever the temporaries, so memory is compared here by
