@@ -105,3 +105,16 @@ def test_kconv_temporaries_at_most_lax(bench, workload):
         compiled = jax.jit(target).lower(*args).compile()
         temp[name] = compiled.memory_analysis().temp_size_in_bytes
     assert temp["kconv"] <= temp["lax"], temp
+
+
+def test_interleaving_probe_runs(bench, capsys):
+    # benchmarks/interleaving.py (quoted in RESULTS.md): one timed call per setting, and its
+    # Markdown table; the times themselves are not checked (speed is the benchmarks' job).
+    probe = importlib.import_module("interleaving")
+    rows = probe.main(["--calls", "1"])
+    assert [label for label, _, _ in rows] == [
+        "0 lax calls", "1 lax call", "2 lax calls", "3 lax calls",
+        "3 lax calls, then 5 ms idle", "3 lax calls, then 50 ms idle"]
+    assert all(wall > 0 and cpu >= 0 for _, wall, cpu in rows)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| W1 forward, kconv after | wall ms | CPU ms |" and len(table) == 8
