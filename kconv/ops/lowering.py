@@ -907,11 +907,10 @@ def _tap_window_pads(shape: Sequence[int], axes: Sequence[int], offsets: Sequenc
     ``None`` if that window is all padding. Output ``o`` sits at input ``o * s + j * d -
     lo``: interior padding ``s - 1``, then ``j * d - lo`` before (negative: cropped)."""
     pads = [(0, 0, 0)] * len(shape)
-    for axis, j, n, d, s, (lo, _), o in zip(axes, offsets, spec.spatial, spec.dilation,
-                                            spec.strides, spec.padding, out):
-        first, last = _tap_outputs(j, n, d, s, lo, o)
-        if first > last:
-            return None
+    ranges = _tap_ranges(axes, offsets, spec, out)
+    if ranges is None:
+        return None
+    for axis, j, n, d, s, lo, o, first, last in ranges:
         before = j * d - lo
         pads[axis] = (before, n - before - ((o - 1) * s + 1), s - 1)
     return pads
@@ -1036,11 +1035,20 @@ def _output_shape(x: Array, spec: ConvSpec, out: Sequence[int]) -> tuple[int, ..
     return tuple(shape)
 
 
-def _tap_outputs(j: int, n: int, d: int, s: int, lo: int, o: int) -> tuple[int, int]:
-    """The first and last of ``o`` outputs along an axis whose input ``o * s + j * d - lo``
-    (tap ``j``, dilation ``d``, stride ``s``, padding ``lo``) is inside ``[0, n)``; first >
-    last when every one falls in the padding."""
-    return max(0, -(-(lo - j * d) // s)), min(o - 1, (n - 1 + lo - j * d) // s)
+def _tap_ranges(axes: Sequence[int], offsets: Sequence[int], spec: ConvSpec,
+                out: Sequence[int]) -> list[tuple[int, ...]] | None:
+    """Per spatial axis of tap ``offsets``: ``(axis, j, n, d, s, lo, o, first, last)`` —
+    the tap index ``j``, input length ``n``, dilation ``d``, stride ``s``, padding ``lo``,
+    output length ``o``, and the first and last outputs whose input ``o * s + j * d - lo``
+    is inside ``[0, n)``; ``None`` if on some axis every one falls in the padding."""
+    ranges = []
+    for axis, j, n, d, s, (lo, _), o in zip(axes, offsets, spec.spatial, spec.dilation,
+                                            spec.strides, spec.padding, out):
+        first, last = max(0, -(-(lo - j * d) // s)), min(o - 1, (n - 1 + lo - j * d) // s)
+        if first > last:
+            return None
+        ranges.append((axis, j, n, d, s, lo, o, first, last))
+    return ranges
 
 
 def _tap_window_plan(shape: Sequence[int], axes: Sequence[int], offsets: Sequence[int],
@@ -1056,11 +1064,10 @@ def _tap_window_plan(shape: Sequence[int], axes: Sequence[int], offsets: Sequenc
     """
     start, limit, step = [0] * len(shape), list(shape), [1] * len(shape)
     pads = [(0, 0, 0)] * len(shape)
-    for axis, j, n, d, s, (lo, _), o in zip(axes, offsets, spec.spatial, spec.dilation,
-                                            spec.strides, spec.padding, out):
-        first, last = _tap_outputs(j, n, d, s, lo, o)
-        if first > last:
-            return None
+    ranges = _tap_ranges(axes, offsets, spec, out)
+    if ranges is None:
+        return None
+    for axis, j, n, d, s, lo, o, first, last in ranges:
         start[axis] = first * s + j * d - lo
         limit[axis] = last * s + j * d - lo + 1
         step[axis] = s
