@@ -58,22 +58,39 @@ def test_conv_matches_reference(rank, padding, strides, dilation, groups, fmt):
 
 @pytest.mark.parametrize("rank,fmt", [(1, "channels_first"), (2, "channels_last"),
                                       (2, "channels_first"), (3, "channels_last")])
-def test_conv_bias(rank, fmt):
-    # The bias (beyond Keras's ops.conv, as PyTorch's conv2d) lands on the channel axis of
-    # each layout; 20 filters, so that 2-D takes "eigen_crop" on a multi-core CPU.
+@pytest.mark.parametrize("op", ["conv", "depthwise_conv", "separable_conv", "conv_transpose"])
+def test_op_bias(op, rank, fmt):
+    # The bias (beyond Keras's ops, as PyTorch's conv2d / conv_transpose2d) lands on the
+    # channel axis of each layout, after the whole op; 20 output channels, so that a 2-D
+    # conv takes "eigen_crop" on a multi-core CPU, and a depthwise one its taps.
     rng = np.random.default_rng(rank + 10)
-    x = _x(rng, rank, 3, fmt)
-    w = rng.standard_normal((*KERNEL[rank], 3, 20)).astype(np.float32)
+    x = _x(rng, rank, 4 if op == "conv_transpose" else 5, fmt)
+    k = KERNEL[rank]
+    if op == "conv":
+        args = (rng.standard_normal((*k, 5, 20)),)
+        want = ref.conv(x, *args, 1, "same", fmt)
+    elif op == "depthwise_conv":
+        args = (rng.standard_normal((*k, 5, 4)),)
+        want = ref.depthwise_conv(x, *args, 1, "same", fmt)
+    elif op == "separable_conv":
+        args = (rng.standard_normal((*k, 5, 2)), rng.standard_normal((*(1,) * rank, 10, 20)))
+        want = ref.separable_conv(x, *args, 1, "same", fmt)
+    else:
+        args = (rng.standard_normal((*k, 20, 4)),)
+        want = ref.conv_transpose(x, *args, 2, "same", None, fmt)
+    args = tuple(a.astype(np.float32) for a in args)
+    strides = 2 if op == "conv_transpose" else 1
     b = rng.standard_normal(20).astype(np.float32)
     shape = [1] * (rank + 2)
     shape[-1 if fmt == "channels_last" else 1] = 20
-    want = ref.conv(x, w, 1, "same", fmt) + b.astype(np.float64).reshape(shape)
-    assert_close(ops.conv(x, w, 1, "same", fmt, bias=b), want)
-    assert_close(jax.jit(lambda x, w, b: ops.conv(x, w, 1, "same", fmt, bias=b))(x, w, b),
-                 want)
-    with pytest.raises(ValueError, match=r"kconv.ops.conv: bias must have shape \(20,\).*"
+    want = want + b.astype(np.float64).reshape(shape)
+    fn = getattr(ops, op)
+    assert_close(fn(x, *args, strides, "same", data_format=fmt, bias=b), want)
+    assert_close(jax.jit(lambda x, b: fn(x, *args, strides, "same", data_format=fmt,
+                                         bias=b))(x, b), want)
+    with pytest.raises(ValueError, match=rf"kconv.ops.{op}: bias must have shape \(20,\).*"
                                          r"\(3,\)"):
-        ops.conv(x, w, 1, "same", fmt, bias=b[:3])
+        fn(x, *args, strides, "same", data_format=fmt, bias=b[:3])
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])

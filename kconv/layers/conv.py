@@ -151,10 +151,7 @@ class Conv(BaseConv):
                  accumulation: Any) -> jax.Array:
         # Params arrive in the compute dtype, where Keras merges the LoRA kernel too.
         kernel = self._lora_kernel(params) if self.lora_rank else params["kernel"]
-        return ops.conv(x, kernel, bias=params["bias"] if self.use_bias else None,
-                        **self._op_kwargs(accumulation))
-
-    _forward_adds_bias = True
+        return ops.conv(x, kernel, bias=self._bias(params), **self._op_kwargs(accumulation))
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         """Keras's output shape; ``None`` dims pass through.

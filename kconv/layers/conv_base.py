@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from kconv import _args
 from kconv.layers.base import Layer, Weight, resolve_objects
@@ -68,10 +67,6 @@ class BaseConv(Layer):
     def _forward(self, params: Mapping[str, jax.Array], x: jax.Array,
                  accumulation: Any) -> jax.Array:
         raise NotImplementedError
-
-    #: Whether :meth:`_forward` adds the bias itself (its op takes ``bias``, so that a
-    #: lowering can fuse its last step with the add); else :meth:`apply` adds it.
-    _forward_adds_bias = False
 
     def _check_in_channels(self, in_channels: int, shape: Any) -> None:
         """Constraints on the input channel count: ``groups`` must divide it."""
@@ -162,14 +157,12 @@ class BaseConv(Layer):
         cast = {name: jnp.asarray(params[name]).astype(dtype) for name in self._names()}
         with jax.named_scope(where):
             y = self._forward(cast, x.astype(dtype), accumulation)
-            if self.use_bias and not self._forward_adds_bias:
-                # lax, not jnp's ``+``: under autodiff jnp's jitted operator is traced and
-                # linearized as a nested function (X1 forward+backward, ~5 ms of tracing).
-                channel = y.ndim - 1 - (self.rank if self.data_format == "channels_first"
-                                        else 0)
-                y = lax.add(y, lax.broadcast_in_dim(cast["bias"].astype(y.dtype), y.shape,
-                                                    (channel,)))
             return self.activation(y).astype(dtype)
+
+    def _bias(self, params: Mapping[str, jax.Array]) -> jax.Array | None:
+        """The op's ``bias``: the op adds it (in the accumulation dtype), so that a
+        lowering can fuse its own last step with the add."""
+        return params["bias"] if self.use_bias else None
 
     def _op_kwargs(self, accumulation: Any = None) -> dict[str, Any]:
         """The op's keyword arguments; ``accumulation`` is its ``preferred_element_type``."""

@@ -48,7 +48,8 @@ class ConvTranspose(BaseConv):
     def _forward(self, params: Mapping[str, jax.Array], x: jax.Array,
                  accumulation: Any) -> jax.Array:
         return ops.conv_transpose(x, params["kernel"], output_padding=self.output_padding,
-                                  groups=self.groups, **self._op_kwargs(accumulation))
+                                  groups=self.groups, bias=self._bias(params),
+                                  **self._op_kwargs(accumulation))
 
     def _extension_config(self) -> dict[str, Any]:
         # groups is beyond Keras: written only when used, so Keras configs stay identical.

@@ -39,7 +39,8 @@ class DepthwiseConv(BaseConv):
 
     def _forward(self, params: Mapping[str, jax.Array], x: jax.Array,
                  accumulation: Any) -> jax.Array:
-        return ops.depthwise_conv(x, params["kernel"], **self._op_kwargs(accumulation))
+        return ops.depthwise_conv(x, params["kernel"], bias=self._bias(params),
+                                  **self._op_kwargs(accumulation))
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         """Keras's output shape; ``None`` dims pass through.

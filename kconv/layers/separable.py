@@ -42,7 +42,7 @@ class SeparableConv(BaseConv):
     def _forward(self, params: Mapping[str, jax.Array], x: jax.Array,
                  accumulation: Any) -> jax.Array:
         return ops.separable_conv(x, params["depthwise_kernel"], params["pointwise_kernel"],
-                                  **self._op_kwargs(accumulation))
+                                  bias=self._bias(params), **self._op_kwargs(accumulation))
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         """Keras's output shape; ``None`` dims pass through.

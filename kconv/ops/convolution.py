@@ -16,7 +16,6 @@ leading dims). ``data_format=None`` means :func:`kconv.config.image_data_format`
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +45,13 @@ def _conv_general_dilated(
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         precision=precision, preferred_element_type=preferred_element_type,
     )
+
+
+def _check_bias(name: str, bias: Any, filters: int) -> None:
+    """``bias`` must be ``None`` or ``(filters,)``: said before anything is traced."""
+    if bias is not None and jnp.shape(bias) != (filters,):
+        raise ValueError(f"{name}: bias must have shape ({filters},), one per output channel, "
+                         f"got shape {jnp.shape(bias)}")
 
 
 class _Call:
@@ -124,13 +130,24 @@ class _Call:
             )
 
     def spec(self, kernel: Array, padding: Sequence[tuple[int, int]], groups: int,
-             preferred_element_type: Any) -> lowering.ConvSpec:
+             preferred_element_type: Any, bias: Any = None) -> lowering.ConvSpec:
         """The static facts :func:`kconv.ops.lowering.choose` decides on."""
         return lowering.ConvSpec(
             rank=self.rank, data_format=self.data_format, input_shape=self.x.shape,
             kernel_shape=kernel.shape, strides=self.strides, padding=tuple(padding),
             dilation=self.dilation, groups=groups, dtype=self.x.dtype,
-            preferred_element_type=preferred_element_type)
+            preferred_element_type=preferred_element_type, bias=bias is not None)
+
+    def add_bias(self, y: Array, bias: Any) -> Array:
+        """``y + bias`` on the channel axis, in ``y``'s dtype (the accumulation dtype when
+        one is asked for: a 16-bit layer adds its bias in float32, as Keras)."""
+        if bias is None:
+            return y
+        # lax, not jnp's ``+``: under autodiff jnp's jitted operator is traced and
+        # linearized as a nested function (X1 forward+backward, ~5 ms of tracing).
+        channel = y.ndim + _args.channel_axis(self.data_format, self.rank)
+        return lax.add(y, lax.broadcast_in_dim(jnp.asarray(bias).astype(y.dtype), y.shape,
+                                               (channel,)))
 
     def unfold(self, y: Array) -> Array:
         return y.reshape(self.lead + y.shape[1:])
@@ -168,9 +185,10 @@ def conv(
         bare ``(lo, hi)`` would be ambiguous.
       data_format: ``"channels_last"``, ``"channels_first"`` or ``None`` (global default).
       dilation_rate: int or tuple of N ints.
-      bias: ``(filters,)`` added to every output position, in the output's dtype
-        (beyond Keras, keyword-only; PyTorch's ``conv2d`` has it). Added inside the op, a
-        lowering can fuse its own last step with the add: the layers pass theirs here.
+      bias: ``None`` or ``(filters,)``, added to every output position in the output's
+        dtype (beyond Keras, keyword-only; PyTorch's ``conv2d`` has it). Added inside the
+        op, a lowering can fuse its own last step with the add: the layers pass theirs
+        here.
       padding_mode: what the padding holds (beyond Keras; PyTorch's names), keyword-only:
         ``"zeros"`` (default), ``"reflect"`` (mirrored, the edge not repeated: NumPy's
         ``np.pad`` ``"reflect"``), ``"replicate"`` (the edge repeated: ``"edge"``) or
@@ -216,26 +234,17 @@ def conv(
             f"implied by {call.channels} input channels and kernel shape {call.kernel.shape}"
         )
     call.check_output(kernel_size)
-    if bias is not None and jnp.shape(bias) != (filters,):
-        raise ValueError(f"{name}: bias must have shape ({filters},), one per filter, got "
-                         f"shape {jnp.shape(bias)}")
+    _check_bias(name, bias, filters)
     padding = call.forward_padding(kernel_size)  # pads call.x itself for padding_mode
-    spec = dataclasses.replace(call.spec(call.kernel, padding, groups, preferred_element_type),
-                               bias=bias is not None)
+    spec = call.spec(call.kernel, padding, groups, preferred_element_type, bias)
     y = lowering.conv(call.x, call.kernel, spec, precision=precision)
-    if bias is not None:
-        # lax, not jnp's ``+``: under autodiff jnp's jitted operator is traced and
-        # linearized as a nested function.
-        y = lax.add(y, lax.broadcast_in_dim(jnp.asarray(bias).astype(y.dtype), y.shape,
-                                            (y.ndim + _args.channel_axis(spec.data_format,
-                                                                         spec.rank),)))
-    return call.unfold(y)
+    return call.unfold(call.add_bias(y, bias))
 
 
 def depthwise_conv(
     inputs: Any, kernel: Any, strides: Any = 1, padding: Any = "valid",
-    data_format: str | None = None, dilation_rate: Any = 1, *, padding_mode: str = "zeros",
-    precision: Any = None, preferred_element_type: Any = None,
+    data_format: str | None = None, dilation_rate: Any = 1, *, bias: Any = None,
+    padding_mode: str = "zeros", precision: Any = None, preferred_element_type: Any = None,
     name: str = "kconv.ops.depthwise_conv",
 ) -> Array:
     """N-d depthwise convolution: each input channel convolved with its own filters.
@@ -246,6 +255,7 @@ def depthwise_conv(
     Args:
       inputs: as :func:`conv`, with ``C`` channels.
       kernel: ``(*kernel_size, C, depth_multiplier)``.
+      bias: ``None`` or ``(C * depth_multiplier,)``, keyword-only: as :func:`conv`'s.
       strides, padding, data_format, dilation_rate, padding_mode, precision,
       preferred_element_type, name: as :func:`conv`.
 
@@ -253,6 +263,9 @@ def depthwise_conv(
         >>> import jax.numpy as jnp
         >>> depthwise_conv(jnp.ones((2, 9, 9, 3)), jnp.ones((3, 3, 3, 2))).shape
         (2, 7, 7, 6)
+        >>> depthwise_conv(jnp.ones((1, 4, 2)), jnp.ones((3, 2, 1)),
+        ...                bias=jnp.array([0.5, -0.5]))[0, :, 1]
+        Array([2.5, 2.5], dtype=float32)
         >>> # One pad each side, the edge repeated: the input reads [0, 0, 1, 2, 2].
         >>> x = jnp.arange(3.0).reshape(1, 3, 1)
         >>> depthwise_conv(x, jnp.ones((3, 1, 1)), padding=1, padding_mode="replicate")[0, :, 0]
@@ -269,20 +282,21 @@ def depthwise_conv(
         )
     kernel_size = kernel.shape[:-2]
     call.check_output(kernel_size)
+    _check_bias(name, bias, kernel.shape[-2] * kernel.shape[-1])
     # (*k, C, dm) -> (*k, 1, C * dm): a reshape (no data movement), so that group c of a
     # C-group convolution holds exactly kernel[..., c, :].
     grouped = call.kernel.reshape(kernel_size + (1, kernel.shape[-2] * kernel.shape[-1]))
     padding = call.forward_padding(kernel_size)  # pads call.x itself for padding_mode
-    spec = call.spec(grouped, padding, call.channels, preferred_element_type)
+    spec = call.spec(grouped, padding, call.channels, preferred_element_type, bias)
     y = lowering.conv(call.x, grouped, spec, precision=precision)
-    return call.unfold(y)
+    return call.unfold(call.add_bias(y, bias))
 
 
 def separable_conv(
     inputs: Any, depthwise_kernel: Any, pointwise_kernel: Any, strides: Any = 1,
     padding: Any = "valid", data_format: str | None = None, dilation_rate: Any = 1, *,
-    padding_mode: str = "zeros", precision: Any = None, preferred_element_type: Any = None,
-    name: str = "kconv.ops.separable_conv",
+    bias: Any = None, padding_mode: str = "zeros", precision: Any = None,
+    preferred_element_type: Any = None, name: str = "kconv.ops.separable_conv",
 ) -> Array:
     """N-d separable convolution: a depthwise convolution, then a 1×…×1 pointwise one.
 
@@ -294,6 +308,8 @@ def separable_conv(
       inputs: as :func:`conv`, with ``C`` channels.
       depthwise_kernel: ``(*kernel_size, C, depth_multiplier)``.
       pointwise_kernel: ``(*(1,) * N, C * depth_multiplier, filters)``.
+      bias: ``None`` or ``(filters,)``, keyword-only, added after the pointwise step: as
+        :func:`conv`'s.
       strides, padding, data_format, dilation_rate, padding_mode, precision,
       preferred_element_type, name: as :func:`conv`.
 
@@ -312,20 +328,21 @@ def separable_conv(
             f"{name}: pointwise_kernel must have shape {expected + ('filters',)} for a "
             f"depthwise_kernel of shape {depthwise_kernel.shape}, got {pointwise_kernel.shape}"
         )
+    _check_bias(name, bias, pointwise_kernel.shape[-1])  # before the depthwise step
     y = depthwise_conv(inputs, depthwise_kernel, strides, padding, data_format, dilation_rate,
                        padding_mode=padding_mode, precision=precision,
                        preferred_element_type=preferred_element_type, name=name)
     # The intermediate is kept in the operands' dtype (as Keras does), so that a 16-bit
     # pointwise step multiplies 16-bit operands; each step accumulates as asked.
     y = y.astype(jnp.promote_types(jnp.asarray(inputs).dtype, depthwise_kernel.dtype))
-    return conv(y, pointwise_kernel, 1, "valid", data_format, 1, precision=precision,
-                preferred_element_type=preferred_element_type, name=name)
+    return conv(y, pointwise_kernel, 1, "valid", data_format, 1, bias=bias,
+                precision=precision, preferred_element_type=preferred_element_type, name=name)
 
 
 def conv_transpose(
     inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid",
     output_padding: Any = None, data_format: str | None = None, dilation_rate: Any = 1, *,
-    groups: int = 1, padding_mode: str = "zeros", precision: Any = None,
+    groups: int = 1, bias: Any = None, padding_mode: str = "zeros", precision: Any = None,
     preferred_element_type: Any = None, name: str = "kconv.ops.conv_transpose",
 ) -> Array:
     """N-d transposed convolution, with Keras's output lengths and ``output_padding``.
@@ -366,6 +383,8 @@ def conv_transpose(
       data_format, dilation_rate: as :func:`conv`.
       groups: keyword-only, default 1: the number of channel groups; ``C`` must divide by
         it, and the output has ``kernel.shape[-2] * groups`` channels.
+      bias: ``None`` or ``(kernel.shape[-2] * groups,)``, keyword-only: as :func:`conv`'s
+        (PyTorch's ``conv_transpose2d`` has it).
       padding_mode: keyword-only; only ``"zeros"``, anything else raises ``ValueError``.
         A transposed convolution's padding crops its output rather than bordering its
         input, so reflect/replicate/circular have no meaning (PyTorch, too, allows only
@@ -406,6 +425,7 @@ def conv_transpose(
             f"groups={groups} (input shape {jnp.shape(inputs)}, kernel shape {kernel.shape})"
         )
     kernel_size = kernel.shape[:-2]
+    _check_bias(name, bias, kernel.shape[-2] * groups)
     out_pad = _args.output_padding(output_padding, rank, call.strides, name,
                                    padding=call.padding, dilation=call.dilation)
     out_pad = out_pad if out_pad is not None else (None,) * rank
@@ -418,6 +438,6 @@ def conv_transpose(
     pads = [shapes.conv_transpose_padding(k, s, p, op, d) for k, s, p, op, d in
             zip(kernel_size, call.strides, axis_pads, out_pad, call.dilation)]
     y = lowering.conv_transpose(call.x, kernel, call.spec(kernel, pads, groups,
-                                                          preferred_element_type),
+                                                          preferred_element_type, bias),
                                 precision=precision)
-    return call.unfold(y)
+    return call.unfold(call.add_bias(y, bias))

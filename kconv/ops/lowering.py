@@ -194,7 +194,7 @@ class ConvSpec:
       dtype: the common dtype of input and kernel.
       preferred_element_type: as ``lax.conv_general_dilated``; ``None`` is the dtype.
       bias: whether the call adds a per-channel bias to the output itself
-        (:func:`kconv.ops.conv`'s ``bias``, which the layers pass when ``use_bias``), an
+        (the ops' ``bias``, which the layers pass when ``use_bias``), an
         elementwise consumer XLA fuses with whatever follows the convolution
         (``"eigen_crop"`` needs one for its crop).
     """
