@@ -284,6 +284,23 @@ def test_empty_output_raises_at_trace_time():
         ops.conv_transpose(jnp.ones((1, 2, 1)), jnp.ones((1, 1, 1)), padding=1)
 
 
+@pytest.mark.parametrize("cls,fmt,in_shape,want", [
+    # Keras 3.15.1's Conv2DTranspose(2, 2, padding="same", output_padding=0) on this input:
+    # call and compute_output_shape both give (1, 8, 0, 2).
+    (kconv.Conv2DTranspose, "channels_last", (1, 9, 1, 2), (1, 8, 0, 2)),
+    (kconv.Conv1DTranspose, "channels_last", (2, 1, 3), (2, 0, 2)),
+    (kconv.Conv3DTranspose, "channels_first", (1, 2, 3, 1, 1), (1, 2, 2, 0, 0)),
+])
+def test_same_padding_empty_output_is_keras_shape(cls, fmt, in_shape, want):
+    # "same" with an even kernel, one input position and output_padding 0: Keras's length
+    # (n - 1) * s + k - 2 * (k // 2) + op is 0, an empty output, not an error.
+    layer = cls(2, 2, padding="same", output_padding=0, data_format=fmt)
+    params = layer.init(jax.random.key(0), in_shape)
+    assert layer.compute_output_shape(in_shape) == want
+    assert layer(params, jnp.ones(in_shape)).shape == want
+    assert jax.eval_shape(layer, params, jnp.ones(in_shape)).shape == want
+
+
 # --- causal (1-D): the first n * s positions of the full output ------------------------
 
 CAUSAL_CASES = [  # k, s, d, output_padding: k_eff above, equal to and below the stride

@@ -299,6 +299,11 @@ def conv_transpose_output_shape(
     """Output shape of :func:`kconv.ops.conv_transpose` (Keras's lengths; ``name`` labels
     errors).
 
+    A length can be 0 with Keras's string paddings (``"same"``, an even kernel, one input
+    position, ``output_padding=0``: ``k - 2 * (k // 2) = 0``): Keras's layer returns that
+    empty output and its shape, and so do the op and this function. Explicit amounts that
+    crop the whole output away raise, as PyTorch's ``ConvTranspose`` does.
+
     Example:
         >>> conv_transpose_output_shape((16, 16, 16, 64), 32, 3, strides=2, padding="same")
         (16, 32, 32, 32)
@@ -314,7 +319,8 @@ def conv_transpose_output_shape(
     pads = _axis_paddings(padding, n, name)
     out = [conv_transpose_output_length(length, k, s, p, op, d)
            for length, k, s, p, op, d in zip(spatial, ks, ss, pads, ops_, ds)]
-    if any(o is not None and o <= 0 for o in out):
+    floor = 1 if not isinstance(padding, str) else 0
+    if any(o is not None and o < floor for o in out):
         raise ValueError(
             f"{name}: the transposed convolution output would be empty: input shape "
             f"{tuple(input_shape)}, kernel_size {ks}, strides {ss}, padding {padding!r}, "
