@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import kconv  # noqa: E402
+from kconv.ops import lowering  # noqa: E402
 
 CL, CF = "channels_last", "channels_first"
 
@@ -151,6 +152,60 @@ def test_outputs_and_gradients_match_keras(name, kwargs_fn, input_shape):
 
     k_grads, k_gx = jax.grad(keras_loss, argnums=(0, 1))(trainable, x)
     g_params, g_x = jax.grad(kconv_loss, argnums=(0, 1))(params, x)
+    _rtol_close(g_x, k_gx)
+    for var, kg in zip(keras_layer.trainable_variables, k_grads):
+        _rtol_close(g_params[var.path.split("/")[-1]], kg)
+
+
+# Above 16 channels, where kconv computes these layers on XLA:CPU by its own lowerings
+# (kconv.ops.lowering), each case pinned to the lowerings it takes: the same Keras oracle,
+# end to end, for each of them (the lowering tests compare them with XLA's convolution).
+WIDE_CASES = [
+    ("Conv2D", dict(filters=24, kernel_size=3, padding="same"), (2, 6, 7, 20),
+     [("conv", "eigen_crop")]),
+    ("Conv2D", dict(filters=24, kernel_size=3, groups=4, padding="same", data_format=CF,
+                    activation="relu"), (2, 20, 6, 5), [("conv", "block_diagonal")]),
+    ("Conv1D", dict(filters=20, kernel_size=1, data_format=CF), (2, 24, 9),
+     [("conv", "pointwise_dot")]),
+    ("DepthwiseConv2D", dict(kernel_size=3, depth_multiplier=2, strides=2, padding="same"),
+     (2, 7, 6, 20), [("conv", "depthwise_taps")]),
+    ("SeparableConv1D", dict(filters=24, kernel_size=3, dilation_rate=2, data_format=CF),
+     (2, 20, 11), [("conv", "depthwise_taps"), ("conv", "pointwise_dot")]),
+    ("Conv2DTranspose", dict(filters=18, kernel_size=3, strides=2, padding="same"),
+     (2, 4, 5, 20), [("conv_transpose", "subpixel_transpose")]),
+    ("Conv3DTranspose", dict(filters=17, kernel_size=2, strides=(1, 2, 2), output_padding=0,
+                             padding="same", data_format=CF), (1, 18, 2, 3, 2),
+     [("conv_transpose", "subpixel_transpose")]),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,input_shape,lowerings", WIDE_CASES,
+                         ids=[f"{c[0]}-{c[3][0][1]}" for c in WIDE_CASES])
+def test_wide_layers_match_keras_through_kconv_lowerings(name, kwargs, input_shape,
+                                                         lowerings, monkeypatch):
+    # "eigen_crop" wants two cores: the rule sees two, whatever runs the tests.
+    monkeypatch.setattr(lowering, "_host_cores", lambda: 2)
+    keras_layer, layer, params = _pair(name, lambda m: dict(kwargs), input_shape, seed=3)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(input_shape).astype(np.float32)
+    expected = np.asarray(keras_layer(x))
+    cot = rng.standard_normal(expected.shape).astype(np.float32)
+
+    def keras_loss(tv, x):
+        y, _ = keras_layer.stateless_call(tv, [], x)
+        return jnp.sum(y * cot), y
+
+    def kconv_loss(p, x):
+        y = layer(p, x)
+        return jnp.sum(y * cot), y
+
+    (_, k_y), (k_grads, k_gx) = jax.value_and_grad(keras_loss, argnums=(0, 1), has_aux=True)(
+        [v.value for v in keras_layer.trainable_variables], x)
+    with lowering.recorded_choices() as calls:
+        (_, y), (g_params, g_x) = jax.jit(jax.value_and_grad(
+            kconv_loss, argnums=(0, 1), has_aux=True))(params, x)
+    assert sorted(set(calls)) == sorted(lowerings)
+    _rtol_close(y, expected)
     _rtol_close(g_x, k_gx)
     for var, kg in zip(keras_layer.trainable_variables, k_grads):
         _rtol_close(g_params[var.path.split("/")[-1]], kg)
