@@ -66,6 +66,7 @@ class BaseConv(Layer):
 
     def _forward(self, params: Mapping[str, jax.Array], x: jax.Array,
                  accumulation: Any) -> jax.Array:
+        """The family's op on ``x``, its bias included: the op adds :meth:`_bias`."""
         raise NotImplementedError
 
     def _check_in_channels(self, in_channels: int, shape: Any) -> None:
