@@ -175,6 +175,8 @@ WIDE_CASES = [
      (2, 20, 11), [("conv", "depthwise_taps"), ("conv", "pointwise_dot")]),
     ("Conv2DTranspose", dict(filters=18, kernel_size=3, strides=2, padding="same"),
      (2, 4, 5, 20), [("conv_transpose", "subpixel_transpose")]),
+    ("Conv3D", dict(filters=20, kernel_size=3, strides=(1, 1, 2), padding="same",
+                    data_format=CF), (2, 6, 5, 4, 7), [("conv", "width_fold")]),
     ("Conv3DTranspose", dict(filters=17, kernel_size=2, strides=(1, 2, 2), output_padding=0,
                              padding="same", data_format=CF), (1, 18, 2, 3, 2),
      [("conv_transpose", "subpixel_transpose")]),

@@ -286,6 +286,61 @@ def test_eigen_crop_needs_the_bias_and_two_cores(two_cores, monkeypatch):
     assert calls == [("conv", "xla")]
 
 
+# --- width_fold ----------------------------------------------------------------------
+
+def _width_fold_cases():
+    # (strides, dilation, kernel): strided on the folded axis and another; dilated; a
+    # kernel one tap wide on the folded axis.
+    variants = [((1, 1, 1), (1, 1, 1), (2, 3, 3)), ((2, 1, 2), (1, 1, 1), (3, 2, 3)),
+                ((1, 1, 1), (2, 1, 2), (2, 2, 3)), ((1, 2, 1), (1, 1, 1), (3, 3, 1))]
+    for i, (fmt, padding) in enumerate(itertools.product(FORMATS,
+                                                         ("valid", "same", "explicit"))):
+        yield (fmt, padding, *_rotate(variants, i), (1, 2)[i % 2])
+
+
+@pytest.mark.parametrize("fmt,padding,strides,dilation,kernel,cores",
+                         list(_width_fold_cases()))
+def test_width_fold(monkeypatch, fmt, padding, strides, dilation, kernel, cores):
+    # On two cores the folded 2-D convolution is eigen_crop's; on one, XLA's.
+    monkeypatch.setattr(lowering, "_host_cores", lambda: cores)
+    rng = np.random.default_rng(hash((fmt, padding, strides, dilation, kernel)) % 2**32)
+    x = _x(rng, 3, 6, fmt, spatial=(5, 6, 7))
+    w = jnp.asarray(rng.standard_normal((*kernel, 6, 17)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(17), jnp.float32)
+    pad = ((1, 0), (0, 2), (2, 1)) if padding == "explicit" else padding
+    _check(lambda x, w, b: ops.conv(x, w, strides, pad, fmt, dilation, bias=b), (x, w, b),
+           "width_fold")
+
+
+def test_width_fold_window_all_padding():
+    # Width 2, taps 3 apart: the outer taps read only padding.
+    rng = np.random.default_rng(5)
+    x = _x(rng, 3, 8, "channels_last", spatial=(4, 3, 2))
+    w = jnp.asarray(rng.standard_normal((2, 2, 3, 8, 4)), jnp.float32)
+    _check(lambda x, w: ops.conv(x, w, 1, "same", dilation_rate=(1, 1, 3)), (x, w),
+           "width_fold")
+
+
+def test_width_fold_keeps_the_plain_gradient_program():
+    """Its transposes are lax's: forward+backward is the plain path's program."""
+    rng = np.random.default_rng(6)
+    x = _x(rng, 3, 6, "channels_last", spatial=(5, 6, 7))
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 6, 17)), jnp.float32)
+
+    def grads():
+        return jax.jit(jax.grad(lambda x, w: jnp.sum(ops.conv(x, w, 1, "same") * 1.5),
+                                argnums=(0, 1))).lower(x, w).compile().as_text()
+    with config.conv_lowering("xla"):
+        plain = grads()
+    with lowering.recorded_choices() as calls:
+        auto = grads()
+    assert calls == [("conv", "width_fold")]
+    # Nothing of the fold's forward is left (its ops carry the primitive's name), and
+    # the two gradient convolutions are XLA's.
+    assert "kconv_width_fold" not in auto
+    assert auto.count("convolution(") == plain.count("convolution(") == 2
+
+
 def test_separable_takes_both_lowerings():
     rng = np.random.default_rng(3)
     x = _x(rng, 2, 4, "channels_last")
@@ -472,6 +527,10 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
                                                                data_format=fmt),
          (xs, jnp.asarray(rng.standard_normal((3, 3, 2, 3)), dtype))),
         ("bilinear_stencil", lambda x: ops.upsample(x, 2, fmt, "bilinear", rank=2), (x,)),
+        ("width_fold", lambda x, w, b: ops.conv(x, w, 1, "same", fmt, bias=b),
+         (_x(rng, 3, 6, fmt, spatial=(3, 4, 5), dtype=dtype),
+          jnp.asarray(rng.standard_normal((3, 2, 3, 6, 17)), dtype),
+          jnp.asarray(rng.standard_normal(17), dtype))),
         # 3-D: the sub-pixel form is the value (and both tangents) too.
         ("subpixel_transpose_3d", lambda x, w: ops.conv_transpose(x, w, 2, "same",
                                                                   data_format=fmt),
@@ -523,7 +582,8 @@ def test_integer_inputs_keep_the_plain_path():
 
 
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
-                                  "eigen_crop", "subpixel_transpose", "bilinear_stencil"])
+                                  "eigen_crop", "subpixel_transpose", "bilinear_stencil",
+                                  "width_fold"])
 def test_unbatched_and_extra_leading_dims(two_cores, name):
     rng = np.random.default_rng(13)
     fmt = "channels_first" if name in ("depthwise_taps", "bilinear_stencil") else \
@@ -541,7 +601,7 @@ def test_unbatched_and_extra_leading_dims(two_cores, name):
 @pytest.mark.parametrize("mode", ["auto", "portable"])  # decided at trace time / staged
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
                                   "eigen_crop", "subpixel_transpose", "subpixel_transpose_3d",
-                                  "bilinear_stencil"])
+                                  "bilinear_stencil", "width_fold"])
 def test_transformations(two_cores, name, mode):
     rng = np.random.default_rng(14)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
@@ -604,6 +664,13 @@ def _spec(**kw):
     return lowering.ConvSpec(**{**base, **kw})
 
 
+def _spec3(**kw):
+    """W7's convolution, changed by ``kw``."""
+    return _spec(**{**dict(rank=3, input_shape=(2, 16, 16, 16, 16),
+                           kernel_shape=(3, 3, 3, 16, 32), strides=(1, 1, 1),
+                           padding=((1, 1),) * 3, dilation=(1, 1, 1)), **kw})
+
+
 @pytest.mark.parametrize("op,spec,cpu", [
     ("conv", _spec(), "xla"),                                        # W1 without its bias
     ("conv", _spec(bias=True), "eigen_crop"),                        # W1, as Conv2D calls it
@@ -642,8 +709,20 @@ def _spec(**kw):
      "grouped_split"),                                   # > MAX_BLOCK_DIAGONAL_WEIGHTS
     ("conv", _spec(rank=1, input_shape=(8, 2048, 64), kernel_shape=(3, 64, 64),
                    strides=(1,), padding=((8, 0),), dilation=(4,)), "xla"),   # W6
-    ("conv", _spec(rank=3, input_shape=(2, 16, 16, 16, 16), kernel_shape=(3, 3, 3, 16, 32),
-                   strides=(1, 1, 1), padding=((1, 1),) * 3, dilation=(1, 1, 1)), "xla"),
+    ("conv", _spec3(), "width_fold"),                                 # W7
+    ("conv", _spec3(bias=True, data_format="channels_first",
+                    input_shape=(2, 16, 16, 16, 16)), "width_fold"),
+    ("conv", _spec3(strides=(2, 2, 2), padding=((0, 1),) * 3), "width_fold"),
+    ("conv", _spec3(input_shape=(2, 16, 16, 16, 4), kernel_shape=(3, 3, 3, 4, 16)),
+     "xla"),                                          # 3 × 4 → 16: not XLA's fast path
+    ("conv", _spec3(input_shape=(2, 16, 16, 16, 1), kernel_shape=(3, 3, 3, 1, 17)),
+     "width_fold"),
+    ("conv", _spec3(input_shape=(2, 16, 16, 16, 6), kernel_shape=(3, 3, 3, 6, 8)),
+     "width_fold"),                                   # 3 × 6 = 18 folded channels
+    ("conv", _spec3(dtype="bfloat16"), "xla"),
+    ("conv", _spec3(input_shape=(4, 64, 64, 64, 16)), "width_fold"),  # folded: 192 MiB
+    ("conv", _spec3(input_shape=(8, 64, 64, 64, 16)), "xla"),  # 384 > MAX_WIDTH_FOLD_BYTES
+    ("conv", _spec3(kernel_shape=(3, 3, 3, 4, 32), groups=4), "block_diagonal"),
     ("conv", _spec(kernel_shape=(1, 1, 64, 128), dtype="int8"), "xla"),
     ("conv", _spec(kernel_shape=(1, 1, 64, 128), dtype="bfloat16",
                    preferred_element_type="float32"), "pointwise_dot"),

@@ -45,7 +45,14 @@ The rule (:func:`choose`), per call:
      the output window one row taller than the input, cropped again inside the bias add,
      which XLA:CPU runs on its multi-threaded Eigen convolution instead of YNNPACK's
      single-threaded one (W1 forward 13.5 → 8.5 ms; gradients lax's).
-  6. otherwise ``"xla"``: for 1-D and 3-D convolutions and strided ones no rewrite
+  6. ``"width_fold"`` — a dense 3-D convolution, float32, whose folded 2-D form is on
+     XLA:CPU's fast path (``k_w`` × input channels, or the filters, above 16) and whose
+     folded input (``k_w`` copies of the input) is at most
+     :data:`MAX_WIDTH_FOLD_BYTES`: the last spatial axis's taps folded into the
+     channels and that axis into the batch, a 2-D convolution over the other two
+     (itself ``eigen_crop``'s form where that pays), then the axis moved back. XLA:CPU
+     has no fast 3-D convolution (W7 forward 7.1–8.6 → 1.8–2.3 ms; gradients lax's).
+  7. otherwise ``"xla"``: for 1-D convolutions and strided 2-D ones no rewrite
      measured faster (see ``choose``'s notes).
 
 - CPU, transposed convolution (``groups`` beyond Keras):
@@ -80,12 +87,15 @@ latest runs): ``depthwise_taps`` 1.3–1.5 / 0.9–1.2× (X1, W4's SeparableConv
 once, against 25–90 ms saved per call: XLA's compile of its one loop fusion of the taps'
 windows; its trace and lowering are lax's; W4's forward has read 1.48–1.73),
 ``block_diagonal`` 1.3–1.5 / 0.9–1.0× (X6), ``eigen_crop`` 1.0–1.1 / 1.0× (W1, W3),
+``width_fold`` 1.15–1.4 / 1.0× (W7: its two loop fusions, the folded input and the
+output's transpose, compile side by side),
 ``subpixel_transpose`` 1.0–1.2 / 0.8–0.95× (W5, X2), ``pointwise_dot`` and
 ``bilinear_stencil`` no slower.
 Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:CPU's
 ``peak_memory_in_bytes`` counts only arguments and outputs) are below the plain path's on
 W4 (0.33×), X1 (0.49×) and X6 (0.53×), and equal to it elsewhere (W1, W3, W5, X2 1.00×);
-``eigen_crop``'s forward alone keeps one output-sized buffer more (its taller output).
+``eigen_crop``'s forward alone keeps one output-sized buffer more (its taller output),
+``width_fold``'s the folded input and the 2-D output (W7 2.5 MiB, lax's none).
 
 Where the choice is made (``kconv.config.set_conv_lowering``):
 
@@ -143,6 +153,7 @@ __all__ = [
     "MAX_SPLIT_GROUPS",
     "MAX_BLOCK_DIAGONAL_WEIGHTS",
     "EIGEN_CROP_CHANNEL_PRODUCT",
+    "MAX_WIDTH_FOLD_BYTES",
     "XLA",
 ]
 
@@ -173,6 +184,10 @@ MAX_BLOCK_DIAGONAL_WEIGHTS = 2 ** 18
 #: 17 × 17 0.46, 32 × 128 0.54, 64 × 128 0.57, 64 × 64 0.61–0.68, 128 × 64 0.65,
 #: 96 × 96 0.78, on 16–32² inputs).
 EIGEN_CROP_CHANNEL_PRODUCT = 128 * 128
+
+#: The largest folded input (bytes) ``"width_fold"`` builds: ``k_w`` copies of a 3-D
+#: convolution's input, held for the forward pass (the plain path holds none).
+MAX_WIDTH_FOLD_BYTES = 2 ** 28
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,9 +303,9 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     Returns:
       ``"xla"`` (``lax.conv_general_dilated`` / ``jax.image.resize`` as written) or the
       name of a lowering: ``"pointwise_dot"``, ``"depthwise_taps"``, ``"block_diagonal"``,
-      ``"grouped_split"``, ``"eigen_crop"``, ``"subpixel_transpose"``,
-      ``"bilinear_stencil"``. ``"eigen_crop"`` also depends on the cores this process may
-      run on (two or more).
+      ``"grouped_split"``, ``"eigen_crop"``, ``"width_fold"``, ``"subpixel_transpose"``,
+      ``"bilinear_stencil"``. ``"eigen_crop"`` (and ``"width_fold"``'s inner 2-D
+      convolution) also depends on the cores this process may run on (two or more).
 
     Rewrites measured on XLA:CPU and left out of the rule (forward / forward+backward,
     plain → rewrite): a dense 2-D convolution as patches + one matrix product (W1
@@ -315,7 +330,17 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     (2.3e-5 relative at (8, 32, 32, 32, 8) → 64, where the plain path stays near 1e-6);
     the forward alone that way behind a primitive with lax's gradients (forward+backward
     lax's program), W7 10.5 → 3.0–3.2 ms, but 1.8–2.2× lax's compile time (the kernel's
-    per-tap slices or its reorder are loop fusions) and 3 MiB of forward temporaries;
+    per-tap slices or its reorder are loop fusions) and 3 MiB of forward temporaries —
+    hence ``width_fold``, which folds the *last* axis's taps, the one next to the
+    kernel's input channels, so the kernel needs no reorder (W7 7.5 → 2.2 ms, 1.15–1.4×
+    the compile time; folding the depth axis into the batch instead would save the
+    transposes but reorder the kernel). Measured with ``width_fold`` (forward, plain →
+    fold, ms): channels_first 7.9 → 2.7; stride 2 1.6 → 0.8; dilation 2 40 → 2.8;
+    (2, 32, 32, 32, 32) → 64 140 → 68 (40 MiB of forward temporaries); (1, 16, 64, 64, 8)
+    → 16 28.5 → 6.9; kernel (3, 3, 1) 5.9 → 1.5, (1, 1, 3) 2.2 → 1.3; 4 → 8 channels
+    (a folded 12 → 8, off the fast path) left to XLA, 6.3 ms either way. Its gradients
+    folded the same way would hold the folded input into the backward pass, above lax's
+    temporaries (the memory must), so they are lax's;
     a single-channel input as depthwise taps (its plain convolution is fast; backward
     0.9 → 10 ms). (On XLA:CPU ``memory_analysis().peak_memory_in_bytes`` is argument +
     output bytes whatever the temporaries, so memory is compared here by
@@ -418,6 +443,8 @@ def _choose_conv(spec: ConvSpec) -> str:
         return "block_diagonal" if dense <= MAX_BLOCK_DIAGONAL_WEIGHTS else "grouped_split"
     if spec.groups == 1 and _eigen_crop_pays(spec):
         return "eigen_crop"
+    if spec.groups == 1 and _width_fold_pays(spec):
+        return "width_fold"
     return XLA
 
 
@@ -433,6 +460,18 @@ def _eigen_crop_pays(spec: ConvSpec) -> bool:
             and all(o <= n for o, n in zip(spec.output_spatial(), spec.spatial))
             and spec.channels * filters < EIGEN_CROP_CHANNEL_PRODUCT
             and _host_cores() >= 2)
+
+
+def _width_fold_pays(spec: ConvSpec) -> bool:
+    """Whether a dense convolution takes :func:`width_fold`: 3-D, float32, a 2-D
+    convolution XLA:CPU runs on its fast path once folded (above 16 channels in or out),
+    and a folded input of at most :data:`MAX_WIDTH_FOLD_BYTES`."""
+    *_, k_w = spec.kernel_size
+    folded = math.prod(spec.input_shape) // spec.spatial[-1] * spec.output_spatial()[-1] * k_w
+    return (spec.rank == 3 and spec.dtype == np.float32
+            and spec.output_dtype() == np.float32
+            and max(k_w * spec.channels, spec.kernel_shape[-1]) > 16
+            and folded * spec.dtype.itemsize <= MAX_WIDTH_FOLD_BYTES)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1255,12 +1294,85 @@ _eigen_crop_p = _conv_primitive("kconv_eigen_crop", _eigen_crop_value, _xla_conv
                                 _plain_input_gradient, _plain_kernel_gradient)
 
 
+def width_fold(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
+    """A dense 3-D convolution as a 2-D one: the taps of the last spatial axis folded
+    into the channels, that axis into the batch.
+
+    XLA:CPU (jaxlib 0.10) has no fast 3-D convolution: its loop runs W7
+    ((2, 16, 16, 16, 16) → 32, 3×3×3) at 12–16 % of the GEMM. Here one loop fusion cuts
+    the ``k_w`` windows of the input along its last spatial axis ``W`` (each its own
+    slice and zero pad, as :func:`_tap_window_plan` plans them) and lays them out as
+    ``(N · W_out, D, H, k_w · C)``; the kernel ``(k_d, k_h, k_w, C, F)`` is then already
+    the 2-D kernel ``(k_d, k_h, k_w · C, F)`` (a bitcast: no kernel reorder to compile);
+    the 2-D convolution over ``(D, H)`` takes XLA:CPU's fast path; a second loop fusion
+    moves ``W_out`` back (with the caller's bias add). Where :func:`eigen_crop` would pay
+    for the 2-D convolution it is computed one row taller and cropped inside that
+    fusion, on both cores. W7 forward 7.1–8.6 → 1.8 ms, lower + compile 1.3 × lax's.
+
+    The cost is the folded input, ``k_w`` times the input's size, as forward temporaries
+    (W7 2.5 MiB; the plain path has none); :func:`choose` takes this while that stays
+    within :data:`MAX_WIDTH_FOLD_BYTES`. A bilinear primitive whose transposes are lax's
+    (:data:`_width_fold_p`): forward+backward is the plain path's program, its
+    temporaries lax's (folded gradients would keep the folded input alive into the
+    backward pass).
+    """
+    return _width_fold_p.bind(x, kernel, spec=spec, precision=precision)
+
+
+def _width_fold_value(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
+                      ) -> Array:
+    *_, w_axis = _spatial_axes(spec)
+    channel = _channel_axis(spec)
+    (*_, k_w), (*_, width) = spec.kernel_size, spec.spatial
+    out = spec.output_spatial()
+    # The last spatial axis alone, as a 1-D convolution, for the window plans.
+    along_w = ConvSpec(rank=1, data_format="channels_last",
+                       input_shape=(1, width, spec.channels), kernel_shape=(k_w, 1, 1),
+                       strides=spec.strides[-1:], padding=spec.padding[-1:],
+                       dilation=spec.dilation[-1:])
+    windows = []
+    for j in range(k_w):
+        plan = _tap_window_plan(x.shape, (w_axis,), (j,), along_w, out[-1:])
+        if plan is None:  # every element of this window is padding
+            shape = list(x.shape)
+            shape[w_axis] = out[-1]
+            windows.append(jnp.zeros(shape, x.dtype))
+            continue
+        (start, limit, step), pads = plan
+        window = x if start is None else lax.slice(x, start, limit, step)
+        windows.append(window if pads is None else
+                       lax.pad(window, np.zeros((), x.dtype), pads))
+    # Channel j * C + c is tap j's channel c: (N, W_out, D, H, k_w * C), one batch axis.
+    folded = lax.concatenate(windows, channel)
+    d_axis, h_axis = _spatial_axes(spec)[:2]
+    folded = jnp.transpose(folded, (0, w_axis, d_axis, h_axis, channel))
+    n, d, h = x.shape[0], x.shape[d_axis], x.shape[h_axis]
+    folded = folded.reshape(n * out[-1], d, h, k_w * spec.channels)
+    filters = spec.kernel_shape[-1]
+    plane = ConvSpec(rank=2, data_format="channels_last", input_shape=folded.shape,
+                     kernel_shape=(*spec.kernel_size[:2], k_w * spec.channels, filters),
+                     strides=spec.strides[:2], padding=spec.padding[:2],
+                     dilation=spec.dilation[:2], dtype=spec.dtype,
+                     preferred_element_type=spec.preferred_element_type, bias=True)
+    # bias=True: the crop fuses into the transpose below, as it would into a bias add.
+    conv2d = _eigen_crop_value if _eigen_crop_pays(plane) else _xla_conv
+    y = conv2d(folded, kernel.reshape(plane.kernel_shape), spec=plane, precision=precision)
+    y = y.reshape(n, out[-1], *out[:2], filters)  # (N, W_out, D_out, H_out, F)
+    order = (0, 2, 3, 1, 4) if spec.data_format == "channels_last" else (0, 4, 2, 3, 1)
+    return jnp.transpose(y, order)
+
+
+_width_fold_p = _conv_primitive("kconv_width_fold", _width_fold_value, _xla_conv,
+                                _plain_input_gradient, _plain_kernel_gradient)
+
+
 _CONV_LOWERINGS: dict[str, Callable[..., Array]] = {
     "pointwise_dot": pointwise_dot,
     "depthwise_taps": depthwise_taps,
     "block_diagonal": block_diagonal,
     "grouped_split": grouped_split,
     "eigen_crop": eigen_crop,
+    "width_fold": width_fold,
 }
 
 
