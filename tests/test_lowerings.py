@@ -7,7 +7,10 @@ grad-of-grad, remat), the choice rule itself (which path a call takes, read from
 lowered StableHLO) and the switch."""
 
 import dataclasses
+import importlib
 import itertools
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -322,23 +325,45 @@ def test_width_fold_window_all_padding():
 
 
 def test_width_fold_keeps_the_plain_gradient_program():
-    """Its transposes are lax's: forward+backward is the plain path's program."""
+    """Its transposes are lax's and its forward is dead code in a gradient: the optimized
+    program of forward+backward is the plain path's (the benchmark's "same XLA program"
+    fingerprint: HLO without names and metadata)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        fingerprint = importlib.import_module("bench").hlo_fingerprint
+    finally:
+        sys.path.pop(0)
     rng = np.random.default_rng(6)
     x = _x(rng, 3, 6, "channels_last", spatial=(5, 6, 7))
     w = jnp.asarray(rng.standard_normal((3, 3, 3, 6, 17)), jnp.float32)
 
-    def grads():
-        return jax.jit(jax.grad(lambda x, w: jnp.sum(ops.conv(x, w, 1, "same") * 1.5),
-                                argnums=(0, 1))).lower(x, w).compile().as_text()
+    def compiled(f):
+        return jax.jit(f).lower(x, w).compile()
+    forward = lambda x, w: ops.conv(x, w, 1, "same")  # noqa: E731
+    both = jax.grad(lambda x, w: jnp.sum(forward(x, w) * 1.5), argnums=(0, 1))
     with config.conv_lowering("xla"):
-        plain = grads()
+        plain = [compiled(f) for f in (forward, both)]
     with lowering.recorded_choices() as calls:
-        auto = grads()
-    assert calls == [("conv", "width_fold")]
-    # Nothing of the fold's forward is left (its ops carry the primitive's name), and
-    # the two gradient convolutions are XLA's.
-    assert "kconv_width_fold" not in auto
-    assert auto.count("convolution(") == plain.count("convolution(") == 2
+        auto = [compiled(f) for f in (forward, both)]
+    assert calls == [("conv", "width_fold")] * 2
+    assert fingerprint(auto[0]) != fingerprint(plain[0])   # the fold runs forward
+    assert fingerprint(auto[1]) == fingerprint(plain[1])
+
+
+def test_subpixel_phase_convolution_is_not_folded(monkeypatch):
+    """The 3-D sub-pixel form's phase convolution stays XLA's (compile time), though a
+    plain 3-D convolution of its shape folds."""
+    x = jnp.ones((2, 8, 8, 8, 32))
+    w = jnp.ones((3, 3, 3, 16, 32))
+    folds = []
+    fold = lowering._CONV_LOWERINGS["width_fold"]
+    monkeypatch.setitem(lowering._CONV_LOWERINGS, "width_fold",
+                        lambda *a, **kw: folds.append(kw["spec"]) or fold(*a, **kw))
+    with lowering.recorded_choices() as calls:
+        jax.jit(lambda x, w: ops.conv_transpose(x, w, 2, "same")).lower(x, w)
+        assert calls == [("conv_transpose", "subpixel_transpose")] and folds == []
+        jax.jit(lambda x, w: ops.conv(x, w, 1, "same")).lower(x, jnp.ones((2, 2, 2, 32, 128)))
+    assert calls[1:] == [("conv", "width_fold")] and len(folds) == 1
 
 
 def test_separable_takes_both_lowerings():
