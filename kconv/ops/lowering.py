@@ -338,7 +338,13 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     fold, ms): channels_first 7.9 → 2.7; stride 2 1.6 → 0.8; dilation 2 40 → 2.8;
     (2, 32, 32, 32, 32) → 64 140 → 68 (40 MiB of forward temporaries); (1, 16, 64, 64, 8)
     → 16 28.5 → 6.9; kernel (3, 3, 1) 5.9 → 1.5, (1, 1, 3) 2.2 → 1.3; 4 → 8 channels
-    (a folded 12 → 8, off the fast path) left to XLA, 6.3 ms either way. Its gradients
+    (a folded 12 → 8, off the fast path) left to XLA, 6.3 ms either way; nested in
+    ``block_diagonal`` (W7 with ``groups=4``) 22 → 2.0 ms at 1.8× lax's compile time
+    (7.7 ms at 1.2× without the fold: kept, for the 5.6 ms a call), but not in the 3-D
+    sub-pixel form (:func:`_phase_conv`: X2 1.6 → 0.85 ms, already at torch's, at 1.7×
+    against 1.1×). The same fold one rank down, a 2-D convolution as a 1-D one (which
+    XLA:CPU runs on Eigen, both cores), did not pay: W2 (stride 2) 7.9 → 7.2 ms at 4.2×
+    the compile time and 12 MiB of temporaries. Its gradients
     folded the same way would hold the folded input into the backward pass, above lax's
     temporaries (the memory must), so they are lax's;
     a single-channel input as depthwise taps (its plain convolution is fast; backward
