@@ -342,7 +342,13 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     ``block_diagonal`` (W7 with ``groups=4``) 22 → 2.0 ms at 1.8× lax's compile time
     (7.7 ms at 1.2× without the fold: kept, for the 5.6 ms a call), but not in the 3-D
     sub-pixel form (:func:`_phase_conv`: X2 1.6 → 0.85 ms, already at torch's, at 1.7×
-    against 1.1×). The same fold one rank down, a 2-D convolution as a 1-D one (which
+    against 1.1×). Its gradients as the transposes of a depth fold (the depth axis into
+    the batch, a bitcast of the cotangent), W7 forward+backward, this session's probe,
+    lax's 26–33 ms and 1.55 MiB of temporaries: the depth taps folded into the input
+    channels 6.0–7.4 ms, 4.0 MiB, 1.4× the compile; one 2-D convolution per depth tap
+    3.6 ms (below torch's 4.4), 3.5 MiB, 1.6× (XLA:CPU keeps the taps' buffers live
+    together): over lax's temporaries, which the memory target forbids. The same fold one
+    rank down, a 2-D convolution as a 1-D one (which
     XLA:CPU runs on Eigen, both cores), did not pay: W2 (stride 2) 7.9 → 7.2 ms at 4.2×
     the compile time and 12 MiB of temporaries. Its gradients
     folded the same way would hold the folded input into the backward pass, above lax's
