@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "--quick: 256)")
     ap.add_argument("--compile-repeats", type=int, default=None,
                     help="lower + compile measurements per JAX implementation, interleaved, "
-                         "each with JAX's caches cleared; the median is reported (default 5; "
+                         "each with JAX's caches cleared; the median is reported (default 9; "
                          "--quick: 1)")
     ap.add_argument("--tol", type=float, default=None,
                     help="numerical tolerance (default 1e-4 float32, 5e-2 bfloat16)")
@@ -105,7 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rounds = (3 if q else 200) if args.rounds is None else args.rounds
     args.min_rounds = (3 if q else 0) if args.min_rounds is None else args.min_rounds
     args.warmup = (1 if q else 2) if args.warmup is None else args.warmup
-    args.compile_repeats = ((1 if q else 5) if args.compile_repeats is None
+    args.compile_repeats = ((1 if q else 9) if args.compile_repeats is None
                             else max(1, args.compile_repeats))
     args.tol = (1e-4 if args.dtype == "float32" else 5e-2) if args.tol is None else args.tol
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
