@@ -82,12 +82,12 @@ What a lowering costs: XLA:CPU compiles each loop fusion with LLVM (20–80 ms a
 the 2-core machine these numbers come from, a standalone pad, slice or concatenation of
 a large array 100–300 ms, a reorder of a few thousand kernel entries 40–60 ms) where its
 convolution, a matrix product or a reduction is a library call. Lower + compile over
-the plain path's, forward / forward+backward (benchmarks/RESULTS.md, medians of 5, the
-latest runs): ``depthwise_taps`` 1.3–1.5 / 0.9–1.2× (X1, W4's SeparableConv2D: +15–25 ms
-once, against 25–90 ms saved per call: XLA's compile of its one loop fusion of the taps'
-windows; its trace and lowering are lax's; W4's forward has read 1.48–1.73),
+the plain path's, forward / forward+backward (benchmarks/RESULTS.md, medians of 9, and of
+5 in earlier runs): ``depthwise_taps`` 1.3–1.5 / 0.9–1.2× (X1, W4's SeparableConv2D:
++15–25 ms once, against 25–90 ms saved per call: XLA's compile of its one loop fusion of
+the taps' windows; its trace and lowering are lax's; medians of 5 have read up to 1.73),
 ``block_diagonal`` 1.3–1.5 / 0.9–1.0× (X6), ``eigen_crop`` 1.0–1.1 / 1.0× (W1, W3),
-``width_fold`` 1.15–1.4 / 1.0× (W7: its two loop fusions, the folded input and the
+``width_fold`` 1.1–1.4 / 1.0× (W7: its two loop fusions, the folded input and the
 output's transpose, compile side by side),
 ``subpixel_transpose`` 1.0–1.2 / 0.8–0.95× (W5, X2), ``pointwise_dot`` and
 ``bilinear_stencil`` no slower.
@@ -95,7 +95,7 @@ Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:C
 ``peak_memory_in_bytes`` counts only arguments and outputs) are below the plain path's on
 W4 (0.33×), X1 (0.49×) and X6 (0.53×), and equal to it elsewhere (W1, W3, W5, X2 1.00×);
 ``eigen_crop``'s forward alone keeps one output-sized buffer more (its taller output),
-``width_fold``'s the folded input and the 2-D output (W7 2.5 MiB, lax's none).
+``width_fold``'s the folded input and the 2-D output (W7 2.6 MiB, lax's none).
 
 Where the choice is made (``kconv.config.set_conv_lowering``):
 
