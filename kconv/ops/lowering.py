@@ -347,12 +347,10 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     lax's 26–33 ms and 1.55 MiB of temporaries: the depth taps folded into the input
     channels 6.0–7.4 ms, 4.0 MiB, 1.4× the compile; one 2-D convolution per depth tap
     3.6 ms (below torch's 4.4), 3.5 MiB, 1.6× (XLA:CPU keeps the taps' buffers live
-    together): over lax's temporaries, which the memory target forbids. The same fold one
-    rank down, a 2-D convolution as a 1-D one (which
-    XLA:CPU runs on Eigen, both cores), did not pay: W2 (stride 2) 7.9 → 7.2 ms at 4.2×
-    the compile time and 12 MiB of temporaries. Its gradients
-    folded the same way would hold the folded input into the backward pass, above lax's
-    temporaries (the memory must), so they are lax's;
+    together): over lax's temporaries, which the memory target forbids, so they are
+    lax's. The same fold one rank down, a 2-D convolution as a 1-D one (which XLA:CPU
+    runs on Eigen, both cores), did not pay: W2 (stride 2) 7.9 → 7.2 ms at 4.2× the
+    compile time and 12 MiB of temporaries;
     a single-channel input as depthwise taps (its plain convolution is fast; backward
     0.9 → 10 ms). (On XLA:CPU ``memory_analysis().peak_memory_in_bytes`` is argument +
     output bytes whatever the temporaries, so memory is compared here by
@@ -461,12 +459,19 @@ def _choose_conv(spec: ConvSpec) -> str:
 
 
 def _eigen_crop_pays(spec: ConvSpec) -> bool:
-    """Whether a dense convolution takes :func:`eigen_crop`: 2-D, stride 1, float32, a
-    bias added in the call, one that XLA:CPU hands to YNNPACK (above 16 channels in or
-    out, no output axis longer than the input's), ``C × filters`` below
-    :data:`EIGEN_CROP_CHANNEL_PRODUCT`, and at least two cores."""
+    """Whether a dense convolution takes :func:`eigen_crop`: a bias added in the call
+    (its crop fuses into the add) and :func:`_eigen_runs_faster`."""
+    return spec.bias and _eigen_runs_faster(spec)
+
+
+def _eigen_runs_faster(spec: ConvSpec) -> bool:
+    """Whether a dense convolution, computed one row taller and cropped in a loop fusion
+    that follows it anyway, runs faster on Eigen: 2-D, stride 1, float32, one that
+    XLA:CPU hands to YNNPACK (above 16 channels in or out, no output axis longer than the
+    input's), ``C × filters`` below :data:`EIGEN_CROP_CHANNEL_PRODUCT`, and at least two
+    cores."""
     filters = spec.kernel_shape[-1]
-    return (spec.bias and spec.rank == 2 and all(s == 1 for s in spec.strides)
+    return (spec.rank == 2 and all(s == 1 for s in spec.strides)
             and spec.dtype == np.float32 and spec.output_dtype() == np.float32
             and max(spec.channels, filters) > 16
             and all(o <= n for o, n in zip(spec.output_spatial(), spec.spatial))
@@ -1326,7 +1331,7 @@ def width_fold(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Ar
     fusion, on both cores. W7 forward 7.1–8.6 → 1.8 ms, lower + compile 1.3 × lax's.
 
     The cost is the folded input, ``k_w`` times the input's size, as forward temporaries
-    (W7 2.5 MiB; the plain path has none); :func:`choose` takes this while that stays
+    (W7 2.6 MiB; the plain path has none); :func:`choose` takes this while that stays
     within :data:`MAX_WIDTH_FOLD_BYTES`. A bilinear primitive whose transposes are lax's
     (:data:`_width_fold_p`): forward+backward is the plain path's program, its
     temporaries lax's (folded gradients would keep the folded input alive into the
@@ -1369,9 +1374,9 @@ def _width_fold_value(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
                      kernel_shape=(*spec.kernel_size[:2], k_w * spec.channels, filters),
                      strides=spec.strides[:2], padding=spec.padding[:2],
                      dilation=spec.dilation[:2], dtype=spec.dtype,
-                     preferred_element_type=spec.preferred_element_type, bias=True)
-    # bias=True: the crop fuses into the transpose below, as it would into a bias add.
-    conv2d = _eigen_crop_value if _eigen_crop_pays(plane) else _xla_conv
+                     preferred_element_type=spec.preferred_element_type)
+    # A crop fuses into the transpose below, as eigen_crop's into its bias add.
+    conv2d = _eigen_crop_value if _eigen_runs_faster(plane) else _xla_conv
     y = conv2d(folded, kernel.reshape(plane.kernel_shape), spec=plane, precision=precision)
     y = y.reshape(n, out[-1], *out[:2], filters)  # (N, W_out, D_out, H_out, F)
     order = (0, 2, 3, 1, 4) if spec.data_format == "channels_last" else (0, 4, 2, 3, 1)
