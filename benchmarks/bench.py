@@ -95,6 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="numerical tolerance (default 1e-4 float32, 5e-2 bfloat16)")
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="torch.set_num_threads (default: os.cpu_count())")
+    ap.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
+                    help="start no workload but the first once the run is this old; the report "
+                         "covers the workloads finished and names the rest (default: no limit)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="the markdown report")
     ap.add_argument("--json", default=None,
@@ -632,6 +635,9 @@ def render_markdown(res: dict[str, Any]) -> str:
           f"dtype {a['dtype']}, batch × {a['batch_scale']}"
           + (", **--quick (tiny shapes: the numbers mean nothing)**" if a["quick"] else "")
           + ".", ""]
+    if res.get("not_run"):
+        L += [f"Not run (the run passed `--stop-after {a['stop_after']:g}` seconds): "
+              + ", ".join(res["not_run"]) + ".", ""]
     L += ["## Machine", "", "| | |", "|---|---|",
           f"| CPU | {m['cpu']} ({', '.join(m['simd']) or 'no SIMD flags read'}) |",
           f"| cores | {m['cpu_count']} (usable by this process: {m['affinity']}) |",
@@ -870,7 +876,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"GEMM {gemm_n}: " + ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s"
                                          for k, v in gemm_start.items()), flush=True)
     rows: list[dict[str, Any]] = []
-    for w in args.workload_list:
+    not_run: list[str] = []
+    for i, w in enumerate(args.workload_list):
+        if i and args.stop_after is not None and pc() - t_start > args.stop_after:
+            not_run = [x.id for x in args.workload_list[i:]]
+            print(f"--stop-after {args.stop_after:g}: not run: {', '.join(not_run)}",
+                  flush=True)
+            break
         rows += run_workload(w, args, ctx)
         if not ctx.get("printed_memory_fields"):
             for r in rows:
@@ -898,7 +910,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "gemm": {"n": gemm_n, "start": gemm_start, "end": gemm_end, "means": gemm_means,
                  "reference_gflops": gemm_ref, "reference_from": gemm_ref_by},
         "flop_rule": "conv: 2·MACs of the forward; fwdbwd: 3× forward; upsampling: none",
-        "rows": rows,
+        "rows": rows, "not_run": not_run,
         "all_numerics_ok": all(r["numerics_ok"] for r in rows),
         "errors": sorted({f"{r['workload']} {r['mode']} {n}" for r in rows for n in r["errors"]}),
     }

@@ -88,6 +88,18 @@ def test_quick_run_agrees_and_reports(bench, tmp_path):
     assert raw["all_numerics_ok"] and len(raw["rows"]) == 6
 
 
+def test_stop_after_reports_the_finished_workloads(bench, tmp_path):
+    # --stop-after (the GPU script's time budget): the first workload always runs, none
+    # starts after the budget, and the report names those left out.
+    out = tmp_path / "RESULTS.md"
+    res = bench.main(["--quick", "--workloads", "W8,W9,W2", "--modes", "fwd",
+                      "--impls", "kconv,lax", "--gemm-n", "64", "--rounds", "1",
+                      "--stop-after", "0", "--out", str(out)])
+    assert [r["workload"] for r in res["rows"]] == ["W8"]
+    assert res["not_run"] == ["W9", "W2"]
+    assert "Not run (the run passed `--stop-after 0` seconds): W9, W2." in out.read_text()
+
+
 @pytest.mark.parametrize("workload", ["W4", "W5", "X1", "X2", "X4", "X6"])
 def test_kconv_temporaries_at_most_lax(bench, workload):
     # The memory requirement, on the benchmark's own shapes: forward+backward

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 import pytest
 
@@ -855,6 +856,61 @@ def test_the_path_taken_is_in_the_program():
     # Under "auto", a CPU-only process lowering for a GPU carries the CPU lowering (the
     # same numbers): what "portable" is for.
     assert "convolution" not in _hlo(depthwise, x, dw, platform="cuda")
+
+
+@pytest.mark.parametrize("layer", [
+    kconv.Conv2D(6, 3, strides=2, padding="same", dtype="mixed_bfloat16"),
+    kconv.Conv2DTranspose(6, 3, strides=2, padding="same", dtype="mixed_bfloat16"),
+    kconv.SeparableConv2D(6, 3, padding="same", dtype="float16"),
+], ids=["Conv2D", "Conv2DTranspose", "SeparableConv2D"])
+def test_16_bit_convolutions_on_a_gpu_have_16_bit_outputs(layer):
+    # Float32 accumulation of 16-bit operands (the layers' mixed precision): XLA:CPU is
+    # given preferred_element_type float32; a GPU or TPU the 16-bit convolution, widened
+    # after (lowering._device_plain), so that no float32 convolution reaches cuDNN, in the
+    # gradients either. Lowered for CUDA without a GPU.
+    x = _x(np.random.default_rng(19), 2, 4, "channels_last", spatial=(6, 6))
+    params = layer.init(jax.random.key(0), x.shape)
+    loss = lambda p, x: jnp.sum(layer(p, x).astype(jnp.float32) ** 2)  # noqa: E731
+    half = {"bfloat16": "bf16", "float16": "f16"}[np.dtype(layer.dtype).name]
+    with config.conv_lowering("portable"):
+        assert "platform_index" in str(jax.make_jaxpr(loss)(params, x))
+        for platform, out in (("cuda", half), ("cpu", "f32")):
+            for grad in (False, True):
+                convs = [line for line in _hlo(loss, params, x, platform=platform,
+                                               grad=grad).splitlines()
+                         if "stablehlo.convolution" in line]
+                # (On the CPU a SeparableConv2D takes depthwise_taps and pointwise_dot.)
+                assert convs or platform == "cpu"
+                assert all(line.rstrip().endswith(f"x{out}>") for line in convs), \
+                    (platform, grad, convs)
+    # A CPU-only process under "auto": the CPU's path alone, no switch.
+    assert "platform_index" not in str(jax.make_jaxpr(loss)(params, x))
+
+
+def test_the_16_bit_device_path_rounds_the_convolution_once():
+    # lowering._device_plain's numbers, computed here: the float32 reference on the same
+    # 16-bit operands, rounded once to bfloat16 (one rounding more than the CPU's path,
+    # whose float32 output is not bfloat16-representable).
+    rng = np.random.default_rng(20)
+    x = jnp.asarray(rng.standard_normal((2, 7, 7, 8)), jnp.bfloat16)
+    k = jnp.asarray(rng.standard_normal((3, 3, 8, 5)), jnp.bfloat16)
+    spec = lowering.ConvSpec(2, "channels_last", x.shape, k.shape, (2, 1), ((1, 1), (0, 2)),
+                             (1, 2), dtype="bfloat16", preferred_element_type="float32")
+    device = lowering._device_plain(lowering._xla_conv, spec, None)(x, k)
+    cpu = lowering._xla_conv(x, k, spec=spec, precision=None)
+    reference = lowering._xla_conv(x.astype(jnp.float32), k.astype(jnp.float32),
+                                   spec=dataclasses.replace(spec, dtype="float32",
+                                                            preferred_element_type=None),
+                                   precision=lax.Precision.HIGHEST)
+    assert device.dtype == cpu.dtype == jnp.float32
+    np.testing.assert_array_equal(device, reference.astype(jnp.bfloat16).astype(jnp.float32))
+    np.testing.assert_allclose(cpu, reference, rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(cpu, device)
+    # Nothing to narrow: float32 operands, no accumulation dtype, or the same width.
+    for dtype, wide in (("float32", "float32"), ("bfloat16", None), ("float16", "bfloat16"),
+                        ("int8", "int32")):
+        narrow = dataclasses.replace(spec, dtype=dtype, preferred_element_type=wide)
+        assert lowering._device_plain(lowering._xla_conv, narrow, None) is None, (dtype, wide)
 
 
 @pytest.mark.parametrize("mode", ["auto", "portable"])
