@@ -883,6 +883,13 @@ def test_16_bit_convolutions_on_a_gpu_have_16_bit_outputs(layer):
                 assert convs or platform == "cpu"
                 assert all(line.rstrip().endswith(f"x{out}>") for line in convs), \
                     (platform, grad, convs)
+        # The bias is added before the widening on the GPU (as lax adds it, so that
+        # XLA:GPU fuses it into cuDNN's convolution), after it on the CPU.
+        for platform, out in (("cuda", half), ("cpu", "f32")):
+            adds = [line for line in _hlo(layer, params, x, platform=platform).splitlines()
+                    if "stablehlo.add" in line]
+            assert adds and all(line.rstrip().endswith(f"x{out}>") for line in adds), \
+                (platform, adds)
     # A CPU-only process under "auto": the CPU's path alone, no switch.
     assert "platform_index" not in str(jax.make_jaxpr(loss)(params, x))
 
@@ -896,16 +903,21 @@ def test_the_16_bit_device_path_rounds_the_convolution_once():
     k = jnp.asarray(rng.standard_normal((3, 3, 8, 5)), jnp.bfloat16)
     spec = lowering.ConvSpec(2, "channels_last", x.shape, k.shape, (2, 1), ((1, 1), (0, 2)),
                              (1, 2), dtype="bfloat16", preferred_element_type="float32")
-    device = lowering._device_plain(lowering._xla_conv, spec, None)(x, k)
+    device = lowering._device_plain(lowering._xla_conv, spec, None)
     cpu = lowering._xla_conv(x, k, spec=spec, precision=None)
     reference = lowering._xla_conv(x.astype(jnp.float32), k.astype(jnp.float32),
                                    spec=dataclasses.replace(spec, dtype="float32",
                                                             preferred_element_type=None),
                                    precision=lax.Precision.HIGHEST)
-    assert device.dtype == cpu.dtype == jnp.float32
-    np.testing.assert_array_equal(device, reference.astype(jnp.bfloat16).astype(jnp.float32))
+    assert device(x, k).dtype == cpu.dtype == jnp.float32
+    rounded = reference.astype(jnp.bfloat16)
+    np.testing.assert_array_equal(device(x, k), rounded.astype(jnp.float32))
     np.testing.assert_allclose(cpu, reference, rtol=1e-5, atol=1e-5)
-    assert not np.array_equal(cpu, device)
+    assert not np.array_equal(cpu, device(x, k))
+    # With a bias: added to the rounded output in bfloat16 (lax's numbers), then widened.
+    bias = jnp.asarray(rng.standard_normal(5), jnp.bfloat16)
+    np.testing.assert_array_equal(device(x, k, bias),
+                                  (rounded + bias).astype(jnp.float32))
     # Nothing to narrow: float32 operands, no accumulation dtype, or the same width.
     for dtype, wide in (("float32", "float32"), ("bfloat16", None), ("float16", "bfloat16"),
                         ("int8", "int32")):

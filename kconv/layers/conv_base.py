@@ -134,7 +134,10 @@ class BaseConv(Layer):
           A 16-bit compute dtype (``"bfloat16"``, ``"float16"``, the ``mixed_*`` policies)
           convolves the 16-bit input and weights with float32 accumulation
           (``preferred_element_type``), adds the bias and applies the activation in
-          float32, and rounds once at the end: no float16 overflow of partial sums.
+          float32, and rounds once at the end: no float16 overflow of partial sums. On
+          a GPU or TPU, which accumulate in float32 by themselves, the convolution's
+          output and the bias add are in the 16-bit dtype (lax's program; README, "Mixed
+          precision").
         """
         where = type(self).__name__
         missing = [name for name in self._names() if name not in params]

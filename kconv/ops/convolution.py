@@ -138,17 +138,6 @@ class _Call:
             dilation=self.dilation, groups=groups, dtype=self.x.dtype,
             preferred_element_type=preferred_element_type, bias=bias is not None)
 
-    def add_bias(self, y: Array, bias: Any) -> Array:
-        """``y + bias`` on the channel axis, in ``y``'s dtype (the accumulation dtype when
-        one is asked for: a 16-bit layer adds its bias in float32, as Keras)."""
-        if bias is None:
-            return y
-        # lax, not jnp's ``+``: under autodiff jnp's jitted operator is traced and
-        # linearized as a nested function (X1 forward+backward, ~5 ms of tracing).
-        channel = y.ndim + _args.channel_axis(self.data_format, self.rank)
-        return lax.add(y, lax.broadcast_in_dim(jnp.asarray(bias).astype(y.dtype), y.shape,
-                                               (channel,)))
-
     def unfold(self, y: Array) -> Array:
         return y.reshape(self.lead + y.shape[1:])
 
@@ -237,8 +226,8 @@ def conv(
     _check_bias(name, bias, filters)
     padding = call.forward_padding(kernel_size)  # pads call.x itself for padding_mode
     spec = call.spec(call.kernel, padding, groups, preferred_element_type, bias)
-    y = lowering.conv(call.x, call.kernel, spec, precision=precision)
-    return call.unfold(call.add_bias(y, bias))
+    return call.unfold(lowering.conv(call.x, call.kernel, spec, precision=precision,
+                                     bias=bias))
 
 
 def depthwise_conv(
@@ -288,8 +277,7 @@ def depthwise_conv(
     grouped = call.kernel.reshape(kernel_size + (1, kernel.shape[-2] * kernel.shape[-1]))
     padding = call.forward_padding(kernel_size)  # pads call.x itself for padding_mode
     spec = call.spec(grouped, padding, call.channels, preferred_element_type, bias)
-    y = lowering.conv(call.x, grouped, spec, precision=precision)
-    return call.unfold(call.add_bias(y, bias))
+    return call.unfold(lowering.conv(call.x, grouped, spec, precision=precision, bias=bias))
 
 
 def separable_conv(
@@ -437,7 +425,6 @@ def conv_transpose(
             call.padding, out_pad, call.data_format, call.dilation, name=name)
     pads = [shapes.conv_transpose_padding(k, s, p, op, d) for k, s, p, op, d in
             zip(kernel_size, call.strides, axis_pads, out_pad, call.dilation)]
-    y = lowering.conv_transpose(call.x, kernel, call.spec(kernel, pads, groups,
-                                                          preferred_element_type, bias),
-                                precision=precision)
-    return call.unfold(call.add_bias(y, bias))
+    spec = call.spec(kernel, pads, groups, preferred_element_type, bias)
+    return call.unfold(lowering.conv_transpose(call.x, kernel, spec, precision=precision,
+                                               bias=bias))

@@ -13,8 +13,13 @@ XLA:CPU runs fast, so forward mode, reverse mode and higher orders all work.
 
 The rule (:func:`choose`), per call:
 
-- Any backend but ``"cpu"``: ``"xla"``. cuDNN and XLA:TPU are fast on these shapes and
-  nothing here was measured on them.
+- Any backend but ``"cpu"``: ``"xla"``, XLA's convolution (cuDNN on a GPU). The
+  benchmarks on an H200 (``benchmarks/RESULTS-gpu.md``) run lax's own float32 programs
+  there. A 16-bit convolution with a float32 ``preferred_element_type`` (the layers' mixed
+  precision) is computed in the 16-bit dtype, its bias added, and widened after
+  (:func:`_device_plain`): XLA:GPU has no kernel with 16-bit operands and a float32
+  output, and would run it, and its gradients, as float32 convolutions (bfloat16 at 8×
+  the benchmark batch: 1.2–1.6× lax's time, W6 forward+backward 4.8×).
 - CPU, but an integer or complex dtype or ``preferred_element_type``: ``"xla"``.
 - CPU, forward convolution (``conv``, ``depthwise_conv``, each step of
   ``separable_conv``):
@@ -579,6 +584,30 @@ def _dispatch(op: str, spec: Any, plain: Callable[..., Array],
     return lax.platform_dependent(*args, cpu=cpu, default=default)
 
 
+def _biased(fn: Callable[..., Array], spec: ConvSpec, precision: Any) -> Callable[..., Array]:
+    """``fn``'s convolution, then the optional bias (``(x, kernel[, bias])``)."""
+    return lambda x, kernel, *bias: add_bias(fn(x, kernel, spec=spec, precision=precision),
+                                             spec, *bias)
+
+
+def add_bias(y: Array, spec: ConvSpec, bias: Array | None = None) -> Array:
+    """``y + bias`` on the channel axis, in ``y``'s dtype (the accumulation dtype when one
+    is asked for: a 16-bit layer adds its bias in float32, as Keras).
+
+    Example:
+        >>> spec = ConvSpec(1, "channels_first", (1, 2, 3), (1, 2, 2), (1,), ((0, 0),), (1,))
+        >>> add_bias(jnp.zeros((1, 2, 3)), spec, jnp.array([1.0, 2.0]))[0]
+        Array([[1., 1., 1.],
+               [2., 2., 2.]], dtype=float32)
+    """
+    if bias is None:
+        return y
+    # lax, not jnp's ``+``: under autodiff jnp's jitted operator is traced and linearized
+    # as a nested function (X1 forward+backward, ~5 ms of tracing).
+    return lax.add(y, lax.broadcast_in_dim(jnp.asarray(bias).astype(y.dtype), y.shape,
+                                           (_channel_axis(spec),)))
+
+
 def _device_plain(fn: Callable[..., Array], spec: ConvSpec, precision: Any
                   ) -> Callable[..., Array] | None:
     """The plain path of a 16-bit float convolution with a wider ``preferred_element_type``
@@ -592,48 +621,60 @@ def _device_plain(fn: Callable[..., Array], spec: ConvSpec, precision: Any
     against 1.0 ms. So there the convolution's output is the 16-bit dtype, widened after
     (the bias add, the activation and the final rounding stay in float32): one rounding
     more than the CPU's path, the cost of lax's speed.
+
+    The bias, where the call has one, is added before the widening, in the 16-bit dtype
+    (as lax, Flax and Keras add it): XLA:GPU then fuses it into cuDNN's convolution, as it
+    does lax's, and the widening and a layer's final rounding cancel when no activation
+    comes between (:func:`_biased`'s arguments, ``(x, kernel[, bias])``).
     """
     wide = spec.preferred_element_type
     if (wide is None or not jnp.issubdtype(spec.dtype, jnp.floating)
             or not jnp.issubdtype(wide, jnp.floating)
             or spec.dtype.itemsize >= min(4, wide.itemsize)):
         return None
-    narrow = dataclasses.replace(spec, preferred_element_type=None)
-    return lambda x, kernel: fn(x, kernel, spec=narrow, precision=precision).astype(wide)
+    narrow = _biased(fn, dataclasses.replace(spec, preferred_element_type=None), precision)
+    return lambda x, kernel, *bias: narrow(x, kernel, *bias).astype(wide)
 
 
-def conv(x: Array, kernel: Array, spec: ConvSpec, *, precision: Any = None) -> Array:
-    """A forward convolution (dense, grouped or depthwise), lowered by :func:`choose`.
+def conv(x: Array, kernel: Array, spec: ConvSpec, *, precision: Any = None,
+         bias: Array | None = None) -> Array:
+    """A forward convolution (dense, grouped or depthwise), lowered by :func:`choose`,
+    plus the optional bias (:func:`add_bias`).
 
     Args:
       x: ``spec.input_shape``.
       kernel: ``(*kernel_size, C // groups, filters)``, the dtype of ``x``.
       spec: the call's facts.
       precision: as ``lax.conv_general_dilated``.
+      bias: ``None`` or ``(filters,)``.
     """
-    bind = functools.partial
-    return _dispatch("conv", spec, bind(_xla_conv, spec=spec, precision=precision),
-                     {name: bind(fn, spec=spec, precision=precision)
-                      for name, fn in _CONV_LOWERINGS.items()}, x, kernel,
+    return _dispatch("conv", spec, _biased(_xla_conv, spec, precision),
+                     {name: _biased(fn, spec, precision)
+                      for name, fn in _CONV_LOWERINGS.items()},
+                     *_with_bias(x, kernel, bias),
                      device=_device_plain(_xla_conv, spec, precision))
 
 
-def conv_transpose(x: Array, kernel: Array, spec: ConvSpec, *, precision: Any = None
-                   ) -> Array:
-    """A transposed convolution, lowered by :func:`choose`.
+def conv_transpose(x: Array, kernel: Array, spec: ConvSpec, *, precision: Any = None,
+                   bias: Array | None = None) -> Array:
+    """A transposed convolution, lowered by :func:`choose`, plus the optional bias.
 
     Args:
       x: ``spec.input_shape``.
       kernel: ``(*kernel_size, filters // groups, C)``.
       spec: the call's facts; ``spec.padding`` pads the stride-dilated input.
       precision: as ``lax.conv_general_dilated``.
+      bias: ``None`` or ``(filters,)``.
     """
-    bind = functools.partial
-    return _dispatch("conv_transpose", spec,
-                     bind(_xla_conv_transpose, spec=spec, precision=precision),
-                     {name: bind(fn, spec=spec, precision=precision)
-                      for name, fn in _TRANSPOSE_LOWERINGS.items()}, x, kernel,
+    return _dispatch("conv_transpose", spec, _biased(_xla_conv_transpose, spec, precision),
+                     {name: _biased(fn, spec, precision)
+                      for name, fn in _TRANSPOSE_LOWERINGS.items()},
+                     *_with_bias(x, kernel, bias),
                      device=_device_plain(_xla_conv_transpose, spec, precision))
+
+
+def _with_bias(x: Array, kernel: Array, bias: Array | None) -> tuple[Array, ...]:
+    return (x, kernel) if bias is None else (x, kernel, jnp.asarray(bias))
 
 
 def upsample(x: Array, spec: UpsampleSpec, plain: Callable[[Array], Array]) -> Array:
