@@ -3,7 +3,9 @@
 # in bfloat16, on a CUDA machine with JAX (CUDA plugin), flax, Keras 3 and a CUDA PyTorch.
 #
 #   bash benchmarks/gpu.sh OUTDIR [DTYPE:WORKLOADS:SECONDS ...]   # from the repository root
-#   bash benchmarks/gpu.sh out bfloat16:all:230 float32:X5,X6:60
+#   bash benchmarks/gpu.sh out bfloat16:all:230 float32:X5,X6:60 probe:120
+#
+# "probe:SECONDS" runs benchmarks/gpu_probe.py (candidate GPU lowerings) within SECONDS.
 #
 # Wheels in .whl/ (those the machine lacks: keras, namex, optree) are installed under
 # /tmp/site first, so the script also runs on a machine that cannot reach PyPI. It spends
@@ -61,6 +63,12 @@ EOF
 tables=("${@:2}")
 [ ${#tables[@]} -gt 0 ] || tables=(float32:all:170 bfloat16:all:150)
 for table in "${tables[@]}"; do
+  if [ "${table%%:*}" = probe ]; then   # probe[:SECONDS]: benchmarks/gpu_probe.py
+    secs=${table#probe}; secs=${secs#:}
+    timeout "${secs:-180}" python3 benchmarks/gpu_probe.py --out "$OUT/probe.md" 2>&1 \
+      | tee "$OUT/log-probe.txt"
+    continue
+  fi
   IFS=: read -r dtype workloads budget <<<"$table"
   tol=(); [ "$dtype" = float32 ] && tol=(--tol 5e-3)
   name="gpu-$dtype${workloads:+-${workloads//,/}}"; name=${name%-all}

@@ -119,6 +119,20 @@ def test_kconv_temporaries_at_most_lax(bench, workload):
     assert temp["kconv"] <= temp["lax"], temp
 
 
+def test_gpu_probe_agrees_with_xla(bench):
+    # benchmarks/gpu_probe.py (the next GPU session's probe), on tiny shapes here: every
+    # candidate computes XLA's outputs and gradients; W6 has the dilation-phases variant.
+    probe = importlib.import_module("gpu_probe")
+    lines = probe.main(["--quick", "--workloads", "W6,X2", "--dtypes", "float32",
+                        "--modes", "fwdbwd"])
+    rows = [line.split(" | ") for line in lines if line.startswith("| W") or
+            line.startswith("| X")]
+    assert [(r[0], r[3]) for r in rows] == [("| W6", "xla"), ("| W6", "cpu_rule"),
+                                           ("| W6", "phases"), ("| X2", "xla"),
+                                           ("| X2", "cpu_rule")]
+    assert all(float(r[6].rstrip(" |")) < 1e-5 for r in rows), rows
+
+
 def test_interleaving_probe_runs(bench, capsys):
     # benchmarks/interleaving.py (quoted in RESULTS.md): one timed call per setting, and its
     # Markdown table; the times themselves are not checked (speed is the benchmarks' job).
