@@ -892,6 +892,23 @@ def test_16_bit_convolutions_on_a_gpu_have_16_bit_outputs(layer):
                 (platform, adds)
     # A CPU-only process under "auto": the CPU's path alone, no switch.
     assert "platform_index" not in str(jax.make_jaxpr(loss)(params, x))
+    # Transformations trace both branches of the switch; run here, they give the CPU's
+    # numbers (jvp, vmap, grad of grad). SeparableConv2D's branches differ the most (on the
+    # CPU depthwise_taps and pointwise_dot, float32 accumulation; elsewhere two 16-bit
+    # convolutions).
+    if not isinstance(layer, kconv.SeparableConv2D):
+        return
+    tangent = jax.tree.map(jnp.ones_like, params)
+    ggrad = jax.grad(lambda x: sum(jnp.sum(g ** 2)
+                                   for g in jax.tree.leaves(jax.grad(loss)(params, x))))
+    batched = jax.vmap(layer, in_axes=(None, 0))
+    results = {}
+    for mode in ("auto", "portable"):
+        with config.conv_lowering(mode):
+            results[mode] = (jax.jvp(lambda p: loss(p, x), (params,), (tangent,)),
+                             batched(params, x[:, None]), ggrad(x))
+    for a, b in zip(jax.tree.leaves(results["portable"]), jax.tree.leaves(results["auto"])):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
 
 
 def test_the_16_bit_device_path_rounds_the_convolution_once():
