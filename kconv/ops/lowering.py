@@ -619,8 +619,8 @@ def _device_plain(fn: Callable[..., Array], spec: ConvSpec, precision: Any
     float32) are float32 convolutions too. On an H200, at 8× the benchmark batch in
     bfloat16, that ran W1 forward 0.32 against lax's 0.23 ms and W6 forward+backward 4.8
     against 1.0 ms. So there the convolution's output is the 16-bit dtype, widened after
-    (the bias add, the activation and the final rounding stay in float32): one rounding
-    more than the CPU's path, the cost of lax's speed.
+    (a layer's activation and final rounding stay in float32): up to two roundings more
+    than the CPU's path (the output's, the bias add's), the cost of lax's speed.
 
     The bias, where the call has one, is added before the widening, in the 16-bit dtype
     (as lax, Flax and Keras add it): XLA:GPU then fuses it into cuDNN's convolution, as it
