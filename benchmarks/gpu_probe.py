@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import statistics
 import sys
@@ -40,6 +41,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np  # noqa: E402
 
 import bench_workloads as bw  # noqa: E402
+from bench import _jax_target  # noqa: E402
 from bench_impls import BUILDERS, make_problem  # noqa: E402
 
 
@@ -60,7 +62,6 @@ def _cpu_rule():
 def _phases_fn(layer):
     """A dilated channels_last Conv1D (+ bias) as an undilated one over its ``d`` phases, or
     ``None`` where that does not apply."""
-    import jax.numpy as jnp
     from jax import lax
 
     from kconv.ops import shapes
@@ -86,14 +87,13 @@ def _phases_fn(layer):
     return fn
 
 
-def _compiled(fn, mode, weights, x, ct):
+def _compiled(impl, fn, mode):
+    """``fn`` in ``impl``'s place, jitted and compiled as the harness times it
+    (:func:`bench._jax_target`), and its arguments."""
     import jax
-    import jax.numpy as jnp
 
-    if mode == "fwd":
-        return jax.jit(fn).lower(weights, x).compile(), (weights, x)
-    grad = jax.grad(lambda w, x, ct: jnp.sum(fn(w, x).astype(jnp.float32) * ct), (0, 1))
-    return jax.jit(grad).lower(weights, x, ct).compile(), (weights, x, ct)
+    target, args = _jax_target(dataclasses.replace(impl, fn=fn), mode)
+    return jax.jit(target).lower(*args).compile(), args
 
 
 def _relative_error(a, b) -> float:
@@ -116,18 +116,17 @@ def probe(workload, dtype: str, mode: str, args) -> list[tuple[str, float, float
                      dtype)
     p.jax_device, p.torch_device = jax.devices()[0], "cpu"
     impl = BUILDERS["kconv"](p)
-    ct = impl.ct.astype("float32")
     variants = {}
     with config.conv_lowering("xla"):
-        variants["xla"] = _compiled(impl.fn, mode, impl.weights, impl.x, ct)
+        variants["xla"] = _compiled(impl, impl.fn, mode)
     with _cpu_rule():
-        variants["cpu_rule"] = _compiled(impl.fn, mode, impl.weights, impl.x, ct)
+        variants["cpu_rule"] = _compiled(impl, impl.fn, mode)
     import kconv
 
     layer = getattr(kconv, workload.layer)(**workload.args)
     phases = _phases_fn(layer) if isinstance(layer, kconv.Conv1D) else None
     if phases is not None:
-        variants["phases"] = _compiled(phases, mode, impl.weights, impl.x, ct)
+        variants["phases"] = _compiled(impl, phases, mode)
     reference = variants["xla"][0](*variants["xla"][1])
     errors = {name: _relative_error(c(*a), reference) for name, (c, a) in variants.items()}
     for c, a in variants.values():
