@@ -1,19 +1,20 @@
 #!/usr/bin/env python
-"""Candidate lowerings for a GPU, timed there against kconv's GPU path (XLA's convolution).
+"""GPU lowerings timed on the device against XLA's convolution, and candidates for more.
 
-On an H200 (RESULTS-gpu.md) the rows where kconv is slower than torch run XLA:GPU's own
+On an H200 (RESULTS-gpu.md) the rows where kconv was slower than torch ran XLA:GPU's own
 programs, the same for every JAX implementation: W6's float32 forward+backward (a dilated
 Conv1D, 3.3× torch), X2's and W5's forward+backward (transposed convolutions' gradients).
-A per-backend rule needs a measurement on the device; this probe makes it, per workload,
-dtype and mode (forward, forward+backward), interleaving the variants round-robin:
+This probe measured the lowerings kconv's GPU rule now takes there (``space_to_batch``,
+``strided_dual``: kconv/ops/lowering.py), and measures candidates, per workload, dtype and
+mode (forward, forward+backward), interleaving the variants round-robin:
 
-* ``xla``: the kconv layer as it runs on that backend (``conv_lowering("xla")``: XLA's
-  convolution, the 16-bit device path included);
-* ``cpu_rule``: the same layer with the lowering kconv's rule picks for XLA:CPU (sub-pixel
+* ``xla``: the kconv layer with ``conv_lowering("xla")``: XLA's convolution (on a device
+  with the 16-bit path), lax's program;
+* ``auto``: the kconv layer as it runs on this backend (its rule);
+* ``cpu_rule`` (not on the CPU): the lowering kconv's rule picks for XLA:CPU (sub-pixel
   transposed convolution, depthwise taps, width fold, ...), forced onto the device;
-* ``phases`` (a dilated 1-D convolution with its padding and length divisible by the
-  dilation ``d``, as W6): the undilated convolution of ``d`` interleaved phases, the batch
-  × ``d`` — cuDNN's fast undilated kernels, forward and gradients.
+* ``space_to_batch`` (a dilated convolution, stride 1): that lowering forced in every rank
+  (the GPU's rule takes it for 1-D only), D2 and D3 here.
 
 Each variant's outputs and gradients are checked against ``xla``'s. Usage, on the device::
 
@@ -59,32 +60,34 @@ def _cpu_rule():
         jax.default_backend = real
 
 
-def _phases_fn(layer):
-    """A dilated channels_last Conv1D (+ bias) as an undilated one over its ``d`` phases, or
-    ``None`` where that does not apply."""
-    from jax import lax
+@contextlib.contextmanager
+def _space_to_batch():
+    """Every dilated stride-1 convolution takes ``space_to_batch``, on every backend."""
+    from kconv.ops import lowering
 
-    from kconv.ops import shapes
+    real = lowering.choose
 
-    if (layer.rank != 1 or layer.dilation_rate == (1,) or layer.groups != 1
-            or layer.data_format != "channels_last" or not isinstance(layer.padding, str)):
-        return None
-    (d,) = layer.dilation_rate
+    def choose(op, backend, spec):
+        if (op == "conv" and any(d > 1 for d in spec.dilation)
+                and all(s == 1 for s in spec.strides)):
+            return "space_to_batch"
+        return real(op, backend, spec)
 
-    def fn(params, x):
-        n, length, c = x.shape
-        k = params["kernel"].shape[0]
-        lo, hi = shapes.conv_padding(length, k, 1, layer.padding, d)
-        if length % d or lo % d or hi % d:
-            raise ValueError("phases: length and padding must be multiples of the dilation")
-        xp = x.reshape(n, length // d, d, c).transpose(0, 2, 1, 3).reshape(n * d, -1, c)
-        y = lax.conv_general_dilated(xp, params["kernel"].astype(x.dtype), (1,),
-                                     [(lo // d, hi // d)],
-                                     dimension_numbers=("NWC", "WIO", "NWC"))
-        y = y.reshape(n, d, -1, y.shape[-1]).transpose(0, 2, 1, 3).reshape(n, -1, y.shape[-1])
-        return y + params["bias"].astype(y.dtype) if layer.use_bias else y
+    lowering.choose = choose
+    try:
+        yield
+    finally:
+        lowering.choose = real
 
-    return fn
+
+#: Probe-only workloads: dilated (atrous) 2-D and 3-D convolutions.
+PROBE_WORKLOADS = {w.id: w for w in (
+    bw._w("D2", "Conv2D 3×3 dilation 2 same", "Conv2D", (16, 32, 32, 64), (2, 8, 8, 16),
+          extra=True, filters=64, kernel_size=3, dilation_rate=2, padding="same"),
+    bw._w("D3", "Conv3D 3×3×3 dilation 2 same", "Conv3D", (2, 16, 16, 16, 16),
+          (1, 4, 4, 4, 8), extra=True, filters=32, kernel_size=3, dilation_rate=2,
+          padding="same"),
+)}
 
 
 def _compiled(impl, fn, mode):
@@ -119,14 +122,15 @@ def probe(workload, dtype: str, mode: str, args) -> list[tuple[str, float, float
     variants = {}
     with config.conv_lowering("xla"):
         variants["xla"] = _compiled(impl, impl.fn, mode)
-    with _cpu_rule():
-        variants["cpu_rule"] = _compiled(impl, impl.fn, mode)
-    import kconv
-
-    layer = getattr(kconv, workload.layer)(**workload.args)
-    phases = _phases_fn(layer) if isinstance(layer, kconv.Conv1D) else None
-    if phases is not None:
-        variants["phases"] = _compiled(impl, phases, mode)
+    variants["auto"] = _compiled(impl, impl.fn, mode)
+    if jax.default_backend() != "cpu":
+        with _cpu_rule():
+            variants["cpu_rule"] = _compiled(impl, impl.fn, mode)
+    args_ = workload.args
+    if (max(np.atleast_1d(args_.get("dilation_rate", 1))) > 1
+            and max(np.atleast_1d(args_.get("strides", 1))) == 1):
+        with _space_to_batch():
+            variants["space_to_batch"] = _compiled(impl, impl.fn, mode)
     reference = variants["xla"][0](*variants["xla"][1])
     errors = {name: _relative_error(c(*a), reference) for name, (c, a) in variants.items()}
     for c, a in variants.values():
@@ -145,7 +149,8 @@ def probe(workload, dtype: str, mode: str, args) -> list[tuple[str, float, float
 
 def main(argv: list[str] | None = None) -> list[str]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workloads", default="W5,W6,W7,X1,X2")
+    ap.add_argument("--workloads", default="D2,D3",
+                    help="ids of bench_workloads.py or of PROBE_WORKLOADS")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--modes", default="fwd,fwdbwd")
     ap.add_argument("--batch-scale", type=int, default=8)
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> list[str]:
              "| id | dtype | mode | variant | ms | / xla | relative error |",
              "|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    for w in bw.by_id(args.workloads):
+    ids = [i.strip().upper() for i in args.workloads.split(",")]
+    for w in [PROBE_WORKLOADS[i] if i in PROBE_WORKLOADS else bw.by_id(i)[0] for i in ids]:
         for dtype in args.dtypes.split(","):
             for mode in args.modes.split(","):
                 rows = probe(w, dtype, mode, args)

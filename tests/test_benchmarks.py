@@ -120,16 +120,15 @@ def test_kconv_temporaries_at_most_lax(bench, workload):
 
 
 def test_gpu_probe_agrees_with_xla(bench):
-    # benchmarks/gpu_probe.py (the next GPU session's probe), on tiny shapes here: every
-    # candidate computes XLA's outputs and gradients; W6 has the dilation-phases variant.
+    # benchmarks/gpu_probe.py (the GPU sessions' probe), on tiny shapes here: every variant
+    # computes XLA's outputs and gradients; dilated ones have the space_to_batch variant.
     probe = importlib.import_module("gpu_probe")
-    lines = probe.main(["--quick", "--workloads", "W6,X2", "--dtypes", "float32",
+    lines = probe.main(["--quick", "--workloads", "W6,X2,D2", "--dtypes", "float32",
                         "--modes", "fwdbwd"])
-    rows = [line.split(" | ") for line in lines if line.startswith("| W") or
-            line.startswith("| X")]
-    assert [(r[0], r[3]) for r in rows] == [("| W6", "xla"), ("| W6", "cpu_rule"),
-                                           ("| W6", "phases"), ("| X2", "xla"),
-                                           ("| X2", "cpu_rule")]
+    rows = [line.split(" | ") for line in lines if line[:3] in ("| W", "| X", "| D")]
+    assert [(r[0], r[3]) for r in rows] == [
+        ("| W6", "xla"), ("| W6", "auto"), ("| W6", "space_to_batch"), ("| X2", "xla"),
+        ("| X2", "auto"), ("| D2", "xla"), ("| D2", "auto"), ("| D2", "space_to_batch")]
     assert all(float(r[6].rstrip(" |")) < 1e-5 for r in rows), rows
 
 

@@ -381,6 +381,54 @@ def test_separable_takes_both_lowerings():
     assert calls == [("conv", "depthwise_taps"), ("conv", "pointwise_dot")]
 
 
+# --- the GPU's lowerings, checked on this CPU ------------------------------------------
+
+def _force(monkeypatch, op, name):
+    """Every ``op`` call takes lowering ``name`` whatever the rule says (the CPU branch of
+    the dispatch): the GPU's lowerings checked on this CPU against the plain path."""
+    real = lowering.choose
+    monkeypatch.setattr(lowering, "choose", lambda o, backend, spec: name if o == op
+                        else real(o, backend, spec))
+
+
+def _space_to_batch_cases():
+    # rank × data_format × padding × dilation (every axis, or some, with a stride on the
+    # others) × groups; lengths not multiples of the dilation (SPATIAL) and ones that are.
+    paddings = {1: ("valid", "same", "causal", ((4, 1),)), 2: ("valid", "same", ((2, 0), (0, 1))),
+                3: ("valid", "same")}
+    for rank, fmt in itertools.product((1, 2, 3), FORMATS):
+        for i, padding in enumerate(paddings[rank]):
+            for dilation, strides in (((2,) * rank, 1), ((3,) * rank, 1),
+                                      ((2, 1, 3)[:rank], (1, 2, 1)[:rank])):
+                if rank == 1 and strides != 1:
+                    continue
+                yield rank, fmt, padding, dilation, strides, 1 + (i + rank) % 2
+
+
+@pytest.mark.parametrize("rank,fmt,padding,dilation,strides,groups",
+                         list(_space_to_batch_cases()))
+def test_space_to_batch(monkeypatch, rank, fmt, padding, dilation, strides, groups):
+    _force(monkeypatch, "conv", "space_to_batch")
+    rng = np.random.default_rng(rank * 100 + sum(dilation) * 10 + groups)
+    spatial = SPATIAL[rank] if groups == 1 else (12, 8, 6)[:rank]
+    x = _x(rng, rank, 2 * groups, fmt, spatial=spatial)
+    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 2, 3 * groups)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(3 * groups), jnp.float32)
+    _check(lambda x, w, b: ops.conv(x, w, strides, padding, fmt, dilation, bias=b),
+           (x, w, b), "space_to_batch")
+
+
+def test_space_to_batch_depthwise_and_long_kernels(monkeypatch):
+    _force(monkeypatch, "conv", "space_to_batch")
+    rng = np.random.default_rng(21)
+    x = _x(rng, 1, 4, "channels_last", spatial=(30,))
+    # Depthwise (groups == channels), a kernel wider than the phases, dilation 8.
+    _check(lambda x, w: ops.depthwise_conv(x, w, 1, "causal", "channels_last", 4),
+           (x, jnp.asarray(rng.standard_normal((3, 4, 2)), jnp.float32)), "space_to_batch")
+    _check(lambda x, w: ops.conv(x, w, 1, "same", "channels_last", 8),
+           (x, jnp.asarray(rng.standard_normal((5, 4, 3)), jnp.float32)), "space_to_batch")
+
+
 # --- subpixel_transpose ----------------------------------------------------------------
 
 def _transpose_cases():
@@ -402,6 +450,20 @@ def test_subpixel_transpose(rank, padding, strides, output_padding, fmt):
     w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 4, 3)), jnp.float32)
     _check(lambda x, w: ops.conv_transpose(x, w, strides, padding, output_padding, fmt),
            (x, w), "subpixel_transpose")
+
+
+@pytest.mark.parametrize("rank,padding,strides,output_padding,fmt", [
+    c for i, c in enumerate(_transpose_cases()) if i % 2 == 0])
+def test_strided_dual(monkeypatch, rank, padding, strides, output_padding, fmt):
+    # The GPU's transposed convolution: XLA's forward, the strided convolution's kernel
+    # gradient, in every rank (the CPU's 3-D value is the sub-pixel form instead).
+    _force(monkeypatch, "conv_transpose", "strided_dual")
+    rng = np.random.default_rng(rank * 10 + (strides if isinstance(strides, int) else 5))
+    x = _x(rng, rank, 3, fmt, spatial=tuple(n // 2 + 1 for n in SPATIAL[rank]))
+    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], 4, 3)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(4), jnp.float32)
+    _check(lambda x, w, b: ops.conv_transpose(x, w, strides, padding, output_padding, fmt,
+                                              bias=b), (x, w, b), "strided_dual")
 
 
 @pytest.mark.parametrize("kernel_size,padding", [
@@ -557,6 +619,12 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
          (_x(rng, 3, 6, fmt, spatial=(3, 4, 5), dtype=dtype),
           jnp.asarray(rng.standard_normal((3, 2, 3, 6, 17)), dtype),
           jnp.asarray(rng.standard_normal(17), dtype))),
+        # The GPU's (forced on this CPU: _GPU_LOWERINGS).
+        ("space_to_batch", lambda x, w, b: ops.conv(x, w, 1, "same", fmt, (2, 1), bias=b),
+         (x, jnp.asarray(rng.standard_normal((3, 3, 4, 5)), dtype),
+          jnp.asarray(rng.standard_normal(5), dtype))),
+        ("strided_dual", lambda x, w: ops.conv_transpose(x, w, 2, "same", data_format=fmt),
+         (xs, jnp.asarray(rng.standard_normal((3, 3, 2, 3)), dtype))),
         # 3-D: the sub-pixel form is the value (and both tangents) too.
         ("subpixel_transpose_3d", lambda x, w: ops.conv_transpose(x, w, 2, "same",
                                                                   data_format=fmt),
@@ -565,10 +633,21 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
     ]
 
 
+#: The GPU's lowerings and their op: forced on this CPU (:func:`_force`) to be checked.
+_GPU_LOWERINGS = {"space_to_batch": "conv", "strided_dual": "conv_transpose"}
+
+
+def _force_gpu(monkeypatch, name):
+    if name in _GPU_LOWERINGS:
+        _force(monkeypatch, _GPU_LOWERINGS[name], name)
+
+
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
-                                  "subpixel_transpose", "bilinear_stencil"])
+                                  "subpixel_transpose", "bilinear_stencil",
+                                  *_GPU_LOWERINGS])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])
-def test_low_precision(dtype, name):
+def test_low_precision(monkeypatch, dtype, name):
+    _force_gpu(monkeypatch, name)
     rng = np.random.default_rng(11)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, dtype)}[name]
     # The plain path also rounds each of its own intermediate results (a 16-bit resize
@@ -609,8 +688,9 @@ def test_integer_inputs_keep_the_plain_path():
 
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
                                   "eigen_crop", "subpixel_transpose", "bilinear_stencil",
-                                  "width_fold"])
-def test_unbatched_and_extra_leading_dims(two_cores, name):
+                                  "width_fold", *_GPU_LOWERINGS])
+def test_unbatched_and_extra_leading_dims(two_cores, monkeypatch, name):
+    _force_gpu(monkeypatch, name)
     rng = np.random.default_rng(13)
     fmt = "channels_first" if name in ("depthwise_taps", "bilinear_stencil") else \
         "channels_last"
@@ -627,8 +707,9 @@ def test_unbatched_and_extra_leading_dims(two_cores, name):
 @pytest.mark.parametrize("mode", ["auto", "portable"])  # decided at trace time / staged
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
                                   "eigen_crop", "subpixel_transpose", "subpixel_transpose_3d",
-                                  "bilinear_stencil", "width_fold"])
-def test_transformations(two_cores, name, mode):
+                                  "bilinear_stencil", "width_fold", *_GPU_LOWERINGS])
+def test_transformations(two_cores, monkeypatch, name, mode):
+    _force_gpu(monkeypatch, name)
     rng = np.random.default_rng(14)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
     tangents = tuple(jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in args)
@@ -655,7 +736,7 @@ def test_transformations(two_cores, name, mode):
 
     lowered = name.removesuffix("_3d")
     op = ("upsample" if name == "bilinear_stencil" else "conv_transpose"
-          if lowered == "subpixel_transpose" else "conv")
+          if lowered in ("subpixel_transpose", "strided_dual") else "conv")
     _check_transformed(transforms, args, (op, lowered), mode)
 
 
@@ -785,8 +866,47 @@ def _spec3(**kw):
 ])
 def test_choose(two_cores, op, spec, cpu):
     assert lowering.choose(op, "cpu", spec) == cpu
-    for backend in ("gpu", "cuda", "rocm", "tpu"):
+    for backend in ("rocm", "tpu"):  # not measured: XLA's convolution
         assert lowering.choose(op, backend, spec) == "xla"
+
+
+_W5 = dict(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 32, 64), strides=(2, 2),
+           padding=((2, 1), (2, 1)))
+_W6 = dict(rank=1, input_shape=(8, 2048, 64), kernel_shape=(3, 64, 64), strides=(1,),
+           padding=((8, 0),), dilation=(4,))
+
+
+@pytest.mark.parametrize("op,spec,gpu", [
+    ("conv", _spec(bias=True), "xla"),                                # W1
+    ("conv", _spec(kernel_shape=(3, 3, 1, 64), groups=64), "xla"),   # W4's depthwise
+    ("conv", _spec(**_W6), "space_to_batch"),
+    ("conv", _spec(**_W6, bias=True, dtype="bfloat16", preferred_element_type="float32"),
+     "space_to_batch"),
+    ("conv", _spec(**{**_W6, "kernel_shape": (3, 1, 64)}, groups=64), "xla"),  # depthwise
+    ("conv", _spec(**{**_W6, "dilation": (1,), "padding": ((1, 1),)}), "xla"),  # X3
+    ("conv", _spec(**{**_W6, "strides": (2,)}), "xla"),
+    ("conv", _spec(**_W6, dtype="int8"), "xla"),
+    ("conv", _spec(dilation=(2, 2), padding=((2, 2), (2, 2))), "space_to_batch"),
+    ("conv", _spec(dilation=(2, 1), strides=(1, 2), padding=((2, 2), (1, 1))),
+     "space_to_batch"),
+    ("conv", _spec(dilation=(2, 2), strides=(1, 2), padding=((2, 2), (2, 2))), "xla"),
+    ("conv", _spec3(dilation=(2, 2, 2), padding=((2, 2),) * 3), "space_to_batch"),
+    ("conv", _spec3(dilation=(1, 2, 1), padding=((1, 1), (2, 2), (1, 1)),
+                    kernel_shape=(3, 3, 3, 4, 32), groups=4), "xla"),
+    ("conv_transpose", _spec(**_W5), "strided_dual"),
+    ("conv_transpose", _spec(**_W5, dtype="float16", preferred_element_type="float32"),
+     "strided_dual"),
+    ("conv_transpose", _spec3(input_shape=(16, 8, 8, 8, 32), kernel_shape=(3, 3, 3, 16, 32),
+                              strides=(2, 2, 2), padding=((2, 1),) * 3), "strided_dual"),
+    ("conv_transpose", _spec(**{**_W5, "strides": (1, 2)}), "strided_dual"),
+    ("conv_transpose", _spec(**{**_W5, "strides": (1, 1)}), "xla"),
+    ("conv_transpose", _spec(**_W5, dilation=(2, 2)), "xla"),
+    ("conv_transpose", _spec(**{**_W5, "kernel_shape": (3, 3, 8, 64)}, groups=4), "xla"),
+    ("conv_transpose", _spec(**_W5, dtype="int32"), "xla"),
+])
+def test_choose_gpu(op, spec, gpu):
+    for backend in ("gpu", "cuda"):
+        assert lowering.choose(op, backend, spec) == gpu
 
 
 def test_choose_upsample_and_errors():
@@ -858,17 +978,47 @@ def test_the_path_taken_is_in_the_program():
     assert "convolution" not in _hlo(depthwise, x, dw, platform="cuda")
 
 
+def test_the_gpu_rule_is_in_the_cuda_program():
+    # Lowered for CUDA (no GPU needed) under "portable": a dilated Conv1D with XLA's
+    # forward and undilated gradients (space_to_batch); a transposed convolution with
+    # XLA's input-dilated forward and the strided convolution's kernel gradient
+    # (strided_dual). For the CPU and a TPU their plain forms.
+    rng = np.random.default_rng(22)
+    x1 = _x(rng, 1, 4, "channels_last", spatial=(16,))
+    w1 = jnp.asarray(rng.standard_normal((3, 4, 5)), jnp.float32)
+    dilated = lambda x, w: ops.conv(x, w, 1, "causal", "channels_last", 4)  # noqa: E731
+    x2 = _x(rng, 2, 4, "channels_last", spatial=(5, 5))
+    w2 = jnp.asarray(rng.standard_normal((3, 3, 2, 4)), jnp.float32)
+    transpose = lambda x, w: ops.conv_transpose(x, w, 2, "same")  # noqa: E731
+    with config.conv_lowering("portable"):
+        assert "rhs_dilate = [4]" in _hlo(dilated, x1, w1, platform="cuda")
+        assert "rhs_dilate = [4]" not in _hlo(dilated, x1, w1, platform="cuda", grad=True)
+        for platform in ("cpu", "tpu"):
+            assert "rhs_dilate = [4]" in _hlo(dilated, x1, w1, platform=platform, grad=True)
+        assert "lhs_dilate = [2, 2]" in _hlo(transpose, x2, w2, platform="cuda")
+        cuda = _hlo(transpose, x2, w2, platform="cuda", grad=True)
+        tpu = _hlo(transpose, x2, w2, platform="tpu", grad=True)
+        assert "rhs_dilate = [2, 2]" in cuda and "rhs_dilate = [2, 2]" not in tpu
+        # The forward is lax's convolution on both.
+        convs = [[line.split("=", 1)[1] for line in _hlo(transpose, x2, w2,
+                                                         platform=p).splitlines()
+                  if "stablehlo.convolution" in line] for p in ("cuda", "tpu")]
+        assert len(convs[0]) == 1 and convs[0] == convs[1]
+
+
 @pytest.mark.parametrize("layer", [
     kconv.Conv2D(6, 3, strides=2, padding="same", dtype="mixed_bfloat16"),
     kconv.Conv2DTranspose(6, 3, strides=2, padding="same", dtype="mixed_bfloat16"),
     kconv.SeparableConv2D(6, 3, padding="same", dtype="float16"),
-], ids=["Conv2D", "Conv2DTranspose", "SeparableConv2D"])
+    kconv.Conv1D(6, 3, padding="causal", dilation_rate=2, dtype="mixed_bfloat16"),
+], ids=["Conv2D", "Conv2DTranspose", "SeparableConv2D", "Conv1D-dilated"])
 def test_16_bit_convolutions_on_a_gpu_have_16_bit_outputs(layer):
     # Float32 accumulation of 16-bit operands (the layers' mixed precision): XLA:CPU is
     # given preferred_element_type float32; a GPU or TPU the 16-bit convolution, widened
     # after (lowering._device_plain), so that no float32 convolution reaches cuDNN, in the
     # gradients either. Lowered for CUDA without a GPU.
-    x = _x(np.random.default_rng(19), 2, 4, "channels_last", spatial=(6, 6))
+    x = _x(np.random.default_rng(19), layer.rank, 4, "channels_last",
+           spatial=(6,) * layer.rank)
     params = layer.init(jax.random.key(0), x.shape)
     loss = lambda p, x: jnp.sum(layer(p, x).astype(jnp.float32) ** 2)  # noqa: E731
     half = {"bfloat16": "bf16", "float16": "f16"}[np.dtype(layer.dtype).name]
