@@ -13,8 +13,12 @@ mode (forward, forward+backward), interleaving the variants round-robin:
 * ``auto``: the kconv layer as it runs on this backend (its rule);
 * ``cpu_rule`` (not on the CPU): the lowering kconv's rule picks for XLA:CPU (sub-pixel
   transposed convolution, depthwise taps, width fold, ...), forced onto the device;
-* ``space_to_batch`` (a dilated convolution, stride 1): that lowering forced in every rank
-  (the GPU's rule takes it for 1-D only), D2 and D3 here.
+* ``space_to_batch`` (a dilated convolution, stride 1): that lowering forced (on the CPU
+  too), and ``s2b_kernel`` / ``s2b_input`` with only the kernel's / the input's gradient
+  in its phase form, the other lax's (W6 bfloat16 kept 1.03 × lax's forward+backward
+  peak with both).
+
+Each row also has the compiled program's temporaries (``memory_analysis()``).
 
 Each variant's outputs and gradients are checked against ``xla``'s. Usage, on the device::
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import os
 import statistics
 import sys
@@ -61,11 +66,13 @@ def _cpu_rule():
 
 
 @contextlib.contextmanager
-def _space_to_batch():
-    """Every dilated stride-1 convolution takes ``space_to_batch``, on every backend."""
+def _space_to_batch(gradients: str = "both"):
+    """Every dilated stride-1 convolution takes ``space_to_batch``, on every backend; with
+    ``gradients="kernel"`` (``"input"``) only that gradient in the phase form, the other
+    lax's."""
     from kconv.ops import lowering
 
-    real = lowering.choose
+    real, full = lowering.choose, lowering._CONV_LOWERINGS["space_to_batch"]
 
     def choose(op, backend, spec):
         if (op == "conv" and any(d > 1 for d in spec.dilation)
@@ -74,10 +81,30 @@ def _space_to_batch():
         return real(op, backend, spec)
 
     lowering.choose = choose
+    if gradients != "both":
+        primitive = _one_gradient_primitive(gradients)
+        lowering._CONV_LOWERINGS["space_to_batch"] = (
+            lambda x, kernel, *, spec, precision: primitive.bind(x, kernel, spec=spec,
+                                                                 precision=precision))
     try:
         yield
     finally:
         lowering.choose = real
+        lowering._CONV_LOWERINGS["space_to_batch"] = full
+
+
+@functools.cache
+def _one_gradient_primitive(gradients: str):
+    """XLA's dilated convolution with one gradient in the space-to-batch form."""
+    from kconv.ops import lowering as lw
+
+    lhs, rhs = lw._transposes(lw._space_to_batch_value)
+    if gradients == "kernel":
+        lhs = lw._plain_input_gradient
+    else:
+        rhs = lw._plain_kernel_gradient
+    return lw._conv_primitive(f"probe_space_to_batch_{gradients}", lw._xla_conv,
+                              lw._xla_conv, lhs, rhs)
 
 
 #: Probe-only workloads: dilated (atrous) 2-D and 3-D convolutions.
@@ -109,8 +136,10 @@ def _relative_error(a, b) -> float:
     return (num / max(den, 1e-300)) ** 0.5
 
 
-def probe(workload, dtype: str, mode: str, args) -> list[tuple[str, float, float]]:
-    """``(variant, median ms, relative error against xla)`` for one workload and mode."""
+def probe(workload, dtype: str, mode: str, args
+          ) -> list[tuple[str, float, float, float]]:
+    """``(variant, median ms, relative error against xla, temporaries MiB)`` for one
+    workload and mode (the temporaries: ``memory_analysis().temp_size_in_bytes``)."""
     import jax
 
     from kconv import config
@@ -129,8 +158,10 @@ def probe(workload, dtype: str, mode: str, args) -> list[tuple[str, float, float
     args_ = workload.args
     if (max(np.atleast_1d(args_.get("dilation_rate", 1))) > 1
             and max(np.atleast_1d(args_.get("strides", 1))) == 1):
-        with _space_to_batch():
-            variants["space_to_batch"] = _compiled(impl, impl.fn, mode)
+        for gradients, name in (("both", "space_to_batch"), ("kernel", "s2b_kernel"),
+                                ("input", "s2b_input")):
+            with _space_to_batch(gradients):
+                variants[name] = _compiled(impl, impl.fn, mode)
     reference = variants["xla"][0](*variants["xla"][1])
     errors = {name: _relative_error(c(*a), reference) for name, (c, a) in variants.items()}
     for c, a in variants.values():
@@ -144,7 +175,10 @@ def probe(workload, dtype: str, mode: str, args) -> list[tuple[str, float, float
             start = time.perf_counter()
             jax.block_until_ready(c(*a))
             times[name].append(time.perf_counter() - start)
-    return [(name, 1e3 * statistics.median(times[name]), errors[name]) for name in names]
+    temps = {name: c.memory_analysis().temp_size_in_bytes / 2 ** 20
+             for name, (c, _) in variants.items()}
+    return [(name, 1e3 * statistics.median(times[name]), errors[name], temps[name])
+            for name in names]
 
 
 def main(argv: list[str] | None = None) -> list[str]:
@@ -165,8 +199,8 @@ def main(argv: list[str] | None = None) -> list[str]:
 
     lines = [f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), batch × "
              f"{args.batch_scale}, medians of {args.calls} interleaved calls", "",
-             "| id | dtype | mode | variant | ms | / xla | relative error |",
-             "|---|---|---|---|---|---|---|"]
+             "| id | dtype | mode | variant | ms | / xla | relative error | temp MiB |",
+             "|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     ids = [i.strip().upper() for i in args.workloads.split(",")]
     for w in [PROBE_WORKLOADS[i] if i in PROBE_WORKLOADS else bw.by_id(i)[0] for i in ids]:
@@ -174,9 +208,9 @@ def main(argv: list[str] | None = None) -> list[str]:
             for mode in args.modes.split(","):
                 rows = probe(w, dtype, mode, args)
                 base = rows[0][1]
-                for name, ms, err in rows:
+                for name, ms, err, temp in rows:
                     lines.append(f"| {w.id} | {dtype} | {mode} | {name} | {ms:.3f} | "
-                                 f"{ms / base:.2f} | {err:.1e} |")
+                                 f"{ms / base:.2f} | {err:.1e} | {temp:.1f} |")
                     print(lines[-1], flush=True)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
