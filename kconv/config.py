@@ -150,7 +150,8 @@ def set_conv_lowering(mode: str) -> None:
     """Chooses how kconv's convolutions are computed, for functions traced afterwards.
 
     - ``"auto"`` (the default) lets :func:`kconv.ops.lowering.choose` replace XLA's
-      convolution where the platform has a faster equivalent (only XLA:CPU has some). In a
+      convolution where the platform has a faster equivalent (XLA:CPU has several, a CUDA
+      GPU two: a dilated convolution's and a transposed one's gradients). In a
       process whose only platform is the CPU (``jax.default_backend() == "cpu"``) the
       choice is made when the function is traced, so the program holds only the CPU
       lowering; in a process with a GPU or TPU it is staged into the program

@@ -580,8 +580,9 @@ _recorders: list[list[tuple[str, str]]] = []
 def recorded_choices() -> Iterator[list[tuple[str, str]]]:
     """Records ``(op, lowering)`` for every kconv op traced (or run eagerly) inside.
 
-    The lowering is what CPU gets; other platforms always get ``"xla"``. Under
-    ``kconv.config.conv_lowering("xla")`` every entry is ``"xla"``.
+    The lowering is what the CPU gets (a CUDA GPU gets ``choose(op, "cuda", spec)``, any
+    other platform ``"xla"``). Under ``kconv.config.conv_lowering("xla")`` every entry is
+    ``"xla"``.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -606,8 +607,7 @@ def _dispatch(op: str, spec: Any, lowering: Callable[[str, bool], Callable[..., 
     lowering ``name`` (or ``"xla"``) as the CPU runs it (``device=False``) or as a GPU or
     TPU does (``True``: :func:`_device_plain`); equal calls give the same object."""
     mode = config.get_conv_lowering()
-    cpu_name, cuda_name = (XLA, XLA) if mode == XLA else (choose(op, "cpu", spec),
-                                                          choose(op, "cuda", spec))
+    cpu_name = XLA if mode == XLA else choose(op, "cpu", spec)
     for calls in _recorders:
         calls.append((op, cpu_name))
     cpu = lowering(cpu_name, False)
@@ -616,6 +616,7 @@ def _dispatch(op: str, spec: Any, lowering: Callable[[str, bool], Callable[..., 
         # mode does not linearize and transpose a switch's two branches (W4
         # forward+backward 1.73 -> 1.37x lax's lower + compile).
         return cpu(*args)
+    cuda_name = XLA if mode == XLA else choose(op, "cuda", spec)
     branches = {"cpu": cpu, "cuda": lowering(cuda_name, True),
                 "default": lowering(XLA, True)}
     if all(fn is cpu for fn in branches.values()):
@@ -668,8 +669,9 @@ def add_bias(y: Array, spec: ConvSpec, bias: Array | None = None) -> Array:
 
 def _device_plain(fn: Callable[..., Array], spec: ConvSpec, precision: Any
                   ) -> Callable[..., Array] | None:
-    """The plain path of a 16-bit float convolution with a wider ``preferred_element_type``
-    (the layers' float32 accumulation) on a GPU or TPU, else ``None`` (the CPU's).
+    """``fn`` (XLA's convolution, or the GPU's lowering) of a 16-bit float convolution with
+    a wider ``preferred_element_type`` (the layers' float32 accumulation) as a GPU or TPU
+    computes it, else ``None`` (the CPU's way).
 
     Their convolution units accumulate 16-bit products in float32 already, but have no
     kernel with 16-bit operands and a float32 output: XLA:GPU widens the operands and runs
