@@ -880,8 +880,11 @@ _W6 = dict(rank=1, input_shape=(8, 2048, 64), kernel_shape=(3, 64, 64), strides=
     ("conv", _spec(bias=True), "xla"),                                # W1
     ("conv", _spec(kernel_shape=(3, 3, 1, 64), groups=64), "xla"),   # W4's depthwise
     ("conv", _spec(**_W6), "space_to_batch"),
+    ("conv", _spec(**_W6, bias=True), "space_to_batch"),
     ("conv", _spec(**_W6, bias=True, dtype="bfloat16", preferred_element_type="float32"),
-     "space_to_batch"),
+     "xla"),                                              # 1.03x lax's peak memory
+    ("conv", _spec(**_W6, dtype="float16"), "xla"),
+    ("conv", _spec(**_W6, dtype="float64"), "xla"),
     ("conv", _spec(**{**_W6, "kernel_shape": (3, 1, 64)}, groups=64), "xla"),  # depthwise
     ("conv", _spec(**{**_W6, "dilation": (1,), "padding": ((1, 1),)}), "xla"),  # X3
     ("conv", _spec(**{**_W6, "strides": (2,)}), "xla"),

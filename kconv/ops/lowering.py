@@ -16,11 +16,12 @@ The rule (:func:`choose`), per call:
 - A GPU (``"gpu"``, ``"cuda"``: NVIDIA, cuDNN), floating dtypes, measured on an H200
   at 8× the benchmark batch (``benchmarks/RESULTS-gpu.md``, ``benchmarks/gpu_probe.py``):
 
-  1. ``"space_to_batch"`` — a dilated convolution, stride 1 on its dilated axes,
+  1. ``"space_to_batch"`` — a dilated float32 convolution, stride 1 on its dilated axes,
      ``groups == 1``: XLA's forward, its gradients those of the undilated convolution of
      the dilation's interleaved phases, folded into the batch (XLA:GPU runs a dilated
-     convolution's gradients on slow kernels: forward+backward float32 / bfloat16, W6
-     4.6 → 0.47 / 0.86 → 0.34 ms, 2-D 2.8 → 0.52 / 0.82 → 0.39 ms).
+     convolution's gradients on slow kernels: forward+backward W6 4.7 → 0.47 ms, 2-D
+     2.9 → 0.49 ms, with less peak memory than lax's; not in 16-bit dtypes, where W6's
+     0.86 → 0.34 ms kept 1.03 × lax's peak).
   2. ``"strided_dual"`` — a transposed convolution, a stride above 1, dilation 1,
      ``groups == 1``: XLA's forward (cuDNN's backward-data kernel), its kernel gradient
      that of the strided convolution it is the input gradient of, as
@@ -552,7 +553,10 @@ _RULES: dict[str, Callable[[Any], str]] = {
 
 def _choose_conv_gpu(spec: ConvSpec) -> str:
     dilated = [s for s, d in zip(spec.strides, spec.dilation) if d > 1]
-    if _floating(spec) and spec.groups == 1 and dilated and all(s == 1 for s in dilated):
+    # float32 only: in bfloat16 (W6) the phase form ran 2.4x faster but at 1.03x lax's
+    # peak memory (the bar is lax's), where in float32 it is below it (0.68x).
+    if (spec.dtype == np.float32 and spec.output_dtype() == np.float32
+            and spec.groups == 1 and dilated and all(s == 1 for s in dilated)):
         return "space_to_batch"
     return XLA
 
@@ -1531,11 +1535,14 @@ def space_to_batch(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -
     gradients and keeps XLA's dilated convolution as its value.
 
     XLA:GPU (jax 0.11, cuDNN) computes a dilated convolution's gradients on slow kernels.
-    On an H200 at 8× the benchmark batch, forward+backward, XLA → the space-to-batch form:
-    W6 (causal Conv1D, kernel 3, dilation 4) float32 4.6 → 0.47 ms, bfloat16 0.86 → 0.34;
-    Conv2D 3×3 dilation 2 on (128, 32, 32, 64) → 64, 2.8 → 0.52 / 0.82 → 0.39; Conv3D
-    3×3×3 dilation 2 on (16, 16, 16, 16, 16) → 32, 2.0 → 0.55 / 1.18 → 0.45. Its forward
-    alone ran 1.0–1.13× XLA's (the phase reorders), hence XLA's value. On XLA:CPU the
+    On an H200 at 8× the benchmark batch, forward+backward, XLA → this, float32 /
+    bfloat16: W6 (causal Conv1D, kernel 3, dilation 4) 4.7 → 0.47 / 0.86 → 0.34 ms;
+    Conv2D 3×3 dilation 2 on (128, 32, 32, 64) → 64, 2.9 → 0.49 / 0.82 → 0.37; Conv3D
+    3×3×3 dilation 2 on (16, 16, 16, 16, 16) → 32, 2.0 → 0.48 / 1.15 → 0.38. W6's peak
+    memory 0.68 × lax's in float32 but 1.03 × in bfloat16 (the phase reorders of the input
+    and the cotangent, where bfloat16's dilated kernels need little workspace): the GPU
+    rule takes this for float32 only. The phase form's forward ran 1.0–1.13× XLA's (its
+    reorders), hence XLA's value. On XLA:CPU the
     form does not pay (W6 2.5 / 8.8 → 2.9 / 9.0 ms forward / forward+backward; the 2-D
     one 13 / 42 → 39 / 96 ms), so the CPU rule keeps XLA's (3-D takes ``width_fold``).
 
