@@ -1542,9 +1542,9 @@ def space_to_batch(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -
     memory 0.68 × lax's in float32 but 1.03 × in bfloat16 (the phase reorders of the input
     and the cotangent, where bfloat16's dilated kernels need little workspace): the GPU
     rule takes this for float32 only. The phase form's forward ran 1.0–1.13× XLA's (its
-    reorders), hence XLA's value. On XLA:CPU the
-    form does not pay (W6 2.5 / 8.8 → 2.9 / 9.0 ms forward / forward+backward; the 2-D
-    one 13 / 42 → 39 / 96 ms), so the CPU rule keeps XLA's (3-D takes ``width_fold``).
+    reorders), hence XLA's value. On XLA:CPU the form does not pay (W6 2.5 / 8.8 → 2.9 /
+    9.0 ms forward / forward+backward; the 2-D one 13 / 42 → 39 / 96 ms), so the CPU
+    rule keeps XLA's (3-D takes ``width_fold``).
 
     Example:
         >>> spec = ConvSpec(1, "channels_last", (1, 6, 1), (2, 1, 1), (1,), ((2, 0),), (2,))
@@ -1844,9 +1844,10 @@ def strided_dual(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> 
     Its kernel gradient is the kernel gradient of the strided convolution it is the input
     gradient of (:func:`_conv_transpose_rhs`), which cuDNN runs on its backward-filter
     kernels; JAX's transpose of the plain form, a kernel gradient of the input-dilated
-    convolution, XLA:GPU runs far slower (H200, float32 at 8× the batch, forward+backward:
-    W5 0.92 → 0.35 ms, X2 2.0 → 0.30 ms; bfloat16 0.47 → 0.23, 1.1 → 0.25 ms). The forward
-    is XLA's (cuDNN's backward-data kernel): lax's program.
+    convolution, XLA:GPU runs far slower (H200, 8× the batch, forward+backward, lax →
+    this, float32 / bfloat16: W5 0.90 → 0.37 / 0.60 → 0.34 ms, X2 2.05 → 0.40 / 1.21 →
+    0.41 ms; peak memory 0.09–0.51 × lax's). The forward is XLA's (cuDNN's backward-data
+    kernel): lax's program.
 
     Example:
         >>> spec = ConvSpec(1, "channels_last", (1, 2, 1), (1, 1, 1), (2,), ((0, 1),), (1,))
