@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu.sh OUTDIR [DTYPE:WORKLOADS:SECONDS ...]   # from the repository root
 #   bash benchmarks/gpu.sh out bfloat16:all:230 float32:X5,X6:60 probe:120
 #
-# "probe:SECONDS" runs benchmarks/gpu_probe.py (candidate GPU lowerings) within SECONDS.
+# "probe:SECONDS[:WORKLOADS]" runs benchmarks/gpu_probe.py (kconv's GPU path and candidate
+# lowerings; by default on D2,D3) within SECONDS, e.g. probe:120:W6,D2,D3.
 #
 # Wheels in .whl/ (those the machine lacks: keras, namex, optree) are installed under
 # /tmp/site first, so the script also runs on a machine that cannot reach PyPI. It spends
@@ -63,10 +64,10 @@ EOF
 tables=("${@:2}")
 [ ${#tables[@]} -gt 0 ] || tables=(float32:all:170 bfloat16:all:150)
 for table in "${tables[@]}"; do
-  if [ "${table%%:*}" = probe ]; then   # probe[:SECONDS]: benchmarks/gpu_probe.py
-    secs=${table#probe}; secs=${secs#:}
-    timeout "${secs:-180}" python3 benchmarks/gpu_probe.py --out "$OUT/probe.md" 2>&1 \
-      | tee "$OUT/log-probe.txt"
+  if [ "${table%%:*}" = probe ]; then   # probe[:SECONDS[:WORKLOADS]]: gpu_probe.py
+    IFS=: read -r _ secs ids <<<"$table"
+    timeout "${secs:-180}" python3 benchmarks/gpu_probe.py --out "$OUT/probe.md" \
+      ${ids:+--workloads "$ids"} 2>&1 | tee "$OUT/log-probe.txt"
     continue
   fi
   IFS=: read -r dtype workloads budget <<<"$table"
