@@ -20,7 +20,8 @@ mode (forward, forward+backward), interleaving the variants round-robin:
 
 Each row also has the compiled program's temporaries (``memory_analysis()``).
 
-Each variant's outputs and gradients are checked against ``xla``'s. Usage, on the device::
+Each variant's outputs and gradients are checked against ``xla``'s (the harness's
+check). Usage, on the device::
 
     python benchmarks/gpu_probe.py --batch-scale 8 --dtypes float32,bfloat16
     python benchmarks/gpu_probe.py --quick        # tiny shapes on any backend (the test)
@@ -47,7 +48,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np  # noqa: E402
 
 import bench_workloads as bw  # noqa: E402
-from bench import _jax_target  # noqa: E402
+from bench import _jax_target, compare  # noqa: E402
 from bench_impls import BUILDERS, make_problem  # noqa: E402
 
 
@@ -67,20 +68,15 @@ def _cpu_rule():
 
 @contextlib.contextmanager
 def _space_to_batch(gradients: str = "both"):
-    """Every dilated stride-1 convolution takes ``space_to_batch``, on every backend; with
+    """Every convolution takes ``space_to_batch`` (the probe asks only for dilated stride-1
+    workloads), on every backend; with
     ``gradients="kernel"`` (``"input"``) only that gradient in the phase form, the other
     lax's."""
     from kconv.ops import lowering
 
     real, full = lowering.choose, lowering._CONV_LOWERINGS["space_to_batch"]
-
-    def choose(op, backend, spec):
-        if (op == "conv" and any(d > 1 for d in spec.dilation)
-                and all(s == 1 for s in spec.strides)):
-            return "space_to_batch"
-        return real(op, backend, spec)
-
-    lowering.choose = choose
+    lowering.choose = lambda op, backend, spec: ("space_to_batch" if op == "conv"
+                                                 else real(op, backend, spec))
     if gradients != "both":
         primitive = _one_gradient_primitive(gradients)
         lowering._CONV_LOWERINGS["space_to_batch"] = (
@@ -126,19 +122,18 @@ def _compiled(impl, fn, mode):
     return jax.jit(target).lower(*args).compile(), args
 
 
-def _relative_error(a, b) -> float:
+def _error(a, b) -> float:
+    """The harness's numerical check (:func:`bench.compare`): the largest difference over
+    the magnitude of ``b``, across the leaves."""
     import jax
 
-    la = [np.asarray(v, np.float64) for v in jax.tree.leaves(a)]
-    lb = [np.asarray(v, np.float64) for v in jax.tree.leaves(b)]
-    num = sum(float(np.sum((u - v) ** 2)) for u, v in zip(la, lb))
-    den = sum(float(np.sum(v ** 2)) for v in lb)
-    return (num / max(den, 1e-300)) ** 0.5
+    return max(compare(np.asarray(u, np.float64), np.asarray(v, np.float64), 0.0)["err"]
+               for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def probe(workload, dtype: str, mode: str, args
           ) -> list[tuple[str, float, float, float]]:
-    """``(variant, median ms, relative error against xla, temporaries MiB)`` for one
+    """``(variant, median ms, error against xla (:func:`_error`), temporaries MiB)`` for one
     workload and mode (the temporaries: ``memory_analysis().temp_size_in_bytes``)."""
     import jax
 
@@ -163,7 +158,7 @@ def probe(workload, dtype: str, mode: str, args
             with _space_to_batch(gradients):
                 variants[name] = _compiled(impl, impl.fn, mode)
     reference = variants["xla"][0](*variants["xla"][1])
-    errors = {name: _relative_error(c(*a), reference) for name, (c, a) in variants.items()}
+    errors = {name: _error(c(*a), reference) for name, (c, a) in variants.items()}
     for c, a in variants.values():
         for _ in range(args.warmup):
             jax.block_until_ready(c(*a))
@@ -199,7 +194,7 @@ def main(argv: list[str] | None = None) -> list[str]:
 
     lines = [f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), batch × "
              f"{args.batch_scale}, medians of {args.calls} interleaved calls", "",
-             "| id | dtype | mode | variant | ms | / xla | relative error | temp MiB |",
+             "| id | dtype | mode | variant | ms | / xla | max error / scale | temp MiB |",
              "|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     ids = [i.strip().upper() for i in args.workloads.split(",")]

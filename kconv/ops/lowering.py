@@ -635,7 +635,7 @@ def _conv_lowerings(plain: Callable[..., Array], lowerings: dict[str, Callable[.
                     ) -> Callable[[str, bool], Callable[..., Array]]:
     """:func:`_dispatch`'s ``lowering`` for a convolution, ``(x, kernel[, bias])``: the
     bias added (:func:`_biased`), and on a device the 16-bit path where it applies."""
-    narrow = _device_plain(plain, spec, precision) is not None
+    narrow = _narrowed_on_device(spec)
 
     @functools.cache
     def lowering(name: str, device: bool) -> Callable[..., Array]:
@@ -691,13 +691,20 @@ def _device_plain(fn: Callable[..., Array], spec: ConvSpec, precision: Any
     does lax's, and the widening and a layer's final rounding cancel when no activation
     comes between (:func:`_biased`'s arguments, ``(x, kernel[, bias])``).
     """
-    wide = spec.preferred_element_type
-    if (wide is None or not jnp.issubdtype(spec.dtype, jnp.floating)
-            or not jnp.issubdtype(wide, jnp.floating)
-            or spec.dtype.itemsize >= min(4, wide.itemsize)):
+    if not _narrowed_on_device(spec):
         return None
+    wide = spec.preferred_element_type
     narrow = _biased(fn, dataclasses.replace(spec, preferred_element_type=None), precision)
     return lambda x, kernel, *bias: narrow(x, kernel, *bias).astype(wide)
+
+
+def _narrowed_on_device(spec: ConvSpec) -> bool:
+    """Whether :func:`_device_plain` applies: 16-bit float operands, a wider float
+    ``preferred_element_type``."""
+    wide = spec.preferred_element_type
+    return (wide is not None and jnp.issubdtype(spec.dtype, jnp.floating)
+            and jnp.issubdtype(wide, jnp.floating)
+            and spec.dtype.itemsize < min(4, wide.itemsize))
 
 
 def conv(x: Array, kernel: Array, spec: ConvSpec, *, precision: Any = None,
