@@ -127,6 +127,25 @@ def test_depthwise_taps(rank, padding, strides, dilation, multiplier, fmt):
            "depthwise_taps")
 
 
+@pytest.mark.parametrize("kernel,fmt,first", [
+    ((1, 3), "channels_last", True), ((3, 1), "channels_last", True),
+    ((4, 4), "channels_last", False), ((3, 1), "channels_first", False)])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_taps_both_product_orders(kernel, fmt, first, multiplier):
+    # The forward multiplies before cutting each tap's window (channels last, <= 3 taps)
+    # or after; the cross-product's kernels are 3-12 taps, so the others are here.
+    rng = np.random.default_rng(multiplier)
+    x = _x(rng, 2, 3, fmt, spatial=(9, 10))
+    w = jnp.asarray(rng.standard_normal((*kernel, 3, multiplier)), jnp.float32)
+    spec = lowering.ConvSpec(rank=2, data_format=fmt, input_shape=x.shape,
+                             kernel_shape=(*kernel, 1, 3 * multiplier), groups=3,
+                             strides=(2, 1), padding=((2, 1), (1, 2)), dilation=(1, 1),
+                             dtype=np.dtype(np.float32))
+    assert lowering._products_first(spec) is first
+    _check(lambda x, w: ops.depthwise_conv(x, w, (2, 1), ((2, 1), (1, 2)), fmt), (x, w),
+           "depthwise_taps")
+
+
 @pytest.mark.parametrize("rank,fmt", [(1, "channels_first"), (2, "channels_last")])
 def test_depthwise_taps_for_grouped_conv(rank, fmt):
     # One input channel per group through ops.conv (groups == channels, 2 filters each).
