@@ -129,11 +129,13 @@ def test_depthwise_taps(rank, padding, strides, dilation, multiplier, fmt):
 
 @pytest.mark.parametrize("kernel,fmt,first", [
     ((1, 3), "channels_last", True), ((3, 1), "channels_last", True),
-    ((4, 4), "channels_last", False), ((3, 1), "channels_first", False)])
+    ((4, 4), "channels_last", False), ((5, 4), "channels_last", False),
+    ((3, 1), "channels_first", False)])
 @pytest.mark.parametrize("multiplier", [1, 2])
-def test_depthwise_taps_both_product_orders(kernel, fmt, first, multiplier):
+def test_depthwise_taps_variants(kernel, fmt, first, multiplier):
     # The forward multiplies before cutting each tap's window (channels last, <= 3 taps)
-    # or after; the cross-product's kernels are 3-12 taps, so the others are here.
+    # or after, the weights' gradient sums up to 16 taps at once or scans over more; the
+    # cross-product's kernels are 3-12 taps, so the other cases are here.
     rng = np.random.default_rng(multiplier)
     x = _x(rng, 2, 3, fmt, spatial=(9, 10))
     w = jnp.asarray(rng.standard_normal((*kernel, 3, multiplier)), jnp.float32)
@@ -142,6 +144,10 @@ def test_depthwise_taps_both_product_orders(kernel, fmt, first, multiplier):
                              strides=(2, 1), padding=((2, 1), (1, 2)), dilation=(1, 1),
                              dtype=np.dtype(np.float32))
     assert lowering._products_first(spec) is first
+    # The weights' gradient: one reduction up to 16 taps, a scan over them beyond.
+    grad = jax.make_jaxpr(jax.grad(lambda w: jnp.sum(ops.depthwise_conv(
+        x, w, (2, 1), ((2, 1), (1, 2)), fmt) ** 2)))(w)
+    assert ("scan" in str(grad)) is (kernel == (5, 4))
     _check(lambda x, w: ops.depthwise_conv(x, w, (2, 1), ((2, 1), (1, 2)), fmt), (x, w),
            "depthwise_taps")
 
@@ -160,7 +166,7 @@ def test_depthwise_taps_for_grouped_conv(rank, fmt):
     ("channels_last", 2, 2, ((2, 0), (0, 1)), 1)])
 def test_depthwise_taps_second_order(fmt, strides, dilation, padding, multiplier):
     # Second order goes through the input transpose's own primitive and its transposes
-    # (the taps again, and the weights' scan with the cotangent as the input).
+    # (the taps again, and the weights' tap sums with the cotangent as the input).
     rng = np.random.default_rng(17)
     x = _x(rng, 2, 3, fmt, spatial=(7, 6))
     w = jnp.asarray(rng.standard_normal((3, 2, 3, multiplier)), jnp.float32)

@@ -950,8 +950,9 @@ def _depthwise_sum(x: Array, weights: Array, spec: ConvSpec) -> Array:
     forms, with a second, pass-through scan left behind to carry the taps' offsets. Here
     the transposes are the loops XLA:CPU runs well: the input's a second bilinear
     primitive (:data:`_depthwise_input_p`, whose own transposes are these taps and the
-    weights' scan), the weights' a scan. Both unrolled sums are emitted as StableHLO by
-    their lowering rules, never traced op by op.
+    weights' cotangent), the weights' one variadic reduction with an output per tap (a
+    scan over the taps for large kernels: :func:`_depthwise_rhs`). Both unrolled sums are
+    emitted as StableHLO by their lowering rules, never traced op by op.
     """
     return _depthwise_p.bind(x, weights, spec=spec)
 
@@ -1142,11 +1143,79 @@ def _tap_window_pads(shape: Sequence[int], axes: Sequence[int], offsets: Sequenc
 
 
 def _depthwise_rhs(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) -> Array:
-    """The weights' cotangent: a scan over the taps, each reducing its input window times
-    the cotangent over the batch and space.
+    """The weights' cotangent: per tap, its input window times the cotangent, summed over
+    the batch and space (:func:`_depthwise_tap_sums` up to ``_TAP_SUMS_MAX_TAPS`` taps,
+    :func:`_depthwise_tap_scan` beyond)."""
+    if math.prod(spec.kernel_size) <= _TAP_SUMS_MAX_TAPS:
+        return _depthwise_tap_sums(ct, x, weights, spec=spec)
+    return _depthwise_tap_scan(ct, x, weights, spec=spec)
 
-    Unrolled, XLA:CPU materialises every tap's window at once for these reductions (W4: 8
-    windows, twice the plain path's peak memory); the scan takes one at a time. The pad
+
+#: The most kernel taps whose weight gradients are one variadic reduction
+#: (:func:`_depthwise_tap_sums`); above, a scan over the taps. The reduction's compile time
+#: grows ~6 ms a tap on XLA:CPU, the scan's stays put (lower + compile of depthwise
+#: forward+backward programs, ms, sums / scan / lax's: 3×3 165 / 221 / 164, 5×5
+#: 298 / 280 / 211, 3×3×3 247 / 207 / 148, 7×7 460 / 322 / 233), while it runs 1.1-1.6 ×
+#: faster (3×3 2.5 / 3.9 ms, 3×3×3 4.1 / 5.1, 5×5 13.1 / 16.6, 7×7 28.9 / 32.0).
+_TAP_SUMS_MAX_TAPS = 16
+
+
+def _depthwise_tap_sums(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) -> Array:
+    """The weights' cotangent as one variadic reduction, an output per tap: its window of
+    the input times the cotangent, summed over all but the batch and channel axes; the
+    batch summed after (a few kB).
+
+    One reduction reads the input and the cotangent once, the windows' slices and pads
+    fused into it (none materialised), and keeping the batch axis lets XLA:CPU split it
+    over its threads (each sum shorter too). Measured (2 cores, ms, X1's 3×3): 1.6-2.5
+    against 2.8-3.9 for :func:`_depthwise_tap_scan` (each tap's window materialised, 4
+    MiB, for YNNPACK's multiply-reduce), temporaries 0.07 MiB against 4.0; strided
+    0.95 / 1.22, depth multiplier 2 4.8 / 8.3, channels first 3.1 / 5.3, one image
+    0.60 / 1.15. The taps as separate reductions ran 13 ms (XLA:CPU keeps every window,
+    32 MiB); the scan over batch chunks with the taps inside 3.1-5.5.
+    """
+    axes, out = _spatial_axes(spec), spec.output_spatial()
+    channel, (taps, channels, multiplier) = _channel_axis(spec), weights.aval.shape
+    kept = (0, channel)
+    if multiplier > 1:  # output channel c * dm + m: the channel axis split into (C, dm)
+        ct = lax.reshape(ct, ct.shape[:channel] + (channels, multiplier)
+                         + ct.shape[channel + 1:])
+        kept = (0, channel, channel + 1)
+    summed = tuple(a for a in range(ct.ndim) if a not in kept)
+    # Behind a barrier, the windows' pads are not the forward's (SeparableConv's
+    # forward+backward computes both): XLA would merge the two, then materialise each
+    # pad for its two users (W4: 33 MiB more temporaries, 4 x lax's compile time).
+    x = lax.optimization_barrier(x)
+    products, where = [], []
+    for tap, offsets in enumerate(np.ndindex(*spec.kernel_size)):
+        plan = _tap_window_plan(x.shape, axes, offsets, spec, out)
+        if plan is None:
+            continue  # the window is all padding: a zero gradient
+        (start, limit, step), pads = plan
+        window = x if start is None else lax.slice(x, start, limit, step)
+        if pads is not None:
+            window = lax.pad(window, np.zeros((), x.dtype), pads)
+        if multiplier > 1:
+            window = lax.broadcast_in_dim(window, ct.shape, _skip(window.ndim, channel + 1))
+        products.append(lax.mul(window, ct))
+        where.append(tap)
+    gradients = jnp.zeros((taps, channels, multiplier), ct.dtype)
+    if not products:
+        return gradients
+    sums = lax.reduce(products, [np.zeros((), ct.dtype)] * len(products),
+                      lambda a, b: tuple(map(lax.add, a, b)), summed)
+    per_tap = lax.reduce_sum(jnp.stack(sums), (1,))  # the batch: (taps', C[, dm])
+    return gradients.at[np.array(where)].set(
+        per_tap.reshape(len(where), channels, multiplier))
+
+
+def _depthwise_tap_scan(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) -> Array:
+    """The weights' cotangent as a scan over the taps, each reducing its input window
+    times the cotangent over the batch and space: for kernels of many taps, whose
+    :func:`_depthwise_tap_sums` would compile slowly.
+
+    Unrolled as separate reductions, XLA:CPU materialises every tap's window at once (W4:
+    8 windows, twice the plain path's peak memory); the scan takes one at a time. The pad
     is inside the loop body, so that XLA fuses it into the window's slice: a padded copy
     outside the loop is a standalone pad, which XLA:CPU compiles slowly (~150 ms for
     X1's input). The optimisation barrier keeps XLA from hoisting the pad out of the loop
