@@ -127,15 +127,15 @@ def test_depthwise_taps(rank, padding, strides, dilation, multiplier, fmt):
            "depthwise_taps")
 
 
-@pytest.mark.parametrize("kernel,fmt,first", [
-    ((1, 3), "channels_last", True), ((3, 1), "channels_last", True),
-    ((4, 4), "channels_last", False), ((5, 4), "channels_last", False),
-    ((3, 1), "channels_first", False)])
+@pytest.mark.parametrize("kernel,fmt,first,scan", [
+    ((1, 3), "channels_last", True, True), ((3, 1), "channels_last", True, True),
+    ((4, 4), "channels_last", False, False), ((5, 4), "channels_last", False, True),
+    ((3, 3), "channels_first", False, False), ((3, 1), "channels_first", False, True)])
 @pytest.mark.parametrize("multiplier", [1, 2])
-def test_depthwise_taps_variants(kernel, fmt, first, multiplier):
+def test_depthwise_taps_variants(kernel, fmt, first, scan, multiplier):
     # The forward multiplies before cutting each tap's window (channels last, <= 3 taps)
-    # or after, the weights' gradient sums up to 16 taps at once or scans over more; the
-    # cross-product's kernels are 3-12 taps, so the other cases are here.
+    # or after; in 2-D the weights' gradient is one reduction for 9-16 taps, a scan over
+    # the taps otherwise. The cross-product's 2-D kernel has 6 taps, so the rest is here.
     rng = np.random.default_rng(multiplier)
     x = _x(rng, 2, 3, fmt, spatial=(9, 10))
     w = jnp.asarray(rng.standard_normal((*kernel, 3, multiplier)), jnp.float32)
@@ -144,12 +144,32 @@ def test_depthwise_taps_variants(kernel, fmt, first, multiplier):
                              strides=(2, 1), padding=((2, 1), (1, 2)), dilation=(1, 1),
                              dtype=np.dtype(np.float32))
     assert lowering._products_first(spec) is first
-    # The weights' gradient: one reduction up to 16 taps, a scan over them beyond.
     grad = jax.make_jaxpr(jax.grad(lambda w: jnp.sum(ops.depthwise_conv(
         x, w, (2, 1), ((2, 1), (1, 2)), fmt) ** 2)))(w)
-    assert ("scan" in str(grad)) is (kernel == (5, 4))
+    assert ("scan" in str(grad)) is scan
     _check(lambda x, w: ops.depthwise_conv(x, w, (2, 1), ((2, 1), (1, 2)), fmt), (x, w),
            "depthwise_taps")
+
+
+@pytest.mark.parametrize("shape,scan", [((1, 150, 150, 4), False), ((1, 16400, 2), True)])
+def test_depthwise_weight_gradient_accuracy(shape, scan):
+    # Long sums: against float64 NumPy, the weights' gradient keeps float32's accuracy
+    # (partial sums per image row; a 1-D output longer than 2**14 takes the scan).
+    rng = np.random.default_rng(3)
+    rank = len(shape) - 2
+    x, ct = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    w = rng.standard_normal((3,) * rank + (shape[-1], 1)).astype(np.float32)
+    grad = jax.jit(lambda x, w, ct: jax.vjp(
+        lambda w: ops.depthwise_conv(x, w, 1, "same"), w)[1](ct)[0])
+    assert ("while" in str(grad.lower(x, w, ct).as_text())) is scan
+    padded = np.pad(x.astype(np.float64), [(0, 0)] + [(1, 1)] * rank + [(0, 0)])
+    expected = np.zeros(w.shape[:-1])
+    for tap in np.ndindex(*(3,) * rank):
+        window = padded[(slice(None),) + tuple(slice(t, t + n) for t, n in
+                                               zip(tap, shape[1:-1]))]
+        expected[tap] = (window * ct).reshape(-1, shape[-1]).sum(0)
+    actual = np.asarray(grad(x, w, ct), np.float64)[..., 0]
+    assert np.max(np.abs(actual - expected)) <= 1e-6 * np.max(np.abs(expected))
 
 
 @pytest.mark.parametrize("rank,fmt", [(1, "channels_first"), (2, "channels_last")])
@@ -161,15 +181,19 @@ def test_depthwise_taps_for_grouped_conv(rank, fmt):
     _check(lambda x, w: ops.conv(x, w, 1, "same", fmt), (x, w), "depthwise_taps")
 
 
-@pytest.mark.parametrize("fmt,strides,dilation,padding,multiplier", [
-    ("channels_last", (2, 1), 1, "same", 2), ("channels_first", 1, (1, 2), "valid", 3),
-    ("channels_last", 2, 2, ((2, 0), (0, 1)), 1)])
-def test_depthwise_taps_second_order(fmt, strides, dilation, padding, multiplier):
+@pytest.mark.parametrize("fmt,strides,dilation,padding,multiplier,kernel", [
+    ("channels_last", (2, 1), 1, "same", 2, (3, 2)),
+    ("channels_first", 1, (1, 2), "valid", 3, (3, 2)),
+    ("channels_last", 2, 2, ((2, 0), (0, 1)), 1, (3, 2)),
+    ("channels_last", (2, 1), 1, "same", 2, (3, 3)),
+    ("channels_first", 1, (1, 2), ((2, 0), (0, 1)), 1, (3, 3))])
+def test_depthwise_taps_second_order(fmt, strides, dilation, padding, multiplier, kernel):
     # Second order goes through the input transpose's own primitive and its transposes
-    # (the taps again, and the weights' tap sums with the cotangent as the input).
+    # (the taps again, and the weights' gradient with the cotangent as the input: the
+    # scan for a 3 × 2 kernel, the one reduction for 3 × 3).
     rng = np.random.default_rng(17)
     x = _x(rng, 2, 3, fmt, spatial=(7, 6))
-    w = jnp.asarray(rng.standard_normal((3, 2, 3, multiplier)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((*kernel, 3, multiplier)), jnp.float32)
     tangents = (jnp.asarray(rng.standard_normal(x.shape), jnp.float32),
                 jnp.asarray(rng.standard_normal(w.shape), jnp.float32))
 

@@ -1144,43 +1144,77 @@ def _tap_window_pads(shape: Sequence[int], axes: Sequence[int], offsets: Sequenc
 
 def _depthwise_rhs(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) -> Array:
     """The weights' cotangent: per tap, its input window times the cotangent, summed over
-    the batch and space (:func:`_depthwise_tap_sums` up to ``_TAP_SUMS_MAX_TAPS`` taps,
-    :func:`_depthwise_tap_scan` beyond)."""
-    if math.prod(spec.kernel_size) <= _TAP_SUMS_MAX_TAPS:
+    the batch and space (:func:`_depthwise_tap_sums` where :func:`_tap_sums_pay`, else
+    :func:`_depthwise_tap_scan`)."""
+    if _tap_sums_pay(spec):
         return _depthwise_tap_sums(ct, x, weights, spec=spec)
     return _depthwise_tap_scan(ct, x, weights, spec=spec)
 
 
+def _tap_sums_pay(spec: ConvSpec) -> bool:
+    """Whether the weights' cotangent is :func:`_depthwise_tap_sums` (else the scan).
+
+    Where XLA:CPU (jaxlib 0.10) compiles the one reduction no slower than the scan, and
+    its sums stay float32-accurate. Measured, lower + compile of depthwise
+    forward+backward programs (ms, sums / scan / lax's): 1-D k2-k9 79-104 / 94-116 /
+    74-90; 2-D 3×3, 3×4, 4×4, (1, 9), 3×5 115-153 / 103-121 / 97-120 (3×3 with a depth
+    multiplier 2, strides 2 or the channels first 94-146). Not taken: 2-D kernels of 2-8
+    taps, whose reduction XLA compiles to a far larger program (2×2 357 ms, 2×4 821,
+    (1, 7) 632; lax's 105), 3-D kernels (2×2×2 201 / 122 / 125), more than
+    ``_TAP_SUMS_MAX_TAPS`` taps or sums longer than ``_TAP_SUMS_MAX_CHAIN`` terms.
+    """
+    out, taps = spec.output_spatial(), math.prod(spec.kernel_size)
+    chain = math.prod(out[1:]) if spec.rank > 1 else out[0]
+    return (taps <= _TAP_SUMS_MAX_TAPS and chain <= _TAP_SUMS_MAX_CHAIN
+            and (spec.rank == 1 or (spec.rank == 2 and taps >= 9)))
+
+
 #: The most kernel taps whose weight gradients are one variadic reduction
-#: (:func:`_depthwise_tap_sums`); above, a scan over the taps. The reduction's compile time
-#: grows ~6 ms a tap on XLA:CPU, the scan's stays put (lower + compile of depthwise
-#: forward+backward programs, ms, sums / scan / lax's: 3×3 165 / 221 / 164, 5×5
-#: 298 / 280 / 211, 3×3×3 247 / 207 / 148, 7×7 460 / 322 / 233), while it runs 1.1-1.6 ×
-#: faster (3×3 2.5 / 3.9 ms, 3×3×3 4.1 / 5.1, 5×5 13.1 / 16.6, 7×7 28.9 / 32.0).
+#: (:func:`_depthwise_tap_sums`); above, a scan over the taps. The reduction's compile
+#: time grows with the taps on XLA:CPU and its speed does not keep up (lower + compile of
+#: depthwise forward+backward programs, ms, sums / scan / lax's, and run time: 3×3
+#: 140 / 146 / 113 and 2.9 / 3.4 ms; 5×5 167 / 139 / 116 and 18.3 / 14.9; 7×7
+#: 262 / 182 / 119 and 36.3 / 34.1).
 _TAP_SUMS_MAX_TAPS = 16
+
+#: The longest sum :func:`_depthwise_tap_sums` leaves to one thread's sequential loop
+#: (the output's spatial extent past its first axis; a 1-D output's length): its
+#: float32 error grows with it (1.2e-6 of the largest entry at 4096 terms, 5e-6 at
+#: 50176), where the scan's YNNPACK reductions stay at ~1e-7. Above, the scan.
+_TAP_SUMS_MAX_CHAIN = 2 ** 14
 
 
 def _depthwise_tap_sums(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) -> Array:
     """The weights' cotangent as one variadic reduction, an output per tap: its window of
-    the input times the cotangent, summed over all but the batch and channel axes; the
-    batch summed after (a few kB).
+    the input times the cotangent, summed along all but the batch, channel and (2-D) the
+    first spatial axis; those partial sums are summed after.
 
     One reduction reads the input and the cotangent once, the windows' slices and pads
-    fused into it (none materialised), and keeping the batch axis lets XLA:CPU split it
-    over its threads (each sum shorter too). Measured (2 cores, ms, X1's 3×3): 1.6-2.5
-    against 2.8-3.9 for :func:`_depthwise_tap_scan` (each tap's window materialised, 4
-    MiB, for YNNPACK's multiply-reduce), temporaries 0.07 MiB against 4.0; strided
-    0.95 / 1.22, depth multiplier 2 4.8 / 8.3, channels first 3.1 / 5.3, one image
-    0.60 / 1.15. The taps as separate reductions ran 13 ms (XLA:CPU keeps every window,
-    32 MiB); the scan over batch chunks with the taps inside 3.1-5.5.
+    fused into it (none materialised); the partial sums let XLA:CPU split it over its
+    threads and keep each sequential sum short (float32 error ~1e-7 of the largest
+    entry; per image it was 5e-6 for a 224 × 224 image). Measured (2 cores, ms, sums /
+    :func:`_depthwise_tap_scan`, whose taps each materialise their window for YNNPACK's
+    multiply-reduce; forward+backward): X1's 3×3 2.1 / 3.1 with 2.25 / 4.0 MiB of
+    temporaries (lax's 8.1), strided 0.56 / 1.02, dilated 2.5 / 3.2, depth multiplier 2
+    3.7 / 7.7, channels first 3.5 / 3.7, 1-D k5 1.6 / 1.8, one image 0.58 / 0.88, (8,
+    112, 112, 32) 6.6 / 13.0. The taps as separate reductions ran 13 ms (XLA:CPU keeps
+    every window, 32 MiB); a scan over batch chunks with the taps inside 3.1-5.5.
     """
     axes, out = _spatial_axes(spec), spec.output_spatial()
     channel, (taps, channels, multiplier) = _channel_axis(spec), weights.aval.shape
-    kept = (0, channel)
+    by_channel = (channel,)
     if multiplier > 1:  # output channel c * dm + m: the channel axis split into (C, dm)
         ct = lax.reshape(ct, ct.shape[:channel] + (channels, multiplier)
                          + ct.shape[channel + 1:])
-        kept = (0, channel, channel + 1)
+        by_channel = (channel, channel + 1)
+    # Partial sums per image and, from 2-D on, per row of the first spatial axis: each a
+    # sum along the rest of the image, in one thread's sequential loop; their sum after
+    # is XLA's tree-like one (X1's partial sums, 2.2 MiB; one partial sum per image kept
+    # its float32 error at 5e-6 of the gradient's largest entry for a 224 x 224 image,
+    # the rows' 1e-7 as XLA's own).
+    first = axes[0] + (1 if multiplier > 1 and axes[0] > channel else 0)
+    partial = (0, first) if spec.rank > 1 else (0,)
+    kept = tuple(sorted(partial + by_channel))
     summed = tuple(a for a in range(ct.ndim) if a not in kept)
     # Behind a barrier, the windows' pads are not the forward's (SeparableConv's
     # forward+backward computes both): XLA would merge the two, then materialise each
@@ -1204,7 +1238,7 @@ def _depthwise_tap_sums(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) ->
         return gradients
     sums = lax.reduce(products, [np.zeros((), ct.dtype)] * len(products),
                       lambda a, b: tuple(map(lax.add, a, b)), summed)
-    per_tap = lax.reduce_sum(jnp.stack(sums), (1,))  # the batch: (taps', C[, dm])
+    per_tap = lax.reduce_sum(jnp.stack(sums), tuple(1 + kept.index(a) for a in partial))
     return gradients.at[np.array(where)].set(
         per_tap.reshape(len(where), channels, multiplier))
 
