@@ -979,6 +979,7 @@ def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
     if multiplier > 1:
         shape = source[:channel] + (channels, multiplier) + source[channel + 1:]
         dims = (channel, channel + 1)
+    if multiplier > 1 and first:
         widen = lambda config, whole: (  # noqa: E731
             None if config is None else [*config[:channel + 1], whole, *config[channel + 1:]])
     split = lambda v: v if multiplier == 1 else stablehlo.broadcast_in_dim(  # noqa: E731
@@ -994,10 +995,9 @@ def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
         w = emit.weights(weights, (tap, 0, 0), (tap + 1, channels, multiplier), shape, dims)
         term = stablehlo.multiply(x, w) if first else x
         if start is not None:
-            term = stablehlo.slice(term, emit.ints(widen(start, 0) if first else start),
-                                   emit.ints(widen(limit, multiplier) if first else limit),
-                                   emit.ints(widen(step, 1) if first else step))
-        term = emit.pad(term, widen(pads, (0, 0, 0)) if first else pads)
+            term = stablehlo.slice(term, emit.ints(widen(start, 0)),
+                                   emit.ints(widen(limit, multiplier)), emit.ints(widen(step, 1)))
+        term = emit.pad(term, widen(pads, (0, 0, 0)))
         if not first:
             term = stablehlo.multiply(split(term), w)
         if multiplier > 1:
@@ -1018,8 +1018,9 @@ def _products_first(spec: ConvSpec) -> bool:
     0.64 → 0.26, (3, 1) 0.37 → 0.19; 12-16 taps 1.0-1.05 ×), but from 4 taps on costs
     7-14 ms more compile (X1 42 → 55 ms, lax's 26): past the 1.5 × lax's compile time
     kconv holds to. Up to 3 taps (1-D k2, k3, kernels (3, 1) and (1, 3)) it compiles no
-    slower, so those take it (1-D k4 did too, a 2×2 kernel not: 56 → 65 ms). With the channels first (padding on the minor axes) products first is
-    slower (0.4 → 1.2 ms), and so from 25 taps (5×5 3.9 → 4.8, 3×3×3 1.3 → 1.7).
+    slower, so those take it (1-D k4 did too, a 2×2 kernel not: 56 → 65 ms). With the
+    channels first (padding on the minor axes) products first is slower (0.4 → 1.2 ms),
+    and so from 25 taps (5×5 3.9 → 4.8, 3×3×3 1.3 → 1.7).
     """
     return spec.data_format == "channels_last" and math.prod(spec.kernel_size) <= 3
 
@@ -1184,6 +1185,16 @@ _TAP_SUMS_MAX_TAPS = 16
 _TAP_SUMS_MAX_CHAIN = 2 ** 14
 
 
+def _split_multiplier(ct: Array, channel: int, channels: int, multiplier: int
+                      ) -> tuple[Array, tuple[int, ...]]:
+    """The cotangent with its channel axis split into ``(C, dm)`` (output channel
+    ``c * dm + m``) when ``dm > 1``, and its axes that index the weights' channels."""
+    if multiplier == 1:
+        return ct, (channel,)
+    ct = lax.reshape(ct, ct.shape[:channel] + (channels, multiplier) + ct.shape[channel + 1:])
+    return ct, (channel, channel + 1)
+
+
 def _depthwise_tap_sums(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) -> Array:
     """The weights' cotangent as one variadic reduction, an output per tap: its window of
     the input times the cotangent, summed along all but the batch, channel and (2-D) the
@@ -1202,11 +1213,7 @@ def _depthwise_tap_sums(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) ->
     """
     axes, out = _spatial_axes(spec), spec.output_spatial()
     channel, (taps, channels, multiplier) = _channel_axis(spec), weights.aval.shape
-    by_channel = (channel,)
-    if multiplier > 1:  # output channel c * dm + m: the channel axis split into (C, dm)
-        ct = lax.reshape(ct, ct.shape[:channel] + (channels, multiplier)
-                         + ct.shape[channel + 1:])
-        by_channel = (channel, channel + 1)
+    ct, by_channel = _split_multiplier(ct, channel, channels, multiplier)
     # Partial sums per image and, from 2-D on, per row of the first spatial axis: each a
     # sum along the rest of the image, in one thread's sequential loop; their sum after
     # is XLA's tree-like one (X1's partial sums, 2.2 MiB; one partial sum per image kept
@@ -1263,11 +1270,7 @@ def _depthwise_tap_scan(ct: Array, x: Array, weights: Any, *, spec: ConvSpec) ->
         size[axis], step[axis] = (o - 1) * s + 1, s
     starts = np.array([[j * d for j, d in zip(offsets, spec.dilation)]
                        for offsets in np.ndindex(*spec.kernel_size)], np.int32)
-    kept = (channel,)
-    if multiplier > 1:  # output channel c * dm + m: the channel axis split into (C, dm)
-        ct = lax.reshape(ct, ct.shape[:channel] + (channels, multiplier)
-                         + ct.shape[channel + 1:])
-        kept = (channel, channel + 1)
+    ct, kept = _split_multiplier(ct, channel, channels, multiplier)
     summed = tuple(a for a in range(ct.ndim) if a not in kept)
 
     def tap_gradient(carry: None, start: Array) -> tuple[None, Array]:
