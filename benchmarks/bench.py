@@ -84,12 +84,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="sleep before each timed call (not timed; default 0). Beware: on a "
                          "busy machine a sleep lets torch's OpenMP workers park, and waking "
                          "them can cost a scheduler time slice (~20 ms) per call")
+    ap.add_argument("--lead-in", type=int, default=1,
+                    help="untimed calls of the same implementation right before each timed "
+                         "call (default 1): each is timed in its own steady state, not in the "
+                         "wake of another library's thread pool (0: the bare interleaved order)")
     ap.add_argument("--gemm-n", type=int, default=None,
                     help="size of the reference GEMM (default 2048 on CPU, 8192 on GPU; "
                          "--quick: 256)")
     ap.add_argument("--compile-repeats", type=int, default=None,
                     help="lower + compile measurements per JAX implementation, interleaved, "
-                         "each with JAX's caches cleared; the median is reported (default 9; "
+                         "each with JAX's caches cleared; the median is reported (default 21; "
                          "--quick: 1)")
     ap.add_argument("--tol", type=float, default=None,
                     help="numerical tolerance (default 1e-4 float32, 5e-2 bfloat16)")
@@ -108,7 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rounds = (3 if q else 200) if args.rounds is None else args.rounds
     args.min_rounds = (3 if q else 0) if args.min_rounds is None else args.min_rounds
     args.warmup = (1 if q else 2) if args.warmup is None else args.warmup
-    args.compile_repeats = ((1 if q else 9) if args.compile_repeats is None
+    args.compile_repeats = ((1 if q else 21) if args.compile_repeats is None
                             else max(1, args.compile_repeats))
     args.tol = (1e-4 if args.dtype == "float32" else 5e-2) if args.tol is None else args.tol
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -220,7 +224,7 @@ def balanced_orders(n: int) -> list[list[int]]:
 
 
 def round_robin(calls: dict[str, Any], rounds: int, min_rounds: int, seconds: float,
-                gap_s: float) -> dict[str, list[float]]:
+                gap_s: float, lead_in: int = 0) -> dict[str, list[float]]:
     """Times every call once per round, in the orders of :func:`balanced_orders`, for at
     least ``min_rounds`` rounds (0: one whole cycle of the orders) and at most ``rounds``;
     after ``seconds`` it stops at the end of a cycle, so the design stays balanced.
@@ -244,6 +248,8 @@ def round_robin(calls: dict[str, Any], rounds: int, min_rounds: int, seconds: fl
                 name = names[j]
                 if gap_s:
                     time.sleep(gap_s)
+                for _ in range(lead_in):
+                    calls[name]()
                 t0 = pc()
                 calls[name]()
                 samples[name].append(pc() - t0)
@@ -288,7 +294,8 @@ def measure_gemm(n: int, dtype: str, args, torch_mod, torch_device: str | None):
     for c in calls.values():
         c()
     secs = 0.0 if args.quick else 1.5
-    samples = round_robin(calls, 100, 3 if args.quick else 8, secs, args.gap_ms / 1e3)
+    samples = round_robin(calls, 100, 3 if args.quick else 8, secs, args.gap_ms / 1e3,
+                          args.lead_in)
     return {k: {"gflops": 2 * n ** 3 / statistics.median(v) / 1e9, "median_ms":
                 1e3 * statistics.median(v), "n": len(v)} for k, v in samples.items()}
 
@@ -529,7 +536,7 @@ def run_workload(w, args, ctx) -> list[dict[str, Any]]:
             for call in calls.values():
                 call()
         samples = round_robin(calls, args.rounds, args.min_rounds, args.seconds,
-                              args.gap_ms / 1e3)
+                              args.gap_ms / 1e3, args.lead_in)
         del calls  # compile_samples clears JAX's caches: the timed functions are done
         jax_timed = {n: impls[n] for n in row["impls"] if impls[n].backend == "jax"}
         for name, pairs in compile_samples(jax_timed, mode, args.compile_repeats).items():
@@ -630,7 +637,11 @@ def render_markdown(res: dict[str, Any]) -> str:
           "every sample is in results.json), taken round-robin (each round times every implementation once; "
           "the order rotates through a balanced Latin square, so each implementation follows "
           "every other equally often), after "
-          f"{a['warmup']} untimed warm-up calls; JAX outputs are `block_until_ready`-ed. "
+          f"{a['warmup']} untimed warm-up calls; "
+          + (f"each timed call right after {a['lead_in']} untimed call(s) of the same "
+             "implementation (`--lead-in`: its own steady state, not another library's "
+             "wake); " if a.get("lead_in") else "")
+          + "JAX outputs are `block_until_ready`-ed. "
           f"Each cell: median ms (ratio to the row's fastest); the fastest is bold. "
           f"dtype {a['dtype']}, batch × {a['batch_scale']}"
           + (", **--quick (tiny shapes: the numbers mean nothing)**" if a["quick"] else "")

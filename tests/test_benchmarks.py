@@ -100,6 +100,23 @@ def test_stop_after_reports_the_finished_workloads(bench, tmp_path):
     assert "Not run (the run passed `--stop-after 0` seconds): W9, W2." in out.read_text()
 
 
+def test_round_robin_orders_and_lead_in(bench):
+    # Every timed call comes right after `lead_in` untimed calls of the same
+    # implementation; over one cycle each implementation is timed once per round and
+    # follows every other equally often.
+    log = []
+    calls = {name: (lambda name=name: log.append(name)) for name in "abc"}
+    samples = bench.round_robin(calls, rounds=6, min_rounds=6, seconds=0.0, gap_s=0.0,
+                                lead_in=2)
+    assert {n: len(v) for n, v in samples.items()} == {"a": 6, "b": 6, "c": 6}
+    assert len(log) == 3 * 6 * 3
+    runs = [log[i:i + 3] for i in range(0, len(log), 3)]
+    assert all(len(set(r)) == 1 for r in runs)  # two lead-in calls, then the timed one
+    timed = [r[0] for r in runs]
+    follows = {(p, q) for p, q in zip(timed, timed[1:]) if p != q}
+    assert follows == {(p, q) for p in "abc" for q in "abc" if p != q}
+
+
 @pytest.mark.parametrize("workload", ["W4", "W5", "X1", "X2", "X4", "X6"])
 def test_kconv_temporaries_at_most_lax(bench, workload):
     # The memory requirement, on the benchmark's own shapes: forward+backward
