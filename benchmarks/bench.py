@@ -695,6 +695,9 @@ def render_markdown(res: dict[str, Any]) -> str:
                   "convolutions each cost the forward's multiply-adds). Torch: "
                   "`y.backward(ct)`, gradients set to None before each call; its forward "
                   "column runs under `torch.no_grad()`.", ""]
+        L += ["`kconv / best JAX peer`: ≡ after the peer's name when that peer's optimized XLA "
+              "program is kconv's (the same program timed twice: the ratio is this machine's "
+              "noise).", ""]
         head = ["id", "workload", *[f"{i} ms" for i in impls], "kconv / best JAX peer",
                 "kconv / torch", "kconv GFLOP/s", "% GEMM", "same XLA program as kconv",
                 "numerics"]
@@ -709,7 +712,9 @@ def render_markdown(res: dict[str, Any]) -> str:
                 c = f"{_ms(x['median_ms'])} ({x['ratio_to_fastest']:.2f}×)"
                 cells.append(f"**{c}**" if r["fastest"] == i else c)
             bj = r["best_jax_peer"]
-            cells.append(f"{_fmt_ratio(r['kconv_over_best_jax'])}" + (f" ({bj})" if bj else ""))
+            same = " ≡" if bj and bj in r["same_hlo_as_kconv"] else ""
+            cells.append(f"{_fmt_ratio(r['kconv_over_best_jax'])}"
+                         + (f" ({bj}{same})" if bj else ""))
             cells.append(_fmt_ratio(r["kconv_over_torch"]))
             k = r["impls"].get("kconv", {})
             cells.append(f"{k['gflops']:.1f}" if k.get("gflops") else "—")
