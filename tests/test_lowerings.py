@@ -151,6 +151,33 @@ def test_depthwise_taps_variants(kernel, fmt, first, scan, multiplier):
            "depthwise_taps")
 
 
+def test_depthwise_derivatives_take_the_fast_loop():
+    # Inside a derivative (jvp, vjp, remat, second order) the taps' value is bound with
+    # fast=True (its first product written weights x window: a loop XLA:CPU runs faster
+    # and compiles slower); the forward alone is not. The same products and sums, up to
+    # float rounding (the vectorized loop rounds its multiply-adds its own way).
+    rng = np.random.default_rng(8)
+    x = _x(rng, 2, 4, "channels_last", spatial=(9, 8))
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 2)), jnp.float32)
+    f = lambda x, w: ops.depthwise_conv(x, w, 1, "same")  # noqa: E731
+
+    def fast_params(jaxpr):
+        return [eqn.params.get("fast", False) for eqn in jaxpr.jaxpr.eqns
+                if eqn.primitive.name == "kconv_depthwise_taps"]
+    assert fast_params(jax.make_jaxpr(f)(x, w)) == [False]
+    assert fast_params(jax.make_jaxpr(lambda x, w: jax.vjp(f, x, w)[0])(x, w)) == [True]
+    assert set(fast_params(jax.make_jaxpr(
+        lambda x, w: jax.jvp(f, (x, w), (x, w)))(x, w))) == {True}
+    forward = jax.jit(f)(x, w)
+    primal, vjp = jax.jit(lambda x, w: jax.vjp(f, x, w))(x, w)
+    _assert_close(primal, forward, factor=0.2)
+    fast = jax.jit(lambda x, w: jax.vjp(f, x, w)[0]).lower(x, w).as_text()
+    plain = jax.jit(f).lower(x, w).as_text()
+    assert fast != plain
+    first = [line for line in fast.splitlines() if "stablehlo.multiply" in line][0]
+    assert "broadcast" not in first.split("multiply")[1].split(",")[1]  # w is the lhs
+
+
 @pytest.mark.parametrize("shape,scan", [((1, 150, 150, 4), False), ((1, 16400, 2), True)])
 def test_depthwise_weight_gradient_accuracy(shape, scan):
     # Long sums: against float64 NumPy, the weights' gradient keeps float32's accuracy
