@@ -102,8 +102,8 @@ What a lowering costs: XLA:CPU compiles each loop fusion with LLVM (20–80 ms a
 the 2-core machine these numbers come from, a standalone pad, slice or concatenation of
 a large array 100–300 ms, a reorder of a few thousand kernel entries 40–60 ms) where its
 convolution, a matrix product or a reduction is a library call. Lower + compile over
-the plain path's, forward / forward+backward (benchmarks/RESULTS.md, medians of 9, and of
-5 in earlier runs): ``depthwise_taps`` 1.3–1.5 / 0.9–1.2× (X1, W4's SeparableConv2D:
+the plain path's, forward / forward+backward (benchmarks/RESULTS.md, medians of 21; of 9
+and 5 in earlier runs): ``depthwise_taps`` 1.3–1.5 / 0.9–1.2× (X1, W4's SeparableConv2D:
 +15–25 ms once, against 25–90 ms saved per call: XLA's compile of its one loop fusion of
 the taps' windows; its trace and lowering are lax's; medians of 5 have read up to 1.73),
 ``block_diagonal`` 1.3–1.5 / 0.9–1.0× (X6), ``eigen_crop`` 1.0–1.1 / 1.0× (W1, W3),
@@ -1161,6 +1161,7 @@ def _depthwise_rhs(ct: Array, x: Array, weights: Any, *, spec: ConvSpec,
     """The weights' cotangent: per tap, its input window times the cotangent, summed over
     the batch and space (:func:`_depthwise_tap_sums` where :func:`_tap_sums_pay`, else
     :func:`_depthwise_tap_scan`)."""
+    del fast  # the value's loop form: nothing to do with its transposes
     if _tap_sums_pay(spec):
         return _depthwise_tap_sums(ct, x, weights, spec=spec)
     return _depthwise_tap_scan(ct, x, weights, spec=spec)
