@@ -161,3 +161,31 @@ def test_interleaving_probe_runs(bench, capsys):
     assert all(wall > 0 and cpu >= 0 for _, wall, cpu in rows)
     table = capsys.readouterr().out.splitlines()
     assert table[0] == "| W1 forward, kconv after | wall ms | CPU ms |" and len(table) == 8
+
+
+def test_rule_sweep_covers_every_cpu_lowering_and_agrees(bench, tmp_path, monkeypatch):
+    # benchmarks/rule_sweep.py: its grid reaches every lowering the CPU rule can choose
+    # (checked by tracing alone), and on tiny shapes each chosen lowering computes XLA's
+    # outputs and gradients; the report has both tables.
+    from kconv.ops import lowering
+
+    monkeypatch.setattr(lowering, "_host_cores", lambda: 2)  # eigen_crop's rule wants two
+    sweep = importlib.import_module("rule_sweep")
+    chosen = set()
+    for case in sweep.CASES:
+        fn, params, x, _ = sweep.build(sweep.quick_case(case))
+        chosen |= set(sweep._chosen(fn, (params, x)))
+    assert chosen >= {"pointwise_dot", "depthwise_taps", "block_diagonal", "grouped_split",
+                      "eigen_crop", "width_fold", "subpixel_transpose", "bilinear_stencil"}
+
+    out = tmp_path / "RULE_SWEEP.md"
+    res = sweep.main(["--quick", "--cases", "P7,D4,G2,E2,F1,T10,U3", "--out", str(out)])
+    assert [r["id"] for r in res["rows"]] == ["P7", "D4", "G2", "E2", "F1", "T10", "U3"]
+    for row in res["rows"]:
+        assert set(row["modes"]) == {"fwd", "fwdbwd"}, row
+        for mode, m in row["modes"].items():
+            assert m["max_error"] < 1e-5, (row["id"], mode, m["max_error"])
+            assert "numbers" not in m["flags"] and min(m["ms"].values()) > 0
+    text = out.read_text()
+    assert "## Forward\n" in text and "## Forward + backward\n" in text
+    assert "| G2 | conv (1, 8, 8, 64) k(3, 3, 16, 64), padding=same | block_diagonal |" in text

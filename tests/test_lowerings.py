@@ -626,6 +626,82 @@ def test_grouped_split_transpose(rank, padding, strides, dilation, output_paddin
                                            dilation, groups=groups), (x, w), "grouped_split")
 
 
+def _optimized_hlo(f, args):
+    """``f``'s optimized XLA program with names and metadata taken out (two programs that
+    print the same are the same computation)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        bench = importlib.import_module("bench")
+    finally:
+        sys.path.pop(0)
+    return bench.hlo_fingerprint(jax.jit(f).lower(*args).compile())
+
+
+@pytest.mark.parametrize("channels,plain", [(16, True), (17, False)])
+def test_subpixel_3d_kernel_gradient_follows_the_input_channels(channels, plain):
+    # In 3-D the kernel gradient is XLA's plain one up to 16 input channels, the strided
+    # form's above (lowering._subpixel_rhs): the kernel-gradient program is lax's exactly
+    # when the plain form is taken. The values are test_subpixel_transpose's and
+    # test_transformations's.
+    rng = np.random.default_rng(channels)
+    x = _x(rng, 3, channels, "channels_last", spatial=(3, 4, 3))
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 5, channels)), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((2, 6, 8, 6, 5)), jnp.float32)
+
+    def kernel_gradient(x, w, ct):
+        return jax.grad(lambda w: jnp.sum(ops.conv_transpose(x, w, 2, "same") * ct))(w)
+
+    with config.conv_lowering("xla"):
+        xla = _optimized_hlo(kernel_gradient, (x, w, ct))
+    with lowering.recorded_choices() as calls:
+        auto = _optimized_hlo(kernel_gradient, (x, w, ct))
+    assert calls == [("conv_transpose", "subpixel_transpose")]
+    assert (auto == xla) is plain
+
+
+@pytest.mark.parametrize("name", ["pointwise_dot", "block_diagonal"])
+def test_xlas_forward_with_the_lowerings_gradients(name):
+    # A strided 1x1 convolution (pointwise_dot) and a 1-D grouped one with 16 input
+    # channels per group (block_diagonal): XLA's forward program, where the rewrite's
+    # forward ran no faster, and the rewrite's gradients (not XLA's program).
+    rng = np.random.default_rng(3)
+    if name == "pointwise_dot":
+        x, kernel, strides = _x(rng, 2, 4, "channels_last"), (1, 1, 4, 6), 2
+    else:
+        x, kernel, strides = _x(rng, 1, 32, "channels_last"), (3, 16, 6), 1
+    w = jnp.asarray(rng.standard_normal(kernel), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(6), jnp.float32)
+
+    def forward(x, w, b):
+        return ops.conv(x, w, strides, "same", bias=b)
+
+    ct = jnp.asarray(rng.standard_normal(jax.eval_shape(forward, x, w, b).shape), jnp.float32)
+
+    def gradients(x, w, b):
+        return jax.grad(lambda x, w: jnp.sum(forward(x, w, b) * ct), argnums=(0, 1))(x, w)
+
+    programs = {}
+    for mode in ("xla", "auto"):
+        with config.conv_lowering(mode), lowering.recorded_choices() as calls:
+            programs[mode] = [_optimized_hlo(f, (x, w, b)) for f in (forward, gradients)]
+        assert {n for _, n in calls} == {"xla" if mode == "xla" else name}
+    assert programs["auto"][0] == programs["xla"][0]
+    assert programs["auto"][1] != programs["xla"][1]
+
+
+# 1-D with 16 input channels per group: XLA's grouped forward, the dense gradients
+# (lowering._block_diagonal_dual_p), across padding × strides × dilation × data_format.
+@pytest.mark.parametrize("padding,strides,dilation,fmt", list(itertools.product(
+    ("valid", "same", "causal"), (1, 2), (1, 2), FORMATS)))
+def test_block_diagonal_1d_wide_groups(padding, strides, dilation, fmt):
+    rng = np.random.default_rng(strides * 10 + dilation)
+    x = _x(rng, 1, 32, fmt)
+    w = jnp.asarray(rng.standard_normal((3, 16, 6)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(6), jnp.float32)
+    _check(lambda x, w, b: ops.conv(x, w, strides, padding, fmt, dilation, bias=b),
+           (x, w, b), "block_diagonal")
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_subpixel_transpose_grouped_directly(fmt):
     # Several channels per group: the rule splits the groups (measured faster), but the
@@ -680,10 +756,17 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
     return [
         ("pointwise_dot", lambda x, w: ops.conv(x, w, 1, "valid", fmt),
          (x, jnp.asarray(rng.standard_normal((1, 1, 4, 6)), dtype))),
+        # Strided: XLA's value, the matrix product's transposes (_strided_pointwise_p).
+        ("pointwise_dot_strided", lambda x, w: ops.conv(x, w, 2, "same", fmt),
+         (x, jnp.asarray(rng.standard_normal((1, 1, 4, 6)), dtype))),
         ("depthwise_taps", lambda x, w: ops.depthwise_conv(x, w, 1, "same", fmt),
          (x, jnp.asarray(rng.standard_normal((3, 3, 4, 2)), dtype))),
         ("block_diagonal", lambda x, w: ops.conv(x, w, 1, "same", fmt),
          (x, jnp.asarray(rng.standard_normal((3, 3, 2, 6)), dtype))),   # 2 groups
+        # 1-D, 16 channels per group: XLA's value, the dense transposes.
+        ("block_diagonal_1d_wide", lambda x, w: ops.conv(x, w, 1, "same", fmt),
+         (_x(rng, 1, 32, fmt, dtype=dtype), jnp.asarray(rng.standard_normal((3, 16, 4)),
+                                                        dtype))),
         ("eigen_crop", lambda x, w, b: ops.conv(x, w, 1, "same", fmt, bias=b),
          (x, jnp.asarray(rng.standard_normal((3, 3, 4, 20)), dtype),
           jnp.asarray(rng.standard_normal(20), dtype))),
@@ -706,6 +789,11 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
                                                                   data_format=fmt),
          (_x(rng, 3, 3, fmt, spatial=(3, 4, 2), dtype=dtype),
           jnp.asarray(rng.standard_normal((3, 2, 3, 2, 3)), dtype))),
+        # 3-D with more than 16 input channels: the strided form's kernel gradient.
+        ("subpixel_transpose_3d_wide", lambda x, w: ops.conv_transpose(x, w, 2, "same",
+                                                                       data_format=fmt),
+         (_x(rng, 3, 17, fmt, spatial=(2, 3, 2), dtype=dtype),
+          jnp.asarray(rng.standard_normal((2, 2, 3, 2, 17)), dtype))),
     ]
 
 
@@ -783,6 +871,8 @@ def test_unbatched_and_extra_leading_dims(two_cores, monkeypatch, name):
 @pytest.mark.parametrize("mode", ["auto", "portable"])  # decided at trace time / staged
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
                                   "eigen_crop", "subpixel_transpose", "subpixel_transpose_3d",
+                                  "subpixel_transpose_3d_wide", "pointwise_dot_strided",
+                                  "block_diagonal_1d_wide",
                                   "bilinear_stencil", "width_fold", *_GPU_LOWERINGS])
 def test_transformations(two_cores, monkeypatch, name, mode):
     _force_gpu(monkeypatch, name)
@@ -810,7 +900,7 @@ def test_transformations(two_cores, monkeypatch, name, mode):
             "remat": jax.grad(jax.checkpoint(loss), argnums=argnums)(*a),
         }
 
-    lowered = name.removesuffix("_3d")
+    lowered = name.split("_3d")[0].split("_1d")[0].removesuffix("_strided")
     op = ("upsample" if name == "bilinear_stencil" else "conv_transpose"
           if lowered in ("subpixel_transpose", "strided_dual") else "conv")
     _check_transformed(transforms, args, (op, lowered), mode)
@@ -1026,11 +1116,14 @@ def test_the_path_taken_is_in_the_program():
     assert dilated in _hlo(transpose, x, tw)
     assert dilated not in _hlo(transpose, x, tw, grad=True)
     # Its kernel gradient is the kernel gradient of the strided convolution it is the input
-    # gradient of (rhs_dilation = strides), in 3-D too (whose forward is the sub-pixel form).
+    # gradient of (rhs_dilation = strides), in 3-D too (whose forward is the sub-pixel form)
+    # above 16 input channels (at most 16: XLA's, test_subpixel_3d_kernel_gradient_...).
     assert "rhs_dilate = [2, 2]" in _hlo(transpose, x, tw, grad=True)
     x3 = jnp.asarray(rng.standard_normal((1, 3, 3, 3, 4)), jnp.float32)
     tw3 = jnp.asarray(rng.standard_normal((3, 3, 3, 2, 4)), jnp.float32)
-    assert "rhs_dilate = [2, 2, 2]" in _hlo(transpose, x3, tw3, grad=True)
+    x3_wide = jnp.asarray(rng.standard_normal((1, 3, 3, 3, 17)), jnp.float32)
+    tw3_wide = jnp.asarray(rng.standard_normal((3, 3, 3, 2, 17)), jnp.float32)
+    assert "rhs_dilate = [2, 2, 2]" in _hlo(transpose, x3_wide, tw3_wide, grad=True)
     assert "lhs_dilate = [2, 2, 2]" not in _hlo(transpose, x3, tw3)
     # Forward mode evaluates the tangents in the value's form: no input-dilated 3-D loop.
     jvp = jax.jit(lambda x, w: jax.jvp(transpose, (x, w), (x, w))).lower(x3, tw3).as_text()

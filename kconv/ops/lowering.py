@@ -41,7 +41,9 @@ The rule (:func:`choose`), per call:
 
   1. ``"pointwise_dot"`` — a 1×…×1 kernel, ``groups == 1``: one 2-D matrix product
      (after the strided slice). W4's pointwise step, forward / forward+backward:
-     1.8 / 9.4 ms → 1.5 / 2.8 ms, and 8 MB fewer temporaries.
+     1.8 / 9.4 ms → 1.5 / 2.8 ms, and 8 MB fewer temporaries. Strided, XLA's forward
+     (the slice's loop fusion made the product no faster and 1.8× the compile) with the
+     product's transposes as its gradients (fwd+bwd 0.86 → 0.46 ms).
   2. ``"depthwise_taps"`` — one input channel per group, ``groups > 1`` (depthwise) and
      kernel taps × depth multiplier ≤ :data:`MAX_DEPTHWISE_TAPS`: a sum over the taps of
      a strided window times per-channel weights. XLA:CPU runs a grouped convolution with
@@ -54,7 +56,9 @@ The rule (:func:`choose`), per call:
      generic loop; the dense one is ``groups`` times the multiply-adds on its fast path,
      one convolution to compile (X6, groups 4 on (16, 32, 32, 64) → 64, 3×3, forward /
      forward+backward: 42 / 556 → 14 / 29 ms, compiled in 1.3 / 1.1× the plain path's
-     time; ``grouped_split`` ran 8 / 15 ms but compiled in 4.4 / 2.1×).
+     time; ``grouped_split`` ran 8 / 15 ms but compiled in 4.4 / 2.1×). In 1-D with at
+     least 16 input channels per group XLA's grouped forward runs faster: there XLA's
+     forward, with the dense convolution's transposes as the gradients.
   4. ``"grouped_split"`` — the same groups, a bigger dense kernel: one dense convolution
      per group on its channel slice, concatenated (groups 4 on (16, 32, 32, 64) → 64,
      3×3: 204 / 4155 → 30 / 44 ms forward / forward+backward).
@@ -88,11 +92,12 @@ The rule (:func:`choose`), per call:
      ``"depthwise_taps"``): XLA's forward, with gradients that never take the generic
      loop XLA:CPU runs the plain kernel gradient on: the input's is XLA's strided
      convolution of the cotangent, the kernel's that strided convolution's own kernel
-     gradient (W5 forward+backward 42 → 5.3 ms), or for a depthwise one the sub-pixel
-     form's (a stride-1 convolution to ``prod(strides)`` phases, then depth-to-space;
-     64 groups, 129 → 47 ms). The forward is XLA's, unchanged, in 1-D and 2-D; in 3-D it
-     is the sub-pixel form, as XLA:CPU's input-dilated 3-D convolution is on its slowest
-     loop (X2 forward 42 → 0.7 ms).
+     gradient (W5 forward+backward 42 → 5.3 ms; in 3-D only above 16 input channels,
+     where it beats XLA's on their shared generic loop), or for a depthwise one the
+     sub-pixel form's (a stride-1 convolution to ``prod(strides)`` phases, then
+     depth-to-space; 64 groups, 129 → 47 ms). The forward is XLA's, unchanged, in 1-D
+     and 2-D; in 3-D it is the sub-pixel form, as XLA:CPU's input-dilated 3-D
+     convolution is on its slowest loop (X2 forward 42 → 0.7 ms).
   3. otherwise ``"xla"``.
 - CPU, ``upsample`` with ``bilinear`` (floating inputs): ``"bilinear_stencil"`` — the
   fixed two-tap half-pixel stencil per axis instead of ``jax.image.resize``'s dense
@@ -903,7 +908,23 @@ def pointwise_dot(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) ->
     (W4's pointwise step forward+backward 9.4 ms and 8 MB of temporaries, here 2.8 ms and
     none). channels_first is moved to channels_last around it (XLA:CPU transposes for its
     own convolution too).
+
+    With a stride above 1 the strided slice is a loop fusion of its own: forward, the
+    product ran no faster than XLA's convolution and compiled in 1.8–1.9 × its time
+    ((8, 32, 32, 64) → 64, stride 2: 0.29–0.31 against 0.25–0.29 ms, 49 against 27 ms of
+    lower + compile; ``benchmarks/RULE_SWEEP.md``, P6), while its gradients ran in half
+    XLA's time (0.46 against 0.86 ms, 0.7 × the compile, a fifth of the temporaries). So
+    a strided one is a bilinear primitive (:data:`_strided_pointwise_p`): XLA's forward,
+    this product's transposes.
     """
+    if any(s > 1 for s in spec.strides):
+        return _strided_pointwise_p.bind(x, kernel, spec=spec, precision=precision)
+    return _pointwise_product(x, kernel, spec=spec, precision=precision)
+
+
+def _pointwise_product(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
+                       ) -> Array:
+    """:func:`pointwise_dot`'s matrix product, the strided slice first."""
     axes = _spatial_axes(spec)
     x = _pad_spatial(x, axes, spec.padding)
     if any(s > 1 for s in spec.strides):
@@ -1504,7 +1525,29 @@ def block_diagonal(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -
     jax 0.10.2's SPMD partitioner bug (the weight gradient of a grouped convolution
     multiplied by the size of a mesh axis the batch is replicated over; README, "Beyond
     one device").
+
+    In 1-D with at least :data:`_GROUPED_1D_XLA_FORWARD_MIN_CHANNELS` input channels per
+    group, XLA:CPU's grouped forward is the faster one (``benchmarks/RULE_SWEEP.md``,
+    forward, block-diagonal → grouped, ms: (8, 512, 64) → 64 groups 4 0.62 → 0.53,
+    (8, 512, 128) → 128 groups 8 2.30 → 1.37, (8, 512, 256) → 256 groups 4 7.9 → 3.4;
+    with 8 per group 0.64 → 0.73, (16, 1024, 32) k5 1.08 → 1.87), while its gradients
+    stay slow (forward+backward 2.9 → 1.7 ms, 9.8 → 4.8; 32 per group 3.8 s → 2.6 ms):
+    there the call is a bilinear primitive (:data:`_block_diagonal_dual_p`) with XLA's
+    forward and this dense convolution's transposes. In 2-D and 3-D the dense forward
+    won at every size measured (0.36–0.55 ×).
     """
+    if spec.rank == 1 and spec.kernel_shape[-2] >= _GROUPED_1D_XLA_FORWARD_MIN_CHANNELS:
+        return _block_diagonal_dual_p.bind(x, kernel, spec=spec, precision=precision)
+    return _block_diagonal_dense(x, kernel, spec=spec, precision=precision)
+
+
+#: See :func:`block_diagonal`.
+_GROUPED_1D_XLA_FORWARD_MIN_CHANNELS = 16
+
+
+def _block_diagonal_dense(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
+                          ) -> Array:
+    """:func:`block_diagonal`'s dense convolution of the block-diagonal kernel."""
     groups = spec.groups
     per_group, filters = kernel.shape[-2], kernel.shape[-1] // groups
     rank = kernel.ndim - 2
@@ -1622,6 +1665,16 @@ def _conv_primitive(name: str, value: Callable[..., Array], plain: Callable[...,
 
 _eigen_crop_p = _conv_primitive("kconv_eigen_crop", _eigen_crop_value, _xla_conv,
                                 _plain_input_gradient, _plain_kernel_gradient)
+
+#: A 1-D :func:`block_diagonal` with wide groups: XLA's grouped convolution as its value
+#: and tangents, the dense convolution's transposes as its gradients.
+_block_diagonal_dual_p = _conv_primitive("kconv_block_diagonal_dual", _xla_conv, _xla_conv,
+                                         *_transposes(_block_diagonal_dense))
+
+#: A strided :func:`pointwise_dot`: XLA's convolution as its value and tangents, the
+#: strided matrix product's transposes as its gradients.
+_strided_pointwise_p = _conv_primitive("kconv_strided_pointwise", _xla_conv, _xla_conv,
+                                       *_transposes(_pointwise_product))
 
 
 def width_fold(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
@@ -1890,9 +1943,34 @@ def _conv_transpose_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec,
         like)(ct)[0]
 
 
+def _subpixel_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec, precision: Any
+                  ) -> Array:
+    """:func:`subpixel_transpose`'s kernel cotangent: :func:`_conv_transpose_rhs`, but in
+    3-D with at most :data:`_PLAIN_KERNEL_GRADIENT_MAX_CHANNELS` input channels the
+    plain form's (JAX's transpose of XLA's input-dilated convolution).
+
+    In 3-D both run on XLA:CPU's generic loop, and which is faster turns on the input
+    channels (kernel gradient alone, stride 2, 3×3×3, plain → strided form, ms;
+    ``benchmarks/RULE_SWEEP.md`` T4 and a side probe): 8 → 8 0.95 → 2.44, 16 → 16
+    3.8 → 7.2, 16 → 32 6.9 → 8.5, 16 → 64 13.6 → 16.5; 24 → 16 5.1 → 4.4, 32 → 16
+    6.8 → 4.4, 32 → 64 27 → 17, 48 → 48 30 → 12.7, 128 → 16 26.8 → 4.9. Temporaries
+    equal in every one. In 1-D and 2-D the strided form wins at every size measured.
+    """
+    if (spec.rank == 3 and spec.groups == 1
+            and spec.channels <= _PLAIN_KERNEL_GRADIENT_MAX_CHANNELS):
+        return _plain_transpose_kernel_gradient(ct, x, kernel, spec=spec,
+                                                precision=precision)
+    return _conv_transpose_rhs(ct, x, kernel, spec=spec, precision=precision)
+
+
+#: See :func:`_subpixel_rhs`.
+_PLAIN_KERNEL_GRADIENT_MAX_CHANNELS = 16
+
+_plain_transpose_kernel_gradient = _transposes(_xla_conv_transpose)[1]
+
 _conv_transpose_p = _conv_primitive("kconv_conv_transpose", _conv_transpose_value,
                                     _xla_conv_transpose, _conv_transpose_lhs,
-                                    _conv_transpose_rhs)
+                                    _subpixel_rhs)
 
 
 @dataclasses.dataclass(frozen=True)
