@@ -317,8 +317,7 @@ def flags(m: dict[str, Any], mode: str) -> list[str]:
         out.append("time")
     if m["compile_ratio"] > FLAG_COMPILE:
         out.append("compile")
-    if mode == "fwdbwd" and m["temp_ratio"] is not None and m["temp_ratio"] > FLAG_TEMP and (
-            m["temp_bytes"]["auto"] - m["temp_bytes"]["xla"] > 64 * 1024):
+    if mode == "fwdbwd" and m["temp_ratio"] is not None and m["temp_ratio"] > FLAG_TEMP:
         out.append("memory")
     if m["max_error"] > 1e-4:
         out.append("numbers")
@@ -357,7 +356,7 @@ def render(res: dict[str, Any]) -> str:
         "(`memory_analysis().temp_size_in_bytes`). Ratios are chosen ÷ XLA's. Flags: "
         f"**time** above {FLAG_TIME} (this machine's noise reaches ~1.2 for one program), "
         f"**compile** above {FLAG_COMPILE}, **memory** forward+backward temporaries above "
-        "XLA's (by more than 64 KiB), **numbers** a difference above 1e-4 of the largest "
+        "XLA's, **numbers** a difference above 1e-4 of the largest "
         "entry. ≡: the chosen program is XLA's. *Compile repaid after*: the calls whose "
         "time saving pays back the extra lower + compile time (— where it compiles no "
         "slower).",
