@@ -806,9 +806,16 @@ def _force_gpu(monkeypatch, name):
         _force(monkeypatch, _GPU_LOWERINGS[name], name)
 
 
-@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
-                                  "subpixel_transpose", "bilinear_stencil",
-                                  *_GPU_LOWERINGS])
+def _lowering_of(example):
+    """The lowering one of :func:`_one_of_each`'s examples takes (its name less the
+    variant's suffix)."""
+    return example.split("_3d")[0].split("_1d")[0].removesuffix("_strided")
+
+
+@pytest.mark.parametrize("name", ["pointwise_dot", "pointwise_dot_strided", "depthwise_taps",
+                                  "block_diagonal", "block_diagonal_1d_wide",
+                                  "subpixel_transpose", "subpixel_transpose_3d",
+                                  "bilinear_stencil", *_GPU_LOWERINGS])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])
 def test_low_precision(monkeypatch, dtype, name):
     _force_gpu(monkeypatch, name)
@@ -816,23 +823,26 @@ def test_low_precision(monkeypatch, dtype, name):
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, dtype)}[name]
     # The plain path also rounds each of its own intermediate results (a 16-bit resize
     # rounds per axis), so the two paths may differ by twice the dtype's tolerance.
-    _check(f, args, name, dtype, factor=2.0)
+    _check(f, args, _lowering_of(name), dtype, factor=2.0)
 
 
-@pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
+@pytest.mark.parametrize("name", ["pointwise_dot", "pointwise_dot_strided", "depthwise_taps",
+                                  "block_diagonal", "block_diagonal_1d_wide",
                                   "subpixel_transpose"])
 def test_preferred_element_type_and_precision(name):
     rng = np.random.default_rng(12)
     cases = {n: (f, a) for n, f, a in _one_of_each(rng, jnp.bfloat16)}
     _, args = cases[name]
     op = {"pointwise_dot": lambda x, w, **kw: ops.conv(x, w, **kw),
+          "pointwise_dot_strided": lambda x, w, **kw: ops.conv(x, w, 2, "same", **kw),
           "depthwise_taps": lambda x, w, **kw: ops.depthwise_conv(x, w, 1, "same", **kw),
           "block_diagonal": lambda x, w, **kw: ops.conv(x, w, 1, "same", **kw),
+          "block_diagonal_1d_wide": lambda x, w, **kw: ops.conv(x, w, 1, "same", **kw),
           "subpixel_transpose": lambda x, w, **kw: ops.conv_transpose(x, w, 2, "same",
                                                                       **kw)}[name]
     f = lambda x, w: op(x, w, preferred_element_type=jnp.float32,  # noqa: E731
                         precision=jax.lax.Precision.HIGHEST)
-    plain, auto = _lowered(f, args, name)
+    plain, auto = _lowered(f, args, _lowering_of(name))
     assert auto[0].dtype == plain[0].dtype == jnp.float32
     # Both accumulate the same bfloat16 products in float32.
     _assert_close(auto[0], plain[0], np.float32, factor=10.0)
@@ -900,7 +910,7 @@ def test_transformations(two_cores, monkeypatch, name, mode):
             "remat": jax.grad(jax.checkpoint(loss), argnums=argnums)(*a),
         }
 
-    lowered = name.split("_3d")[0].split("_1d")[0].removesuffix("_strided")
+    lowered = _lowering_of(name)
     op = ("upsample" if name == "bilinear_stencil" else "conv_transpose"
           if lowered in ("subpixel_transpose", "strided_dual") else "conv")
     _check_transformed(transforms, args, (op, lowered), mode)
