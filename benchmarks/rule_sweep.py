@@ -33,6 +33,7 @@ import math
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -221,26 +222,18 @@ def build(case: Case, seed: int = 0):
     return fn, params, x, ct
 
 
-def _target(fn, mode: str):
-    """A fresh function (no jit cache shared between measurements)."""
-    import jax
-    import jax.numpy as jnp
-
-    if mode == "fwd":
-        return lambda p, x, ct: fn(p, x)
-    grad = jax.grad(lambda p, x, ct: jnp.sum(fn(p, x) * ct), argnums=(0, 1))
-    return lambda p, x, ct: grad(p, x, ct)
-
-
-def _compile(fn, mode: str, lowering: str, args) -> tuple[Any, float]:
+def _compile(impl, mode: str, lowering: str) -> tuple[Any, float]:
+    """``impl``'s program for ``mode`` (``bench._jax_target``) compiled under
+    ``conv_lowering(lowering)`` from cold caches, and its lower + compile seconds."""
     import jax
 
     from kconv import config
 
+    target, args = bench._jax_target(impl, mode)
     with config.conv_lowering(lowering):
         jax.clear_caches()
         t0 = pc()
-        compiled = jax.jit(_target(fn, mode)).lower(*args).compile()
+        compiled = jax.jit(target).lower(*args).compile()
         return compiled, pc() - t0
 
 
@@ -252,32 +245,32 @@ def _chosen(fn, args) -> list[str]:
 
     with config.conv_lowering("auto"), lowering.recorded_choices() as calls:
         jax.clear_caches()
-        jax.eval_shape(fn, *args[:2])
+        jax.eval_shape(fn, *args)
     return [name for _, name in calls]
 
 
 def _max_error(a, b) -> float:
+    """The largest ``bench.compare`` error of ``a``'s leaves against ``b``'s."""
     import jax
 
-    errs = [float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64)))
-                  / max(1.0, float(np.max(np.abs(np.asarray(v))))))
-            for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
-    return max(errs)
+    return max(bench.compare(np.asarray(u, np.float64), np.asarray(v, np.float64), 0.0)["err"]
+               for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def measure(case: Case, modes, seconds: float, compile_repeats: int) -> dict[str, Any]:
     import jax
 
     fn, params, x, ct = build(case)
-    args = (params, x, ct)
+    impl = types.SimpleNamespace(fn=fn, weights=params, x=x, ct=ct)  # bench's Impl fields
     row: dict[str, Any] = {"id": case.id, "region": case.region, "call": case.label(),
-                           "chosen": _chosen(fn, args), "modes": {}}
+                           "chosen": _chosen(fn, (params, x)), "modes": {}}
     if all(name == "xla" for name in row["chosen"]):
         return row
     for mode in modes:
+        args = bench._jax_target(impl, mode)[1]
         compiled = {}
         for lowering in ("auto", "xla"):
-            compiled[lowering], _ = _compile(fn, mode, lowering, args)
+            compiled[lowering], _ = _compile(impl, mode, lowering)
         out = {k: jax.block_until_ready(c(*args)) for k, c in compiled.items()}
         calls = {k: (lambda c=c: jax.block_until_ready(c(*args))) for k, c in compiled.items()}
         for c in calls.values():
@@ -288,7 +281,7 @@ def measure(case: Case, modes, seconds: float, compile_repeats: int) -> dict[str
         turns: dict[str, list[float]] = {"auto": [], "xla": []}
         for r in range(compile_repeats):
             for lowering in (("auto", "xla") if r % 2 == 0 else ("xla", "auto")):
-                turns[lowering].append(_compile(fn, mode, lowering, args)[1])
+                turns[lowering].append(_compile(impl, mode, lowering)[1])
         memory = {k: bench._memory(c) for k, c in compiled.items()}
         row["modes"][mode] = {
             "ms": times, "n": {k: len(v) for k, v in samples.items()},
