@@ -401,30 +401,143 @@ def test_width_fold_window_all_padding():
            "width_fold")
 
 
-def test_width_fold_keeps_the_plain_gradient_program():
-    """Its transposes are lax's and its forward is dead code in a gradient: the optimized
-    program of forward+backward is the plain path's (the benchmark's "same XLA program"
-    fingerprint: HLO without names and metadata)."""
+def _fingerprint():
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     try:
-        fingerprint = importlib.import_module("bench").hlo_fingerprint
+        return importlib.import_module("bench").hlo_fingerprint
     finally:
         sys.path.pop(0)
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_width_fold_gradient_programs(strides):
+    """Stride 1: the gradients in one loop over the taps — one while loop for both
+    gradients, one for the kernel's alone, none (XLA's convolution) for the input's
+    alone; strided: lax's transposes, so forward+backward is the plain path's program
+    (the benchmark's "same XLA program" fingerprint: HLO without names and metadata)."""
+    fingerprint = _fingerprint()
     rng = np.random.default_rng(6)
     x = _x(rng, 3, 6, "channels_last", spatial=(5, 6, 7))
     w = jnp.asarray(rng.standard_normal((3, 3, 3, 6, 17)), jnp.float32)
+    forward = lambda x, w: ops.conv(x, w, strides, "same")  # noqa: E731
+    grads = [jax.grad(lambda x, w: jnp.sum(forward(x, w) * 1.5), argnums=argnums)
+             for argnums in ((0, 1), (1,), (0,))]
 
     def compiled(f):
         return jax.jit(f).lower(x, w).compile()
-    forward = lambda x, w: ops.conv(x, w, 1, "same")  # noqa: E731
-    both = jax.grad(lambda x, w: jnp.sum(forward(x, w) * 1.5), argnums=(0, 1))
     with config.conv_lowering("xla"):
-        plain = [compiled(f) for f in (forward, both)]
+        plain = [compiled(f) for f in (forward, *grads)]
     with lowering.recorded_choices() as calls:
-        auto = [compiled(f) for f in (forward, both)]
-    assert calls == [("conv", "width_fold")] * 2
+        auto = [compiled(f) for f in (forward, *grads)]
+    assert calls == [("conv", "width_fold")] * 4
     assert fingerprint(auto[0]) != fingerprint(plain[0])   # the fold runs forward
-    assert fingerprint(auto[1]) == fingerprint(plain[1])
+    loops = [c.as_text().count(" while(") for c in auto[1:]]
+    if strides == 1:
+        assert loops == [1, 1, 0]
+        assert fingerprint(auto[3]) == fingerprint(plain[3])  # the input's alone: XLA's
+    else:
+        assert loops == [0, 0, 0]
+        assert [fingerprint(c) for c in auto[1:]] == [fingerprint(c) for c in plain[1:]]
+
+
+@pytest.mark.parametrize("shape,filters,fmt,argnums", [
+    ((2, 8, 8, 8, 16), 32, "channels_last", (0, 1)),     # W7's channels
+    ((2, 8, 8, 8, 16), 32, "channels_last", (1, 0)),
+    ((2, 8, 8, 8, 16), 32, "channels_last", (0,)),       # the kernel's alone
+    ((2, 8, 8, 8, 32), 8, "channels_last", (0, 1)),      # fewer filters than channels
+    ((2, 16, 8, 8, 8), 16, "channels_first", (0, 1)),
+])
+def test_tap_loop_temporaries_at_most_lax(shape, filters, fmt, argnums):
+    """The memory bar: forward+backward temporaries no higher than the plain path's."""
+    channels = shape[-1] if fmt == "channels_last" else shape[1]
+    x, w = jnp.ones(shape), jnp.ones((3, 3, 3, channels, filters))
+    ct = jnp.ones(jax.eval_shape(lambda x, w: ops.conv(x, w, 1, "same", fmt), x, w).shape)
+    grad = jax.grad(lambda w, x, ct: jnp.sum(ops.conv(x, w, 1, "same", fmt) * ct),
+                    argnums=argnums)
+
+    def temps():
+        compiled = jax.jit(grad).lower(w, x, ct).compile()
+        assert compiled.as_text().count(" while(") == (0 if plain else 1)
+        return compiled.memory_analysis().temp_size_in_bytes
+    with config.conv_lowering("xla"):
+        plain = True
+        expected = temps()
+    plain = False
+    assert temps() <= expected
+
+
+def test_tap_loop_pair_derivatives(two_cores):
+    """Derivatives through both operands at once, where the tangent is one ``pair``
+    equation whose transpose is the joint loop (``lowering._def_joint_tangent``): ``jvp``,
+    ``grad`` of ``grad`` and Hessian-vector products w.r.t. input, kernel and bias, and
+    ``vmap`` of the forward+backward."""
+    rng = np.random.default_rng(21)
+    x = _x(rng, 3, 6, "channels_last", spatial=(3, 4, 5))
+    w = jnp.asarray(rng.standard_normal((3, 2, 3, 6, 17)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(17), jnp.float32)
+    args = (x, w, b)
+    tangents = tuple(jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in args)
+    f = lambda x, w, b: ops.conv(x, w, 1, "same", bias=b)  # noqa: E731
+
+    def loss(*a):
+        return jnp.sum(jnp.sin(f(*a)))
+    everything = (0, 1, 2)
+
+    def transforms(*a):
+        grad = jax.grad(loss, argnums=everything)
+        return {
+            "jvp": jax.jvp(f, a, tangents),
+            "grad_of_grad": jax.grad(lambda *c: sum(jnp.sum(g ** 2) for g in grad(*c)),
+                                     argnums=everything)(*a),
+            "hvp": jax.jvp(grad, a, tangents)[1],
+            "vmap_of_grad": jax.vmap(grad)(*(jnp.stack([v, -v]) for v in a)),
+        }
+    _check_transformed(transforms, args, ("conv", "width_fold"))
+
+
+def _spec_of(f, *args):
+    """The :class:`~kconv.ops.lowering.ConvSpec` ``f``'s one kconv call is chosen on."""
+    specs, real = [], lowering.choose
+    lowering.choose = lambda op, backend, spec: specs.append(spec) or real(op, backend, spec)
+    try:
+        jax.eval_shape(lambda *a: f(*a), *args)
+    finally:
+        lowering.choose = real
+    return specs[0]
+
+
+def _tap_loop_cases():
+    # (strides, dilation, kernel): the rule takes stride 1; strided is checked directly.
+    variants = [((1, 1, 1), (1, 1, 1), (2, 3, 3)), ((2, 1, 2), (1, 1, 1), (3, 2, 3)),
+                ((1, 1, 1), (2, 1, 2), (2, 2, 3)), ((1, 2, 1), (1, 1, 1), (3, 3, 1)),
+                ((1, 1, 2), (1, 2, 1), (2, 3, 2))]
+    combos = itertools.product(FORMATS, ("valid", "same", "explicit"),
+                               (np.float32, jnp.bfloat16))
+    for i, (fmt, padding, dtype) in enumerate(combos):
+        yield (fmt, padding, dtype, *_rotate(variants, i))
+
+
+@pytest.mark.parametrize("fmt,padding,dtype,strides,dilation,kernel", list(_tap_loop_cases()))
+def test_tap_loop(fmt, padding, dtype, strides, dilation, kernel):
+    """``_tap_loop``'s gradients (each alone and both together) against lax's, across
+    data formats, paddings, strides, dilations and a 16-bit dtype."""
+    rng = np.random.default_rng(hash((fmt, padding, strides, dilation, kernel)) % 2**32)
+    x = _x(rng, 3, 6, fmt, spatial=(5, 6, 7), dtype=dtype)
+    w = jnp.asarray(rng.standard_normal((*kernel, 6, 5)), dtype)
+    pads = ((1, 0), (0, 2), (2, 1)) if padding == "explicit" else padding
+    f = lambda x, w: ops.conv(x, w, strides, pads, fmt, dilation)  # noqa: E731
+    ct = jnp.asarray(rng.standard_normal(jax.eval_shape(f, x, w).shape), dtype)
+    with config.conv_lowering("xla"):
+        expected = jax.jit(lambda x, w: jax.vjp(f, x, w)[1](ct))(x, w)
+    spec = _spec_of(f, x, w)
+    both = jax.jit(lambda ct, x, w: lowering._tap_loop(ct, x, w, spec=spec, precision=None))(
+        ct, x, w)
+    kernel_only = jax.jit(lambda ct, x, w: lowering._tap_loop(
+        ct, x, w, spec=spec, precision=None, input_gradient=False)[1])(ct, x, w)
+    for actual, wanted in ((both[0], expected[0]), (both[1], expected[1]),
+                           (kernel_only, expected[1])):
+        assert actual.dtype == wanted.dtype
+        _assert_close(actual, wanted, dtype, factor=2.0)
 
 
 def test_subpixel_phase_convolution_is_not_folded(monkeypatch):
