@@ -143,6 +143,12 @@ CASES: list[Case] = [
     _c("F5", "width_fold", "conv", (2, 8, 8, 8, 64), (3, 3, 3, 64, 64), padding="same"),
     _c("F6", "width_fold", "conv", (2, 16, 16, 16, 32), (1, 1, 3, 32, 32), padding="same"),
     _c("F7", "width_fold", "conv", (2, 18, 18, 18, 16), (3, 3, 3, 16, 16)),
+    # tap_loop: 3-D dense convolutions width_fold leaves (few channels): XLA's forward.
+    _c("L1", "tap_loop", "conv", (2, 16, 16, 16, 4), (3, 3, 3, 4, 8), padding="same"),
+    _c("L2", "tap_loop", "conv", (1, 8, 8, 8, 2), (3, 3, 3, 2, 4), padding="same"),
+    _c("L3", "tap_loop", "conv", (4, 32, 32, 32, 1), (3, 3, 3, 1, 8), padding="same"),
+    _c("L4", "tap_loop", "conv", (2, 16, 16, 16, 4), (3, 3, 3, 4, 8), padding="same",
+       strides=2),
     # subpixel_transpose (and grouped_split): transposed convolutions.
     _c("T1", "subpixel_transpose", "conv_transpose", (8, 16, 16, 64), (3, 3, 32, 64), strides=2,
        padding="same"),

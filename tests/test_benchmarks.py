@@ -176,7 +176,8 @@ def test_rule_sweep_covers_every_cpu_lowering_and_agrees(bench, tmp_path, monkey
         fn, params, x, _ = sweep.build(sweep.quick_case(case))
         chosen |= set(sweep._chosen(fn, (params, x)))
     assert chosen >= {"pointwise_dot", "depthwise_taps", "block_diagonal", "grouped_split",
-                      "eigen_crop", "width_fold", "subpixel_transpose", "bilinear_stencil"}
+                      "eigen_crop", "width_fold", "tap_loop", "subpixel_transpose",
+                      "bilinear_stencil"}
 
     out = tmp_path / "RULE_SWEEP.md"
     res = sweep.main(["--quick", "--cases", "P7,D4,G2,E2,F1,T10,U3", "--out", str(out)])

@@ -411,10 +411,10 @@ def _fingerprint():
 
 @pytest.mark.parametrize("strides", [1, 2])
 def test_width_fold_gradient_programs(strides):
-    """Stride 1: the gradients in one loop over the taps — one while loop for both
-    gradients, one for the kernel's alone, none (XLA's convolution) for the input's
-    alone; strided: lax's transposes, so forward+backward is the plain path's program
-    (the benchmark's "same XLA program" fingerprint: HLO without names and metadata)."""
+    """The gradients in one loop over the taps — one while loop for both gradients, one
+    for the kernel's alone, none for the input's alone: XLA's convolution, the plain
+    path's program (the benchmark's "same XLA program" fingerprint: HLO without names
+    and metadata)."""
     fingerprint = _fingerprint()
     rng = np.random.default_rng(6)
     x = _x(rng, 3, 6, "channels_last", spatial=(5, 6, 7))
@@ -431,13 +431,8 @@ def test_width_fold_gradient_programs(strides):
         auto = [compiled(f) for f in (forward, *grads)]
     assert calls == [("conv", "width_fold")] * 4
     assert fingerprint(auto[0]) != fingerprint(plain[0])   # the fold runs forward
-    loops = [c.as_text().count(" while(") for c in auto[1:]]
-    if strides == 1:
-        assert loops == [1, 1, 0]
-        assert fingerprint(auto[3]) == fingerprint(plain[3])  # the input's alone: XLA's
-    else:
-        assert loops == [0, 0, 0]
-        assert [fingerprint(c) for c in auto[1:]] == [fingerprint(c) for c in plain[1:]]
+    assert [c.as_text().count(" while(") for c in auto[1:]] == [1, 1, 0]
+    assert fingerprint(auto[3]) == fingerprint(plain[3])
 
 
 @pytest.mark.parametrize("shape,filters,fmt,argnums", [
@@ -495,6 +490,18 @@ def test_tap_loop_pair_derivatives(two_cores):
     _check_transformed(transforms, args, ("conv", "width_fold"))
 
 
+@pytest.mark.parametrize("fmt,padding,strides", [
+    ("channels_last", "same", 1), ("channels_first", "valid", 2),
+    ("channels_last", "explicit", (2, 1, 1)), ("channels_first", "same", (1, 1, 2))])
+def test_tap_loop_lowering(fmt, padding, strides):
+    """``"tap_loop"``: 3-D convolutions ``width_fold`` leaves (few channels)."""
+    rng = np.random.default_rng(hash((fmt, padding, strides)) % 2**32)
+    x = _x(rng, 3, 3, fmt, spatial=(5, 6, 4))
+    w = jnp.asarray(rng.standard_normal((3, 2, 3, 3, 5)), jnp.float32)
+    pad = ((1, 0), (0, 2), (2, 1)) if padding == "explicit" else padding
+    _check(lambda x, w: ops.conv(x, w, strides, pad, fmt), (x, w), "tap_loop")
+
+
 def _spec_of(f, *args):
     """The :class:`~kconv.ops.lowering.ConvSpec` ``f``'s one kconv call is chosen on."""
     specs, real = [], lowering.choose
@@ -507,7 +514,7 @@ def _spec_of(f, *args):
 
 
 def _tap_loop_cases():
-    # (strides, dilation, kernel): the rule takes stride 1; strided is checked directly.
+    # (strides, dilation, kernel).
     variants = [((1, 1, 1), (1, 1, 1), (2, 3, 3)), ((2, 1, 2), (1, 1, 1), (3, 2, 3)),
                 ((1, 1, 1), (2, 1, 2), (2, 2, 3)), ((1, 2, 1), (1, 1, 1), (3, 3, 1)),
                 ((1, 1, 2), (1, 2, 1), (2, 3, 2))]
@@ -750,16 +757,39 @@ def _optimized_hlo(f, args):
     return bench.hlo_fingerprint(jax.jit(f).lower(*args).compile())
 
 
+@pytest.mark.parametrize("argnums", [(0,), (1,), (1, 0)])
+@pytest.mark.parametrize("fmt,output_padding", [("channels_last", (1, 0, 1)),
+                                                ("channels_first", None)])
+def test_subpixel_3d_gradients_alone_and_together(argnums, fmt, output_padding):
+    """3-D float32: the kernel's gradient alone from the tap loop, the input's alone
+    XLA's strided convolution, both together one loop (``lowering._subpixel_joint``)."""
+    rng = np.random.default_rng(22)
+    x = _x(rng, 3, 5, fmt, spatial=(3, 4, 3))
+    w = jnp.asarray(rng.standard_normal((3, 2, 3, 4, 5)), jnp.float32)
+    f = lambda x, w: ops.conv_transpose(x, w, (2, 1, 2), "same",  # noqa: E731
+                                        output_padding=output_padding, data_format=fmt)
+    ct = jnp.asarray(rng.standard_normal(jax.eval_shape(f, x, w).shape), jnp.float32)
+    grad = jax.grad(lambda x, w: jnp.sum(f(x, w) * ct), argnums=argnums)
+    with config.conv_lowering("xla"):
+        expected = jax.jit(grad)(x, w)
+    with lowering.recorded_choices() as calls:
+        compiled = jax.jit(grad).lower(x, w).compile()
+    assert calls == [("conv_transpose", "subpixel_transpose")]
+    assert compiled.as_text().count(" while(") == (0 if argnums == (0,) else 1)
+    for actual, wanted in zip(compiled(x, w), expected):
+        _assert_close(actual, wanted)
+
+
 @pytest.mark.parametrize("channels,plain", [(16, True), (17, False)])
 def test_subpixel_3d_kernel_gradient_follows_the_input_channels(channels, plain):
-    # In 3-D the kernel gradient is XLA's plain one up to 16 input channels, the strided
-    # form's above (lowering._subpixel_rhs): the kernel-gradient program is lax's exactly
-    # when the plain form is taken. The values are test_subpixel_transpose's and
-    # test_transformations's.
+    # In 3-D outside float32 (in float32: lowering._tap_loop) the kernel gradient is XLA's
+    # plain one up to 16 input channels, the strided form's above
+    # (lowering._subpixel_rhs): the kernel-gradient program is lax's exactly when the
+    # plain form is taken. The values are test_low_precision's.
     rng = np.random.default_rng(channels)
-    x = _x(rng, 3, channels, "channels_last", spatial=(3, 4, 3))
-    w = jnp.asarray(rng.standard_normal((3, 3, 3, 5, channels)), jnp.float32)
-    ct = jnp.asarray(rng.standard_normal((2, 6, 8, 6, 5)), jnp.float32)
+    x = _x(rng, 3, channels, "channels_last", spatial=(3, 4, 3), dtype=jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 5, channels)), jnp.bfloat16)
+    ct = jnp.asarray(rng.standard_normal((2, 6, 8, 6, 5)), jnp.bfloat16)
 
     def kernel_gradient(x, w, ct):
         return jax.grad(lambda w: jnp.sum(ops.conv_transpose(x, w, 2, "same") * ct))(w)
@@ -891,6 +921,10 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
          (_x(rng, 3, 6, fmt, spatial=(3, 4, 5), dtype=dtype),
           jnp.asarray(rng.standard_normal((3, 2, 3, 6, 17)), dtype),
           jnp.asarray(rng.standard_normal(17), dtype))),
+        # 3 × 4 → 8 channels: not folded; XLA's value, the tap loop's gradients.
+        ("tap_loop", lambda x, w: ops.conv(x, w, (1, 2, 1), "same", fmt),
+         (_x(rng, 3, 4, fmt, spatial=(3, 4, 5), dtype=dtype),
+          jnp.asarray(rng.standard_normal((3, 2, 3, 4, 8)), dtype))),
         # The GPU's (forced on this CPU: _GPU_LOWERINGS).
         ("space_to_batch", lambda x, w, b: ops.conv(x, w, 1, "same", fmt, (2, 1), bias=b),
          (x, jnp.asarray(rng.standard_normal((3, 3, 4, 5)), dtype),
@@ -902,7 +936,8 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
                                                                   data_format=fmt),
          (_x(rng, 3, 3, fmt, spatial=(3, 4, 2), dtype=dtype),
           jnp.asarray(rng.standard_normal((3, 2, 3, 2, 3)), dtype))),
-        # 3-D with more than 16 input channels: the strided form's kernel gradient.
+        # 3-D with more than 16 input channels: in 16-bit dtypes the strided form's kernel
+        # gradient (in float32 3-D takes the tap loop whatever the channels).
         ("subpixel_transpose_3d_wide", lambda x, w: ops.conv_transpose(x, w, 2, "same",
                                                                        data_format=fmt),
          (_x(rng, 3, 17, fmt, spatial=(2, 3, 2), dtype=dtype),
@@ -928,6 +963,7 @@ def _lowering_of(example):
 @pytest.mark.parametrize("name", ["pointwise_dot", "pointwise_dot_strided", "depthwise_taps",
                                   "block_diagonal", "block_diagonal_1d_wide",
                                   "subpixel_transpose", "subpixel_transpose_3d",
+                                  "subpixel_transpose_3d_wide",
                                   "bilinear_stencil", *_GPU_LOWERINGS])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])
 def test_low_precision(monkeypatch, dtype, name):
@@ -975,7 +1011,7 @@ def test_integer_inputs_keep_the_plain_path():
 
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
                                   "eigen_crop", "subpixel_transpose", "bilinear_stencil",
-                                  "width_fold", *_GPU_LOWERINGS])
+                                  "width_fold", "tap_loop", *_GPU_LOWERINGS])
 def test_unbatched_and_extra_leading_dims(two_cores, monkeypatch, name):
     _force_gpu(monkeypatch, name)
     rng = np.random.default_rng(13)
@@ -995,7 +1031,7 @@ def test_unbatched_and_extra_leading_dims(two_cores, monkeypatch, name):
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
                                   "eigen_crop", "subpixel_transpose", "subpixel_transpose_3d",
                                   "subpixel_transpose_3d_wide", "pointwise_dot_strided",
-                                  "block_diagonal_1d_wide",
+                                  "block_diagonal_1d_wide", "tap_loop",
                                   "bilinear_stencil", "width_fold", *_GPU_LOWERINGS])
 def test_transformations(two_cores, monkeypatch, name, mode):
     _force_gpu(monkeypatch, name)
@@ -1110,14 +1146,14 @@ def _spec3(**kw):
                     input_shape=(2, 16, 16, 16, 16)), "width_fold"),
     ("conv", _spec3(strides=(2, 2, 2), padding=((0, 1),) * 3), "width_fold"),
     ("conv", _spec3(input_shape=(2, 16, 16, 16, 4), kernel_shape=(3, 3, 3, 4, 16)),
-     "xla"),                                          # 3 × 4 → 16: not XLA's fast path
+     "tap_loop"),                                     # 3 × 4 → 16: not XLA's fast path
     ("conv", _spec3(input_shape=(2, 16, 16, 16, 1), kernel_shape=(3, 3, 3, 1, 17)),
      "width_fold"),
     ("conv", _spec3(input_shape=(2, 16, 16, 16, 6), kernel_shape=(3, 3, 3, 6, 8)),
      "width_fold"),                                   # 3 × 6 = 18 folded channels
     ("conv", _spec3(dtype="bfloat16"), "xla"),
     ("conv", _spec3(input_shape=(4, 64, 64, 64, 16)), "width_fold"),  # folded: 192 MiB
-    ("conv", _spec3(input_shape=(8, 64, 64, 64, 16)), "xla"),  # 384 > MAX_WIDTH_FOLD_BYTES
+    ("conv", _spec3(input_shape=(8, 64, 64, 64, 16)), "tap_loop"),  # 384 MiB folded
     ("conv", _spec3(kernel_shape=(3, 3, 3, 4, 32), groups=4), "block_diagonal"),
     ("conv", _spec(kernel_shape=(1, 1, 64, 128), dtype="int8"), "xla"),
     ("conv", _spec(kernel_shape=(1, 1, 64, 128), dtype="bfloat16",
@@ -1239,14 +1275,14 @@ def test_the_path_taken_is_in_the_program():
     assert dilated in _hlo(transpose, x, tw)
     assert dilated not in _hlo(transpose, x, tw, grad=True)
     # Its kernel gradient is the kernel gradient of the strided convolution it is the input
-    # gradient of (rhs_dilation = strides), in 3-D too (whose forward is the sub-pixel form)
-    # above 16 input channels (at most 16: XLA's, test_subpixel_3d_kernel_gradient_...).
+    # gradient of (rhs_dilation = strides); in 3-D (whose forward is the sub-pixel form),
+    # in float32 both gradients are one loop over the taps, no convolution (16-bit:
+    # test_subpixel_3d_kernel_gradient_follows_the_input_channels).
     assert "rhs_dilate = [2, 2]" in _hlo(transpose, x, tw, grad=True)
     x3 = jnp.asarray(rng.standard_normal((1, 3, 3, 3, 4)), jnp.float32)
     tw3 = jnp.asarray(rng.standard_normal((3, 3, 3, 2, 4)), jnp.float32)
-    x3_wide = jnp.asarray(rng.standard_normal((1, 3, 3, 3, 17)), jnp.float32)
-    tw3_wide = jnp.asarray(rng.standard_normal((3, 3, 3, 2, 17)), jnp.float32)
-    assert "rhs_dilate = [2, 2, 2]" in _hlo(transpose, x3_wide, tw3_wide, grad=True)
+    gradients = _hlo(transpose, x3, tw3, grad=True)
+    assert "stablehlo.while" in gradients and "convolution" not in gradients
     assert "lhs_dilate = [2, 2, 2]" not in _hlo(transpose, x3, tw3)
     # Forward mode evaluates the tangents in the value's form: no input-dilated 3-D loop.
     jvp = jax.jit(lambda x, w: jax.jvp(transpose, (x, w), (x, w))).lower(x3, tw3).as_text()

@@ -75,11 +75,15 @@ The rule (:func:`choose`), per call:
      :data:`MAX_WIDTH_FOLD_BYTES`: the last spatial axis's taps folded into the
      channels and that axis into the batch, a 2-D convolution over the other two
      (itself ``eigen_crop``'s form where that pays), then the axis moved back. XLA:CPU
-     has no fast 3-D convolution (W7 forward 7.1–8.6 → 1.5–2.3 ms). At stride 1 both
-     gradients are one loop over the kernel's taps, two matrix products a tap
+     has no fast 3-D convolution (W7 forward 7.1–8.6 → 1.5–2.3 ms). Both gradients
+     are one loop over the kernel's taps, two matrix products a tap
      (:func:`_tap_loop`: W7 forward+backward 24.6 → 4.4 ms, a third of lax's
-     temporaries); the input's gradient alone, and strided ones, lax's.
-  7. otherwise ``"xla"``: for 1-D convolutions and strided 2-D ones no rewrite
+     temporaries; stride 2 55 → 1.9 ms); the input's gradient alone lax's.
+  7. ``"tap_loop"`` — any other dense 3-D convolution, float32 (few channels, or a
+     folded input too big): XLA's forward, the gradients :func:`_tap_loop`'s, as
+     ``"width_fold"``'s ((2, 16, 16, 16, 4) → 8 forward+backward 9.3 → 2.1 ms, a
+     single-channel (4, 32, 32, 32, 1) → 8 71 → 10 ms).
+  8. otherwise ``"xla"``: for 1-D convolutions and strided 2-D ones no rewrite
      measured faster (see ``choose``'s notes).
 
 - CPU, transposed convolution (``groups`` beyond Keras):
@@ -333,8 +337,8 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     Returns:
       ``"xla"`` (``lax.conv_general_dilated`` / ``jax.image.resize`` as written) or the
       name of a lowering: ``"pointwise_dot"``, ``"depthwise_taps"``, ``"block_diagonal"``,
-      ``"grouped_split"``, ``"eigen_crop"``, ``"width_fold"``, ``"subpixel_transpose"``,
-      ``"bilinear_stencil"``. ``"eigen_crop"`` (and ``"width_fold"``'s inner 2-D
+      ``"grouped_split"``, ``"eigen_crop"``, ``"width_fold"``, ``"tap_loop"``,
+      ``"subpixel_transpose"``, ``"bilinear_stencil"``. ``"eigen_crop"`` (and ``"width_fold"``'s inner 2-D
       convolution) also depends on the cores this process may run on (two or more).
 
     Rewrites measured on XLA:CPU and left out of the rule (forward / forward+backward,
@@ -492,6 +496,8 @@ def _choose_conv(spec: ConvSpec) -> str:
         return "eigen_crop"
     if spec.groups == 1 and _width_fold_pays(spec):
         return "width_fold"
+    if spec.groups == 1 and _tap_loop_pays(spec):
+        return "tap_loop"
     return XLA
 
 
@@ -1777,17 +1783,20 @@ _strided_pointwise_p = _conv_primitive("kconv_strided_pointwise", _xla_conv, _xl
 
 
 def _tap_loop_pays(spec: ConvSpec) -> bool:
-    """Whether a dense convolution's gradients take :func:`_tap_loop`: 3-D, stride 1,
-    float32 (what XLA:CPU runs on its generic loop and the loop was measured on)."""
-    return (spec.rank == 3 and spec.groups == 1 and all(s == 1 for s in spec.strides)
+    """Whether a dense convolution's gradients take :func:`_tap_loop`: 3-D, float32
+    (what XLA:CPU runs on its generic loop and the loop was measured on; forward+backward,
+    lax → loop: W7 24.6 → 4.4 ms; stride 2 55 → 1.9, (2, 32, 32, 32, 8) → 16 stride 2
+    222 → 5.8, channels_first stride 2 54 → 4.0)."""
+    return (spec.rank == 3 and spec.groups == 1
             and spec.dtype == np.float32 and spec.output_dtype() == np.float32)
 
 
 def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
-              input_gradient: bool = True, kernel_gradient: bool = True
-              ) -> tuple[Array | None, Array | None]:
-    """The input and/or kernel gradient of a dense convolution (``groups == 1``), as one
-    loop over the kernel's taps, each tap two matrix products.
+              input_gradient: bool = True, kernel_gradient: bool = True,
+              forward: bool = False) -> tuple[Array | None, Array | None, Array | None]:
+    """The input and/or kernel gradient of a dense convolution (``groups == 1``), and
+    optionally its value, as one loop over the kernel's taps, each tap one or two matrix
+    products.
 
     XLA:CPU (jaxlib 0.10) runs both gradients of a 3-D convolution on its generic loop
     (W7's forward+backward 24–29 ms, 12 % of the GEMM). Tap ``t``'s share of them is a
@@ -1803,10 +1812,16 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
     add. In channels_last the last spatial axis and the channels are one axis, so that
     every window and addition is 4-D (compiles faster, runs 1.7× faster on W7).
 
+    ``forward`` also sums ``window_t(x) · kernel[t]``, the convolution itself, from the
+    same windows: a transposed convolution's input gradient is the forward convolution
+    of its cotangent, and its kernel gradient that convolution's kernel gradient
+    (:func:`_subpixel_joint`).
+
     ``x`` and ``kernel`` may be :class:`jax.interpreters.ad.UndefinedPrimal` (only their
     shapes are read) where their own gradient is the one asked for. Returns ``(input's
-    gradient or None, kernel's gradient or None)``, in ``x``'s and ``kernel``'s dtypes;
-    partial sums in :func:`_accumulation_dtype`.
+    gradient, kernel's gradient, the convolution)``, each ``None`` unless asked for, the
+    gradients in ``x``'s and ``kernel``'s dtypes, the convolution (and every partial sum)
+    in :func:`_accumulation_dtype`.
     """
     rank, (channels, filters) = spec.rank, spec.kernel_shape[-2:]
     x_shape, x_dtype = tuple(x.aval.shape), x.aval.dtype
@@ -1853,11 +1868,11 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
         ct = ct.reshape(-1, filters)  # (positions, F)
     contract = (0,) if last else (0, *range(2, rank + 2))
 
-    def body(total: Array | None, tap: tuple[Array, Array | None]
-             ) -> tuple[Array | None, Array | None]:
-        t, kernel_t = tap
+    def body(totals: tuple[Array | None, Array | None], tap: tuple[Array, Array | None]
+             ) -> tuple[tuple[Array | None, Array | None], Array | None]:
+        (total, value), (t, kernel_t) = totals, tap
         gradient = None
-        if kernel_gradient:
+        if kernel_gradient or forward:
             x_view = x.reshape(view_shape(spec.spatial))
             # A padding value XLA cannot prove loop-invariant (it is 0): a constant one
             # has the pad hoisted out of the loop as a padded copy of the input.
@@ -1871,8 +1886,14 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
             window = window.astype(operands)
             if last:
                 window = window.reshape(-1, channels)
+        if kernel_gradient:
             gradient = lax.dot_general(window, ct, ((contract, contract), ((), ())),
                                        precision=precision, preferred_element_type=acc)
+        if forward:
+            value = value + lax.dot_general(
+                window, kernel_t.astype(operands), (((window.ndim - 1 if last else 1,),
+                                                     (0,)), ((), ())),
+                precision=precision, preferred_element_type=acc)
         if input_gradient:
             product = lax.dot_general(ct, kernel_t.astype(operands),
                                       ((((ct.ndim - 1) if last else 1,), (1,)), ((), ())),
@@ -1883,16 +1904,22 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
             start = along([p_lo[i] + spec.padding[i][0] - t[i] * dilation[i]
                            for i in range(rank)], 0, ndim)
             total = total + lax.dynamic_slice(padded, start, view_shape(spec.spatial))
-        return total, gradient
+        return (total, value), gradient
 
     taps = np.array(list(itertools.product(*map(range, spec.kernel_size))), np.int32)
-    kernels = jnp.reshape(kernel, (len(taps), channels, filters)) if input_gradient else None
-    total, gradients = lax.scan(
-        body, jnp.zeros(view_shape(spec.spatial), acc) if input_gradient else None,
+    kernels = (jnp.reshape(kernel, (len(taps), channels, filters))
+               if input_gradient or forward else None)
+    # The value as the products lie: (positions, F) channels last, (N, *out, F) first.
+    values = ((math.prod((n, *out)), filters) if last else (n, *out, filters))
+    (total, value), gradients = lax.scan(
+        body, (jnp.zeros(view_shape(spec.spatial), acc) if input_gradient else None,
+               jnp.zeros(values, acc) if forward else None),
         (jnp.asarray(taps), kernels))
     dx = total.reshape(x_shape).astype(x_dtype) if input_gradient else None
     dk = gradients.reshape(kernel_shape).astype(kernel_dtype) if kernel_gradient else None
-    return dx, dk
+    if forward:
+        value = value.reshape(n, *out, filters) if last else jnp.moveaxis(value, -1, 1)
+    return dx, dk, value
 
 
 def _tap_loop_transposes(lhs: Callable[..., Array], rhs: Callable[..., Array]
@@ -1920,7 +1947,7 @@ def _tap_loop_transposes(lhs: Callable[..., Array], rhs: Callable[..., Array]
         if not _tap_loop_pays(spec):
             return (lhs(ct, x, kernel, spec=spec, precision=precision),
                     rhs(ct, x, kernel, spec=spec, precision=precision))
-        return _tap_loop(ct, x, kernel, spec=spec, precision=precision)
+        return _tap_loop(ct, x, kernel, spec=spec, precision=precision)[:2]
 
     return lhs, loop_rhs, joint
 
@@ -1996,6 +2023,19 @@ def _width_fold_value(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
 _width_fold_p = _conv_primitive("kconv_width_fold", _width_fold_value, _xla_conv,
                                 *_tap_loop_transposes(_plain_input_gradient,
                                                       _plain_kernel_gradient))
+
+
+def tap_loop(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
+    """A dense 3-D convolution that :func:`width_fold` does not take (its folded 2-D
+    form would be off XLA:CPU's fast path, or too big): XLA's convolution, with
+    :func:`_tap_loop`'s gradients (:data:`_tap_loop_p`)."""
+    return _tap_loop_p.bind(x, kernel, spec=spec, precision=precision)
+
+
+#: XLA's convolution as the value and tangents, :func:`_tap_loop`'s gradients.
+_tap_loop_p = _conv_primitive("kconv_tap_loop", _xla_conv, _xla_conv,
+                              *_tap_loop_transposes(_plain_input_gradient,
+                                                    _plain_kernel_gradient))
 
 
 def space_to_batch(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
@@ -2087,6 +2127,7 @@ _CONV_LOWERINGS: dict[str, Callable[..., Array]] = {
     "grouped_split": grouped_split,
     "eigen_crop": eigen_crop,
     "width_fold": width_fold,
+    "tap_loop": tap_loop,
 }
 
 
@@ -2127,6 +2168,8 @@ def subpixel_transpose(x: Array, kernel: Array, *, spec: ConvSpec, precision: An
     gradient (``rhs_dilation``) for the kernel, both fast on XLA:CPU in 1-D and 2-D
     (forward+backward, plain → these: W5 43 → 5.3–6.5 ms; 1-D (16, 256, 64) → 64 filters,
     kernel 3, stride 2: 30 → 2.6 ms).
+    In 3-D, float32, both run on XLA:CPU's generic loop; there the two are one
+    :func:`_tap_loop` (:func:`_subpixel_joint`).
     A :func:`jax.custom_vjp` would give the same reverse mode but no forward mode, and
     ``jax.custom_jvp`` lets JAX transpose the tangent it is given; a primitive with
     :func:`jax.interpreters.ad.defbilinear` has the value, both tangents and both
@@ -2194,9 +2237,10 @@ def _conv_transpose_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec,
 
 def _subpixel_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec, precision: Any
                   ) -> Array:
-    """:func:`subpixel_transpose`'s kernel cotangent: :func:`_conv_transpose_rhs`, but in
-    3-D with at most :data:`_PLAIN_KERNEL_GRADIENT_MAX_CHANNELS` input channels the
-    plain form's (JAX's transpose of XLA's input-dilated convolution).
+    """:func:`subpixel_transpose`'s kernel cotangent outside :func:`_subpixel_loop_pays`
+    (16-bit 3-D, 1-D, 2-D, grouped): :func:`_conv_transpose_rhs`, but in 3-D with at most
+    :data:`_PLAIN_KERNEL_GRADIENT_MAX_CHANNELS` input channels the plain form's (JAX's
+    transpose of XLA's input-dilated convolution).
 
     In 3-D both run on XLA:CPU's generic loop, and which is faster turns on the input
     channels (kernel gradient alone, stride 2, 3×3×3, plain → strided form, ms;
@@ -2217,9 +2261,51 @@ _PLAIN_KERNEL_GRADIENT_MAX_CHANNELS = 16
 
 _plain_transpose_kernel_gradient = _transposes(_xla_conv_transpose)[1]
 
+def _strided_spec(spec: ConvSpec, ct: Any) -> ConvSpec:
+    """The spec of ``S``, the strided convolution whose input gradient the transposed
+    convolution ``spec`` is: from the transposed output ``ct``'s shape back to the
+    input's, the kernel ``(*k, filters, C)`` read as ``(*k, in, out)``, and the padding
+    that makes ``S``'s transpose exactly ``spec``'s (``k - 1`` less each side's)."""
+    return dataclasses.replace(
+        spec, input_shape=tuple(ct.shape), strides=spec.strides,
+        padding=tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in
+                      zip(spec.kernel_size, spec.padding)))
+
+
+def _subpixel_loop_pays(spec: ConvSpec) -> bool:
+    """Whether :func:`subpixel_transpose`'s kernel gradient (and, with it, its input
+    gradient) takes :func:`_tap_loop`: where ``S`` (:func:`_strided_spec`) would, but
+    strided — 3-D, dense, float32."""
+    return (spec.rank == 3 and spec.groups == 1 and all(d == 1 for d in spec.dilation)
+            and spec.dtype == np.float32 and spec.output_dtype() == np.float32)
+
+
+def _subpixel_loop_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec, precision: Any
+                       ) -> Array:
+    """:func:`subpixel_transpose`'s kernel cotangent: ``S``'s kernel gradient with
+    cotangent ``x`` (:func:`_conv_transpose_rhs`), in 3-D as :func:`_tap_loop`'s."""
+    if not _subpixel_loop_pays(spec):
+        return _subpixel_rhs(ct, x, kernel, spec=spec, precision=precision)
+    return _tap_loop(x, ct, kernel, spec=_strided_spec(spec, ct), precision=precision,
+                     input_gradient=False)[1]
+
+
+def _subpixel_joint(ct: Array, x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
+                    ) -> tuple[Array, Array]:
+    """Both of :func:`subpixel_transpose`'s cotangents: ``S(ct, kernel)`` and ``S``'s
+    kernel gradient with cotangent ``x`` read the same strided windows of ``ct``, so in
+    3-D one :func:`_tap_loop` computes both (``forward``)."""
+    if not _subpixel_loop_pays(spec):
+        return (_conv_transpose_lhs(ct, x, kernel, spec=spec, precision=precision),
+                _subpixel_rhs(ct, x, kernel, spec=spec, precision=precision))
+    _, kernel_ct, x_ct = _tap_loop(x, ct, kernel, spec=_strided_spec(spec, ct),
+                                   precision=precision, input_gradient=False, forward=True)
+    return x_ct.astype(x.dtype), kernel_ct
+
+
 _conv_transpose_p = _conv_primitive("kconv_conv_transpose", _conv_transpose_value,
                                     _xla_conv_transpose, _conv_transpose_lhs,
-                                    _subpixel_rhs)
+                                    _subpixel_loop_rhs, _subpixel_joint)
 
 
 @dataclasses.dataclass(frozen=True)
