@@ -121,12 +121,12 @@ the taps' windows; its trace and lowering are lax's; medians of 5 have read up t
 ``block_diagonal`` 1.3–1.5 / 0.9–1.0× (X6), ``eigen_crop`` 1.0–1.1 / 1.0× (W1, W3),
 ``width_fold`` 1.1–1.4 / 1.2–1.3× (W7: its two loop fusions, the folded input and the
 output's transpose, compile side by side; the gradients' loop body),
-``subpixel_transpose`` 1.0–1.2 / 0.8–0.95× (W5, X2), ``pointwise_dot`` and
+``subpixel_transpose`` 1.0–1.2 / 0.9–1.2× (W5, X2: its tap loop), ``pointwise_dot`` and
 ``bilinear_stencil`` no slower.
 Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:CPU's
 ``peak_memory_in_bytes`` counts only arguments and outputs) are below the plain path's on
-W4 (0.33×), X1 (0.49×), X6 (0.53×) and W7 (0.32×), and equal to it elsewhere (W1, W3,
-W5, X2 1.00×);
+W4 (0.33×), X1 (0.49×), X6 (0.53×), W7 (0.32×) and X2 (0.28×), and equal to it
+elsewhere (W1, W3, W5 1.00×);
 ``eigen_crop``'s forward alone keeps one output-sized buffer more (its taller output),
 ``width_fold``'s the folded input and the 2-D output (W7 2.6 MiB, lax's none).
 
