@@ -7,8 +7,10 @@ changes the numbers beyond float rounding, only the speed, and is checked agains
 plain path in ``tests/test_lowerings.py`` (outputs, both gradients, jvp, vmap,
 grad-of-grad, remat). Each is built from ``lax``/``jnp`` ops. The depthwise taps and the
 transposed convolution are bilinear primitives whose transposes are written out
-(:func:`depthwise_taps`, :func:`subpixel_transpose`), and the bilinear stencil carries
-a :func:`jax.custom_jvp` whose tangent is the same map in the form whose *transpose*
+(:func:`depthwise_taps`, :func:`subpixel_transpose`), the 3-D convolutions' gradients one
+loop over the kernel's taps whose two transposes come from one equation
+(:func:`_tap_loop`, :func:`_def_joint_tangent`), and the bilinear stencil carries a
+:func:`jax.custom_jvp` whose tangent is the same map in the form whose *transpose*
 XLA:CPU runs fast, so forward mode, reverse mode and higher orders all work.
 
 The rule (:func:`choose`), per call:
@@ -1867,54 +1869,86 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
     if last:
         ct = ct.reshape(-1, filters)  # (positions, F)
     contract = (0,) if last else (0, *range(2, rank + 2))
+    taps = np.array(list(itertools.product(*map(range, spec.kernel_size))), np.int32)
+    # Each tap's offsets in the view, per spatial axis (scan inputs: scalars in the body,
+    # so that it holds lax primitives only — jnp arithmetic on them would add a nested
+    # jit to trace and lower per operation).
+    units = np.array(unit, np.int32)
+    window_at = taps * np.array(dilation, np.int32) * units
+    product_at = (np.array(p_lo) + np.array([lo for lo, _ in spec.padding])
+                  - taps * np.array(dilation)).astype(np.int32) * units
+    x_like = view_shape(spec.spatial)
+    strided = [1] * ndim
+    for axis, s in zip(axes, strides):
+        strided[axis] = s
+    if not last:  # the products come out (N, *out, C); the view is (N, C, *out)
+        to_first = (0, rank + 1, *range(1, rank + 1))
 
-    def body(totals: tuple[Array | None, Array | None], tap: tuple[Array, Array | None]
+    def cast(a: Array, dtype: Any) -> Array:
+        return a if a.dtype == dtype else lax.convert_element_type(a, dtype)
+
+    def full_index(starts: Sequence[Array]) -> list[Any]:
+        index: list[Any] = [np.int32(0)] * ndim
+        for axis, start in zip(axes, starts):
+            index[axis] = start
+        return index
+
+    def body(totals: tuple[Array | None, Array | None],
+             tap: tuple[Sequence[Array], Sequence[Array], Array | None]
              ) -> tuple[tuple[Array | None, Array | None], Array | None]:
-        (total, value), (t, kernel_t) = totals, tap
+        (total, value), (window_start, product_start, kernel_t) = totals, tap
         gradient = None
         if kernel_gradient or forward:
-            x_view = x.reshape(view_shape(spec.spatial))
             # A padding value XLA cannot prove loop-invariant (it is 0): a constant one
             # has the pad hoisted out of the loop as a padded copy of the input.
-            padded = lax.pad(x_view, lax.convert_element_type(t[0] < 0, x_dtype), x_pads)
-            window = lax.dynamic_slice(
-                padded, along([t[i] * dilation[i] for i in range(rank)], 0, ndim),
-                view_shape(spans))
+            zero = lax.convert_element_type(lax.lt(window_start[0], np.int32(0)), x_dtype)
+            padded = lax.pad(lax.reshape(x, x_like), zero, x_pads)
+            window = lax.dynamic_slice(padded, full_index(window_start), view_shape(spans))
             if any(s > 1 for s in strides):
-                window = window[tuple(slice(None, None, s)
-                                      for s in along(strides, 1, ndim, scale=False))]
-            window = window.astype(operands)
+                window = lax.slice(window, (0,) * ndim, window.shape, strided)
+            window = cast(window, operands)
             if last:
-                window = window.reshape(-1, channels)
+                window = lax.reshape(window, (window.size // channels, channels))
         if kernel_gradient:
             gradient = lax.dot_general(window, ct, ((contract, contract), ((), ())),
                                        precision=precision, preferred_element_type=acc)
         if forward:
-            value = value + lax.dot_general(
-                window, kernel_t.astype(operands), (((window.ndim - 1 if last else 1,),
-                                                     (0,)), ((), ())),
-                precision=precision, preferred_element_type=acc)
+            value = lax.add(value, lax.dot_general(
+                window, cast(kernel_t, operands),
+                (((window.ndim - 1 if last else 1,), (0,)), ((), ())),
+                precision=precision, preferred_element_type=acc))
         if input_gradient:
-            product = lax.dot_general(ct, kernel_t.astype(operands),
+            if kernel_gradient:
+                # The kernel gradient's product before the input gradient's, so that the
+                # latter reuses the window's buffer (XLA:CPU's scheduler may run them the
+                # other way round, both buffers live: 2× the loop's temporaries, above
+                # lax's; an optimization_barrier does not survive to its scheduler). A
+                # select on an entry of the kernel gradient whose condition is never true
+                # (no offset is negative; a NaN alone never selects) is the dependency.
+                never = lax.bitwise_and(
+                    lax.ne(gradient[0, 0], gradient[0, 0]),
+                    lax.lt(window_start[0], np.int32(0)))
+                kernel_t = lax.select(lax.broadcast(never, kernel_t.shape),
+                                      lax.full_like(kernel_t, 0), kernel_t)
+            product = lax.dot_general(ct, cast(kernel_t, operands),
                                       ((((ct.ndim - 1) if last else 1,), (1,)), ((), ())),
                                       precision=precision, preferred_element_type=acc)
-            product = (product.reshape(view_shape(out)) if last
-                       else jnp.moveaxis(product, -1, 1))  # (N, C, *out)
+            product = (lax.reshape(product, view_shape(out)) if last
+                       else lax.transpose(product, to_first))
             padded = lax.pad(product, np.zeros((), acc), p_pads)
-            start = along([p_lo[i] + spec.padding[i][0] - t[i] * dilation[i]
-                           for i in range(rank)], 0, ndim)
-            total = total + lax.dynamic_slice(padded, start, view_shape(spec.spatial))
+            total = lax.add(total, lax.dynamic_slice(padded, full_index(product_start),
+                                                     x_like))
         return (total, value), gradient
 
-    taps = np.array(list(itertools.product(*map(range, spec.kernel_size))), np.int32)
     kernels = (jnp.reshape(kernel, (len(taps), channels, filters))
                if input_gradient or forward else None)
     # The value as the products lie: (positions, F) channels last, (N, *out, F) first.
     values = ((math.prod((n, *out)), filters) if last else (n, *out, filters))
     (total, value), gradients = lax.scan(
-        body, (jnp.zeros(view_shape(spec.spatial), acc) if input_gradient else None,
+        body, (jnp.zeros(x_like, acc) if input_gradient else None,
                jnp.zeros(values, acc) if forward else None),
-        (jnp.asarray(taps), kernels))
+        (tuple(jnp.asarray(a) for a in window_at.T),
+         tuple(jnp.asarray(a) for a in product_at.T), kernels))
     dx = total.reshape(x_shape).astype(x_dtype) if input_gradient else None
     dk = gradients.reshape(kernel_shape).astype(kernel_dtype) if kernel_gradient else None
     if forward:
