@@ -435,17 +435,18 @@ def test_width_fold_gradient_programs(strides):
     assert fingerprint(auto[3]) == fingerprint(plain[3])
 
 
-@pytest.mark.parametrize("shape,filters,fmt,argnums", [
-    ((2, 8, 8, 8, 16), 32, "channels_last", (0, 1)),     # W7's channels
-    ((2, 8, 8, 8, 16), 32, "channels_last", (1, 0)),
-    ((2, 8, 8, 8, 16), 32, "channels_last", (0,)),       # the kernel's alone
-    ((2, 8, 8, 8, 32), 8, "channels_last", (0, 1)),      # fewer filters than channels
-    ((2, 16, 8, 8, 8), 16, "channels_first", (0, 1)),
+@pytest.mark.parametrize("shape,filters,fmt,argnums,kernel", [
+    ((2, 8, 8, 8, 16), 32, "channels_last", (0, 1), (3, 3, 3)),     # W7's channels
+    ((2, 8, 8, 8, 16), 32, "channels_last", (1, 0), (3, 3, 3)),
+    ((2, 8, 8, 8, 16), 32, "channels_last", (0,), (3, 3, 3)),       # the kernel's alone
+    ((2, 8, 8, 8, 32), 8, "channels_last", (0, 1), (3, 3, 3)),      # fewer filters
+    ((2, 16, 8, 8, 8), 16, "channels_first", (0, 1), (3, 3, 3)),
+    ((2, 8, 8, 8, 32), 32, "channels_last", (0, 1), (1, 1, 3)),     # one tap wide on D, H
 ])
-def test_tap_loop_temporaries_at_most_lax(shape, filters, fmt, argnums):
+def test_tap_loop_temporaries_at_most_lax(shape, filters, fmt, argnums, kernel):
     """The memory bar: forward+backward temporaries no higher than the plain path's."""
     channels = shape[-1] if fmt == "channels_last" else shape[1]
-    x, w = jnp.ones(shape), jnp.ones((3, 3, 3, channels, filters))
+    x, w = jnp.ones(shape), jnp.ones((*kernel, channels, filters))
     ct = jnp.ones(jax.eval_shape(lambda x, w: ops.conv(x, w, 1, "same", fmt), x, w).shape)
     grad = jax.grad(lambda w, x, ct: jnp.sum(ops.conv(x, w, 1, "same", fmt) * ct),
                     argnums=argnums)

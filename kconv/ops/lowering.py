@@ -79,7 +79,7 @@ The rule (:func:`choose`), per call:
      (itself ``eigen_crop``'s form where that pays), then the axis moved back. XLA:CPU
      has no fast 3-D convolution (W7 forward 7.1–8.6 → 1.5–2.3 ms). Both gradients
      are one loop over the kernel's taps, two matrix products a tap
-     (:func:`_tap_loop`: W7 forward+backward 24.6 → 4.4 ms, a third of lax's
+     (:func:`_tap_loop`: W7 forward+backward 24.6 → 4.4–4.8 ms, a third of lax's
      temporaries; stride 2 55 → 1.9 ms); the input's gradient alone lax's.
   7. ``"tap_loop"`` — any other dense 3-D convolution, float32 (few channels, or a
      folded input too big): XLA's forward, the gradients :func:`_tap_loop`'s, as
@@ -101,12 +101,15 @@ The rule (:func:`choose`), per call:
      ``"depthwise_taps"``): XLA's forward, with gradients that never take the generic
      loop XLA:CPU runs the plain kernel gradient on: the input's is XLA's strided
      convolution of the cotangent, the kernel's that strided convolution's own kernel
-     gradient (W5 forward+backward 42 → 5.3 ms; in 3-D only above 16 input channels,
-     where it beats XLA's on their shared generic loop), or for a depthwise one the
-     sub-pixel form's (a stride-1 convolution to ``prod(strides)`` phases, then
-     depth-to-space; 64 groups, 129 → 47 ms). The forward is XLA's, unchanged, in 1-D
-     and 2-D; in 3-D it is the sub-pixel form, as XLA:CPU's input-dilated 3-D
-     convolution is on its slowest loop (X2 forward 42 → 0.7 ms).
+     gradient (W5 forward+backward 42 → 5.3 ms), or for a depthwise one the sub-pixel
+     form's (a stride-1 convolution to ``prod(strides)`` phases, then depth-to-space;
+     64 groups, 129 → 47 ms). In 3-D, float32, both run on XLA:CPU's generic loop, so
+     there the two are one loop over the taps of the same strided windows of the
+     cotangent (:func:`_tap_loop`, :func:`_subpixel_joint`: X2 forward+backward 7.8 →
+     1.2 ms, below torch's; the input's gradient alone XLA's; in 16-bit dtypes the
+     strided form's kernel gradient above 16 input channels, XLA's below). The forward
+     is XLA's, unchanged, in 1-D and 2-D; in 3-D it is the sub-pixel form, as XLA:CPU's
+     input-dilated 3-D convolution is on its slowest loop (X2 forward 42 → 0.7 ms).
   3. otherwise ``"xla"``.
 - CPU, ``upsample`` with ``bilinear`` (floating inputs): ``"bilinear_stencil"`` — the
   fixed two-tap half-pixel stencil per axis instead of ``jax.image.resize``'s dense
@@ -1787,7 +1790,7 @@ _strided_pointwise_p = _conv_primitive("kconv_strided_pointwise", _xla_conv, _xl
 def _tap_loop_pays(spec: ConvSpec) -> bool:
     """Whether a dense convolution's gradients take :func:`_tap_loop`: 3-D, float32
     (what XLA:CPU runs on its generic loop and the loop was measured on; forward+backward,
-    lax → loop: W7 24.6 → 4.4 ms; stride 2 55 → 1.9, (2, 32, 32, 32, 8) → 16 stride 2
+    lax → loop: W7 24.6 → 4.4–4.8 ms; stride 2 55 → 1.9, (2, 32, 32, 32, 8) → 16 stride 2
     222 → 5.8, channels_first stride 2 54 → 4.0)."""
     return (spec.rank == 3 and spec.groups == 1
             and spec.dtype == np.float32 and spec.output_dtype() == np.float32)
@@ -1894,14 +1897,17 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
         return index
 
     def body(totals: tuple[Array | None, Array | None],
-             tap: tuple[Sequence[Array], Sequence[Array], Array | None]
+             tap: tuple[Array, Sequence[Array], Sequence[Array], Array | None]
              ) -> tuple[tuple[Array | None, Array | None], Array | None]:
-        (total, value), (window_start, product_start, kernel_t) = totals, tap
+        (total, value), (index, window_start, product_start, kernel_t) = totals, tap
+        # Never true (the taps are numbered from 0), but XLA cannot prove it: a tap's
+        # offsets may all be one constant (a kernel one tap wide on that axis), and a
+        # condition on them would fold.
         gradient = None
         if kernel_gradient or forward:
             # A padding value XLA cannot prove loop-invariant (it is 0): a constant one
             # has the pad hoisted out of the loop as a padded copy of the input.
-            zero = lax.convert_element_type(lax.lt(window_start[0], np.int32(0)), x_dtype)
+            zero = lax.convert_element_type(lax.lt(index, np.int32(0)), x_dtype)
             padded = lax.pad(lax.reshape(x, x_like), zero, x_pads)
             window = lax.dynamic_slice(padded, full_index(window_start), view_shape(spans))
             if any(s > 1 for s in strides):
@@ -1924,10 +1930,9 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
                 # other way round, both buffers live: 2× the loop's temporaries, above
                 # lax's; an optimization_barrier does not survive to its scheduler). A
                 # select on an entry of the kernel gradient whose condition is never true
-                # (no offset is negative; a NaN alone never selects) is the dependency.
-                never = lax.bitwise_and(
-                    lax.ne(gradient[0, 0], gradient[0, 0]),
-                    lax.lt(window_start[0], np.int32(0)))
+                # (no tap index is negative; a NaN alone never selects) is the dependency.
+                entry = lax.reshape(lax.slice(gradient, (0, 0), (1, 1)), ())
+                never = lax.bitwise_and(lax.ne(entry, entry), lax.lt(index, np.int32(0)))
                 kernel_t = lax.select(lax.broadcast(never, kernel_t.shape),
                                       lax.full_like(kernel_t, 0), kernel_t)
             product = lax.dot_general(ct, cast(kernel_t, operands),
@@ -1947,7 +1952,7 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
     (total, value), gradients = lax.scan(
         body, (jnp.zeros(x_like, acc) if input_gradient else None,
                jnp.zeros(values, acc) if forward else None),
-        (tuple(jnp.asarray(a) for a in window_at.T),
+        (jnp.arange(len(taps), dtype=np.int32), tuple(jnp.asarray(a) for a in window_at.T),
          tuple(jnp.asarray(a) for a in product_at.T), kernels))
     dx = total.reshape(x_shape).astype(x_dtype) if input_gradient else None
     dk = gradients.reshape(kernel_shape).astype(kernel_dtype) if kernel_gradient else None
