@@ -402,6 +402,8 @@ def test_width_fold_window_all_padding():
 
 
 def _fingerprint():
+    """``benchmarks/bench.py``'s ``hlo_fingerprint``: the optimized program, names and
+    metadata taken out."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     try:
         return importlib.import_module("bench").hlo_fingerprint
@@ -750,12 +752,7 @@ def test_grouped_split_transpose(rank, padding, strides, dilation, output_paddin
 def _optimized_hlo(f, args):
     """``f``'s optimized XLA program with names and metadata taken out (two programs that
     print the same are the same computation)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    try:
-        bench = importlib.import_module("bench")
-    finally:
-        sys.path.pop(0)
-    return bench.hlo_fingerprint(jax.jit(f).lower(*args).compile())
+    return _fingerprint()(jax.jit(f).lower(*args).compile())
 
 
 @pytest.mark.parametrize("argnums", [(0,), (1,), (1, 0)])

@@ -1846,28 +1846,29 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
             return (n, *spatial[:-1], spatial[-1] * channels)
         return (n, *spatial, channels) if last else (n, channels, *spatial)
 
-    def along(per_axis: Sequence[Any], fill: Any, ndim: int, scale: bool = True
-              ) -> list[Any]:
-        """A per-dimension list of the view: ``per_axis`` on the spatial axes (offsets
-        and pads scaled to the merged axis's elements), ``fill`` elsewhere."""
+    ndim = len(view_shape(out))
+
+    def per_dim(values: Sequence[Any], fill: Any) -> list[Any]:
+        """One entry per dimension of the view: ``values`` on the spatial axes, ``fill``
+        elsewhere."""
         full = [fill] * ndim
-        for axis, value, u in zip(axes, per_axis, unit if scale else (1,) * rank):
-            full[axis] = (tuple(v * u for v in value[:2]) + value[2:]
-                          if isinstance(value, tuple) else value * u)
+        for axis, value in zip(axes, values):
+            full[axis] = value
         return full
 
-    ndim = len(view_shape(out))
-    # Tap t's window: the padded input from t * dilation, every stride-th element.
+    # Tap t's window: the padded input from t * dilation, every stride-th element (pads
+    # and offsets scaled by ``unit`` on the merged axis).
     spans = [(o - 1) * s + 1 for o, s in zip(out, strides)]
-    x_pads = along([(lo, hi, 0) for lo, hi in spec.padding], (0, 0, 0), ndim)
+    x_pads = per_dim([(lo * u, hi * u, 0) for (lo, hi), u in zip(spec.padding, unit)],
+                     (0, 0, 0))
     # Tap t's product lands on input s * o + t * dilation - lo: interleaved by the
     # strides and padded by the most any tap needs, then sliced at the tap's offset.
     p_lo = [max(0, (k - 1) * d - lo)
             for k, d, (lo, _) in zip(spec.kernel_size, dilation, spec.padding)]
     p_hi = [max(0, lo + length - span)
             for length, span, (lo, _) in zip(spec.spatial, spans, spec.padding)]
-    p_pads = along([(lo, hi, s - 1) for lo, hi, s in zip(p_lo, p_hi, strides)], (0, 0, 0),
-                   ndim)
+    p_pads = per_dim([(lo * u, hi * u, s - 1)
+                      for lo, hi, s, u in zip(p_lo, p_hi, strides, unit)], (0, 0, 0))
     ct = ct.astype(operands)
     if last:
         ct = ct.reshape(-1, filters)  # (positions, F)
@@ -1881,35 +1882,26 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
     product_at = (np.array(p_lo) + np.array([lo for lo, _ in spec.padding])
                   - taps * np.array(dilation)).astype(np.int32) * units
     x_like = view_shape(spec.spatial)
-    strided = [1] * ndim
-    for axis, s in zip(axes, strides):
-        strided[axis] = s
+    strided = per_dim(strides, 1)
     if not last:  # the products come out (N, *out, C); the view is (N, C, *out)
         to_first = (0, rank + 1, *range(1, rank + 1))
 
     def cast(a: Array, dtype: Any) -> Array:
         return a if a.dtype == dtype else lax.convert_element_type(a, dtype)
 
-    def full_index(starts: Sequence[Array]) -> list[Any]:
-        index: list[Any] = [np.int32(0)] * ndim
-        for axis, start in zip(axes, starts):
-            index[axis] = start
-        return index
-
     def body(totals: tuple[Array | None, Array | None],
              tap: tuple[Array, Sequence[Array], Sequence[Array], Array | None]
              ) -> tuple[tuple[Array | None, Array | None], Array | None]:
         (total, value), (index, window_start, product_start, kernel_t) = totals, tap
-        # Never true (the taps are numbered from 0), but XLA cannot prove it: a tap's
-        # offsets may all be one constant (a kernel one tap wide on that axis), and a
-        # condition on them would fold.
         gradient = None
         if kernel_gradient or forward:
             # A padding value XLA cannot prove loop-invariant (it is 0): a constant one
-            # has the pad hoisted out of the loop as a padded copy of the input.
+            # has the pad hoisted out of the loop as a padded copy of the input. The
+            # condition reads the tap's index, never negative: a tap's offsets may all be
+            # one constant (a kernel one tap wide on that axis), which XLA would fold.
             zero = lax.convert_element_type(lax.lt(index, np.int32(0)), x_dtype)
             padded = lax.pad(lax.reshape(x, x_like), zero, x_pads)
-            window = lax.dynamic_slice(padded, full_index(window_start), view_shape(spans))
+            window = lax.dynamic_slice(padded, per_dim(window_start, np.int32(0)), view_shape(spans))
             if any(s > 1 for s in strides):
                 window = lax.slice(window, (0,) * ndim, window.shape, strided)
             window = cast(window, operands)
@@ -1941,7 +1933,7 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
             product = (lax.reshape(product, view_shape(out)) if last
                        else lax.transpose(product, to_first))
             padded = lax.pad(product, np.zeros((), acc), p_pads)
-            total = lax.add(total, lax.dynamic_slice(padded, full_index(product_start),
+            total = lax.add(total, lax.dynamic_slice(padded, per_dim(product_start, np.int32(0)),
                                                      x_like))
         return (total, value), gradient
 
