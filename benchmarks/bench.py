@@ -330,10 +330,12 @@ def check_outputs(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], tol: f
 
 
 def to_ref(impl, mode: str, out) -> dict[str, np.ndarray]:
+    """``fwd``: the output; ``fwdbwd``: ``(weights' gradients, input's gradient, output)``
+    — the output too, so that the check covers what every implementation computes."""
     if mode == "fwd":
         return {"y": impl.out_to_ref(out)}
-    gw, gx = impl.grads_to_ref(*out)
-    return {**{"d" + k: v for k, v in gw.items()}, "dx": gx}
+    gw, gx = impl.grads_to_ref(out[0], out[1])
+    return {**{"d" + k: v for k, v in gw.items()}, "dx": gx, "y": impl.out_to_ref(out[2])}
 
 
 # ---------------------------------------------------------------------------------------
@@ -341,9 +343,14 @@ def to_ref(impl, mode: str, out) -> dict[str, np.ndarray]:
 
 def _jax_target(impl, mode: str):
     """A fresh function object (so that no jit cache is shared between measurements) and
-    its arguments."""
+    its arguments.
+
+    ``fwdbwd`` returns the output with the gradients (``jax.vjp``), as torch's
+    ``y = f(x); y.backward(ct)`` computes it and a training step needs it: the gradients
+    of ``sum(y * ct)`` alone do not use ``y`` for a layer linear in its input and
+    weights, and XLA would drop the forward convolution from the program.
+    """
     import jax
-    import jax.numpy as jnp
 
     fn = impl.fn
     if mode == "fwd":
@@ -351,12 +358,10 @@ def _jax_target(impl, mode: str):
             return fn(w, x)
         return target, (impl.weights, impl.x)
 
-    def loss(w, x, ct):
-        return jnp.sum(fn(w, x) * ct)
-    grad = jax.grad(loss, argnums=(0, 1))
-
     def target(w, x, ct):
-        return grad(w, x, ct)
+        y, pullback = jax.vjp(fn, w, x)
+        gw, gx = pullback(ct)
+        return gw, gx, y
     return target, (impl.weights, impl.x, impl.ct)
 
 
@@ -473,7 +478,7 @@ def prepare_torch(impl, mode: str, torch_mod, device: str):
             y = impl.fn(xg)
             y.backward(ct)
             sync()
-            return [q.grad for q in params], xg.grad
+            return [q.grad for q in params], xg.grad, y
     t0 = pc()
     out = call()
     return call, out, {"first_call_s": pc() - t0}
