@@ -1608,7 +1608,12 @@ def eigen_crop(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Ar
     A bilinear primitive whose tangents are itself and whose transposes are lax's
     (:data:`_eigen_crop_p`): the input and kernel gradients are the plain convolution's.
     The kernel gradient of the taller form would take a cotangent taller than the input,
-    which XLA swaps into a convolution on its generic loop (W1: 0.37 s).
+    which XLA swaps into a convolution on its generic loop (W1: 0.37 s). Inside a
+    derivative the value is XLA's convolution (``derivative_value``): its bias add runs in
+    place in the output, where the taller output would be a temporary beside the kernel
+    gradient's transposed copies (W1 forward+backward 8.1 → 12.1 MiB; XLA schedules the
+    gradients' copies before the crop whatever data dependency is added, as it fuses the
+    one element read into the copy).
     """
     return _eigen_crop_p.bind(x, kernel, spec=spec, precision=precision)
 
@@ -1663,13 +1668,20 @@ def _conv_primitive_batch(primitive: Primitive, value: Callable[..., Array],
 
 def _conv_primitive(name: str, value: Callable[..., Array], plain: Callable[..., Array],
                     lhs: Callable[..., Array], rhs: Callable[..., Array],
-                    joint: Callable[..., tuple[Array, Array]] | None = None) -> Primitive:
+                    joint: Callable[..., tuple[Array, Array]] | None = None, *,
+                    derivative_value: Callable[..., Array] | None = None) -> Primitive:
     """A convolution primitive ``p(x, kernel, spec=..., precision=...)``: ``value``'s lax
     ops as its evaluation and lowering, ``plain``'s output shape, bilinear with the
     transposes ``lhs`` (input) and ``rhs`` (kernel), batched by
     :func:`_conv_primitive_batch`; with ``joint`` (both transposes from one call), its
     tangent in both operands is one equation whose transpose calls it
-    (:func:`_def_joint_tangent`)."""
+    (:func:`_def_joint_tangent`).
+
+    ``derivative_value`` (lax ops, e.g. ``plain``), if given, computes the primal output
+    inside a derivative (``jvp``, ``grad``, ``vjp``) in ``value``'s place: for a value
+    whose forward temporaries would sit beside the gradients' own (a derivative's
+    program schedules the two together), above the plain path's memory.
+    """
     primitive = Primitive(name)
     primitive.def_impl(value)
 
@@ -1684,15 +1696,29 @@ def _conv_primitive(name: str, value: Callable[..., Array], plain: Callable[...,
     ad.defbilinear(primitive, lhs, rhs)
     batching.primitive_batchers[primitive] = functools.partial(_conv_primitive_batch,
                                                                primitive, value)
+    primal = (primitive.bind if derivative_value is None else
+              lambda x, kernel, **params: derivative_value(x, kernel, **params))
     if joint is not None:
-        _def_joint_tangent(primitive, value, abstract, lhs, rhs, joint)
+        _def_joint_tangent(primitive, value, abstract, lhs, rhs, joint, primal)
+    elif derivative_value is not None:
+        def jvp(primals: Sequence[Array], tangents: Sequence[Any], **params: Any
+                ) -> tuple[Array, Any]:
+            (x, kernel), (dx, dk) = primals, tangents
+            terms = ([primitive.bind(dx, kernel, **params)] if type(dx) is not ad.Zero
+                     else []) + ([primitive.bind(x, dk, **params)]
+                                 if type(dk) is not ad.Zero else [])
+            y = primal(x, kernel, **params)
+            return y, (functools.reduce(lax.add, terms) if terms
+                       else ad.Zero.from_primal_value(y))
+        ad.primitive_jvps[primitive] = jvp
     return primitive
 
 
 def _def_joint_tangent(primitive: Primitive, value: Callable[..., Array],
                        abstract: Callable[..., Any], lhs: Callable[..., Array],
                        rhs: Callable[..., Array],
-                       joint: Callable[..., tuple[Array, Array]]) -> None:
+                       joint: Callable[..., tuple[Array, Array]],
+                       primal: Callable[..., Array] | None = None) -> None:
     """Forward mode for a bilinear convolution primitive ``p`` whose two transposes cost
     less computed together (``joint(ct, x, kernel, spec=, precision=)`` returns the input's
     and the kernel's cotangents).
@@ -1704,7 +1730,9 @@ def _def_joint_tangent(primitive: Primitive, value: Callable[..., Array],
     transpose makes one ``joint`` call where both of a pair are unknown. Its own tangent
     is again a sum of such pairs, so ``jvp``, ``grad`` of ``grad`` and
     Hessian-vector products stay exact; under :func:`jax.vmap` it is ``p`` twice.
+    ``primal(x, kernel, **params)`` computes the JVP's primal output (default ``p``).
     """
+    primal = primitive.bind if primal is None else primal
     pair = Primitive(primitive.name + "_pair")
 
     def pair_value(a: Array, b: Array, c: Array, d: Array, **params: Any) -> Array:
@@ -1732,7 +1760,7 @@ def _def_joint_tangent(primitive: Primitive, value: Callable[..., Array],
             ) -> tuple[Array, Any]:
         (x, kernel), (dx, dk) = primals, tangents
         terms = products((dx, kernel), (x, dk), params)
-        return primitive.bind(x, kernel, **params), functools.reduce(lax.add, terms)
+        return primal(x, kernel, **params), functools.reduce(lax.add, terms)
 
     def pair_jvp(primals: Sequence[Array], tangents: Sequence[Any], **params: Any
                  ) -> tuple[Array, Any]:
@@ -1774,7 +1802,8 @@ def _def_joint_tangent(primitive: Primitive, value: Callable[..., Array],
 
 
 _eigen_crop_p = _conv_primitive("kconv_eigen_crop", _eigen_crop_value, _xla_conv,
-                                _plain_input_gradient, _plain_kernel_gradient)
+                                _plain_input_gradient, _plain_kernel_gradient,
+                                derivative_value=_xla_conv)
 
 #: A 1-D :func:`block_diagonal` with wide groups: XLA's grouped convolution as its value
 #: and tangents, the dense convolution's transposes as its gradients.
@@ -2003,7 +2032,9 @@ def width_fold(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Ar
     within :data:`MAX_WIDTH_FOLD_BYTES`. A bilinear primitive (:data:`_width_fold_p`)
     whose gradients are :func:`_tap_loop`'s where :func:`_tap_loop_pays` (both in one
     loop where both are asked for), lax's elsewhere (folded gradients would keep the
-    folded input alive into the backward pass).
+    folded input alive into the backward pass). Inside a derivative its value is XLA's
+    convolution: the folded input and the 2-D output alone exceed lax's forward+backward
+    temporaries (W7 2.6 against 1.6 MiB), so forward+backward is :func:`tap_loop`'s.
     """
     return _width_fold_p.bind(x, kernel, spec=spec, precision=precision)
 
@@ -2053,7 +2084,8 @@ def _width_fold_value(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
 
 _width_fold_p = _conv_primitive("kconv_width_fold", _width_fold_value, _xla_conv,
                                 *_tap_loop_transposes(_plain_input_gradient,
-                                                      _plain_kernel_gradient))
+                                                      _plain_kernel_gradient),
+                                derivative_value=_xla_conv)
 
 
 def tap_loop(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
@@ -2504,7 +2536,10 @@ def bilinear_stencil(x: Array, *, spec: UpsampleSpec, plain: Callable[[Array], A
     weight goes to the edge sample (``resize`` renormalises its weights the same way).
     ``resize`` contracts with a dense ``(f * n, n)`` weight matrix per axis, which XLA:CPU
     runs slowly forward (W8 6–30 → 1.7–4 ms), but whose transpose it runs faster than the
-    stencil's (interleaving slices), so the tangent of this linear map is ``plain``'s.
+    stencil's (interleaving slices), so the tangent of this linear map is ``plain``'s;
+    inside a derivative the value is ``plain``'s too: the stencil's first axis (an
+    intermediate half the output's size) would sit beside the transpose's copy of the
+    cotangent (W8 forward + backward 20 → 24 MiB of temporaries).
     """
     return _stencil_resize_derivative(x, spec, plain)
 
@@ -2523,7 +2558,7 @@ def _stencil_resize_derivative(x: Array, spec: UpsampleSpec,
 @_stencil_resize_derivative.defjvp
 def _stencil_resize_jvp(spec: UpsampleSpec, plain: Callable[[Array], Array],
                         primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    return _stencil_resize_derivative(primals[0], spec, plain), plain(tangents[0])
+    return plain(primals[0]), plain(tangents[0])
 
 
 def _linear_upsample_axis(x: Array, axis: int, factor: int) -> Array:
