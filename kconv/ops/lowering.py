@@ -2558,7 +2558,7 @@ def _stencil_resize_derivative(x: Array, spec: UpsampleSpec,
 @_stencil_resize_derivative.defjvp
 def _stencil_resize_jvp(spec: UpsampleSpec, plain: Callable[[Array], Array],
                         primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    return plain(primals[0]), plain(tangents[0])
+    return jax.jvp(plain, primals, tangents)
 
 
 def _linear_upsample_axis(x: Array, axis: int, factor: int) -> Array:
