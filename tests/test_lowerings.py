@@ -411,6 +411,50 @@ def _fingerprint():
         sys.path.pop(0)
 
 
+@pytest.mark.parametrize("case", ["eigen_crop", "width_fold", "bilinear_stencil"])
+def test_derivative_value_is_xlas(two_cores, case):
+    """Inside a derivative the three lowerings whose forward keeps temporaries take XLA's
+    value (``derivative_value``; the stencil's JVP is ``jax.image.resize``'s): the forward
+    + backward program returning the output is the plain path's for the 2-D ones, and
+    the 3-D one's value is XLA's 3-D convolution (its gradients stay the tap loop's)."""
+    rng = np.random.default_rng(31)
+    if case == "eigen_crop":
+        x, w = _x(rng, 2, 24, "channels_last", spatial=(9, 8)), rng.standard_normal((3, 3, 24, 20))
+        f = lambda x, w: ops.conv(x, w, 1, "same", bias=jnp.ones(20))  # noqa: E731
+    elif case == "width_fold":
+        x, w = _x(rng, 3, 8, "channels_last", spatial=(6, 5, 7)), rng.standard_normal((3, 3, 3, 8, 32))
+        f = lambda x, w: ops.conv(x, w, 1, "same", bias=jnp.ones(32))  # noqa: E731
+    else:
+        x, w = _x(rng, 2, 8, "channels_last", spatial=(6, 5)), rng.standard_normal(3)
+        f = lambda x, w: ops.upsample(x * w[0], 2, interpolation="bilinear", rank=2)  # noqa: E731
+    w = jnp.asarray(w, jnp.float32)
+    ct = jnp.asarray(rng.standard_normal(jax.eval_shape(f, x, w).shape), jnp.float32)
+
+    def step(x, w, ct):
+        y, pullback = jax.vjp(f, x, w)
+        return y, pullback(ct)
+    with config.conv_lowering("auto"), lowering.recorded_choices() as calls:
+        jax.clear_caches()
+        jax.eval_shape(f, x, w)
+    assert [name for _, name in calls] == [case]
+    programs = {}
+    for mode in ("auto", "xla"):
+        with config.conv_lowering(mode):
+            programs[mode] = jax.jit(step).lower(x, w, ct).compile()
+    fingerprint = _fingerprint()
+    if case == "width_fold":
+        text = programs["auto"].as_text()
+        assert text.count(" while(") == 1  # the gradients' loop
+        assert "convolution(" in text and "dim_labels=b012f_012io->b012f" in text
+    else:
+        assert fingerprint(programs["auto"]) == fingerprint(programs["xla"])
+    outs = {mode: jax.jit(step)(x, w, ct) for mode in ("auto",)}
+    with config.conv_lowering("xla"):
+        outs["xla"] = jax.jit(step)(x, w, ct)
+    for a, b in zip(jax.tree.leaves(outs["auto"]), jax.tree.leaves(outs["xla"])):
+        _assert_close(a, b, np.float32)
+
+
 @pytest.mark.parametrize("strides", [1, 2])
 def test_width_fold_gradient_programs(strides):
     """The gradients in one loop over the taps — one while loop for both gradients, one
