@@ -1006,9 +1006,10 @@ def _lowering_of(example):
                                   "block_diagonal", "block_diagonal_1d_wide",
                                   "subpixel_transpose", "subpixel_transpose_3d",
                                   "subpixel_transpose_3d_wide",
-                                  "bilinear_stencil", *_GPU_LOWERINGS])
+                                  "bilinear_stencil", "eigen_crop", "width_fold",
+                                  *_GPU_LOWERINGS])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])
-def test_low_precision(monkeypatch, dtype, name):
+def test_low_precision(monkeypatch, two_cores, dtype, name):
     _force_gpu(monkeypatch, name)
     rng = np.random.default_rng(11)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, dtype)}[name]
@@ -1017,10 +1018,22 @@ def test_low_precision(monkeypatch, dtype, name):
     _check(f, args, _lowering_of(name), dtype, factor=2.0)
 
 
+@pytest.mark.parametrize("name", ["tap_loop", "subpixel_transpose_3d"])
+def test_float16_tap_loop(name):
+    """The tap loop's float16 gradients (bfloat16 keeps XLA's: its loop compiles slowly):
+    the loop is in the program, and outputs and gradients match the plain path's."""
+    rng = np.random.default_rng(13)
+    f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float16)}[name]
+    with config.conv_lowering("auto"):
+        text = jax.jit(lambda *a: _outputs_and_grads(f, a)).lower(*args).compile().as_text()
+    assert " while(" in text
+    _check(f, args, _lowering_of(name), np.float16, factor=2.0)
+
+
 @pytest.mark.parametrize("name", ["pointwise_dot", "pointwise_dot_strided", "depthwise_taps",
                                   "block_diagonal", "block_diagonal_1d_wide",
-                                  "subpixel_transpose"])
-def test_preferred_element_type_and_precision(name):
+                                  "subpixel_transpose", "eigen_crop", "width_fold"])
+def test_preferred_element_type_and_precision(two_cores, name):
     rng = np.random.default_rng(12)
     cases = {n: (f, a) for n, f, a in _one_of_each(rng, jnp.bfloat16)}
     _, args = cases[name]
@@ -1030,9 +1043,11 @@ def test_preferred_element_type_and_precision(name):
           "block_diagonal": lambda x, w, **kw: ops.conv(x, w, 1, "same", **kw),
           "block_diagonal_1d_wide": lambda x, w, **kw: ops.conv(x, w, 1, "same", **kw),
           "subpixel_transpose": lambda x, w, **kw: ops.conv_transpose(x, w, 2, "same",
-                                                                      **kw)}[name]
-    f = lambda x, w: op(x, w, preferred_element_type=jnp.float32,  # noqa: E731
-                        precision=jax.lax.Precision.HIGHEST)
+                                                                      **kw),
+          "eigen_crop": lambda x, w, b, **kw: ops.conv(x, w, 1, "same", bias=b, **kw),
+          "width_fold": lambda x, w, b, **kw: ops.conv(x, w, 1, "same", bias=b, **kw)}[name]
+    f = lambda *a: op(*a, preferred_element_type=jnp.float32,  # noqa: E731
+                      precision=jax.lax.Precision.HIGHEST)
     plain, auto = _lowered(f, args, _lowering_of(name))
     assert auto[0].dtype == plain[0].dtype == jnp.float32
     # Both accumulate the same bfloat16 products in float32.
@@ -1160,7 +1175,11 @@ def _spec3(**kw):
      "xla"),                                          # XLA:CPU runs it on Eigen already
     ("conv", _spec(bias=True, input_shape=(16, 32, 32, 3), kernel_shape=(3, 3, 3, 17)),
      "eigen_crop"),
-    ("conv", _spec(bias=True, dtype="bfloat16", preferred_element_type="float32"), "xla"),
+    ("conv", _spec(bias=True, dtype="bfloat16", preferred_element_type="float32"),
+     "eigen_crop"),                                   # the layers' 16-bit path
+    ("conv", _spec(bias=True, dtype="float16"), "eigen_crop"),
+    ("conv", _spec(bias=True, dtype="float16", preferred_element_type="bfloat16"), "xla"),
+    ("conv", _spec(bias=True, dtype="float64"), "xla"),
     ("conv", _spec(bias=True, kernel_shape=(3, 3, 16, 64), groups=4), "block_diagonal"),
     ("conv", _spec(bias=True, rank=1, input_shape=(8, 2048, 64), kernel_shape=(3, 64, 64),
                    strides=(1,), padding=((1, 1),), dilation=(1,)), "xla"),   # X3
@@ -1193,7 +1212,12 @@ def _spec3(**kw):
      "width_fold"),
     ("conv", _spec3(input_shape=(2, 16, 16, 16, 6), kernel_shape=(3, 3, 3, 6, 8)),
      "width_fold"),                                   # 3 × 6 = 18 folded channels
-    ("conv", _spec3(dtype="bfloat16"), "xla"),
+    ("conv", _spec3(dtype="bfloat16"), "width_fold"),
+    ("conv", _spec3(dtype="float16", preferred_element_type="float32"), "width_fold"),
+    ("conv", _spec3(input_shape=(2, 16, 16, 16, 4), kernel_shape=(3, 3, 3, 4, 16),
+                    dtype="float16"), "tap_loop"),
+    ("conv", _spec3(input_shape=(2, 16, 16, 16, 4), kernel_shape=(3, 3, 3, 4, 16),
+                    dtype="bfloat16"), "xla"),    # its loop compiles 1.5–2.6 × lax's
     ("conv", _spec3(input_shape=(4, 64, 64, 64, 16)), "width_fold"),  # folded: 192 MiB
     ("conv", _spec3(input_shape=(8, 64, 64, 64, 16)), "tap_loop"),  # 384 MiB folded
     ("conv", _spec3(kernel_shape=(3, 3, 3, 4, 32), groups=4), "block_diagonal"),

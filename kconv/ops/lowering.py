@@ -484,6 +484,17 @@ def _floating(spec: ConvSpec) -> bool:
     return all(jnp.issubdtype(d, jnp.floating) for d in dtypes)
 
 
+#: The floating dtypes XLA:CPU (jaxlib 0.10) computes in float32 (it widens 16-bit
+#: convolutions: a float16 or bfloat16 one runs at float32's speed, on the same paths).
+_CPU_FLOATS = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(jnp.bfloat16))
+
+
+def _cpu_float(spec: ConvSpec, dtypes: Sequence[np.dtype] = _CPU_FLOATS) -> bool:
+    """Whether the operands are one of ``dtypes`` and the output is theirs or float32
+    (the layers' 16-bit path accumulates in float32: ``preferred_element_type``)."""
+    return spec.dtype in dtypes and spec.output_dtype() in (spec.dtype, np.dtype(np.float32))
+
+
 def _choose_conv(spec: ConvSpec) -> str:
     if not _floating(spec):
         return XLA
@@ -514,13 +525,13 @@ def _eigen_crop_pays(spec: ConvSpec) -> bool:
 
 def _eigen_runs_faster(spec: ConvSpec) -> bool:
     """Whether a dense convolution, computed one row taller and cropped in a loop fusion
-    that follows it anyway, runs faster on Eigen: 2-D, stride 1, float32, one that
-    XLA:CPU hands to YNNPACK (above 16 channels in or out, no output axis longer than the
-    input's), ``C × filters`` below :data:`EIGEN_CROP_CHANNEL_PRODUCT`, and at least two
-    cores."""
+    that follows it anyway, runs faster on Eigen: 2-D, stride 1, float32 or 16-bit
+    (:func:`_cpu_float`; W1 in float16 with float32 accumulation, forward 13.1 → 7.0–8.1
+    ms, bfloat16 14.3 → 8.4, at 0.95–1.11 × lax's compile), one that XLA:CPU hands to
+    YNNPACK (above 16 channels in or out, no output axis longer than the input's),
+    ``C × filters`` below :data:`EIGEN_CROP_CHANNEL_PRODUCT`, and at least two cores."""
     filters = spec.kernel_shape[-1]
-    return (spec.rank == 2 and all(s == 1 for s in spec.strides)
-            and spec.dtype == np.float32 and spec.output_dtype() == np.float32
+    return (spec.rank == 2 and all(s == 1 for s in spec.strides) and _cpu_float(spec)
             and max(spec.channels, filters) > 16
             and all(o <= n for o, n in zip(spec.output_spatial(), spec.spatial))
             and spec.channels * filters < EIGEN_CROP_CHANNEL_PRODUCT
@@ -528,13 +539,14 @@ def _eigen_runs_faster(spec: ConvSpec) -> bool:
 
 
 def _width_fold_pays(spec: ConvSpec) -> bool:
-    """Whether a dense convolution takes :func:`width_fold`: 3-D, float32, a 2-D
-    convolution XLA:CPU runs on its fast path once folded (above 16 channels in or out),
-    and a folded input of at most :data:`MAX_WIDTH_FOLD_BYTES`."""
+    """Whether a dense convolution takes :func:`width_fold`: 3-D, float32 or 16-bit
+    (:func:`_cpu_float`; W7 forward in float16 6.3–7.1 → 1.5–1.6 ms, bfloat16 6.4–6.7 →
+    1.9–2.0, at 0.8–1.0 × lax's compile), a 2-D convolution XLA:CPU runs on its fast path
+    once folded (above 16 channels in or out), and a folded input of at most
+    :data:`MAX_WIDTH_FOLD_BYTES`."""
     *_, k_w = spec.kernel_size
     folded = math.prod(spec.input_shape) // spec.spatial[-1] * spec.output_spatial()[-1] * k_w
-    return (spec.rank == 3 and spec.dtype == np.float32
-            and spec.output_dtype() == np.float32
+    return (spec.rank == 3 and _cpu_float(spec)
             and max(k_w * spec.channels, spec.kernel_shape[-1]) > 16
             and folded * spec.dtype.itemsize <= MAX_WIDTH_FOLD_BYTES)
 
@@ -1817,12 +1829,16 @@ _strided_pointwise_p = _conv_primitive("kconv_strided_pointwise", _xla_conv, _xl
 
 
 def _tap_loop_pays(spec: ConvSpec) -> bool:
-    """Whether a dense convolution's gradients take :func:`_tap_loop`: 3-D, float32
-    (what XLA:CPU runs on its generic loop and the loop was measured on; forward+backward,
-    lax → loop: W7 24.6 → 4.4–4.8 ms; stride 2 55 → 1.9, (2, 32, 32, 32, 8) → 16 stride 2
-    222 → 5.8, channels_first stride 2 54 → 4.0)."""
-    return (spec.rank == 3 and spec.groups == 1
-            and spec.dtype == np.float32 and spec.output_dtype() == np.float32)
+    """Whether a dense convolution's gradients take :func:`_tap_loop`: 3-D, float32 or
+    float16 (what XLA:CPU runs on its generic loop and the loop was measured on;
+    gradients alone, lax → loop: W7 24.6 → 4.4–4.8 ms; stride 2 55 → 1.9, (2, 32, 32, 32,
+    8) → 16 stride 2 222 → 5.8, channels_first stride 2 54 → 4.0; float16 W7 24 → 5.5,
+    stride 2 55 → 2.3, at 0.94–1.41 × lax's compile). Not bfloat16: its loop compiles
+    1.5–2.6 × lax's (W7 1.6–1.9 ×)."""
+    return spec.rank == 3 and spec.groups == 1 and _cpu_float(spec, _TAP_LOOP_FLOATS)
+
+
+_TAP_LOOP_FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
@@ -2338,9 +2354,10 @@ def _strided_spec(spec: ConvSpec, ct: Any) -> ConvSpec:
 def _subpixel_loop_pays(spec: ConvSpec) -> bool:
     """Whether :func:`subpixel_transpose`'s kernel gradient (and, with it, its input
     gradient) takes :func:`_tap_loop`: where ``S`` (:func:`_strided_spec`) would, but
-    strided — 3-D, dense, float32."""
+    strided — 3-D, dense, float32 or float16 (X2 in float16 7.7 → 1.3 ms at 1.3 × the
+    compile; bfloat16 1.6 ×)."""
     return (spec.rank == 3 and spec.groups == 1 and all(d == 1 for d in spec.dilation)
-            and spec.dtype == np.float32 and spec.output_dtype() == np.float32)
+            and _cpu_float(spec, _TAP_LOOP_FLOATS))
 
 
 def _subpixel_loop_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec, precision: Any
