@@ -65,13 +65,15 @@ The rule (:func:`choose`), per call:
      per group on its channel slice, concatenated (groups 4 on (16, 32, 32, 64) → 64,
      3×3: 204 / 4155 → 30 / 44 ms forward / forward+backward).
   5. ``"eigen_crop"`` — a dense 2-D convolution (also ``block_diagonal``'s), stride 1,
-     float32, whose call adds a bias (``ConvSpec.bias``: the Conv layers' ``use_bias``)
+     float32 or 16-bit (XLA:CPU widens those to float32), whose call adds a bias (``ConvSpec.bias``: the Conv layers' ``use_bias``)
      and which XLA:CPU hands to YNNPACK (above 16 channels in or out), with input
      channels × filters below :data:`EIGEN_CROP_CHANNEL_PRODUCT`, on at least two cores:
      the output window one row taller than the input, cropped again inside the bias add,
      which XLA:CPU runs on its multi-threaded Eigen convolution instead of YNNPACK's
-     single-threaded one (W1 forward 13.5 → 8.5 ms; gradients lax's).
-  6. ``"width_fold"`` — a dense 3-D convolution, float32, whose folded 2-D form is on
+     single-threaded one (W1 forward 13.5 → 8.5 ms; gradients lax's; inside a
+     derivative XLA's value too, the taller output being a temporary beside the
+     gradients' own).
+  6. ``"width_fold"`` — a dense 3-D convolution, float32 or 16-bit, whose folded 2-D form is on
      XLA:CPU's fast path (``k_w`` × input channels, or the filters, above 16) and whose
      folded input (``k_w`` copies of the input) is at most
      :data:`MAX_WIDTH_FOLD_BYTES`: the last spatial axis's taps folded into the
@@ -79,12 +81,13 @@ The rule (:func:`choose`), per call:
      (itself ``eigen_crop``'s form where that pays), then the axis moved back. XLA:CPU
      has no fast 3-D convolution (W7 forward 7.1–8.6 → 1.5–2.3 ms). Both gradients
      are one loop over the kernel's taps, two matrix products a tap
-     (:func:`_tap_loop`: W7 forward+backward 24.6 → 4.4–4.8 ms, a third of lax's
-     temporaries; stride 2 55 → 1.9 ms); the input's gradient alone lax's.
-  7. ``"tap_loop"`` — any other dense 3-D convolution, float32 (few channels, or a
-     folded input too big): XLA's forward, the gradients :func:`_tap_loop`'s, as
-     ``"width_fold"``'s ((2, 16, 16, 16, 4) → 8 forward+backward 9.3 → 2.1 ms, a
-     single-channel (4, 32, 32, 32, 1) → 8 71 → 10 ms).
+     (:func:`_tap_loop`: W7 gradients 24.6 → 4.4–4.8 ms, a third of lax's
+     temporaries; stride 2 55 → 1.9 ms); the input's gradient alone lax's. Inside a
+     derivative the value is XLA's (the folded input would exceed lax's temporaries).
+  7. ``"tap_loop"`` — any other dense 3-D convolution, float32 or float16 (few
+     channels, or a folded input too big): XLA's forward, the gradients
+     :func:`_tap_loop`'s, as ``"width_fold"``'s ((2, 16, 16, 16, 4) → 8 forward+backward
+     13.5 → 7.1 ms, a single-channel (4, 32, 32, 32, 1) → 8 116 → 49 ms).
   8. otherwise ``"xla"``: for 1-D convolutions and strided 2-D ones no rewrite
      measured faster (see ``choose``'s notes).
 
@@ -103,17 +106,18 @@ The rule (:func:`choose`), per call:
      convolution of the cotangent, the kernel's that strided convolution's own kernel
      gradient (W5 forward+backward 42 → 5.3 ms), or for a depthwise one the sub-pixel
      form's (a stride-1 convolution to ``prod(strides)`` phases, then depth-to-space;
-     64 groups, 129 → 47 ms). In 3-D, float32, both run on XLA:CPU's generic loop, so
+     64 groups, 129 → 47 ms). In 3-D, float32 or float16, both run on XLA:CPU's generic loop, so
      there the two are one loop over the taps of the same strided windows of the
-     cotangent (:func:`_tap_loop`, :func:`_subpixel_joint`: X2 forward+backward 7.8 →
-     1.2 ms, below torch's; the input's gradient alone XLA's; in 16-bit dtypes the
+     cotangent (:func:`_tap_loop`, :func:`_subpixel_joint`: X2 gradients 7.8 → 1.2 ms;
+     the input's gradient alone XLA's; in bfloat16 the
      strided form's kernel gradient above 16 input channels, XLA's below). The forward
      is XLA's, unchanged, in 1-D and 2-D; in 3-D it is the sub-pixel form, as XLA:CPU's
      input-dilated 3-D convolution is on its slowest loop (X2 forward 42 → 0.7 ms).
   3. otherwise ``"xla"``.
 - CPU, ``upsample`` with ``bilinear`` (floating inputs): ``"bilinear_stencil"`` — the
   fixed two-tap half-pixel stencil per axis instead of ``jax.image.resize``'s dense
-  weight matrices (W8 forward 6–12 → 1.7–2.2 ms), differentiated through ``resize``.
+  weight matrices (W8 forward 6–12 → 1.7–2.2 ms), differentiated through ``resize``
+  (inside a derivative ``resize``'s value too).
 
 What a lowering costs: XLA:CPU compiles each loop fusion with LLVM (20–80 ms apiece on
 the 2-core machine these numbers come from, a standalone pad, slice or concatenation of
@@ -487,6 +491,8 @@ def _floating(spec: ConvSpec) -> bool:
 #: The floating dtypes XLA:CPU (jaxlib 0.10) computes in float32 (it widens 16-bit
 #: convolutions: a float16 or bfloat16 one runs at float32's speed, on the same paths).
 _CPU_FLOATS = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(jnp.bfloat16))
+#: Those the tap loop's gradients take: bfloat16's loop compiles 1.5–2.6 × lax's.
+_TAP_LOOP_FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 def _cpu_float(spec: ConvSpec, dtypes: Sequence[np.dtype] = _CPU_FLOATS) -> bool:
@@ -1708,8 +1714,7 @@ def _conv_primitive(name: str, value: Callable[..., Array], plain: Callable[...,
     ad.defbilinear(primitive, lhs, rhs)
     batching.primitive_batchers[primitive] = functools.partial(_conv_primitive_batch,
                                                                primitive, value)
-    primal = (primitive.bind if derivative_value is None else
-              lambda x, kernel, **params: derivative_value(x, kernel, **params))
+    primal = derivative_value or primitive.bind
     if joint is not None:
         _def_joint_tangent(primitive, value, abstract, lhs, rhs, joint, primal)
     elif derivative_value is not None:
@@ -1730,7 +1735,7 @@ def _def_joint_tangent(primitive: Primitive, value: Callable[..., Array],
                        abstract: Callable[..., Any], lhs: Callable[..., Array],
                        rhs: Callable[..., Array],
                        joint: Callable[..., tuple[Array, Array]],
-                       primal: Callable[..., Array] | None = None) -> None:
+                       primal: Callable[..., Array]) -> None:
     """Forward mode for a bilinear convolution primitive ``p`` whose two transposes cost
     less computed together (``joint(ct, x, kernel, spec=, precision=)`` returns the input's
     and the kernel's cotangents).
@@ -1742,9 +1747,9 @@ def _def_joint_tangent(primitive: Primitive, value: Callable[..., Array],
     transpose makes one ``joint`` call where both of a pair are unknown. Its own tangent
     is again a sum of such pairs, so ``jvp``, ``grad`` of ``grad`` and
     Hessian-vector products stay exact; under :func:`jax.vmap` it is ``p`` twice.
-    ``primal(x, kernel, **params)`` computes the JVP's primal output (default ``p``).
+    ``primal(x, kernel, **params)`` computes the JVP's primal output (``p.bind``, or
+    :func:`_conv_primitive`'s ``derivative_value``).
     """
-    primal = primitive.bind if primal is None else primal
     pair = Primitive(primitive.name + "_pair")
 
     def pair_value(a: Array, b: Array, c: Array, d: Array, **params: Any) -> Array:
@@ -1836,9 +1841,6 @@ def _tap_loop_pays(spec: ConvSpec) -> bool:
     stride 2 55 → 2.3, at 0.94–1.41 × lax's compile). Not bfloat16: its loop compiles
     1.5–2.6 × lax's (W7 1.6–1.9 ×)."""
     return spec.rank == 3 and spec.groups == 1 and _cpu_float(spec, _TAP_LOOP_FLOATS)
-
-
-_TAP_LOOP_FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
