@@ -1988,10 +1988,14 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
                if input_gradient or forward else None)
     # The value as the products lie: (positions, F) channels last, (N, *out, F) first.
     values = ((math.prod((n, *out)), filters) if last else (n, *out, filters))
+    # The taps' indices a constant, not an iota (XLA:CPU writes an iota into a temporary
+    # of its own: float16 W7-like calls' gradients 248 bytes above lax's, now 112, the
+    # loop's state and counter).
     (total, value), gradients = lax.scan(
         body, (jnp.zeros(x_like, acc) if input_gradient else None,
                jnp.zeros(values, acc) if forward else None),
-        (jnp.arange(len(taps), dtype=np.int32), tuple(jnp.asarray(a) for a in window_at.T),
+        (jnp.asarray(np.arange(len(taps), dtype=np.int32)),
+         tuple(jnp.asarray(a) for a in window_at.T),
          tuple(jnp.asarray(a) for a in product_at.T), kernels))
     dx = total.reshape(x_shape).astype(x_dtype) if input_gradient else None
     dk = gradients.reshape(kernel_shape).astype(kernel_dtype) if kernel_gradient else None
