@@ -639,7 +639,8 @@ def render_markdown(res: dict[str, Any]) -> str:
           f"(total run time {res['wall_s'] / 60:.1f} min).", "",
           "What is measured and how to read it: [README.md](README.md). Medians of "
           f"{rounds} timed calls per cell (at least one whole cycle of the balanced order; "
-          "every sample is in results.json), taken round-robin (each round times every implementation once; "
+          "every sample is in the run's JSON, results.json beside this file, which is not "
+          "committed), taken round-robin (each round times every implementation once; "
           "the order rotates through a balanced Latin square, so each implementation follows "
           "every other equally often), after "
           f"{a['warmup']} untimed warm-up calls; "
@@ -763,7 +764,9 @@ def render_markdown(res: dict[str, Any]) -> str:
         L.append("| " + " | ".join(cells) + " |")
     L.append("")
 
-    L += ["## Memory (JAX, jitted forward + backward)", "",
+    L += ["## Memory (JAX, jitted)", "",
+          "Forward + backward first (the program the memory target is about), then the "
+          "forward alone. "
           "From `jax.jit(f).lower(*args).compile().memory_analysis()`, in MiB: "
           "**sum** = temp + argument + output − alias bytes / XLA's own "
           "`peak_memory_in_bytes` where reported (buffer liveness taken into account) "
@@ -775,12 +778,12 @@ def render_markdown(res: dict[str, Any]) -> str:
           "sum, its upper bound on the true peak) to compare memory.", ""]
     fields = sorted({k for r in res["rows"] for x in r["impls"].values()
                      for k in x.get("compile", {}).get("memory", {}).get("fields", {})})
-    head = ["id", *jax_impls, "kconv / lax (sum)", "kconv / lax (peak)", "kconv / lax (temp)"]
+    head = ["id", "mode", *jax_impls, "kconv / lax (sum)", "kconv / lax (peak)",
+            "kconv / lax (temp)"]
     L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in res["rows"]:
-        if r["mode"] != "fwdbwd":
-            continue
-        cells = [r["workload"]]
+    by_mode = [r for m in ("fwdbwd", "fwd") for r in res["rows"] if r["mode"] == m]
+    for r in by_mode:
+        cells = [r["workload"], r["mode"]]
         mem = {i: r["impls"].get(i, {}).get("compile", {}).get("memory", {}) for i in jax_impls}
         for i in jax_impls:
             x = mem[i]
@@ -799,10 +802,8 @@ def render_markdown(res: dict[str, Any]) -> str:
         else:
             cells += ["—", "—", "—"]
         L.append("| " + " | ".join(cells) + " |")
-    if "fwdbwd" not in a["modes"]:
-        L.append("| (forward+backward not run) |")
     L += ["", "Fields `memory_analysis()` reports here: " + ", ".join(f"`{f}`" for f in fields)
-          + ". The forward-only numbers are in results.json.", ""]
+          + ".", ""]
 
     L += ["## Numerical check", "",
           f"Before timing, every implementation's output (forward) or gradients (w.r.t. "
