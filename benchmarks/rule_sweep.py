@@ -18,7 +18,7 @@ written), side by side in one process:
 Where the rule chooses XLA itself there is nothing to compare and the call is listed only.
 Writes ``benchmarks/RULE_SWEEP.md`` and ``benchmarks/rule_sweep.json``:
 
-    python benchmarks/rule_sweep.py                   # the whole grid (~6 min on 2 cores)
+    python benchmarks/rule_sweep.py                   # the whole grid (~8 min on 2 cores)
     python benchmarks/rule_sweep.py --cases D1,E2 --seconds 1
     python benchmarks/rule_sweep.py --quick           # tiny shapes (what the test runs)
 """
