@@ -5,7 +5,7 @@ On an H200 (RESULTS-gpu.md) the rows where kconv was slower than torch ran XLA:G
 programs, the same for every JAX implementation: W6's float32 forward+backward (a dilated
 Conv1D, 3.3× torch), X2's and W5's forward+backward (transposed convolutions' gradients).
 This probe measured the lowerings kconv's GPU rule now takes there (``space_to_batch``,
-``strided_dual``: kconv/ops/lowering.py), and measures candidates, per workload, dtype and
+``strided_dual``: kconv/ops/lowering/), and measures candidates, per workload, dtype and
 mode (forward, forward+backward), interleaving the variants round-robin:
 
 * ``xla``: the kconv layer with ``conv_lowering("xla")``: XLA's convolution (on a device
@@ -74,33 +74,33 @@ def _space_to_batch(gradients: str = "both"):
     lax's."""
     from kconv.ops import lowering
 
-    real, full = lowering.choose, lowering._CONV_LOWERINGS["space_to_batch"]
-    lowering.choose = lambda op, backend, spec: ("space_to_batch" if op == "conv"
-                                                 else real(op, backend, spec))
+    real, full = lowering.dispatch.choose, lowering.dispatch._CONV_LOWERINGS["space_to_batch"]
+    lowering.dispatch.choose = lambda op, backend, spec: ("space_to_batch" if op == "conv"
+                                                          else real(op, backend, spec))
     if gradients != "both":
         primitive = _one_gradient_primitive(gradients)
-        lowering._CONV_LOWERINGS["space_to_batch"] = (
+        lowering.dispatch._CONV_LOWERINGS["space_to_batch"] = (
             lambda x, kernel, *, spec, precision: primitive.bind(x, kernel, spec=spec,
                                                                  precision=precision))
     try:
         yield
     finally:
-        lowering.choose = real
-        lowering._CONV_LOWERINGS["space_to_batch"] = full
+        lowering.dispatch.choose = real
+        lowering.dispatch._CONV_LOWERINGS["space_to_batch"] = full
 
 
 @functools.cache
 def _one_gradient_primitive(gradients: str):
     """XLA's dilated convolution with one gradient in the space-to-batch form."""
-    from kconv.ops import lowering as lw
+    from kconv.ops.lowering import plain, primitives, space_to_batch
 
-    lhs, rhs = lw._transposes(lw._space_to_batch_value)
+    lhs, rhs = primitives._transposes(space_to_batch._space_to_batch_value)
     if gradients == "kernel":
-        lhs = lw._plain_input_gradient
+        lhs = plain._plain_input_gradient
     else:
-        rhs = lw._plain_kernel_gradient
-    return lw._conv_primitive(f"probe_space_to_batch_{gradients}", lw._xla_conv,
-                              lw._xla_conv, lhs, rhs)
+        rhs = plain._plain_kernel_gradient
+    return primitives._conv_primitive(f"probe_space_to_batch_{gradients}", plain._xla_conv,
+                                      plain._xla_conv, lhs, rhs)
 
 
 #: Probe-only workloads: dilated (atrous) 2-D and 3-D convolutions.

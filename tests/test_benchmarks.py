@@ -130,7 +130,7 @@ def test_kconv_temporaries_at_most_lax(bench, workload, monkeypatch):
 
     from kconv.ops import lowering
 
-    monkeypatch.setattr(lowering, "_host_cores", lambda: 2)  # the rule of a 2-core host
+    monkeypatch.setattr(lowering.rule, "_host_cores", lambda: 2)  # the rule of a 2-core host
 
     impls = importlib.import_module("bench_impls")
     w = importlib.import_module("bench_workloads").by_id(workload)[0]
@@ -176,7 +176,7 @@ def test_rule_sweep_covers_every_cpu_lowering_and_agrees(bench, tmp_path, monkey
     # outputs and gradients; the report has both tables.
     from kconv.ops import lowering
 
-    monkeypatch.setattr(lowering, "_host_cores", lambda: 2)  # eigen_crop's rule wants two
+    monkeypatch.setattr(lowering.rule, "_host_cores", lambda: 2)  # eigen_crop's rule wants two
     sweep = importlib.import_module("rule_sweep")
     chosen = set()
     for case in sweep.CASES:

@@ -188,7 +188,7 @@ WIDE_CASES = [
 def test_wide_layers_match_keras_through_kconv_lowerings(name, kwargs, input_shape,
                                                          lowerings, monkeypatch):
     # "eigen_crop" wants two cores: the rule sees two, whatever runs the tests.
-    monkeypatch.setattr(lowering, "_host_cores", lambda: 2)
+    monkeypatch.setattr(lowering.rule, "_host_cores", lambda: 2)
     keras_layer, layer, params = _pair(name, lambda m: dict(kwargs), input_shape, seed=3)
     rng = np.random.default_rng(4)
     x = rng.standard_normal(input_shape).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The CPU lowerings of kconv.ops (kconv/ops/lowering.py) against the plain
+"""The CPU lowerings of kconv.ops (kconv/ops/lowering/) against the plain
 ``lax.conv_general_dilated`` / ``jax.image.resize`` path, forced with
 ``kconv.config.conv_lowering("xla")``: outputs and gradients (w.r.t. input and kernel)
 across each lowering's configuration cross-product, low-precision dtypes,
@@ -143,7 +143,7 @@ def test_depthwise_taps_variants(kernel, fmt, first, scan, multiplier):
                              kernel_shape=(*kernel, 1, 3 * multiplier), groups=3,
                              strides=(2, 1), padding=((2, 1), (1, 2)), dilation=(1, 1),
                              dtype=np.dtype(np.float32))
-    assert lowering._products_first(spec) is first
+    assert lowering.depthwise_taps._products_first(spec) is first
     grad = jax.make_jaxpr(jax.grad(lambda w: jnp.sum(ops.depthwise_conv(
         x, w, (2, 1), ((2, 1), (1, 2)), fmt) ** 2)))(w)
     assert ("scan" in str(grad)) is scan
@@ -281,7 +281,7 @@ def _check_grouped(rank, padding, strides, dilation, groups, fmt, expected):
     (r, p, s, d, m + 1, f) for i, (r, p, s, d, m, f) in enumerate(_depthwise_cases())
     if i % 3 == 0])
 def test_grouped_split(monkeypatch, rank, padding, strides, dilation, groups, fmt):
-    monkeypatch.setattr(lowering, "MAX_BLOCK_DIAGONAL_WEIGHTS", 0)
+    monkeypatch.setattr(lowering.rule, "MAX_BLOCK_DIAGONAL_WEIGHTS", 0)
     _check_grouped(rank, padding, strides, dilation, groups, fmt, "grouped_split")
 
 
@@ -329,7 +329,7 @@ def test_many_groups_keep_xla():
 @pytest.fixture
 def two_cores(monkeypatch):
     """``"eigen_crop"`` wants two cores: the rule sees two, whatever runs the tests."""
-    monkeypatch.setattr(lowering, "_host_cores", lambda: 2)
+    monkeypatch.setattr(lowering.rule, "_host_cores", lambda: 2)
 
 
 def _eigen_cases():
@@ -355,7 +355,7 @@ def test_eigen_crop_needs_the_bias_and_two_cores(two_cores, monkeypatch):
         jax.eval_shape(lambda x, w, b: ops.conv(x, w, bias=b), x, w, b)
         jax.eval_shape(lambda x, w: ops.conv(x, w), x, w)
     assert calls == [("conv", "eigen_crop"), ("conv", "xla")]
-    monkeypatch.setattr(lowering, "_host_cores", lambda: 1)
+    monkeypatch.setattr(lowering.rule, "_host_cores", lambda: 1)
     with lowering.recorded_choices() as calls:
         jax.eval_shape(lambda x, w, b: ops.conv(x, w, bias=b), x, w, b)
     assert calls == [("conv", "xla")]
@@ -382,7 +382,7 @@ def _width_fold_cases():
                          list(_width_fold_cases()))
 def test_width_fold(monkeypatch, fmt, padding, strides, dilation, kernel, cores):
     # On two cores the folded 2-D convolution is eigen_crop's; on one, XLA's.
-    monkeypatch.setattr(lowering, "_host_cores", lambda: cores)
+    monkeypatch.setattr(lowering.rule, "_host_cores", lambda: cores)
     rng = np.random.default_rng(hash((fmt, padding, strides, dilation, kernel)) % 2**32)
     x = _x(rng, 3, 6, fmt, spatial=(5, 6, 7))
     w = jnp.asarray(rng.standard_normal((*kernel, 6, 17)), jnp.float32)
@@ -510,9 +510,10 @@ def test_tap_loop_temporaries_at_most_lax(shape, filters, fmt, argnums, kernel):
 
 def test_tap_loop_pair_derivatives(two_cores):
     """Derivatives through both operands at once, where the tangent is one ``pair``
-    equation whose transpose is the joint loop (``lowering._def_joint_tangent``): ``jvp``,
-    ``grad`` of ``grad`` and Hessian-vector products w.r.t. input, kernel and bias, and
-    ``vmap`` of the forward+backward."""
+    equation whose transpose is the joint loop
+    (``lowering.primitives._def_joint_tangent``): ``jvp``, ``grad`` of ``grad`` and
+    Hessian-vector products w.r.t. input, kernel and bias, and ``vmap`` of the
+    forward+backward."""
     rng = np.random.default_rng(21)
     x = _x(rng, 3, 6, "channels_last", spatial=(3, 4, 5))
     w = jnp.asarray(rng.standard_normal((3, 2, 3, 6, 17)), jnp.float32)
@@ -551,12 +552,13 @@ def test_tap_loop_lowering(fmt, padding, strides):
 
 def _spec_of(f, *args):
     """The :class:`~kconv.ops.lowering.ConvSpec` ``f``'s one kconv call is chosen on."""
-    specs, real = [], lowering.choose
-    lowering.choose = lambda op, backend, spec: specs.append(spec) or real(op, backend, spec)
+    specs, real = [], lowering.dispatch.choose
+    lowering.dispatch.choose = lambda op, backend, spec: (specs.append(spec)
+                                                          or real(op, backend, spec))
     try:
         jax.eval_shape(lambda *a: f(*a), *args)
     finally:
-        lowering.choose = real
+        lowering.dispatch.choose = real
     return specs[0]
 
 
@@ -584,9 +586,10 @@ def test_tap_loop(fmt, padding, dtype, strides, dilation, kernel):
     with config.conv_lowering("xla"):
         expected = jax.jit(lambda x, w: jax.vjp(f, x, w)[1](ct))(x, w)
     spec = _spec_of(f, x, w)
-    both = jax.jit(lambda ct, x, w: lowering._tap_loop(ct, x, w, spec=spec, precision=None))(
+    loop = lowering.tap_loop._tap_loop
+    both = jax.jit(lambda ct, x, w: loop(ct, x, w, spec=spec, precision=None))(
         ct, x, w)
-    kernel_only = jax.jit(lambda ct, x, w: lowering._tap_loop(
+    kernel_only = jax.jit(lambda ct, x, w: lowering.tap_loop._tap_loop(
         ct, x, w, spec=spec, precision=None, input_gradient=False)[1])(ct, x, w)
     for actual, wanted in ((both[0], expected[0]), (both[1], expected[1]),
                            (kernel_only, expected[1])):
@@ -600,8 +603,8 @@ def test_subpixel_phase_convolution_is_not_folded(monkeypatch):
     x = jnp.ones((2, 8, 8, 8, 32))
     w = jnp.ones((3, 3, 3, 16, 32))
     folds = []
-    fold = lowering._CONV_LOWERINGS["width_fold"]
-    monkeypatch.setitem(lowering._CONV_LOWERINGS, "width_fold",
+    fold = lowering.dispatch._CONV_LOWERINGS["width_fold"]
+    monkeypatch.setitem(lowering.dispatch._CONV_LOWERINGS, "width_fold",
                         lambda *a, **kw: folds.append(kw["spec"]) or fold(*a, **kw))
     with lowering.recorded_choices() as calls:
         jax.jit(lambda x, w: ops.conv_transpose(x, w, 2, "same")).lower(x, w)
@@ -629,8 +632,8 @@ def test_separable_takes_both_lowerings():
 def _force(monkeypatch, op, name):
     """Every ``op`` call takes lowering ``name`` whatever the rule says (the CPU branch of
     the dispatch): the GPU's lowerings checked on this CPU against the plain path."""
-    real = lowering.choose
-    monkeypatch.setattr(lowering, "choose", lambda o, backend, spec: name if o == op
+    real = lowering.dispatch.choose
+    monkeypatch.setattr(lowering.dispatch, "choose", lambda o, backend, spec: name if o == op
                         else real(o, backend, spec))
 
 
@@ -733,8 +736,8 @@ def test_phase_kernel_holds_each_tap_once(kernel_size, strides, padding):
                              strides=strides, padding=padding, dilation=(1,) * rank)
     kernel = jnp.asarray(np.random.default_rng(rank).standard_normal(spec.kernel_shape),
                          jnp.float32)
-    by_pads = np.asarray(lowering._phase_kernel(kernel, spec,
-                                                lowering._subpixel_plan(spec).offsets))
+    by_pads = np.asarray(lowering.transposed._phase_kernel(kernel, spec,
+                                                lowering.transposed._subpixel_plan(spec).offsets))
     assert np.count_nonzero(by_pads) == kernel.size
     np.testing.assert_array_equal(np.sort(by_pads[by_pads != 0]),
                                   np.sort(np.asarray(kernel).ravel()))
@@ -804,7 +807,7 @@ def _optimized_hlo(f, args):
                                                 ("channels_first", None)])
 def test_subpixel_3d_gradients_alone_and_together(argnums, fmt, output_padding):
     """3-D float32: the kernel's gradient alone from the tap loop, the input's alone
-    XLA's strided convolution, both together one loop (``lowering._subpixel_joint``)."""
+    XLA's strided convolution, both together one loop (``lowering.transposed._subpixel_joint``)."""
     rng = np.random.default_rng(22)
     x = _x(rng, 3, 5, fmt, spatial=(3, 4, 3))
     w = jnp.asarray(rng.standard_normal((3, 2, 3, 4, 5)), jnp.float32)
@@ -824,9 +827,9 @@ def test_subpixel_3d_gradients_alone_and_together(argnums, fmt, output_padding):
 
 @pytest.mark.parametrize("channels,plain", [(16, True), (17, False)])
 def test_subpixel_3d_kernel_gradient_follows_the_input_channels(channels, plain):
-    # In 3-D outside float32 (in float32: lowering._tap_loop) the kernel gradient is XLA's
+    # In 3-D outside float32 (in float32: lowering.tap_loop._tap_loop) the kernel gradient is XLA's
     # plain one up to 16 input channels, the strided form's above
-    # (lowering._subpixel_rhs): the kernel-gradient program is lax's exactly when the
+    # (lowering.transposed._subpixel_rhs): the kernel-gradient program is lax's exactly when the
     # plain form is taken. The values are test_low_precision's.
     rng = np.random.default_rng(channels)
     x = _x(rng, 3, channels, "channels_last", spatial=(3, 4, 3), dtype=jnp.bfloat16)
@@ -875,7 +878,7 @@ def test_xlas_forward_with_the_lowerings_gradients(name):
 
 
 # 1-D with 16 input channels per group: XLA's grouped forward, the dense gradients
-# (lowering._block_diagonal_dual_p), across padding × strides × dilation × data_format.
+# (lowering.grouped._block_diagonal_dual_p), across padding × strides × dilation × data_format.
 @pytest.mark.parametrize("padding,strides,dilation,fmt", list(itertools.product(
     ("valid", "same", "causal"), (1, 2), (1, 2), FORMATS)))
 def test_block_diagonal_1d_wide_groups(padding, strides, dilation, fmt):
@@ -904,8 +907,8 @@ def test_subpixel_transpose_grouped_directly(fmt):
                              padding=((2, 1), (1, 1)), dilation=(1, 1), groups=3)
     with config.conv_lowering("xla"):
         plain = _outputs_and_grads(f, (x, w))
-    auto = _outputs_and_grads(
-        lambda x, w: lowering.subpixel_transpose(x, w, spec=spec, precision=None), (x, w))
+    subpixel = lowering.transposed.subpixel_transpose
+    auto = _outputs_and_grads(lambda x, w: subpixel(x, w, spec=spec, precision=None), (x, w))
     for a, p in zip(auto, plain):
         _assert_close(a, p)
 
@@ -1412,7 +1415,7 @@ def test_the_gpu_rule_is_in_the_cuda_program():
 def test_16_bit_convolutions_on_a_gpu_have_16_bit_outputs(layer):
     # Float32 accumulation of 16-bit operands (the layers' mixed precision): XLA:CPU is
     # given preferred_element_type float32; a GPU or TPU the 16-bit convolution, widened
-    # after (lowering._device_plain), so that no float32 convolution reaches cuDNN, in the
+    # after (lowering.dispatch._device_plain), so that no float32 convolution reaches cuDNN, in the
     # gradients either. Lowered for CUDA without a GPU.
     x = _x(np.random.default_rng(19), layer.rank, 4, "channels_last",
            spatial=(6,) * layer.rank)
@@ -1459,7 +1462,7 @@ def test_16_bit_convolutions_on_a_gpu_have_16_bit_outputs(layer):
 
 
 def test_the_16_bit_device_path_rounds_the_convolution_once():
-    # lowering._device_plain's numbers, computed here: the float32 reference on the same
+    # lowering.dispatch._device_plain's numbers, computed here: the float32 reference on the same
     # 16-bit operands, rounded once to bfloat16 (one rounding more than the CPU's path,
     # whose float32 output is not bfloat16-representable).
     rng = np.random.default_rng(20)
@@ -1467,9 +1470,9 @@ def test_the_16_bit_device_path_rounds_the_convolution_once():
     k = jnp.asarray(rng.standard_normal((3, 3, 8, 5)), jnp.bfloat16)
     spec = lowering.ConvSpec(2, "channels_last", x.shape, k.shape, (2, 1), ((1, 1), (0, 2)),
                              (1, 2), dtype="bfloat16", preferred_element_type="float32")
-    device = lowering._device_plain(lowering._xla_conv, spec, None)
-    cpu = lowering._xla_conv(x, k, spec=spec, precision=None)
-    reference = lowering._xla_conv(x.astype(jnp.float32), k.astype(jnp.float32),
+    device = lowering.dispatch._device_plain(lowering.plain._xla_conv, spec, None)
+    cpu = lowering.plain._xla_conv(x, k, spec=spec, precision=None)
+    reference = lowering.plain._xla_conv(x.astype(jnp.float32), k.astype(jnp.float32),
                                    spec=dataclasses.replace(spec, dtype="float32",
                                                             preferred_element_type=None),
                                    precision=lax.Precision.HIGHEST)
@@ -1486,7 +1489,8 @@ def test_the_16_bit_device_path_rounds_the_convolution_once():
     for dtype, wide in (("float32", "float32"), ("bfloat16", None), ("float16", "bfloat16"),
                         ("int8", "int32")):
         narrow = dataclasses.replace(spec, dtype=dtype, preferred_element_type=wide)
-        assert lowering._device_plain(lowering._xla_conv, narrow, None) is None, (dtype, wide)
+        assert lowering.dispatch._device_plain(lowering.plain._xla_conv, narrow,
+                                               None) is None, (dtype, wide)
 
 
 @pytest.mark.parametrize("mode", ["auto", "portable"])

@@ -1,0 +1,67 @@
+"""``pointwise_dot``: a 1×…×1 dense convolution as one matrix product.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from kconv.ops.lowering.spec import ConvSpec, _pad_spatial, _spatial_axes
+from kconv.ops.lowering.plain import _xla_conv
+from kconv.ops.lowering.primitives import _conv_primitive, _transposes
+
+Array = jax.Array
+
+
+def pointwise_dot(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
+    """A 1×…×1 convolution (``groups == 1``) as one matrix product
+    ``(pixels, C) @ (C, filters)``; strides become a strided slice first.
+
+    XLA:CPU runs a matrix product as a multithreaded GEMM, faster than its convolution of
+    the same shape (W4's pointwise step 1.8 → 1.5 ms forward). The operand is 2-D on
+    purpose: from a ``dot_general`` over the channel axis of the N-d array, autodiff's
+    kernel gradient comes out transposed and XLA:CPU copies the cotangent to feed it
+    (W4's pointwise step forward+backward 9.4 ms and 8 MB of temporaries, here 2.8 ms and
+    none). channels_first is moved to channels_last around it (XLA:CPU transposes for its
+    own convolution too).
+
+    With a stride above 1 the strided slice is a loop fusion of its own: forward, the
+    product ran no faster than XLA's convolution and compiled in 1.8–1.9 × its time
+    ((8, 32, 32, 64) → 64, stride 2: 0.29–0.31 against 0.25–0.29 ms, 49 against 27 ms of
+    lower + compile; ``benchmarks/RULE_SWEEP.md``, P6), while its gradients ran in half
+    XLA's time (0.46 against 0.86 ms, 0.7 × the compile, a fifth of the temporaries). So
+    a strided one is a bilinear primitive (:data:`_strided_pointwise_p`): XLA's forward,
+    this product's transposes.
+    """
+    if any(s > 1 for s in spec.strides):
+        return _strided_pointwise_p.bind(x, kernel, spec=spec, precision=precision)
+    return _pointwise_product(x, kernel, spec=spec, precision=precision)
+
+
+def _pointwise_product(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
+                       ) -> Array:
+    """:func:`pointwise_dot`'s matrix product, the strided slice first."""
+    axes = _spatial_axes(spec)
+    x = _pad_spatial(x, axes, spec.padding)
+    if any(s > 1 for s in spec.strides):
+        step = [1] * x.ndim
+        for axis, s in zip(axes, spec.strides):
+            step[axis] = s
+        x = lax.slice(x, (0,) * x.ndim, x.shape, step)
+    if spec.data_format == "channels_first":
+        x = jnp.moveaxis(x, 1, -1)
+    channels, filters = kernel.shape[-2:]
+    y = lax.dot_general(x.reshape(-1, channels), kernel.reshape(channels, filters),
+                        (((1,), (0,)), ((), ())), precision=precision,
+                        preferred_element_type=spec.preferred_element_type)
+    y = y.reshape(x.shape[:-1] + (filters,))
+    return y if spec.data_format == "channels_last" else jnp.moveaxis(y, -1, 1)
+
+
+#: A strided :func:`pointwise_dot`: XLA's convolution as its value and tangents, the
+#: strided matrix product's transposes as its gradients.
+_strided_pointwise_p = _conv_primitive("kconv_strided_pointwise", _xla_conv, _xla_conv,
+                                       *_transposes(_pointwise_product))
