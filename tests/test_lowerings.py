@@ -847,21 +847,29 @@ def test_subpixel_3d_kernel_gradient_follows_the_input_channels(channels, plain)
     assert (auto == xla) is plain
 
 
-@pytest.mark.parametrize("name", ["pointwise_dot", "block_diagonal"])
-def test_xlas_forward_with_the_lowerings_gradients(name):
-    # A strided 1x1 convolution (pointwise_dot) and a 1-D grouped one with 16 input
-    # channels per group (block_diagonal): XLA's forward program, where the rewrite's
-    # forward ran no faster, and the rewrite's gradients (not XLA's program).
+@pytest.mark.parametrize("case", ["pointwise_dot", "pointwise_dot_1d", "pointwise_dot_3d",
+                                  "block_diagonal"])
+def test_xlas_forward_with_the_lowerings_gradients(case):
+    # A strided 1x1 convolution (pointwise_dot), unstrided 1-D and 3-D ones (XLA:CPU makes
+    # those its own Eigen matrix product) and a 1-D grouped one with 16 input channels
+    # per group (block_diagonal): XLA's forward program, where the rewrite's forward ran
+    # no faster, and the rewrite's gradients (not XLA's program).
     rng = np.random.default_rng(3)
-    if name == "pointwise_dot":
+    name = case.removesuffix("_1d").removesuffix("_3d")
+    fmt = "channels_first" if case == "pointwise_dot_3d" else "channels_last"
+    if case == "pointwise_dot":
         x, kernel, strides = _x(rng, 2, 4, "channels_last"), (1, 1, 4, 6), 2
+    elif case == "pointwise_dot_1d":
+        x, kernel, strides = _x(rng, 1, 4, "channels_last"), (1, 4, 6), 1
+    elif case == "pointwise_dot_3d":
+        x, kernel, strides = _x(rng, 3, 4, "channels_first"), (1, 1, 1, 4, 6), 1
     else:
         x, kernel, strides = _x(rng, 1, 32, "channels_last"), (3, 16, 6), 1
     w = jnp.asarray(rng.standard_normal(kernel), jnp.float32)
     b = jnp.asarray(rng.standard_normal(6), jnp.float32)
 
     def forward(x, w, b):
-        return ops.conv(x, w, strides, "same", bias=b)
+        return ops.conv(x, w, strides, "same", fmt, bias=b)
 
     ct = jnp.asarray(rng.standard_normal(jax.eval_shape(forward, x, w, b).shape), jnp.float32)
 
@@ -947,6 +955,10 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
         # Strided: XLA's value, the matrix product's transposes (_strided_pointwise_p).
         ("pointwise_dot_strided", lambda x, w: ops.conv(x, w, 2, "same", fmt),
          (x, jnp.asarray(rng.standard_normal((1, 1, 4, 6)), dtype))),
+        # 3-D: XLA's value and input gradient, the matrix product's kernel gradient.
+        ("pointwise_dot_3d", lambda x, w: ops.conv(x, w, 1, "valid", fmt),
+         (_x(rng, 3, 4, fmt, dtype=dtype),
+          jnp.asarray(rng.standard_normal((1, 1, 1, 4, 6)), dtype))),
         ("depthwise_taps", lambda x, w: ops.depthwise_conv(x, w, 1, "same", fmt),
          (x, jnp.asarray(rng.standard_normal((3, 3, 4, 2)), dtype))),
         ("block_diagonal", lambda x, w: ops.conv(x, w, 1, "same", fmt),
@@ -1005,8 +1017,8 @@ def _lowering_of(example):
     return example.split("_3d")[0].split("_1d")[0].removesuffix("_strided")
 
 
-@pytest.mark.parametrize("name", ["pointwise_dot", "pointwise_dot_strided", "depthwise_taps",
-                                  "block_diagonal", "block_diagonal_1d_wide",
+@pytest.mark.parametrize("name", ["pointwise_dot", "pointwise_dot_strided", "pointwise_dot_3d",
+                                  "depthwise_taps", "block_diagonal", "block_diagonal_1d_wide",
                                   "subpixel_transpose", "subpixel_transpose_3d",
                                   "subpixel_transpose_3d_wide",
                                   "bilinear_stencil", "eigen_crop", "width_fold",
@@ -1033,8 +1045,8 @@ def test_float16_tap_loop(name):
     _check(f, args, _lowering_of(name), np.float16, factor=2.0)
 
 
-@pytest.mark.parametrize("name", ["pointwise_dot", "pointwise_dot_strided", "depthwise_taps",
-                                  "block_diagonal", "block_diagonal_1d_wide",
+@pytest.mark.parametrize("name", ["pointwise_dot", "pointwise_dot_strided", "pointwise_dot_3d",
+                                  "depthwise_taps", "block_diagonal", "block_diagonal_1d_wide",
                                   "subpixel_transpose", "eigen_crop", "width_fold"])
 def test_preferred_element_type_and_precision(two_cores, name):
     rng = np.random.default_rng(12)
@@ -1042,6 +1054,7 @@ def test_preferred_element_type_and_precision(two_cores, name):
     _, args = cases[name]
     op = {"pointwise_dot": lambda x, w, **kw: ops.conv(x, w, **kw),
           "pointwise_dot_strided": lambda x, w, **kw: ops.conv(x, w, 2, "same", **kw),
+          "pointwise_dot_3d": lambda x, w, **kw: ops.conv(x, w, **kw),
           "depthwise_taps": lambda x, w, **kw: ops.depthwise_conv(x, w, 1, "same", **kw),
           "block_diagonal": lambda x, w, **kw: ops.conv(x, w, 1, "same", **kw),
           "block_diagonal_1d_wide": lambda x, w, **kw: ops.conv(x, w, 1, "same", **kw),
@@ -1091,7 +1104,7 @@ def test_unbatched_and_extra_leading_dims(two_cores, monkeypatch, name):
 @pytest.mark.parametrize("name", ["pointwise_dot", "depthwise_taps", "block_diagonal",
                                   "eigen_crop", "subpixel_transpose", "subpixel_transpose_3d",
                                   "subpixel_transpose_3d_wide", "pointwise_dot_strided",
-                                  "block_diagonal_1d_wide", "tap_loop",
+                                  "pointwise_dot_3d", "block_diagonal_1d_wide", "tap_loop",
                                   "bilinear_stencil", "width_fold", *_GPU_LOWERINGS])
 def test_transformations(two_cores, monkeypatch, name, mode):
     _force_gpu(monkeypatch, name)
