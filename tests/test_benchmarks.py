@@ -174,6 +174,8 @@ def test_rule_sweep_covers_every_cpu_lowering_and_agrees(bench, tmp_path, monkey
     # benchmarks/rule_sweep.py: its grid reaches every lowering the CPU rule can choose
     # (checked by tracing alone), and on tiny shapes each chosen lowering computes XLA's
     # outputs and gradients; the report has both tables.
+    import jax.numpy as jnp
+
     from kconv.ops import lowering
 
     monkeypatch.setattr(lowering.rule, "_host_cores", lambda: 2)  # eigen_crop's rule wants two
@@ -194,7 +196,8 @@ def test_rule_sweep_covers_every_cpu_lowering_and_agrees(bench, tmp_path, monkey
         assert set(row["modes"]) == {"fwd", "fwdbwd"}, row
         # float32 rows: XLA's numbers to 1e-5; 16-bit rows (the layers' call, float32
         # accumulation rounded once): one unit in the last place (the dtype's epsilon).
-        ulp = {"H2": 2.0 ** -7, "H7": 2.0 ** -10, "H13": 2.0 ** -10}.get(row["id"], 1e-5)
+        case = next(c for c in sweep.CASES if c.id == row["id"])
+        ulp = float(jnp.finfo(case.dtype).eps) if case.sixteen_bit() else 1e-5
         for mode, m in row["modes"].items():
             assert m["max_error"] <= ulp, (row["id"], mode, m["max_error"])
             assert "numbers" not in m["flags"] and min(m["ms"].values()) > 0

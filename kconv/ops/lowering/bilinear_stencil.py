@@ -12,9 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from kconv.ops.lowering.spec import UpsampleSpec
-
-Array = jax.Array
+from kconv.ops.lowering.spec import Array, UpsampleSpec
 
 
 def bilinear_stencil(x: Array, *, spec: UpsampleSpec, plain: Callable[[Array], Array]

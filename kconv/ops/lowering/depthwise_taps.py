@@ -19,6 +19,7 @@ from jax.extend.mlir.dialects import stablehlo
 from jax.interpreters import ad, batching, mlir
 
 from kconv.ops.lowering.spec import (
+    Array,
     ConvSpec,
     _accumulation_dtype,
     _channel_axis,
@@ -30,8 +31,6 @@ from kconv.ops.lowering.spec import (
     _tap_window_plan,
 )
 from kconv.ops.lowering.primitives import _bind_batch_folded
-
-Array = jax.Array
 
 
 def depthwise_taps(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from kconv import config
-from kconv.ops.lowering.spec import ConvSpec, UpsampleSpec, XLA, _channel_axis
+from kconv.ops.lowering.spec import Array, ConvSpec, UpsampleSpec, XLA, _channel_axis
 from kconv.ops.lowering.rule import choose
 from kconv.ops.lowering.plain import _xla_conv, _xla_conv_transpose
 from kconv.ops.lowering.pointwise_dot import pointwise_dot
@@ -28,8 +28,6 @@ from kconv.ops.lowering.width_fold import width_fold
 from kconv.ops.lowering.space_to_batch import space_to_batch
 from kconv.ops.lowering.transposed import strided_dual, subpixel_transpose
 from kconv.ops.lowering.bilinear_stencil import bilinear_stencil
-
-Array = jax.Array
 
 
 _recorders: list[list[tuple[str, str]]] = []

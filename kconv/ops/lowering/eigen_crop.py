@@ -7,14 +7,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 from jax import lax
 
-from kconv.ops.lowering.spec import ConvSpec, _spatial_axes
+from kconv.ops.lowering.spec import Array, ConvSpec, _spatial_axes
 from kconv.ops.lowering.plain import _plain_input_gradient, _plain_kernel_gradient, _xla_conv
 from kconv.ops.lowering.primitives import _conv_primitive
-
-Array = jax.Array
 
 
 def eigen_crop(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:

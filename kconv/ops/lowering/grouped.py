@@ -8,16 +8,13 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import numpy as np
 from jax import lax
 
 from kconv.ops.lowering import dispatch  # imports this module: used at call time
-from kconv.ops.lowering.spec import ConvSpec, _channel_axis
+from kconv.ops.lowering.spec import Array, ConvSpec, _channel_axis
 from kconv.ops.lowering.plain import _xla_conv
 from kconv.ops.lowering.primitives import _conv_primitive, _transposes
-
-Array = jax.Array
 
 
 def grouped_split(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any,

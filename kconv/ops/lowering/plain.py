@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
-from kconv.ops.lowering.spec import ConvSpec
+from kconv.ops.lowering.spec import Array, ConvSpec
 from kconv.ops.lowering.primitives import _transposes
-
-Array = jax.Array
 
 
 def _lax_conv(x: Array, kernel: Array, **kwargs: Any) -> Array:

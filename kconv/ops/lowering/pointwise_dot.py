@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
-from kconv.ops.lowering.spec import ConvSpec, _pad_spatial, _spatial_axes
+from kconv.ops.lowering.spec import Array, ConvSpec, _pad_spatial, _spatial_axes
 from kconv.ops.lowering.plain import _plain_input_gradient, _xla_conv
 from kconv.ops.lowering.primitives import _conv_primitive, _transposes
-
-Array = jax.Array
 
 
 def pointwise_dot(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:

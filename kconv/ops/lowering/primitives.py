@@ -15,9 +15,7 @@ from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from kconv.ops.lowering.spec import ConvSpec
-
-Array = jax.Array
+from kconv.ops.lowering.spec import Array, ConvSpec
 
 
 def _bind_batch_folded(bind: Callable[[Array, ConvSpec], Array], x: Array, x_dim: int,

@@ -7,15 +7,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
+import jax  # noqa: F401  (the doctest)
 import jax.numpy as jnp
 from jax import lax
 
-from kconv.ops.lowering.spec import ConvSpec, _output_shape, _pad_spatial, _spatial_axes
+from kconv.ops.lowering.spec import Array, ConvSpec, _output_shape, _pad_spatial, _spatial_axes
 from kconv.ops.lowering.plain import _xla_conv
 from kconv.ops.lowering.primitives import _conv_primitive, _transposes
-
-Array = jax.Array
 
 
 def space_to_batch(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:

@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-
-
+#: The array type of every lowering module's signatures.
 Array = jax.Array
 
 

@@ -9,17 +9,14 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from kconv.ops.lowering.spec import ConvSpec, _accumulation_dtype
+from kconv.ops.lowering.spec import Array, ConvSpec, _accumulation_dtype
 from kconv.ops.lowering.rule import _tap_loop_pays
 from kconv.ops.lowering.plain import _plain_input_gradient, _plain_kernel_gradient, _xla_conv
 from kconv.ops.lowering.primitives import _conv_primitive
-
-Array = jax.Array
 
 
 def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,

@@ -15,13 +15,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from kconv.ops.lowering import dispatch  # imports this module: used at call time
-from kconv.ops.lowering.spec import ConvSpec, _pad_spatial, _spatial_axes
+from kconv.ops.lowering.spec import Array, ConvSpec, _pad_spatial, _spatial_axes
 from kconv.ops.lowering.rule import _TAP_LOOP_FLOATS, _cpu_float
 from kconv.ops.lowering.plain import _xla_conv_transpose
 from kconv.ops.lowering.primitives import _conv_primitive, _transposes
 from kconv.ops.lowering.tap_loop import _tap_loop
-
-Array = jax.Array
 
 
 def _phase_offsets(kernel_size: int, stride: int, pad_lo: int) -> tuple[int, int]:

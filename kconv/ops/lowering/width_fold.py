@@ -6,19 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from kconv.ops.lowering.spec import ConvSpec, _channel_axis, _spatial_axes, _tap_window_plan
+from kconv.ops.lowering.spec import Array, ConvSpec, _channel_axis, _spatial_axes, _tap_window_plan
 from kconv.ops.lowering.rule import _eigen_runs_faster
 from kconv.ops.lowering.plain import _plain_input_gradient, _plain_kernel_gradient, _xla_conv
 from kconv.ops.lowering.primitives import _conv_primitive
 from kconv.ops.lowering.eigen_crop import _eigen_crop_value
 from kconv.ops.lowering.tap_loop import _tap_loop_transposes
-
-Array = jax.Array
 
 
 def width_fold(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
