@@ -67,7 +67,11 @@ The rule (:func:`choose`), per call:
      product's transposes as its gradients (fwd+bwd 0.86 → 0.46 ms). In 1-D and 3-D,
      XLA's forward and input gradient (XLA:CPU makes those convolutions its own Eigen
      matrix product, which the written one, on YNNPACK, ran 1.10–1.59× slower) with the
-     product's kernel gradient: fwd+bwd (2, 16, 32, 32, 32) → 64 11.2 → 4.5 ms.
+     product's kernel gradient: fwd+bwd (2, 16, 32, 32, 32) → 64 11.2 → 4.5 ms. The
+     kernel gradient is written as it lies, ``(C, filters)`` (autodiff's comes out
+     transposed, a copy), and with one filter as a product-and-sum (XLA:CPU feeds a
+     matrix-vector dot through copies): no temporaries where lax's hold a copy of the
+     cotangent.
   2. ``"depthwise_taps"`` — one input channel per group, ``groups > 1`` (depthwise) and
      kernel taps × depth multiplier ≤ :data:`MAX_DEPTHWISE_TAPS`: a sum over the taps of
      a strided window times per-channel weights. XLA:CPU runs a grouped convolution with

@@ -8,7 +8,8 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
-from kconv.ops.lowering.spec import Array, ConvSpec, _pad_spatial, _spatial_axes
+from kconv.ops.lowering.spec import (Array, ConvSpec, _accumulation_dtype, _pad_spatial,
+                                     _spatial_axes)
 from kconv.ops.lowering.plain import _plain_input_gradient, _xla_conv
 from kconv.ops.lowering.primitives import _conv_primitive, _transposes
 
@@ -52,9 +53,9 @@ def pointwise_dot(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) ->
     return _pointwise_product(x, kernel, spec=spec, precision=precision)
 
 
-def _pointwise_product(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
-                       ) -> Array:
-    """:func:`pointwise_dot`'s matrix product, the strided slice first."""
+def _pixels(x: Array, spec: ConvSpec) -> Array:
+    """The input as the product's ``(N, *out, C)`` operand: padded, the strided slice
+    taken, channels last."""
     axes = _spatial_axes(spec)
     x = _pad_spatial(x, axes, spec.padding)
     if any(s > 1 for s in spec.strides):
@@ -62,8 +63,13 @@ def _pointwise_product(x: Array, kernel: Array, *, spec: ConvSpec, precision: An
         for axis, s in zip(axes, spec.strides):
             step[axis] = s
         x = lax.slice(x, (0,) * x.ndim, x.shape, step)
-    if spec.data_format == "channels_first":
-        x = jnp.moveaxis(x, 1, -1)
+    return jnp.moveaxis(x, 1, -1) if spec.data_format == "channels_first" else x
+
+
+def _pointwise_product(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
+                       ) -> Array:
+    """:func:`pointwise_dot`'s matrix product, the strided slice first."""
+    x = _pixels(x, spec)
     channels, filters = kernel.shape[-2:]
     y = lax.dot_general(x.reshape(-1, channels), kernel.reshape(channels, filters),
                         (((1,), (0,)), ((), ())), precision=precision,
@@ -72,14 +78,40 @@ def _pointwise_product(x: Array, kernel: Array, *, spec: ConvSpec, precision: An
     return y if spec.data_format == "channels_last" else jnp.moveaxis(y, -1, 1)
 
 
+def _pointwise_kernel_gradient(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec,
+                               precision: Any) -> Array:
+    """The product's kernel gradient written as ``pixelsᵀ · ct``, ``(C, filters)`` as the
+    kernel lies. Autodiff's transpose of the product is ``ctᵀ · pixels`` and a transpose
+    after it, which XLA:CPU copies even where it moves nothing (with one filter the
+    forward+backward temporaries came out 64–256 bytes above lax's, for a Conv3D or
+    Conv1D to one channel)."""
+    shape, dtype = tuple(kernel.aval.shape), kernel.aval.dtype
+    channels, filters = shape[-2:]
+    operands = jnp.promote_types(x.dtype, ct.dtype)
+    pixels = _pixels(x, spec).astype(operands).reshape(-1, channels)
+    if spec.data_format == "channels_first":
+        ct = jnp.moveaxis(ct, 1, -1)
+    acc = _accumulation_dtype(spec)
+    ct = ct.astype(operands).reshape(-1, filters)
+    if filters == 1:
+        # A matrix-vector product: XLA:CPU gives its dot a (P, 1) cotangent and a (C, 1)
+        # result, each a loop fusion of two bitcasts — copies (64 KB of temporaries for a
+        # Conv1D of W6's size). As a product-and-sum it is one fusion reading both.
+        gradient = jnp.sum(pixels.astype(acc) * ct.astype(acc), axis=0)
+    else:
+        gradient = lax.dot_general(pixels, ct, (((0,), (0,)), ((), ())),
+                                   precision=precision, preferred_element_type=acc)
+    return gradient.reshape(shape).astype(dtype)
+
+
 #: A strided :func:`pointwise_dot`: XLA's convolution as its value and tangents, the
 #: strided matrix product's transposes as its gradients.
 _strided_pointwise_p = _conv_primitive("kconv_strided_pointwise", _xla_conv, _xla_conv,
-                                       *_transposes(_pointwise_product))
+                                       _transposes(_pointwise_product)[0],
+                                       _pointwise_kernel_gradient)
 
 #: An unstrided 1-D or 3-D :func:`pointwise_dot`: XLA's convolution (XLA:CPU's own
 #: matrix product) as its value, tangents and input gradient, the written product's
 #: kernel gradient.
 _pointwise_xla_p = _conv_primitive("kconv_pointwise_xla", _xla_conv, _xla_conv,
-                                   _plain_input_gradient,
-                                   _transposes(_pointwise_product)[1])
+                                   _plain_input_gradient, _pointwise_kernel_gradient)

@@ -19,6 +19,23 @@ from kconv.ops.lowering.plain import _plain_input_gradient, _plain_kernel_gradie
 from kconv.ops.lowering.primitives import _conv_primitive
 
 
+def _zeros_after(shape: Sequence[int], dtype: Any, after: Array) -> Array:
+    """Zeros of ``shape`` that XLA cannot compute before ``after``: a loop's accumulator.
+
+    A broadcast constant has no operands, and XLA:CPU's scheduler may place it anywhere —
+    in a model it put the input gradient's accumulator at the program's start, an
+    input-sized buffer live through the forward pass and the later layers' backward (the
+    3-D model M2's forward+backward temporaries 1.13 × lax's). These zeros read one
+    element ``e`` of ``after``: ``|e| · 0`` where ``e`` is finite (XLA folds no float
+    product with zero) and the constant where it is not, so +0 whatever ``e`` holds.
+    """
+    e = lax.reshape(lax.slice(after, (0,) * after.ndim, (1,) * after.ndim), ())
+    e = lax.convert_element_type(e, dtype)
+    zero = lax.select(lax.is_finite(e), lax.mul(lax.abs(e), np.zeros((), dtype)),
+                      np.zeros((), dtype))
+    return lax.broadcast(zero, tuple(shape))
+
+
 def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
               input_gradient: bool = True, kernel_gradient: bool = True,
               forward: bool = False) -> tuple[Array | None, Array | None, Array | None]:
@@ -167,9 +184,11 @@ def _tap_loop(ct: Array, x: Any, kernel: Any, *, spec: ConvSpec, precision: Any,
     # The taps' indices a constant, not an iota (XLA:CPU writes an iota into a temporary
     # of its own: float16 W7-like calls' gradients 248 bytes above lax's, now 112, the
     # loop's state and counter).
+    # The accumulators' zeros read the cotangent (and the input): not computed before
+    # them (:func:`_zeros_after`).
     (total, value), gradients = lax.scan(
-        body, (jnp.zeros(x_like, acc) if input_gradient else None,
-               jnp.zeros(values, acc) if forward else None),
+        body, (_zeros_after(x_like, acc, ct) if input_gradient else None,
+               _zeros_after(values, acc, x) if forward else None),
         (jnp.asarray(np.arange(len(taps), dtype=np.int32)),
          tuple(jnp.asarray(a) for a in window_at.T),
          tuple(jnp.asarray(a) for a in product_at.T), kernels))
