@@ -65,6 +65,7 @@ class Problem:
     kconv_layer: Any = None
     jax_device: Any = None
     torch_device: str = "cpu"
+    layers: list["Problem"] = dataclasses.field(default_factory=list)  # a model's, in order
 
 
 @dataclasses.dataclass
@@ -85,12 +86,24 @@ class Impl:
 
 def make_problem(w: Workload, shape: tuple[int, ...], dtype: str, seed: int = 0) -> Problem:
     """Reference weights from kconv's own ``init`` (Keras's initializers), with the bias
-    replaced by small random numbers so that the forward check covers it too."""
+    replaced by small random numbers so that the forward check covers it too.
+
+    A model's problem holds one problem per layer (each on the shape the layer before it
+    returns; weights named ``"<layer>.<weight>"``, layers counted from 1), its input the
+    first layer's and its cotangent the last one's."""
     import jax
     import kconv
 
     from bench_workloads import output_shape
 
+    if w.layers:
+        layers, params, s = [], {}, tuple(shape)
+        for i, lw in enumerate(w.layers, 1):
+            layers.append(make_problem(lw, s, dtype, seed=seed + i))
+            params.update({f"{i}.{k}": v for k, v in layers[-1].params.items()})
+            s = layers[-1].out_shape
+        return Problem(w, tuple(shape), s, dtype, params, layers[0].x, layers[-1].ct,
+                       layers=layers)
     layer = getattr(kconv, w.layer)(**w.args)
     params = layer.init(jax.random.key(seed), shape)
     rng = np.random.default_rng(seed)
@@ -566,11 +579,81 @@ def build_torch(p: Problem) -> Impl:
     return Impl("torch", "torch", weights, x_t, ct_t, fn, out_to_ref, grads_to_ref, note=note)
 
 
-BUILDERS: dict[str, Callable[[Problem], Impl]] = {
+# ---------------------------------------------------------------------------------------
+# models: each library's layers one after the other, a ReLU between each two
+
+def _build_model(build: Callable[[Problem], Impl], p: Problem) -> Impl:
+    """One library's model: its builder's layers composed, with the library's own ReLU
+    (``jax.nn.relu``; torch's ``F.relu``) between each two. JAX libraries take the layers'
+    weights as a tuple (one entry per layer); torch's weights are the layers' lists in
+    order, their names prefixed with the layer's number like the reference's."""
+    parts = []
+    for sub in p.layers:
+        sub.jax_device, sub.torch_device = p.jax_device, p.torch_device
+        parts.append(build(sub))
+    first, last = parts[0], parts[-1]
+    notes = sorted({q.note for q in parts if q.note})
+
+    def prefixed(i: int, grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {f"{i}.{k}": v for k, v in grads.items()}
+
+    if first.backend == "jax":
+        import jax
+
+        def fn(weights, x):
+            for i, (q, wq) in enumerate(zip(parts, weights)):
+                x = q.fn(wq, x)
+                if i < len(parts) - 1:
+                    x = jax.nn.relu(x)
+            return x
+
+        def grads_to_ref(gw, gx):
+            out: dict[str, np.ndarray] = {}
+            for i, (q, g) in enumerate(zip(parts, gw), 1):
+                out.update(prefixed(i, q.grads_to_ref(g, gx)[0]))
+            return out, first.grads_to_ref(gw[0], gx)[1]
+
+        weights = tuple(q.weights for q in parts)
+    else:
+        import torch.nn.functional as F
+
+        def fn(x):
+            for i, q in enumerate(parts):
+                x = q.fn(x)
+                if i < len(parts) - 1:
+                    x = F.relu(x)
+            return x
+
+        def grads_to_ref(gw, gx):
+            out: dict[str, np.ndarray] = {}
+            gw = list(gw)
+            for i, q in enumerate(parts, 1):
+                mine, gw = gw[:len(q.weights)], gw[len(q.weights):]
+                out.update(prefixed(i, q.grads_to_ref(mine, gx)[0]))
+            return out, first.grads_to_ref([], gx)[1]
+
+        weights = [(f"{i}.{name}", t, back) for i, q in enumerate(parts, 1)
+                   for name, t, back in q.weights]
+    return Impl(first.name, first.backend, weights, first.x, last.ct, fn, last.out_to_ref,
+                grads_to_ref, note="; ".join(notes))
+
+
+_LAYER_BUILDERS: dict[str, Callable[[Problem], Impl]] = {
     "kconv": build_kconv,
     "lax": build_lax,
     "flax": build_flax,
     "keras": build_keras,
     "torch": build_torch,
 }
+
+
+def _builder(build: Callable[[Problem], Impl]) -> Callable[[Problem], Impl]:
+    def build_any(p: Problem) -> Impl:
+        return _build_model(build, p) if p.layers else build(p)
+    build_any.__name__ = build.__name__
+    return build_any
+
+
+BUILDERS: dict[str, Callable[[Problem], Impl]] = {
+    name: _builder(build) for name, build in _LAYER_BUILDERS.items()}
 

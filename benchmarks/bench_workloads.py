@@ -1,8 +1,11 @@
-"""The benchmark workloads (../shared/bench/WORKLOADS.md, W1–W9, plus extras X1–X6) and
-their analytic FLOP counts.
+"""The benchmark workloads (../shared/bench/WORKLOADS.md, W1–W9, plus extras X1–X6 and the
+small models M1–M3) and their analytic FLOP counts.
 
 A workload is a Keras layer class name, its constructor arguments (the same dict builds the
-kconv layer and the Keras layer) and an input shape in the layer's own data format.
+kconv layer and the Keras layer) and an input shape in the layer's own data format. A model
+workload (``layer == "Sequential"``) is a stack of such layers with a ReLU between each two,
+as a user composes them: every library runs its own layers one after the other in one
+jitted program (torch: eagerly).
 Nothing here imports JAX, so the FLOP counter can be checked by hand.
 """
 
@@ -24,6 +27,7 @@ class Workload:
     input_shape: tuple[int, ...]    # the full-size input, in the layer's data_format
     quick_shape: tuple[int, ...]    # a tiny input for --quick (the test)
     extra: bool = False             # not in WORKLOADS.md: added by the harness
+    layers: tuple["Workload", ...] = ()  # a model's layers (``layer == "Sequential"``)
 
     @property
     def args(self) -> dict[str, Any]:
@@ -32,6 +36,8 @@ class Workload:
     @property
     def kind(self) -> str:
         name = self.layer
+        if self.layers:
+            return "model"
         if name.startswith("UpSampling"):
             return "upsample"
         if name.startswith("Separable"):
@@ -44,10 +50,14 @@ class Workload:
 
     @property
     def rank(self) -> int:
+        if self.layers:
+            return self.layers[0].rank
         return int(next(c for c in self.layer if c.isdigit()))
 
     @property
     def channels_first(self) -> bool:
+        if self.layers:
+            return self.layers[0].channels_first
         return self.args.get("data_format", "channels_last") == "channels_first"
 
     def shape(self, quick: bool = False, batch_scale: int = 1) -> tuple[int, ...]:
@@ -64,6 +74,15 @@ def _w(id, title, layer, input_shape, quick_shape, extra=False, **kwargs) -> Wor
         kwargs.setdefault("data_format", "channels_last")
     return Workload(id, title, layer, tuple(sorted(kwargs.items())), tuple(input_shape),
                     tuple(quick_shape), extra)
+
+
+def _model(id, title, input_shape, quick_shape, *layers: tuple[str, dict]) -> Workload:
+    """A stack of layers with a ReLU between each two (none after the last). Each layer's
+    input shape follows from the one before it, so its own shapes are left empty."""
+    stack = tuple(_w(f"{id}.{i + 1}", layer, layer, (), (), **kwargs)
+                  for i, (layer, kwargs) in enumerate(layers))
+    return Workload(id, title, "Sequential", (), tuple(input_shape), tuple(quick_shape),
+                    extra=True, layers=stack)
 
 
 WORKLOADS: tuple[Workload, ...] = (
@@ -98,11 +117,29 @@ WORKLOADS: tuple[Workload, ...] = (
        extra=True, size=2, interpolation="bicubic"),
     _w("X6", "Conv2D 3×3 same, groups 4", "Conv2D", (16, 32, 32, 64), (2, 8, 8, 16),
        extra=True, filters=64, kernel_size=3, padding="same", groups=4),
+    # Small models (not in WORKLOADS.md): the layers in the company they keep in a training
+    # step, where a library's forward activations are the next layer's saved inputs.
+    _model("M1", "2-D encoder–decoder (5 layers)", (16, 32, 32, 3), (2, 8, 8, 3),
+           ("Conv2D", dict(filters=32, kernel_size=3, padding="same")),
+           ("Conv2D", dict(filters=64, kernel_size=3, strides=2, padding="same")),
+           ("SeparableConv2D", dict(filters=64, kernel_size=3, padding="same")),
+           ("Conv2DTranspose", dict(filters=32, kernel_size=3, strides=2, padding="same")),
+           ("Conv2D", dict(filters=3, kernel_size=1))),
+    _model("M2", "3-D encoder–decoder (4 layers)", (2, 16, 16, 16, 4), (1, 4, 4, 4, 2),
+           ("Conv3D", dict(filters=16, kernel_size=3, padding="same")),
+           ("Conv3D", dict(filters=32, kernel_size=3, strides=2, padding="same")),
+           ("Conv3DTranspose", dict(filters=16, kernel_size=3, strides=2, padding="same")),
+           ("Conv3D", dict(filters=1, kernel_size=1))),
+    _model("M3", "1-D dilated causal stack (5 layers)", (8, 2048, 32), (2, 64, 8),
+           *(("Conv1D", dict(filters=64, kernel_size=3, dilation_rate=d, padding="causal"))
+             for d in (1, 2, 4, 8)),
+           ("Conv1D", dict(filters=32, kernel_size=1))),
 )
 
 
 def by_id(ids: str | None) -> list[Workload]:
-    """``"W1,W4"`` → those workloads, in the order given; ``None``/``"all"`` → all."""
+    """``"W1,W4"`` → those workloads, in the order given; ``None``/``"all"`` → all;
+    ``base`` → W1–W9, ``extra`` → the extras X1–X6, ``models`` → M1–M3."""
     if ids is None or ids.strip().lower() == "all":
         return list(WORKLOADS)
     table = {w.id: w for w in WORKLOADS}
@@ -114,11 +151,14 @@ def by_id(ids: str | None) -> list[Workload]:
         if tok == "BASE":
             out += [w for w in WORKLOADS if not w.extra]
         elif tok == "EXTRA":
-            out += [w for w in WORKLOADS if w.extra]
+            out += [w for w in WORKLOADS if w.extra and not w.layers]
+        elif tok == "MODELS":
+            out += [w for w in WORKLOADS if w.layers]
         elif tok in table:
             out.append(table[tok])
         else:
-            raise SystemExit(f"unknown workload {tok!r}; known: {', '.join(table)}, base, extra")
+            raise SystemExit(f"unknown workload {tok!r}; known: {', '.join(table)}, base, "
+                             "extra, models")
     return out
 
 
@@ -172,6 +212,10 @@ def out_channels(w: Workload, c_in: int) -> int:
 
 
 def output_shape(w: Workload, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if w.layers:
+        for layer in w.layers:
+            shape = output_shape(layer, shape)
+        return tuple(shape)
     n, sp, c = _split(w, shape)
     so, co = spatial_out(w, sp), out_channels(w, c)
     return (n, co, *so) if w.channels_first else (n, *so, co)
@@ -187,7 +231,15 @@ def forward_flops(w: Workload, shape: tuple[int, ...]) -> int | None:
     transposed:  2 · N · prod(IN spatial) · C_in · prod(kernel) · filters (each input
                  element meets the whole kernel once; the zeros of the dilated input and the
                  cropped border are not counted)
+    model:       the sum of its layers' counts
     """
+    if w.layers:                     # a model: its layers' counts, each on its own input
+        total = []
+        for layer in w.layers:
+            total.append(forward_flops(layer, shape))
+            shape = output_shape(layer, shape)
+        counted = [f for f in total if f is not None]
+        return sum(counted) if counted else None
     if w.kind == "upsample":
         return None
     a = w.args

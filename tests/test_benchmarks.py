@@ -41,6 +41,18 @@ def test_flop_counter_hand_computed(bench):
     assert bw.forward_flops(w["W7"], w["W7"].input_shape) == 2 * 2 * 16**3 * 32 * 27 * 16
     # Upsampling has no FLOP count.
     assert bw.flops(w["W8"], w["W8"].input_shape, "fwd") is None
+    # A model: its layers' counts, each on the shape the layer before it returns (M1 on
+    # (16, 32, 32, 3): 3x3 3->32, 3x3 stride 2 32->64 to 16x16, separable 64 -> 64 on 16x16,
+    # transposed 64 -> 32 back to 32x32 (counted on its 16x16 input), 1x1 32 -> 3).
+    m1 = w["M1"]
+    assert bw.output_shape(m1, m1.input_shape) == (16, 32, 32, 3)
+    assert bw.forward_flops(m1, m1.input_shape) == (
+        2 * 16 * 32 * 32 * 32 * 9 * 3 + 2 * 16 * 16 * 16 * 64 * 9 * 32
+        + 2 * 16 * 16 * 16 * 64 * 9 + 2 * 16 * 16 * 16 * 64 * 64
+        + 2 * 16 * 16 * 16 * 64 * 9 * 32 + 2 * 16 * 32 * 32 * 3 * 32)
+    assert bw.output_shape(w["M2"], w["M2"].input_shape) == (2, 16, 16, 16, 1)
+    assert [x.id for x in bw.by_id("models")] == ["M1", "M2", "M3"]
+    assert not {x.id for x in bw.by_id("extra")} & {"M1", "M2", "M3"}
     # Batch scaling multiplies the count.
     assert bw.flops(w["W1"], w["W1"].shape(batch_scale=8), "fwd") == \
         8 * bw.flops(w["W1"], w["W1"].input_shape, "fwd")
@@ -88,6 +100,28 @@ def test_quick_run_agrees_and_reports(bench, tmp_path):
     assert raw["all_numerics_ok"] and len(raw["rows"]) == 6
 
 
+@pytest.mark.slow
+def test_quick_models_agree(bench, tmp_path):
+    # The model workloads (each library's layers composed, a ReLU between each two): every
+    # implementation's output, input gradient and every layer's weight gradients agree
+    # with kconv's — Keras's real layers and torch's modules are the oracles here.
+    res = bench.main(["--quick", "--workloads", "models", "--gemm-n", "64", "--rounds", "1",
+                      "--out", str(tmp_path / "RESULTS.md")])
+    assert [(r["workload"], r["mode"]) for r in res["rows"]] == [
+        (w, m) for w in ("M1", "M2", "M3") for m in ("fwd", "fwdbwd")]
+    for row in res["rows"]:
+        assert {"kconv", "lax", "flax"} <= set(row["impls"]), row["skipped"]
+        for name, r in row["impls"].items():
+            assert r["check"]["ok"], (row["workload"], row["mode"], name, r["check"])
+        if row["mode"] == "fwdbwd":     # every layer's weights are checked, and the input
+            parts = row["impls"]["lax"]["check"]["parts"]
+            assert {"y", "dx", "d1.kernel", "d1.bias"} <= set(parts), sorted(parts)
+            layers = len(next(w for w in importlib.import_module("bench_workloads").WORKLOADS
+                              if w.id == row["workload"]).layers)
+            assert f"d{layers}.kernel" in parts
+    assert res["all_ok"]
+
+
 def test_stop_after_reports_the_finished_workloads(bench, tmp_path):
     # --stop-after (the GPU script's time budget): the first workload always runs, none
     # starts after the budget, and the report names those left out.
@@ -118,7 +152,8 @@ def test_round_robin_orders_and_lead_in(bench):
 
 
 @pytest.mark.parametrize("workload", [*(f"W{i}" for i in range(1, 10)),
-                                      *(f"X{i}" for i in range(1, 7))])
+                                      *(f"X{i}" for i in range(1, 7)),
+                                      *(f"M{i}" for i in range(1, 4))])
 def test_kconv_temporaries_at_most_lax(bench, workload, monkeypatch):
     # The issue's memory requirement, on the benchmark's own shapes: forward+backward
     # temporaries (memory_analysis; XLA:CPU's peak counts only arguments and outputs) of
