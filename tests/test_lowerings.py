@@ -598,8 +598,10 @@ def test_tap_loop_pair_derivatives(two_cores):
 @pytest.mark.parametrize("fmt,padding,strides", [
     ("channels_last", "same", 1), ("channels_first", "valid", 2),
     ("channels_last", "explicit", (2, 1, 1)), ("channels_first", "same", (1, 1, 2))])
-def test_tap_loop_lowering(fmt, padding, strides):
-    """``"tap_loop"``: 3-D convolutions ``width_fold`` leaves (few channels)."""
+def test_tap_loop_lowering(monkeypatch, fmt, padding, strides):
+    """``"tap_loop"``: 3-D convolutions ``width_fold`` leaves (a folded input above
+    :data:`MAX_WIDTH_FOLD_BYTES`, here steered to zero)."""
+    monkeypatch.setattr(lowering.rule, "MAX_WIDTH_FOLD_BYTES", 0)
     rng = np.random.default_rng(hash((fmt, padding, strides)) % 2**32)
     x = _x(rng, 3, 3, fmt, spatial=(5, 6, 4))
     w = jnp.asarray(rng.standard_normal((3, 2, 3, 3, 5)), jnp.float32)
@@ -1035,7 +1037,7 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
          (_x(rng, 3, 6, fmt, spatial=(3, 4, 5), dtype=dtype),
           jnp.asarray(rng.standard_normal((3, 2, 3, 6, 17)), dtype),
           jnp.asarray(rng.standard_normal(17), dtype))),
-        # 3 × 4 → 8 channels: not folded; XLA's value, the tap loop's gradients.
+        # XLA's value, the tap loop's gradients (where the rule is steered: _steer).
         ("tap_loop", lambda x, w: ops.conv(x, w, (1, 2, 1), "same", fmt),
          (_x(rng, 3, 4, fmt, spatial=(3, 4, 5), dtype=dtype),
           jnp.asarray(rng.standard_normal((3, 2, 3, 4, 8)), dtype))),
@@ -1063,9 +1065,14 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
 _GPU_LOWERINGS = {"space_to_batch": "conv", "strided_dual": "conv_transpose"}
 
 
-def _force_gpu(monkeypatch, name):
+def _steer(monkeypatch, name):
+    """The rule steered to the lowering an example tests where its shape alone would not
+    choose it: a GPU lowering forced on this CPU; ``tap_loop`` with ``width_fold``'s
+    folded-input bound at zero (the loop's own region is folded inputs above 256 MiB)."""
     if name in _GPU_LOWERINGS:
         _force(monkeypatch, _GPU_LOWERINGS[name], name)
+    if name == "tap_loop":
+        monkeypatch.setattr(lowering.rule, "MAX_WIDTH_FOLD_BYTES", 0)
 
 
 def _lowering_of(example):
@@ -1082,7 +1089,7 @@ def _lowering_of(example):
                                   *_GPU_LOWERINGS])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])
 def test_low_precision(monkeypatch, two_cores, dtype, name):
-    _force_gpu(monkeypatch, name)
+    _steer(monkeypatch, name)
     rng = np.random.default_rng(11)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, dtype)}[name]
     # The plain path also rounds each of its own intermediate results (a 16-bit resize
@@ -1091,9 +1098,10 @@ def test_low_precision(monkeypatch, two_cores, dtype, name):
 
 
 @pytest.mark.parametrize("name", ["tap_loop", "subpixel_transpose_3d"])
-def test_float16_tap_loop(name):
+def test_float16_tap_loop(monkeypatch, name):
     """The tap loop's float16 gradients (bfloat16 keeps XLA's: its loop compiles slowly):
     the loop is in the program, and outputs and gradients match the plain path's."""
+    _steer(monkeypatch, name)
     rng = np.random.default_rng(13)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float16)}[name]
     with config.conv_lowering("auto"):
@@ -1143,7 +1151,7 @@ def test_integer_inputs_keep_the_plain_path():
                                   "eigen_crop", "subpixel_transpose", "bilinear_stencil",
                                   "width_fold", "tap_loop", *_GPU_LOWERINGS])
 def test_unbatched_and_extra_leading_dims(two_cores, monkeypatch, name):
-    _force_gpu(monkeypatch, name)
+    _steer(monkeypatch, name)
     rng = np.random.default_rng(13)
     fmt = "channels_first" if name in ("depthwise_taps", "bilinear_stencil") else \
         "channels_last"
@@ -1164,7 +1172,7 @@ def test_unbatched_and_extra_leading_dims(two_cores, monkeypatch, name):
                                   "pointwise_dot_3d", "block_diagonal_1d_wide", "tap_loop",
                                   "bilinear_stencil", "width_fold", *_GPU_LOWERINGS])
 def test_transformations(two_cores, monkeypatch, name, mode):
-    _force_gpu(monkeypatch, name)
+    _steer(monkeypatch, name)
     rng = np.random.default_rng(14)
     f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
     tangents = tuple(jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in args)
@@ -1280,7 +1288,7 @@ def _spec3(**kw):
                     input_shape=(2, 16, 16, 16, 16)), "width_fold"),
     ("conv", _spec3(strides=(2, 2, 2), padding=((0, 1),) * 3), "width_fold"),
     ("conv", _spec3(input_shape=(2, 16, 16, 16, 4), kernel_shape=(3, 3, 3, 4, 16)),
-     "tap_loop"),                                     # 3 × 4 → 16: not XLA's fast path
+     "width_fold"),                       # 3 × 4 → 16: Eigen's 2-D convolution, not XLA's loop
     ("conv", _spec3(input_shape=(2, 16, 16, 16, 1), kernel_shape=(3, 3, 3, 1, 17)),
      "width_fold"),
     ("conv", _spec3(input_shape=(2, 16, 16, 16, 6), kernel_shape=(3, 3, 3, 6, 8)),
@@ -1288,9 +1296,11 @@ def _spec3(**kw):
     ("conv", _spec3(dtype="bfloat16"), "width_fold"),
     ("conv", _spec3(dtype="float16", preferred_element_type="float32"), "width_fold"),
     ("conv", _spec3(input_shape=(2, 16, 16, 16, 4), kernel_shape=(3, 3, 3, 4, 16),
-                    dtype="float16"), "tap_loop"),
+                    dtype="float16"), "width_fold"),
     ("conv", _spec3(input_shape=(2, 16, 16, 16, 4), kernel_shape=(3, 3, 3, 4, 16),
-                    dtype="bfloat16"), "xla"),    # its loop compiles 1.5–2.6 × lax's
+                    dtype="bfloat16"), "width_fold"),
+    ("conv", _spec3(input_shape=(16, 64, 64, 64, 16), dtype="bfloat16"),
+     "xla"),               # 384 MiB folded; the tap loop in bfloat16 compiles 1.5–2.6 × lax's
     ("conv", _spec3(input_shape=(4, 64, 64, 64, 16)), "width_fold"),  # folded: 192 MiB
     ("conv", _spec3(input_shape=(8, 64, 64, 64, 16)), "tap_loop"),  # 384 MiB folded
     ("conv", _spec3(kernel_shape=(3, 3, 3, 4, 32), groups=4), "block_diagonal"),

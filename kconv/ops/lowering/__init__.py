@@ -99,21 +99,23 @@ The rule (:func:`choose`), per call:
      single-threaded one (W1 forward 13.5 → 8.5 ms; gradients lax's; inside a
      derivative XLA's value too, the taller output being a temporary beside the
      gradients' own).
-  6. ``"width_fold"`` — a dense 3-D convolution, float32 or 16-bit, whose folded 2-D form is on
-     XLA:CPU's fast path (``k_w`` × input channels, or the filters, above 16) and whose
-     folded input (``k_w`` copies of the input) is at most
-     :data:`MAX_WIDTH_FOLD_BYTES`: the last spatial axis's taps folded into the
-     channels and that axis into the batch, a 2-D convolution over the other two
-     (itself ``eigen_crop``'s form where that pays), then the axis moved back. XLA:CPU
-     has no fast 3-D convolution (W7 forward 7.1–8.6 → 1.5–2.3 ms). Both gradients
+  6. ``"width_fold"`` — a dense 3-D convolution, float32 or 16-bit, whose folded input
+     (``k_w`` copies of the input) is at most :data:`MAX_WIDTH_FOLD_BYTES`: the last
+     spatial axis's taps folded into the channels and that axis into the batch, a 2-D
+     convolution over the other two (YNNPACK's above 16 channels in or out, itself
+     ``eigen_crop``'s form where that pays; Eigen's below), then the axis moved back.
+     XLA:CPU has no fast 3-D convolution (W7 forward 7.1–8.6 → 1.5–2.3 ms; few
+     channels, a 3-D network's first layer, (2, 16, 16, 16, 4) → 16 4.2 → 0.59 ms,
+     at up to 1.8 × lax's small compile time). Both gradients
      are one loop over the kernel's taps, two matrix products a tap
      (:func:`_tap_loop`: W7 gradients 24.6 → 4.4–4.8 ms, a third of lax's
      temporaries; stride 2 55 → 1.9 ms); the input's gradient alone lax's. Inside a
      derivative the value is XLA's (the folded input would exceed lax's temporaries).
-  7. ``"tap_loop"`` — any other dense 3-D convolution, float32 or float16 (few
-     channels, or a folded input too big): XLA's forward, the gradients
-     :func:`_tap_loop`'s, as ``"width_fold"``'s ((2, 16, 16, 16, 4) → 8 forward+backward
-     13.5 → 7.1 ms, a single-channel (4, 32, 32, 32, 1) → 8 116 → 49 ms).
+  7. ``"tap_loop"`` — any other dense 3-D convolution, float32 or float16 (a folded
+     input too big): XLA's forward, the gradients :func:`_tap_loop`'s, as
+     ``"width_fold"``'s (which inside a derivative is this program: (2, 16, 16, 16, 4)
+     → 8 forward+backward 13.5 → 7.1 ms, a single-channel (4, 32, 32, 32, 1) → 8
+     116 → 49 ms).
   8. otherwise ``"xla"``: for 1-D convolutions and strided 2-D ones no rewrite
      measured faster (see ``choose``'s notes).
 

@@ -100,7 +100,9 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     fold, ms): channels_first 7.9 → 2.7; stride 2 1.6 → 0.8; dilation 2 40 → 2.8;
     (2, 32, 32, 32, 32) → 64 140 → 68 (40 MiB of forward temporaries); (1, 16, 64, 64, 8)
     → 16 28.5 → 6.9; kernel (3, 3, 1) 5.9 → 1.5, (1, 1, 3) 2.2 → 1.3; 4 → 8 channels
-    (a folded 12 → 8, off the fast path) left to XLA, 6.3 ms either way; nested in
+    (a folded 12 → 8, on Eigen's 2-D convolution) 4.1 → 0.53 (on the Intel machine of
+    ``benchmarks/RESULTS-xeon.md``; an earlier session had read 6.3 ms either way and
+    left such calls to XLA); nested in
     ``block_diagonal`` (W7 with ``groups=4``) 22 → 2.0 ms at 1.8× lax's compile time
     (7.7 ms at 1.2× without the fold: kept, for the 5.6 ms a call), but not in the 3-D
     sub-pixel form (:func:`_phase_conv`: X2 1.6 → 0.85 ms, already at torch's, at 1.7×
@@ -269,13 +271,18 @@ def _eigen_runs_faster(spec: ConvSpec) -> bool:
 def _width_fold_pays(spec: ConvSpec) -> bool:
     """Whether a dense convolution takes :func:`width_fold`: 3-D, float32 or 16-bit
     (:func:`_cpu_float`; W7 forward in float16 6.3–7.1 → 1.5–1.6 ms, bfloat16 6.4–6.7 →
-    1.9–2.0, at 0.8–1.0 × lax's compile), a 2-D convolution XLA:CPU runs on its fast path
-    once folded (above 16 channels in or out), and a folded input of at most
-    :data:`MAX_WIDTH_FOLD_BYTES`."""
+    1.9–2.0, at 0.8–1.0 × lax's compile), and a folded input of at most
+    :data:`MAX_WIDTH_FOLD_BYTES`.
+
+    Whatever the channels: folded to 16 or fewer (and as many filters) the 2-D
+    convolution is Eigen's, multi-threaded, not YNNPACK's — and still 4–14 × XLA's 3-D
+    loop (the first layer of a 3-D network: (2, 16, 16, 16, 4) → 16 4.2 → 0.59 ms,
+    (4, 32, 32, 32, 1) → 8 27.5 → 3.7, 5×5×5 on 2 channels 11.6 → 0.76), at 1.3–1.8 ×
+    lax's lower + compile for these small programs (lax's 24–31 ms, the fold's two loop
+    fusions 13–19 ms more: repaid within 2–40 calls)."""
     *_, k_w = spec.kernel_size
     folded = math.prod(spec.input_shape) // spec.spatial[-1] * spec.output_spatial()[-1] * k_w
     return (spec.rank == 3 and _cpu_float(spec)
-            and max(k_w * spec.channels, spec.kernel_shape[-1]) > 16
             and folded * spec.dtype.itemsize <= MAX_WIDTH_FOLD_BYTES)
 
 
