@@ -231,8 +231,8 @@ def _tap_loop_transposes(lhs: Callable[..., Array], rhs: Callable[..., Array]
 
 def tap_loop(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
     """A dense 3-D convolution that :func:`width_fold` does not take (its folded input
-    would be too big, or a bfloat16 one's loop): XLA's convolution, with
-    :func:`_tap_loop`'s gradients (:data:`_tap_loop_p`)."""
+    would exceed :data:`~kconv.ops.lowering.rule.MAX_WIDTH_FOLD_BYTES`): XLA's
+    convolution, with :func:`_tap_loop`'s gradients (:data:`_tap_loop_p`)."""
     return _tap_loop_p.bind(x, kernel, spec=spec, precision=precision)
 
 
