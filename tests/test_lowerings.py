@@ -410,15 +410,18 @@ def _width_fold_cases():
         yield (fmt, padding, *_rotate(variants, i), (1, 2)[i % 2])
 
 
+@pytest.mark.parametrize("channels,filters", [(6, 17), (2, 5)])
 @pytest.mark.parametrize("fmt,padding,strides,dilation,kernel,cores",
                          list(_width_fold_cases()))
-def test_width_fold(monkeypatch, fmt, padding, strides, dilation, kernel, cores):
-    # On two cores the folded 2-D convolution is eigen_crop's; on one, XLA's.
+def test_width_fold(monkeypatch, fmt, padding, strides, dilation, kernel, cores, channels,
+                    filters):
+    # On two cores the folded 2-D convolution is eigen_crop's; on one, XLA's. With few
+    # channels (folded to 16 or fewer, and as many filters) it is Eigen's either way.
     monkeypatch.setattr(lowering.rule, "_host_cores", lambda: cores)
     rng = np.random.default_rng(hash((fmt, padding, strides, dilation, kernel)) % 2**32)
-    x = _x(rng, 3, 6, fmt, spatial=(5, 6, 7))
-    w = jnp.asarray(rng.standard_normal((*kernel, 6, 17)), jnp.float32)
-    b = jnp.asarray(rng.standard_normal(17), jnp.float32)
+    x = _x(rng, 3, channels, fmt, spatial=(5, 6, 7))
+    w = jnp.asarray(rng.standard_normal((*kernel, channels, filters)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(filters), jnp.float32)
     pad = ((1, 0), (0, 2), (2, 1)) if padding == "explicit" else padding
     _check(lambda x, w, b: ops.conv(x, w, strides, pad, fmt, dilation, bias=b), (x, w, b),
            "width_fold")
