@@ -594,9 +594,6 @@ def _build_model(build: Callable[[Problem], Impl], p: Problem) -> Impl:
     first, last = parts[0], parts[-1]
     notes = sorted({q.note for q in parts if q.note})
 
-    def prefixed(i: int, grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {f"{i}.{k}": v for k, v in grads.items()}
-
     if first.backend == "jax":
         import jax
 
@@ -607,11 +604,8 @@ def _build_model(build: Callable[[Problem], Impl], p: Problem) -> Impl:
                     x = jax.nn.relu(x)
             return x
 
-        def grads_to_ref(gw, gx):
-            out: dict[str, np.ndarray] = {}
-            for i, (q, g) in enumerate(zip(parts, gw), 1):
-                out.update(prefixed(i, q.grads_to_ref(g, gx)[0]))
-            return out, first.grads_to_ref(gw[0], gx)[1]
+        def per_part(gw):
+            return list(gw)
 
         weights = tuple(q.weights for q in parts)
     else:
@@ -624,16 +618,24 @@ def _build_model(build: Callable[[Problem], Impl], p: Problem) -> Impl:
                     x = F.relu(x)
             return x
 
-        def grads_to_ref(gw, gx):
-            out: dict[str, np.ndarray] = {}
-            gw = list(gw)
-            for i, q in enumerate(parts, 1):
-                mine, gw = gw[:len(q.weights)], gw[len(q.weights):]
-                out.update(prefixed(i, q.grads_to_ref(mine, gx)[0]))
-            return out, first.grads_to_ref([], gx)[1]
+        def per_part(gw):  # torch's flat list of gradients, split by layer
+            gw, split = list(gw), []
+            for q in parts:
+                split.append(gw[:len(q.weights)])
+                gw = gw[len(q.weights):]
+            return split
 
         weights = [(f"{i}.{name}", t, back) for i, q in enumerate(parts, 1)
                    for name, t, back in q.weights]
+    def grads_to_ref(gw, gx):
+        """Every layer's weight gradients, named ``"<layer>.<weight>"``; the input's
+        gradient in the first layer's layout."""
+        grads = per_part(gw)
+        out: dict[str, np.ndarray] = {}
+        for i, (q, g) in enumerate(zip(parts, grads), 1):
+            out.update({f"{i}.{k}": v for k, v in q.grads_to_ref(g, gx)[0].items()})
+        return out, first.grads_to_ref(grads[0], gx)[1]
+
     return Impl(first.name, first.backend, weights, first.x, last.ct, fn, last.out_to_ref,
                 grads_to_ref, note="; ".join(notes))
 
