@@ -659,19 +659,58 @@ def test_tap_loop(fmt, padding, dtype, strides, dilation, kernel):
         _assert_close(actual, wanted, dtype, factor=2.0)
 
 
-def test_subpixel_phase_convolution_is_not_folded(monkeypatch):
-    """The 3-D sub-pixel form's phase convolution stays XLA's (compile time), though a
-    plain 3-D convolution of its shape folds."""
-    x = jnp.ones((2, 8, 8, 8, 32))
-    w = jnp.ones((3, 3, 3, 16, 32))
-    folds = []
+def _merged_plane_cases():
+    # strides (D, W; H's is 1) × dilation × padding × kernel, lengths not multiples of
+    # the strides; kernels of one tap along W (no gather to do) and along H.
+    paddings = ("valid", "same", ((1, 0), (0, 2), (2, 1)))
+    geometry = (((1, 1, 1), (1, 1, 1)), ((2, 1, 2), (1, 1, 1)), ((1, 1, 3), (2, 2, 1)),
+                ((3, 1, 1), (1, 2, 2)))
+    kernels = ((2, 3, 2), (1, 1, 3), (3, 2, 1))
+    for i, ((strides, dilation), padding) in enumerate(itertools.product(geometry, paddings)):
+        yield strides, dilation, padding, _rotate(kernels, i)
+
+
+@pytest.mark.parametrize("strides,dilation,padding,kernel", list(_merged_plane_cases()))
+def test_merged_plane_conv(strides, dilation, padding, kernel):
+    """``width_fold._merged_plane_conv`` (the 3-D sub-pixel phase convolution's form)
+    against lax's 3-D convolution: outputs and both gradients."""
+    rng = np.random.default_rng(hash((strides, dilation, str(padding), kernel)) % 2**32)
+    x = _x(rng, 3, 5, "channels_last", spatial=(7, 6, 8))
+    w = jnp.asarray(rng.standard_normal((*kernel, 5, 4)), jnp.float32)
+    f = lambda x, w: ops.conv(x, w, strides, padding, "channels_last", dilation)  # noqa: E731
+    spec = _spec_of(f, x, w)
+    assert lowering.width_fold._merged_plane_applies(spec)
+    with config.conv_lowering("xla"):
+        expected = _outputs_and_grads(f, (x, w))
+    merged = _outputs_and_grads(
+        lambda x, w: lowering.width_fold._merged_plane_conv(x, w, spec=spec, precision=None),
+        (x, w))
+    for a, e in zip(merged, expected):
+        _assert_close(a, e)
+
+
+@pytest.mark.parametrize("fmt,dtype,merged", [
+    ("channels_last", np.float32, True), ("channels_first", np.float32, False),
+    ("channels_last", np.float16, False)])
+def test_subpixel_phase_convolution_form(monkeypatch, fmt, dtype, merged):
+    """The 3-D sub-pixel form's phase convolution: ``_merged_plane_conv`` in float32
+    channels_last, else XLA's (never ``width_fold``: compile time), though a plain 3-D
+    convolution of its shape folds."""
+    x = _x(np.random.default_rng(2), 3, 32, fmt, spatial=(8, 8, 8), dtype=dtype)
+    w = jnp.ones((3, 3, 3, 16, 32), dtype)
+    folds, planes = [], []
     fold = lowering.dispatch._CONV_LOWERINGS["width_fold"]
     monkeypatch.setitem(lowering.dispatch._CONV_LOWERINGS, "width_fold",
                         lambda *a, **kw: folds.append(kw["spec"]) or fold(*a, **kw))
+    plane = lowering.transposed._merged_plane_conv
+    monkeypatch.setattr(lowering.transposed, "_merged_plane_conv",
+                        lambda *a, **kw: planes.append(kw["spec"]) or plane(*a, **kw))
     with lowering.recorded_choices() as calls:
-        jax.jit(lambda x, w: ops.conv_transpose(x, w, 2, "same")).lower(x, w)
+        jax.jit(lambda x, w: ops.conv_transpose(x, w, 2, "same", data_format=fmt)).lower(x, w)
         assert calls == [("conv_transpose", "subpixel_transpose")] and folds == []
-        jax.jit(lambda x, w: ops.conv(x, w, 1, "same")).lower(x, jnp.ones((2, 2, 2, 32, 128)))
+        assert len(planes) == int(merged)
+        jax.jit(lambda x, w: ops.conv(x, w, 1, "same", fmt)).lower(
+            x, jnp.ones((2, 2, 2, 32, 128), dtype))
     assert calls[1:] == [("conv", "width_fold")] and len(folds) == 1
 
 

@@ -106,7 +106,10 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     ``block_diagonal`` (W7 with ``groups=4``) 22 → 2.0 ms at 1.8× lax's compile time
     (7.7 ms at 1.2× without the fold: kept, for the 5.6 ms a call), but not in the 3-D
     sub-pixel form (:func:`_phase_conv`: X2 1.6 → 0.85 ms, already at torch's, at 1.7×
-    against 1.1×). Its gradients as the transposes of a depth fold (the depth axis into
+    against 1.1×), whose phase convolution takes the fold without transposes
+    (:func:`~kconv.ops.lowering.width_fold._merged_plane_conv`: two library
+    convolutions, 1.05–1.15× XLA's compile; for plain 3-D convolutions it ran 0.8–1.5×
+    the fold's time, so they keep the fold). Its gradients as the transposes of a depth fold (the depth axis into
     the batch, a bitcast of the cotangent), W7 forward+backward, this session's probe,
     lax's 26–33 ms and 1.55 MiB of temporaries: the depth taps folded into the input
     channels 6.0–7.4 ms, 4.0 MiB, 1.4× the compile; one 2-D convolution per depth tap
