@@ -436,6 +436,22 @@ def test_width_fold_window_all_padding():
            "width_fold")
 
 
+@pytest.mark.parametrize("channels,kernel,strides", [(48, (3, 3, 3), 1), (43, (2, 1, 3), 2),
+                                                    (26, (1, 2, 5), 1)])
+def test_width_fold_many_channels_stays_one_fusion(channels, kernel, strides):
+    """From ``_MINOR_CONCAT_LIMIT`` folded channels on, the windows are stacked and merged
+    (XLA:CPU would leave their concatenation out of the loop fusion, and every window's
+    pad a fusion of its own): the same numbers, and no concatenation in the program."""
+    assert kernel[-1] * channels >= lowering.width_fold._MINOR_CONCAT_LIMIT
+    rng = np.random.default_rng(channels)
+    x = _x(rng, 3, channels, "channels_last", spatial=(4, 5, 6))
+    w = jnp.asarray(rng.standard_normal((*kernel, channels, 8)), jnp.float32)
+    f = lambda x, w: ops.conv(x, w, strides, "same")  # noqa: E731
+    _check(f, (x, w), "width_fold")
+    program = jax.jit(f).lower(x, w).compile().as_text()
+    assert " concatenate(" not in program[program.index("ENTRY"):]
+
+
 def _fingerprint():
     """``benchmarks/bench.py``'s ``hlo_fingerprint``: the optimized program, names and
     metadata taken out."""
