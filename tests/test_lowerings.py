@@ -860,6 +860,25 @@ def test_phase_kernel_holds_each_tap_once(kernel_size, strides, padding):
                                   np.sort(np.asarray(kernel).ravel()))
 
 
+def test_subpixel_3d_non_finite_input():
+    """An infinite input (README, decisions): every output XLA's convolution leaves finite
+    is finite and XLA's here too; the 0/1 products make NaN of the rest."""
+    rng = np.random.default_rng(8)
+    x = np.array(_x(rng, 3, 3, "channels_last", batch=1, spatial=(4, 4, 4)))
+    x[0, 1, 2, 2, 1] = np.inf
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 2, 3)), jnp.float32)
+    f = lambda x, w: ops.conv_transpose(x, w, 2, "same")  # noqa: E731
+    with config.conv_lowering("xla"):
+        plain = np.asarray(jax.jit(f)(x, w))
+    with lowering.recorded_choices() as calls:
+        auto = np.asarray(jax.jit(f)(x, w))
+    assert calls == [("conv_transpose", "subpixel_transpose")]
+    finite = np.isfinite(auto)
+    assert not np.isfinite(plain).all() and np.array_equal(finite, finite & np.isfinite(plain))
+    assert np.isnan(auto[~finite]).all()
+    _assert_close(auto[finite], plain[finite])
+
+
 def _grouped_transpose_cases():
     # Depthwise-transposed (groups == C, the grouped case the rule sends to the sub-pixel
     # form): rank × padding × strides × data_format, output_padding and filters per group
