@@ -12,9 +12,9 @@ import numpy as np
 from jax import lax
 
 from kconv.ops.lowering.spec import Array, ConvSpec, _channel_axis, _spatial_axes, _tap_window_plan
-from kconv.ops.lowering.rule import _eigen_runs_faster
-from kconv.ops.lowering.plain import _lax_conv
-from kconv.ops.lowering.plain import _plain_input_gradient, _plain_kernel_gradient, _xla_conv
+from kconv.ops.lowering.rule import _cpu_float, _eigen_runs_faster
+from kconv.ops.lowering.plain import (_lax_conv, _plain_input_gradient,
+                                      _plain_kernel_gradient, _xla_conv)
 from kconv.ops.lowering.primitives import _conv_primitive
 from kconv.ops.lowering.eigen_crop import _eigen_crop_value
 from kconv.ops.lowering.tap_loop import _tap_loop_transposes
@@ -112,8 +112,7 @@ def _merged_plane_applies(spec: ConvSpec) -> bool:
     stride 1 along ``H``, float32 (in float16 its merged-axis convolution compiled slower
     than XLA's 3-D one and rounded differently: W7 91 against 77 ms, 3e-4 relative)."""
     return (spec.rank == 3 and spec.data_format == "channels_last" and spec.groups == 1
-            and spec.strides[1] == 1 and spec.dtype == np.float32
-            and spec.output_dtype() == np.float32)
+            and spec.strides[1] == 1 and _cpu_float(spec, (np.dtype(np.float32),)))
 
 
 def _merged_plane_conv(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
