@@ -100,7 +100,7 @@ def _one_gradient_primitive(gradients: str):
     else:
         rhs = plain._plain_kernel_gradient
     return primitives._conv_primitive(f"probe_space_to_batch_{gradients}", plain._xla_conv,
-                                      plain._xla_conv, lhs, rhs)
+                                      lhs, rhs)
 
 
 #: Probe-only workloads: dilated (atrous) 2-D and 3-D convolutions.

@@ -90,6 +90,50 @@ def _rotate(values, i):
     return values[i % len(values)]
 
 
+# --- the primitives' abstract evaluation -----------------------------------------------
+
+def _shape_cases():
+    """Geometries around every term of the output-length rule: strides longer than the
+    input, windows wider than it (a zero-length output), negative padding, dilation,
+    groups, a zero-length axis, both formats, forward and transposed."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for i in range(160):
+        rank = 1 + i % 3
+        fmt = FORMATS[i // 3 % 2]
+        groups = (1, 2, 3)[i // 6 % 3]
+        n = tuple(int(v) for v in rng.integers(0 if i % 29 == 0 else 1, 9, rank))
+        k = tuple(int(v) for v in rng.integers(1, 5, rank))
+        s = tuple(int(v) for v in rng.integers(1, 4, rank))
+        d = tuple(int(v) for v in rng.integers(1, 3, rank))
+        pad = tuple((int(lo), int(hi)) for lo, hi in rng.integers(-1, 4, (rank, 2)))
+        transposed = bool(i % 2)
+        long = [(m - 1) * st + 1 if transposed and m else m for m, st in zip(n, s)]
+        if all(m + lo + hi >= 0 for m, (lo, hi) in zip(long, pad)):  # lax's rule allows
+            cases.append((rank, fmt, groups, n, k, s, d, pad, transposed))
+    return cases
+
+
+@pytest.mark.parametrize("rank,fmt,groups,n,k,s,d,pad,transposed", _shape_cases())
+def test_conv_output_shape_is_lax_shape_rule(rank, fmt, groups, n, k, s, d, pad,
+                                             transposed):
+    # The primitives' abstract evaluation (arithmetic) against lax's own shape rule for
+    # the plain convolution each one stands for.
+    from kconv.ops.lowering.plain import _xla_conv, _xla_conv_transpose
+    from kconv.ops.lowering.spec import ConvSpec, conv_output_shape
+    channels, filters = 2 * groups, 3 * groups
+    x_shape = (2, *n, channels) if fmt == "channels_last" else (2, channels, *n)
+    kernel_shape = (*k, filters // groups, channels) if transposed else (
+        *k, channels // groups, filters)
+    spec = ConvSpec(rank, fmt, x_shape, kernel_shape, s, pad, d, groups)
+    plain = _xla_conv_transpose if transposed else _xla_conv
+    expected = jax.eval_shape(
+        lambda x, w: plain(x, w, spec=spec, precision=None),
+        jax.ShapeDtypeStruct(x_shape, jnp.float32),
+        jax.ShapeDtypeStruct(kernel_shape, jnp.float32)).shape
+    assert conv_output_shape(x_shape, kernel_shape, spec, transposed=transposed) == expected
+
+
 # --- pointwise_dot -------------------------------------------------------------------
 
 @pytest.mark.parametrize("rank,fmt,strides,padding,filters", list(itertools.product(
@@ -1700,3 +1744,4 @@ def test_switch():
         with config.conv_lowering("xla"):
             f(x)
     assert calls == [("conv", "depthwise_taps"), ("conv", "xla")]
+

@@ -53,6 +53,6 @@ def _eigen_crop_value(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
     return lax.slice_in_dim(y, 0, rows, axis=_spatial_axes(spec)[0])
 
 
-_eigen_crop_p = _conv_primitive("kconv_eigen_crop", _eigen_crop_value, _xla_conv,
+_eigen_crop_p = _conv_primitive("kconv_eigen_crop", _eigen_crop_value,
                                 _plain_input_gradient, _plain_kernel_gradient,
                                 derivative_value=_xla_conv)

@@ -120,5 +120,5 @@ def _block_diagonal_dense(x: Array, kernel: Array, *, spec: ConvSpec, precision:
 
 #: A 1-D :func:`block_diagonal` with wide groups: XLA's grouped convolution as its value
 #: and tangents, the dense convolution's transposes as its gradients.
-_block_diagonal_dual_p = _conv_primitive("kconv_block_diagonal_dual", _xla_conv, _xla_conv,
+_block_diagonal_dual_p = _conv_primitive("kconv_block_diagonal_dual", _xla_conv,
                                          *_transposes(_block_diagonal_dense))

@@ -106,12 +106,12 @@ def _pointwise_kernel_gradient(ct: Array, x: Array, kernel: Any, *, spec: ConvSp
 
 #: A strided :func:`pointwise_dot`: XLA's convolution as its value and tangents, the
 #: strided matrix product's transposes as its gradients.
-_strided_pointwise_p = _conv_primitive("kconv_strided_pointwise", _xla_conv, _xla_conv,
+_strided_pointwise_p = _conv_primitive("kconv_strided_pointwise", _xla_conv,
                                        _transposes(_pointwise_product)[0],
                                        _pointwise_kernel_gradient)
 
 #: An unstrided 1-D or 3-D :func:`pointwise_dot`: XLA's convolution (XLA:CPU's own
 #: matrix product) as its value, tangents and input gradient, the written product's
 #: kernel gradient.
-_pointwise_xla_p = _conv_primitive("kconv_pointwise_xla", _xla_conv, _xla_conv,
-                                   _plain_input_gradient, _pointwise_kernel_gradient)
+_pointwise_xla_p = _conv_primitive("kconv_pointwise_xla", _xla_conv, _plain_input_gradient,
+                                   _pointwise_kernel_gradient)

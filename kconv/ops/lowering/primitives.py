@@ -11,11 +11,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from kconv.ops.lowering.spec import Array, ConvSpec
+from kconv.ops.lowering.spec import Array, ConvSpec, conv_output_shape
 
 
 def _bind_batch_folded(bind: Callable[[Array, ConvSpec], Array], x: Array, x_dim: int,
@@ -63,19 +64,22 @@ def _conv_primitive_batch(primitive: Primitive, value: Callable[..., Array],
     return jax.vmap(value, in_axes=(x_dim, kernel_dim))(x, kernel), 0
 
 
-def _conv_primitive(name: str, value: Callable[..., Array], plain: Callable[..., Array],
-                    lhs: Callable[..., Array], rhs: Callable[..., Array],
+def _conv_primitive(name: str, value: Callable[..., Array], lhs: Callable[..., Array],
+                    rhs: Callable[..., Array],
                     joint: Callable[..., tuple[Array, Array]] | None = None, *,
+                    transposed: bool = False,
                     derivative_value: Callable[..., Array] | None = None) -> Primitive:
     """A convolution primitive ``p(x, kernel, spec=..., precision=...)``: ``value``'s lax
-    ops as its evaluation and lowering, ``plain``'s output shape, bilinear with the
-    transposes ``lhs`` (input) and ``rhs`` (kernel), batched by
+    ops as its evaluation and lowering, the output shape of XLA's plain convolution
+    (``transposed``: of the transposed one; :func:`~.spec.conv_output_shape`), bilinear
+    with the transposes ``lhs`` (input) and ``rhs`` (kernel), batched by
     :func:`_conv_primitive_batch`; with ``joint`` (both transposes from one call), its
     tangent in both operands is one equation whose transpose calls it
     (:func:`_def_joint_tangent`).
 
-    ``derivative_value`` (lax ops, e.g. ``plain``), if given, computes the primal output
-    inside a derivative (``jvp``, ``grad``, ``vjp``) in ``value``'s place: for a value
+    ``derivative_value`` (lax ops, e.g. the plain convolution), if given, computes the
+    primal output inside a derivative (``jvp``, ``grad``, ``vjp``) in ``value``'s place:
+    for a value
     whose forward temporaries would sit beside the gradients' own (a derivative's
     program schedules the two together), above the plain path's memory.
     """
@@ -84,9 +88,10 @@ def _conv_primitive(name: str, value: Callable[..., Array], plain: Callable[...,
 
     def abstract(x: Any, kernel: Any, *, spec: ConvSpec, precision: Any
                  ) -> jax.core.ShapedArray:
-        out = jax.eval_shape(functools.partial(plain, spec=spec, precision=precision),
-                             x, kernel)
-        return jax.core.ShapedArray(out.shape, out.dtype)
+        del precision
+        return jax.core.ShapedArray(
+            conv_output_shape(x.shape, kernel.shape, spec, transposed=transposed),
+            np.dtype(spec.preferred_element_type or x.dtype))
 
     primitive.def_abstract_eval(abstract)
     mlir.register_lowering(primitive, mlir.lower_fun(value, multiple_results=False))

@@ -93,5 +93,5 @@ def _space_to_batch_value(x: Array, kernel: Array, *, spec: ConvSpec, precision:
     return lax.slice(y, (0,) * y.ndim, _output_shape(y, spec, spec.output_spatial()))
 
 
-_space_to_batch_p = _conv_primitive("kconv_space_to_batch", _xla_conv, _xla_conv,
+_space_to_batch_p = _conv_primitive("kconv_space_to_batch", _xla_conv,
                                     *_transposes(_space_to_batch_value))

@@ -157,6 +157,42 @@ def _output_shape(x: Array, spec: ConvSpec, out: Sequence[int]) -> tuple[int, ..
     return tuple(shape)
 
 
+def _dilated(n: int, d: int) -> int:
+    """An axis of length ``n`` dilated by ``d`` (``d - 1`` zeros between neighbours)."""
+    return 0 if n == 0 else (n - 1) * d + 1
+
+
+def conv_output_shape(x_shape: Sequence[int], kernel_shape: Sequence[int], spec: ConvSpec,
+                      *, transposed: bool = False) -> tuple[int, ...]:
+    """The output shape of XLA's plain convolution of an input of ``x_shape`` with a kernel
+    of ``kernel_shape`` under ``spec`` (``transposed``: the transposed convolution, its
+    input dilated by the strides), as ``lax.conv_general_dilated`` infers it.
+
+    A primitive's abstract evaluation runs at every bind; this arithmetic costs
+    microseconds where tracing the plain convolution under :func:`jax.eval_shape` took
+    about half a millisecond a call (M2's trace 9.0 -> 6.6 ms).
+
+    Example:
+        >>> spec = ConvSpec(2, "channels_last", (1, 5, 5, 3), (3, 3, 3, 8), (2, 2),
+        ...                 ((1, 1), (1, 1)), (1, 1))
+        >>> conv_output_shape((4, 5, 5, 3), (3, 3, 3, 8), spec)
+        (4, 3, 3, 8)
+        >>> conv_output_shape((4, 3, 3, 8), (3, 3, 3, 8), spec, transposed=True)
+        (4, 5, 5, 3)
+    """
+    kernel_size, (kernel_in, kernel_out) = kernel_shape[:-2], kernel_shape[-2:]
+    shape = list(x_shape)
+    for axis, k, s, (lo, hi), d in zip(_spatial_axes(spec), kernel_size, spec.strides,
+                                       spec.padding, spec.dilation):
+        n = _dilated(shape[axis], s) if transposed else shape[axis]
+        # lax's rule: the padded input less the dilated kernel, in strides, never negative.
+        window = _dilated(k, d)
+        shape[axis] = max(0, (n + lo + hi - window) // (1 if transposed else s) + 1)
+    # A transposed kernel is (*k, filters // groups, C).
+    shape[_channel_axis(spec)] = kernel_in * spec.groups if transposed else kernel_out
+    return tuple(shape)
+
+
 def _tap_ranges(axes: Sequence[int], offsets: Sequence[int], spec: ConvSpec,
                 out: Sequence[int]) -> list[tuple[int, ...]] | None:
     """Per spatial axis of tap ``offsets``: ``(axis, j, n, d, s, lo, o, first, last)`` —

@@ -237,6 +237,6 @@ def tap_loop(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Arra
 
 
 #: XLA's convolution as the value and tangents, :func:`_tap_loop`'s gradients.
-_tap_loop_p = _conv_primitive("kconv_tap_loop", _xla_conv, _xla_conv,
+_tap_loop_p = _conv_primitive("kconv_tap_loop", _xla_conv,
                               *_tap_loop_transposes(_plain_input_gradient,
                                                     _plain_kernel_gradient))

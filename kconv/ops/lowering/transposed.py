@@ -198,8 +198,8 @@ def _subpixel_joint(ct: Array, x: Array, kernel: Array, *, spec: ConvSpec, preci
 
 
 _conv_transpose_p = _conv_primitive("kconv_conv_transpose", _conv_transpose_value,
-                                    _xla_conv_transpose, _conv_transpose_lhs,
-                                    _subpixel_loop_rhs, _subpixel_joint)
+                                    _conv_transpose_lhs, _subpixel_loop_rhs, _subpixel_joint,
+                                    transposed=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,5 +371,4 @@ def strided_dual(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> 
 
 
 _strided_dual_p = _conv_primitive("kconv_strided_dual", _xla_conv_transpose,
-                                  _xla_conv_transpose, _conv_transpose_lhs,
-                                  _conv_transpose_rhs)
+                                  _conv_transpose_lhs, _conv_transpose_rhs, transposed=True)

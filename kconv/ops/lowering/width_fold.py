@@ -164,7 +164,7 @@ def _merged_plane_conv(x: Array, kernel: Array, *, spec: ConvSpec, precision: An
     return y.reshape(n, y.shape[1], y.shape[2] // w_out, w_out, filters)
 
 
-_width_fold_p = _conv_primitive("kconv_width_fold", _width_fold_value, _xla_conv,
+_width_fold_p = _conv_primitive("kconv_width_fold", _width_fold_value,
                                 *_tap_loop_transposes(_plain_input_gradient,
                                                       _plain_kernel_gradient),
                                 derivative_value=_xla_conv)
