@@ -30,6 +30,8 @@ import json
 import os
 from collections.abc import Iterator
 
+import jax
+
 __all__ = [
     "image_data_format",
     "set_image_data_format",
@@ -125,7 +127,12 @@ def image_data_format() -> str:
 #: for every platform it may be lowered for; ``"xla"``: always XLA's own convolution (the
 #: plain path).
 CONV_LOWERINGS = ("auto", "portable", "xla")
-_conv_lowering = "auto"
+#: The mode, a JAX user context: part of the key under which ``jax.jit`` caches a traced,
+#: lowered and compiled function, so a function traced in one mode is never reused in
+#: another, and changing the mode clears nothing (a context entered inside a traced
+#: function costs no retrace). Created at import, before anything is traced: a context
+#: created during a trace would key that trace's cache entry without it.
+_CONV_LOWERING = jax.make_user_context(default_value="auto")
 
 
 def _validate_lowering(value: object, where: str) -> str:
@@ -137,17 +144,19 @@ def _validate_lowering(value: object, where: str) -> str:
 
 def get_conv_lowering() -> str:
     """The current convolution lowering mode: ``"auto"`` (the default), ``"portable"`` or
-    ``"xla"``.
+    ``"xla"``: this thread's :func:`conv_lowering` block if it is in one, else the
+    process-wide :func:`set_conv_lowering`.
 
     Example:
         >>> get_conv_lowering()
         'auto'
     """
-    return _conv_lowering
+    return _CONV_LOWERING.value
 
 
 def set_conv_lowering(mode: str) -> None:
-    """Chooses how kconv's convolutions are computed, for functions traced afterwards.
+    """Chooses how kconv's convolutions are computed, process-wide, for functions traced
+    afterwards.
 
     - ``"auto"`` (the default) lets :func:`kconv.ops.lowering.choose` replace XLA's
       convolution where the platform has a faster equivalent (XLA:CPU has several, a CUDA
@@ -167,9 +176,9 @@ def set_conv_lowering(mode: str) -> None:
 
     All three give the same numbers up to float rounding.
 
-    JAX caches traced functions by their Python identity and arguments, not by this
-    setting, so a change clears JAX's caches (``jax.clear_caches()``): functions already
-    jitted retrace on their next call and see the new mode.
+    The mode is part of ``jax.jit``'s cache key (a :func:`jax.make_user_context`): a
+    function jitted before a change retraces on its next call in the new mode, and its
+    program for the old mode stays cached for when that mode comes back.
 
     Args:
       mode: ``"auto"``, ``"portable"`` or ``"xla"`` (any case).
@@ -183,35 +192,31 @@ def set_conv_lowering(mode: str) -> None:
         'xla'
         >>> set_conv_lowering("auto")
     """
-    global _conv_lowering
-    mode = _validate_lowering(mode, "set_conv_lowering")
-    if mode != _conv_lowering:
-        import jax  # local: keeps this module importable without initialising jax
-
-        _conv_lowering = mode
-        jax.clear_caches()
+    _CONV_LOWERING.set_global(_validate_lowering(mode, "set_conv_lowering"))
 
 
 @contextlib.contextmanager
 def conv_lowering(mode: str) -> Iterator[None]:
-    """Context manager: :func:`set_conv_lowering` inside the block, the previous mode after.
+    """Context manager: the convolution lowering ``mode`` (:func:`set_conv_lowering`) in
+    this thread inside the block, the previous one after.
 
-    Enter it around the call that traces (``jax.jit(f)(x)``, ``.lower(...)``), not inside
-    the traced function: a change of mode clears JAX's caches, so inside ``f`` it would
-    clear them on every trace, and ``f`` would retrace and recompile on every call (a
-    probe: 53 ms a call for a 6 ms convolution).
+    It may be entered around the call that traces (``jax.jit(f)(x)``, ``.lower(...)``) or
+    inside the traced function, for some of its convolutions only; either way the mode is
+    part of ``jax.jit``'s cache key, so ``f`` is traced once per mode, not once per call.
 
     Example:
-        >>> import jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
         >>> from kconv import ops
         >>> with conv_lowering("xla"):
         ...     y = ops.depthwise_conv(jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 1)))
+        >>> @jax.jit
+        ... def f(x, kernel):
+        ...     with conv_lowering("xla"):  # this convolution only, traced once
+        ...         return ops.depthwise_conv(x, kernel)
+        >>> f(jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 1))).shape
+        (1, 6, 6, 3)
         >>> get_conv_lowering()
         'auto'
     """
-    previous = _conv_lowering
-    set_conv_lowering(_validate_lowering(mode, "conv_lowering"))
-    try:
+    with _CONV_LOWERING(_validate_lowering(mode, "conv_lowering")):
         yield
-    finally:
-        set_conv_lowering(previous)

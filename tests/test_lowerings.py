@@ -1735,8 +1735,8 @@ def test_switch():
         with config.conv_lowering(None):
             pass
     assert config.get_conv_lowering() == "auto"
-    # A function jitted before the switch retraces after it (the switch clears JAX's
-    # caches), so the same jitted function takes the other path.
+    # A function jitted before the switch retraces after it (the mode is part of jit's
+    # cache key), so the same jitted function takes the other path.
     f = jax.jit(lambda x: ops.depthwise_conv(x, jnp.ones((3, 3, 2, 1))))
     x = jnp.ones((1, 5, 5, 2))
     with lowering.recorded_choices() as calls:
@@ -1745,3 +1745,80 @@ def test_switch():
             f(x)
     assert calls == [("conv", "depthwise_taps"), ("conv", "xla")]
 
+
+def test_switch_is_part_of_the_jit_cache_key():
+    # Each mode's trace is cached under its own key: switching back and forth retraces
+    # nothing after the first call in each mode, and neither does a block entered inside
+    # the traced function (before, a change cleared JAX's caches: that function retraced
+    # and recompiled on every call).
+    rng = np.random.default_rng(21)
+    x = _x(rng, 2, 4, "channels_last")
+    kernel = jnp.asarray(rng.standard_normal((3, 3, 4, 1)), jnp.float32)
+    traces = []
+
+    @jax.jit
+    def f(x, kernel):
+        traces.append(config.get_conv_lowering())
+        return ops.depthwise_conv(x, kernel, 1, "same")
+
+    @jax.jit
+    def g(x, kernel):
+        traces.append("inside")
+        with config.conv_lowering("xla"):
+            return ops.depthwise_conv(x, kernel, 1, "same")
+
+    with lowering.recorded_choices() as calls:
+        for _ in range(2):
+            auto = f(x, kernel)
+            with config.conv_lowering("xla"):
+                plain = f(x, kernel)
+            config.set_conv_lowering("xla")
+            try:
+                assert config.get_conv_lowering() == "xla"
+                f(x, kernel)
+            finally:
+                config.set_conv_lowering("auto")
+            inside = [g(x, kernel) for _ in range(3)][-1]
+    assert traces == ["auto", "xla", "inside"]
+    assert calls == [("conv", "depthwise_taps"), ("conv", "xla"), ("conv", "xla")]
+    _assert_close(auto, plain)
+    np.testing.assert_array_equal(inside, plain)
+
+
+def test_switch_block_is_this_threads():
+    # A conv_lowering block holds in its own thread; set_conv_lowering is process-wide.
+    import threading
+
+    seen = {}
+    entered, done = threading.Event(), threading.Event()
+
+    def other():
+        with config.conv_lowering("xla"):
+            seen["inside"] = config.get_conv_lowering()
+            entered.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        assert entered.wait(10)
+        assert seen["inside"] == "xla"
+        assert config.get_conv_lowering() == "auto"
+        with lowering.recorded_choices() as calls:
+            ops.depthwise_conv(jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 1)))
+        assert calls == [("conv", "depthwise_taps")]
+    finally:
+        done.set()
+        thread.join()
+
+    def read():
+        seen["process"] = config.get_conv_lowering()
+
+    config.set_conv_lowering("portable")
+    try:
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+    finally:
+        config.set_conv_lowering("auto")
+    assert seen["process"] == "portable"
