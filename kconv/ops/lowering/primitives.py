@@ -79,9 +79,8 @@ def _conv_primitive(name: str, value: Callable[..., Array], lhs: Callable[..., A
 
     ``derivative_value`` (lax ops, e.g. the plain convolution), if given, computes the
     primal output inside a derivative (``jvp``, ``grad``, ``vjp``) in ``value``'s place:
-    for a value
-    whose forward temporaries would sit beside the gradients' own (a derivative's
-    program schedules the two together), above the plain path's memory.
+    for a value whose forward temporaries would sit beside the gradients' own (a
+    derivative's program schedules the two together), above the plain path's memory.
     """
     primitive = Primitive(name)
     primitive.def_impl(value)

@@ -170,7 +170,7 @@ def conv_output_shape(x_shape: Sequence[int], kernel_shape: Sequence[int], spec:
 
     A primitive's abstract evaluation runs at every bind; this arithmetic costs
     microseconds where tracing the plain convolution under :func:`jax.eval_shape` took
-    about half a millisecond a call (M2's trace 9.0 -> 6.6 ms).
+    about half a millisecond a call (M2's forward trace 9.0 -> 6.1 ms).
 
     Example:
         >>> spec = ConvSpec(2, "channels_last", (1, 5, 5, 3), (3, 3, 3, 8), (2, 2),
