@@ -89,7 +89,7 @@ class ConvSpec:
 
     def output_spatial(self) -> tuple[int, ...]:
         """Spatial output lengths of the forward convolution."""
-        return tuple((n + lo + hi - (d * (k - 1) + 1)) // s + 1 for n, k, s, (lo, hi), d in
+        return tuple(_output_length(n, k, s, lo, hi, d) for n, k, s, (lo, hi), d in
                      zip(self.spatial, self.kernel_size, self.strides, self.padding,
                          self.dilation))
 
@@ -162,6 +162,12 @@ def _dilated(n: int, d: int) -> int:
     return 0 if n == 0 else (n - 1) * d + 1
 
 
+def _output_length(n: int, k: int, s: int, lo: int, hi: int, d: int) -> int:
+    """A convolution's output length along one axis: the padded input less the dilated
+    kernel, in strides (negative where the window is wider than the padded input)."""
+    return (n + lo + hi - _dilated(k, d)) // s + 1
+
+
 def conv_output_shape(x_shape: Sequence[int], kernel_shape: Sequence[int], spec: ConvSpec,
                       *, transposed: bool = False) -> tuple[int, ...]:
     """The output shape of XLA's plain convolution of an input of ``x_shape`` with a kernel
@@ -184,10 +190,11 @@ def conv_output_shape(x_shape: Sequence[int], kernel_shape: Sequence[int], spec:
     shape = list(x_shape)
     for axis, k, s, (lo, hi), d in zip(_spatial_axes(spec), kernel_size, spec.strides,
                                        spec.padding, spec.dilation):
-        n = _dilated(shape[axis], s) if transposed else shape[axis]
-        # lax's rule: the padded input less the dilated kernel, in strides, never negative.
-        window = _dilated(k, d)
-        shape[axis] = max(0, (n + lo + hi - window) // (1 if transposed else s) + 1)
+        if transposed:  # the input dilated by the strides, then a stride-1 convolution
+            n, s = _dilated(shape[axis], s), 1
+        else:
+            n = shape[axis]
+        shape[axis] = max(0, _output_length(n, k, s, lo, hi, d))  # lax's: never negative
     # A transposed kernel is (*k, filters // groups, C).
     shape[_channel_axis(spec)] = kernel_in * spec.groups if transposed else kernel_out
     return tuple(shape)
