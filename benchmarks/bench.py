@@ -368,6 +368,19 @@ def _jax_target(impl, mode: str):
 
 
 def _memory(compiled) -> dict[str, Any]:
+    """``memory_analysis()``'s fields, and what the memory table compares: ``held_bytes``,
+    the temporaries plus the constants (what a lowering holds beyond its arguments and
+    outputs), and ``total_bytes``, that plus the arguments and outputs (an upper bound on
+    the true peak).
+
+    On XLA:CPU (jaxlib 0.10) ``peak_memory_in_bytes`` is the arguments', outputs' and
+    constants' bytes, without the temporaries (probe: a 1 MiB ``np`` constant adds 1 MiB to
+    it, 12 MiB of temporaries nothing), and ``temp_size_in_bytes`` leaves the constants
+    out; so the constants are the peak less the arguments and outputs there. Elsewhere the
+    peak counts the temporaries too, and the constants are not separated (``None``).
+    """
+    import jax
+
     try:
         m = compiled.memory_analysis()
     except Exception as e:  # noqa: BLE001
@@ -376,11 +389,14 @@ def _memory(compiled) -> dict[str, Any]:
         return {"error": "memory_analysis() returned None"}
     fields = {k: getattr(m, k) for k in dir(m)
               if k.endswith("_in_bytes") and isinstance(getattr(m, k, None), int)}
-    total = (fields.get("temp_size_in_bytes", 0) + fields.get("argument_size_in_bytes", 0)
-             + fields.get("output_size_in_bytes", 0) - fields.get("alias_size_in_bytes", 0))
-    return {"fields": fields, "total_bytes": total,
-            "temp_bytes": fields.get("temp_size_in_bytes", 0),
-            "peak_bytes": fields.get("peak_memory_in_bytes")}
+    io = (fields.get("argument_size_in_bytes", 0) + fields.get("output_size_in_bytes", 0)
+          - fields.get("alias_size_in_bytes", 0))
+    temp, peak = fields.get("temp_size_in_bytes", 0), fields.get("peak_memory_in_bytes")
+    constants = (peak - io if peak is not None and jax.default_backend() == "cpu"
+                 else None)
+    held = temp + (constants or 0)
+    return {"fields": fields, "total_bytes": io + held, "held_bytes": held,
+            "temp_bytes": temp, "constant_bytes": constants, "peak_bytes": peak}
 
 
 _HLO_DROP = re.compile(r",? ?(metadata|frontend_attributes|sharding|"
@@ -770,18 +786,21 @@ def render_markdown(res: dict[str, Any]) -> str:
           "Forward + backward first (the program the memory target is about), then the "
           "forward alone. "
           "From `jax.jit(f).lower(*args).compile().memory_analysis()`, in MiB: "
-          "**sum** = temp + argument + output − alias bytes / XLA's own "
-          "`peak_memory_in_bytes` where reported (buffer liveness taken into account) "
-          "(temp in brackets). Arguments and outputs are the same arrays for every "
-          "implementation; temp is what the lowering adds. On XLA:CPU (jaxlib 0.10) "
-          "`peak_memory_in_bytes` is argument + output bytes whatever the temporaries "
-          "(a probe with 12 MiB of temp reports the 8 MiB of its arguments and outputs), "
-          "so the peak column cannot tell implementations apart there: read **temp** (and "
-          "sum, its upper bound on the true peak) to compare memory.", ""]
+          "**sum** = argument + output − alias + **held** bytes / XLA's own "
+          "`peak_memory_in_bytes` where reported (**held** in brackets): held = temp + "
+          "constants, what the lowering keeps beyond its arguments and outputs (the same "
+          "arrays for every implementation). On XLA:CPU (jaxlib 0.10) "
+          "`peak_memory_in_bytes` is the arguments', outputs' and constants' bytes, "
+          "without the temporaries (probes: a 1 MiB constant adds 1 MiB to it, 12 MiB of "
+          "temporaries nothing), and `temp_size_in_bytes` leaves the constants out, so "
+          "neither alone compares two lowerings that trade one for the other (a 0/1 "
+          "matrix as a constant instead of a temporary): **held** does (its constants "
+          "are the peak less the arguments and outputs there), and sum is an upper "
+          "bound on the true peak.", ""]
     fields = sorted({k for r in res["rows"] for x in r["impls"].values()
                      for k in x.get("compile", {}).get("memory", {}).get("fields", {})})
     head = ["id", "mode", *jax_impls, "kconv / lax (sum)", "kconv / lax (peak)",
-            "kconv / lax (temp)"]
+            "kconv / lax (held)"]
     L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by_mode = [r for m in ("fwdbwd", "fwd") for r in res["rows"] if r["mode"] == m]
     for r in by_mode:
@@ -793,14 +812,14 @@ def render_markdown(res: dict[str, Any]) -> str:
                 cells.append("n/a")
                 continue
             peak = f" / {_mib(x['peak_bytes'])}" if x.get("peak_bytes") else ""
-            cells.append(f"{_mib(x['total_bytes'])}{peak} ({_mib(x['temp_bytes'])})")
+            cells.append(f"{_mib(x['total_bytes'])}{peak} ({_mib(x['held_bytes'])})")
         k, lx = mem.get("kconv", {}), mem.get("lax", {})
         if "total_bytes" in k and "total_bytes" in lx:
             cells.append(f"{k['total_bytes'] / lx['total_bytes']:.2f}")
             cells.append(f"{k['peak_bytes'] / lx['peak_bytes']:.2f}"
                          if k.get("peak_bytes") and lx.get("peak_bytes") else "—")
-            cells.append(f"{k['temp_bytes'] / lx['temp_bytes']:.2f}" if lx["temp_bytes"]
-                         else ("1.00" if not k["temp_bytes"] else "∞"))
+            cells.append(f"{k['held_bytes'] / lx['held_bytes']:.2f}" if lx["held_bytes"]
+                         else ("1.00" if not k["held_bytes"] else "∞"))
         else:
             cells += ["—", "—", "—"]
         L.append("| " + " | ".join(cells) + " |")

@@ -11,8 +11,10 @@ written), side by side in one process:
 - forward and forward+backward (gradients w.r.t. the input and the weights), medians, the two
   interleaved round-robin with one untimed lead-in call each (``bench.round_robin``);
 - lower + compile from cold caches, medians of ``--compile-repeats`` turns;
-- temporaries of the compiled program (``memory_analysis().temp_size_in_bytes``: on XLA:CPU
-  the reported peak is the arguments and outputs whatever the temporaries);
+- what the compiled program holds beyond its arguments and outputs, its temporaries and
+  constants (``bench._memory``'s held bytes: on XLA:CPU ``temp_size_in_bytes`` leaves the
+  constants out, and the reported peak is the arguments, outputs and constants whatever the
+  temporaries);
 - the numbers: the chosen lowering's output / gradients against XLA's.
 
 Where the rule chooses XLA itself there is nothing to compare and the call is listed only.
@@ -48,8 +50,8 @@ pc = time.perf_counter
 
 #: Ratios (chosen ÷ XLA's) above which a row is flagged: time beyond this machine's noise
 #: (the same program timed twice reads up to ~1.2× apart in one row), lower + compile past
-#: the 1.5× kconv holds to, temporaries above XLA's at all.
-FLAG_TIME, FLAG_COMPILE, FLAG_TEMP = 1.15, 1.5, 1.0
+#: the 1.5× kconv holds to, held bytes (temporaries and constants) above XLA's at all.
+FLAG_TIME, FLAG_COMPILE, FLAG_HELD = 1.15, 1.5, 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,7 +338,7 @@ def measure(case: Case, modes, seconds: float, compile_repeats: int) -> dict[str
         row["modes"][mode] = {
             "ms": times, "n": {k: len(v) for k, v in samples.items()},
             "compile_s": {k: statistics.median(v) for k, v in turns.items()},
-            "temp_bytes": {k: m.get("temp_bytes") for k, m in memory.items()},
+            "held_bytes": {k: m.get("held_bytes") for k, m in memory.items()},
             "same_program": bench.hlo_fingerprint(compiled["auto"])
             == bench.hlo_fingerprint(compiled["xla"]),
             "max_error": _max_error(out["auto"], out["xla"]),
@@ -345,8 +347,8 @@ def measure(case: Case, modes, seconds: float, compile_repeats: int) -> dict[str
         m = row["modes"][mode]
         m["time_ratio"] = times["auto"] / times["xla"]
         m["compile_ratio"] = m["compile_s"]["auto"] / m["compile_s"]["xla"]
-        ta, tx = m["temp_bytes"]["auto"], m["temp_bytes"]["xla"]
-        m["temp_ratio"] = None if ta is None or tx is None else (
+        ta, tx = m["held_bytes"]["auto"], m["held_bytes"]["xla"]
+        m["held_ratio"] = None if ta is None or tx is None else (
             ta / tx if tx else (1.0 if not ta else float("inf")))
         m["flags"] = flags(m, mode)
     return row
@@ -363,14 +365,15 @@ def tolerance(case: Case) -> float:
 
 def flags(m: dict[str, Any], mode: str) -> list[str]:
     """What in one mode's measurement breaks the rule's promise: chosen ≤ XLA's in time,
-    ≤ 1.5 × in compile time, ≤ in temporaries of forward+backward (the memory kconv
-    holds to; a forward's extra temporaries are listed, not flagged)."""
+    ≤ 1.5 × in compile time, ≤ in held bytes (temporaries and constants) of
+    forward+backward (the memory kconv holds to; a forward's extra bytes are listed, not
+    flagged)."""
     out = []
     if m["time_ratio"] > FLAG_TIME and not m["same_program"]:
         out.append("time")
     if m["compile_ratio"] > FLAG_COMPILE:
         out.append("compile")
-    if mode == "fwdbwd" and m["temp_ratio"] is not None and m["temp_ratio"] > FLAG_TEMP:
+    if mode == "fwdbwd" and m["held_ratio"] is not None and m["held_ratio"] > FLAG_HELD:
         out.append("memory")
     if m["max_error"] > m["tolerance"]:
         out.append("numbers")
@@ -405,10 +408,12 @@ def render(res: dict[str, Any]) -> str:
         "(**chosen**) and with `kconv.config.conv_lowering(\"xla\")` (XLA's convolution or "
         "`jax.image.resize` as written), in one process: medians of the two interleaved "
         "round-robin (each timed call after one untimed call of the same program), lower + "
-        "compile from cold caches (medians), and the compiled program's temporaries "
-        "(`memory_analysis().temp_size_in_bytes`). Ratios are chosen ÷ XLA's. Flags: "
+        "compile from cold caches (medians), and what the compiled program holds beyond its "
+        "arguments and outputs, its temporaries and constants (`bench._memory`'s held "
+        "bytes: on XLA:CPU `temp_size_in_bytes` leaves the constants out and "
+        "`peak_memory_in_bytes` the temporaries). Ratios are chosen ÷ XLA's. Flags: "
         f"**time** above {FLAG_TIME} (this machine's noise reaches ~1.2 for one program), "
-        f"**compile** above {FLAG_COMPILE}, **memory** forward+backward temporaries above "
+        f"**compile** above {FLAG_COMPILE}, **memory** forward+backward held bytes above "
         "XLA's, **numbers** a difference above 1e-4 of the largest "
         "entry (16-bit rows: 2 × the dtype's epsilon, two units in the last place). ≡: the chosen program is XLA's. *Compile repaid after*: the calls whose "
         "time saving pays back the extra lower + compile time (— where it compiles no "
@@ -418,7 +423,7 @@ def render(res: dict[str, Any]) -> str:
     for mode, title in (("fwd", "Forward"), ("fwdbwd", "Forward + backward")):
         lines += [f"## {title}", "",
                   "| id | call | chosen | chosen ms | XLA ms | time ÷ | compile ÷ | "
-                  "compile repaid after | temp MiB (chosen / XLA) | max error | flags |",
+                  "compile repaid after | held MiB (chosen / XLA) | max error | flags |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in res["rows"]:
             m = row["modes"].get(mode)
@@ -430,7 +435,7 @@ def render(res: dict[str, Any]) -> str:
                 f"{m['ms']['auto']:.3f} | {m['ms']['xla']:.3f} | "
                 f"{m['time_ratio']:.2f}{same} | {m['compile_ratio']:.2f} | "
                 f"{repaid_after(m)} | "
-                f"{_mib(m['temp_bytes']['auto'])} / {_mib(m['temp_bytes']['xla'])} | "
+                f"{_mib(m['held_bytes']['auto'])} / {_mib(m['held_bytes']['xla'])} | "
                 f"{m['max_error']:.1e} | {' '.join(m['flags']) or '—'} |")
         lines.append("")
     plain = [r for r in res["rows"] if not r["modes"]]
@@ -473,7 +478,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(row)
         summary = "; ".join(
             f"{mode} {m['time_ratio']:.2f} / {m['compile_ratio']:.2f} / "
-            f"{m['temp_ratio'] if m['temp_ratio'] is not None else 0:.2f} "
+            f"{m['held_ratio'] if m['held_ratio'] is not None else 0:.2f} "
             f"{' '.join(m['flags'])}"
             for mode, m in row["modes"].items()) or "xla"
         print(f"{row['id']:4s} {','.join(sorted(set(row['chosen']))):20s} {summary}", flush=True)

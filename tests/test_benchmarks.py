@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.util import held_bytes
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -156,8 +158,9 @@ def test_round_robin_orders_and_lead_in(bench):
                                       *(f"M{i}" for i in range(1, 4))])
 def test_kconv_temporaries_at_most_lax(bench, workload, monkeypatch):
     # The memory requirement, on the benchmark's own shapes: forward+backward
-    # temporaries (memory_analysis; XLA:CPU's peak counts only arguments and outputs) of
-    # kconv's lowering no larger than the obvious lax program's. Compiled, never run. The
+    # temporaries and constants (held_bytes: XLA:CPU's peak counts arguments, outputs and
+    # constants, its temp_size the temporaries) of kconv's lowering no larger than the
+    # obvious lax program's. Compiled, never run. The
     # program returns the output with the gradients (bench._jax_target), so a lowering
     # whose forward keeps temporaries (eigen_crop's taller output, width_fold's folded
     # input, the bilinear stencil's first axis) is measured beside the backward's.
@@ -170,12 +173,12 @@ def test_kconv_temporaries_at_most_lax(bench, workload, monkeypatch):
     impls = importlib.import_module("bench_impls")
     w = importlib.import_module("bench_workloads").by_id(workload)[0]
     problem = impls.make_problem(w, w.input_shape, "float32")
-    temp = {}
+    held = {}
     for name in ("kconv", "lax"):
         target, args = bench._jax_target(impls.BUILDERS[name](problem), "fwdbwd")
         compiled = jax.jit(target).lower(*args).compile()
-        temp[name] = compiled.memory_analysis().temp_size_in_bytes
-    assert temp["kconv"] <= temp["lax"], temp
+        held[name] = held_bytes(compiled)
+    assert held["kconv"] <= held["lax"], held
 
 
 def test_gpu_probe_agrees_with_xla(bench):

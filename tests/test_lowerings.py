@@ -21,6 +21,7 @@ import pytest
 import kconv
 from kconv import config, ops
 from kconv.ops import lowering
+from tests.util import held_bytes
 
 FORMATS = ("channels_last", "channels_first")
 SPATIAL = {1: (11,), 2: (9, 8), 3: (6, 5, 7)}
@@ -148,14 +149,15 @@ def test_pointwise_dot(rank, fmt, strides, padding, filters):
 
 
 def _training_step_temporaries(f, *args):
-    """Forward+backward temporaries of ``f``: the output with the gradients w.r.t. every
-    argument (as a training step returns them), compiled, never run."""
+    """Forward+backward temporaries and constants of ``f`` (:func:`held_bytes`): the
+    output with the gradients w.r.t. every argument (as a training step returns them),
+    compiled, never run."""
     ct = jnp.ones(jax.eval_shape(f, *args).shape)
 
     def step(*a):
         y, pullback = jax.vjp(f, *a)
         return y, pullback(ct)
-    return jax.jit(step).lower(*args).compile().memory_analysis().temp_size_in_bytes
+    return held_bytes(jax.jit(step).lower(*args).compile())
 
 
 @pytest.mark.parametrize("shape,filters,strides", [
@@ -595,7 +597,7 @@ def test_tap_loop_temporaries_at_most_lax(shape, filters, fmt, argnums, kernel):
     def temps():
         compiled = jax.jit(grad).lower(w, x, ct).compile()
         assert compiled.as_text().count(" while(") == (0 if plain else 1)
-        return compiled.memory_analysis().temp_size_in_bytes
+        return held_bytes(compiled)
     with config.conv_lowering("xla"):
         plain = True
         expected = temps()

@@ -25,3 +25,20 @@ def tup(v, n):
 def rand(rng, shape):
     """float32 uniform in [-1, 1) from a NumPy ``Generator``."""
     return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+
+
+def held_bytes(compiled):
+    """The memory a compiled program holds beyond its arguments and outputs: its
+    temporaries plus its constants (the memory bar's measure).
+
+    On XLA:CPU (jaxlib 0.10) ``memory_analysis().peak_memory_in_bytes`` is the arguments',
+    outputs' and constants' bytes, without the temporaries (a 1 MiB ``np`` constant adds
+    1 MiB to it; 12 MiB of temporaries add nothing), and ``temp_size_in_bytes`` leaves the
+    constants out: a lowering that trades a temporary for a constant (a 0/1 matrix, a
+    table of offsets) is compared on both.
+    """
+    m = compiled.memory_analysis()
+    constants = (m.peak_memory_in_bytes - m.argument_size_in_bytes
+                 - m.output_size_in_bytes + m.alias_size_in_bytes)
+    assert constants >= 0, m  # XLA:CPU's peak: arguments + outputs + constants
+    return m.temp_size_in_bytes + constants

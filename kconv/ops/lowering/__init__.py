@@ -165,8 +165,9 @@ the taps' windows; its trace and lowering are lax's; medians of 5 have read up t
 output's transpose, compile side by side; the gradients' loop body),
 ``subpixel_transpose`` 1.0–1.2 / 0.9–1.2× (W5, X2: its tap loop), ``pointwise_dot`` and
 ``bilinear_stencil`` no slower.
-Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``; XLA:CPU's
-``peak_memory_in_bytes`` counts only arguments and outputs) are below the plain path's on
+Temporaries of forward+backward (``memory_analysis().temp_size_in_bytes``, plus the
+program's constants, which XLA:CPU counts in ``peak_memory_in_bytes`` with the arguments
+and outputs but not in the temporaries) are below the plain path's on
 W4 (0.33×), X1 (0.49×), X6 (0.53×), W7 (0.32×) and X2 (0.28×), and equal to it
 elsewhere (W1, W3, W5 1.00×);
 ``eigen_crop``'s forward alone keeps one output-sized buffer more (its taller output),

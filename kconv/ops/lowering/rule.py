@@ -124,9 +124,10 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     runs on Eigen, both cores), did not pay: W2 (stride 2) 7.9 → 7.2 ms at 4.2× the
     compile time and 12 MiB of temporaries;
     a single-channel input as depthwise taps (its plain convolution is fast; backward
-    0.9 → 10 ms). (On XLA:CPU ``memory_analysis().peak_memory_in_bytes`` is argument +
-    output bytes whatever the temporaries, so memory is compared here by
-    ``temp_size_in_bytes``.)
+    0.9 → 10 ms). (On XLA:CPU ``memory_analysis().peak_memory_in_bytes`` is argument,
+    output and constant bytes whatever the temporaries, and ``temp_size_in_bytes`` leaves
+    the constants out, so memory is compared here by the two added: temporaries and
+    constants.)
 
     Grouped transposed convolutions, on grouped W5 (input (16, 16, 16, 64), 32 filters,
     3×3, stride 2, ``"same"``), forward / forward+backward, ``"xla"`` → ``grouped_split``
