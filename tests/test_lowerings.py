@@ -456,13 +456,15 @@ def _width_fold_cases():
         yield (fmt, padding, *_rotate(variants, i), (1, 2)[i % 2])
 
 
-@pytest.mark.parametrize("channels,filters", [(6, 17), (2, 5)])
+@pytest.mark.parametrize("channels,filters", [(6, 17), (2, 5), (2, 64)])
 @pytest.mark.parametrize("fmt,padding,strides,dilation,kernel,cores",
                          list(_width_fold_cases()))
 def test_width_fold(monkeypatch, fmt, padding, strides, dilation, kernel, cores, channels,
                     filters):
     # On two cores the folded 2-D convolution is eigen_crop's; on one, XLA's. With few
-    # channels (folded to 16 or fewer, and as many filters) it is Eigen's either way.
+    # channels (folded to 16 or fewer, and as many filters) it is Eigen's either way. 2 →
+    # 64 channels: inside a derivative (the value _check compares) the merged plane's,
+    # channels_last with stride 1 on H (width_fold._merged_plane_fits).
     monkeypatch.setattr(lowering.rule, "_host_cores", lambda: cores)
     rng = np.random.default_rng(hash((fmt, padding, strides, dilation, kernel)) % 2**32)
     x = _x(rng, 3, channels, fmt, spatial=(5, 6, 7))
@@ -513,14 +515,15 @@ def test_derivative_value_is_xlas(two_cores, case):
     """Inside a derivative the three lowerings whose forward keeps temporaries take XLA's
     value (``derivative_value``; the stencil's JVP is ``jax.image.resize``'s): the forward
     + backward program returning the output is the plain path's for the 2-D ones, and
-    the 3-D one's value is XLA's 3-D convolution (its gradients stay the tap loop's)."""
+    the 3-D one's value is XLA's 3-D convolution (its gradients stay the tap loop's)
+    where the merged plane does not fit (next test)."""
     rng = np.random.default_rng(31)
     if case == "eigen_crop":
         x, w = _x(rng, 2, 24, "channels_last", spatial=(9, 8)), rng.standard_normal((3, 3, 24, 20))
         f = lambda x, w: ops.conv(x, w, 1, "same", bias=jnp.ones(20))  # noqa: E731
-    elif case == "width_fold":
-        x, w = _x(rng, 3, 8, "channels_last", spatial=(6, 5, 7)), rng.standard_normal((3, 3, 3, 8, 32))
-        f = lambda x, w: ops.conv(x, w, 1, "same", bias=jnp.ones(32))  # noqa: E731
+    elif case == "width_fold":  # 24 gathered channels for 16 filters: not the merged plane
+        x, w = _x(rng, 3, 8, "channels_last", spatial=(6, 5, 7)), rng.standard_normal((3, 3, 3, 8, 16))
+        f = lambda x, w: ops.conv(x, w, 1, "same", bias=jnp.ones(16))  # noqa: E731
     else:
         x, w = _x(rng, 2, 8, "channels_last", spatial=(6, 5)), rng.standard_normal(3)
         f = lambda x, w: ops.upsample(x * w[0], 2, interpolation="bilinear", rank=2)  # noqa: E731
@@ -550,6 +553,92 @@ def test_derivative_value_is_xlas(two_cores, case):
         outs["xla"] = jax.jit(step)(x, w, ct)
     for a, b in zip(jax.tree.leaves(outs["auto"]), jax.tree.leaves(outs["xla"])):
         _assert_close(a, b, np.float32)
+
+
+#: Few-channel 3-D convolutions whose value inside a derivative is the merged plane:
+#: (input, kernel, filters, strides, padding, dilation). A 3-D network's first layer
+#: (M2's), 2–6 channels, "valid", strided on D and W, dilated, kernels 2–5 wide.
+_MERGED_DERIVATIVE_CASES = [
+    ((2, 16, 16, 16, 4), (3, 3, 3), 16, 1, "same", 1),
+    ((2, 16, 16, 16, 2), (3, 3, 3), 64, 1, "same", (2, 2, 1)),
+    ((1, 16, 32, 32, 3), (3, 3, 5), 16, 1, "same", (2, 2, 1)),
+    ((2, 16, 16, 16, 3), (3, 3, 3), 64, (2, 1, 2), "valid", 1),
+    ((2, 8, 8, 8, 6), (2, 2, 2), 64, 1, "same", (2, 2, 1)),
+    ((1, 12, 10, 9, 2), (3, 3, 5), 64, 1, "same", 1),
+    ((2, 16, 16, 16, 6), (1, 3, 3), 64, (2, 1, 2), "valid", (2, 2, 1)),
+]
+
+
+def _merged_derivative_spec(shape, kernel, filters, strides, padding, dilation):
+    """The ``ConvSpec`` ``ops.conv`` hands the rule for one of those calls (channels_last,
+    with a bias)."""
+    specs, choose = [], lowering.dispatch.choose
+
+    def spy(op, backend, spec):
+        specs.append(spec)
+        return choose(op, backend, spec)
+    lowering.dispatch.choose = spy
+    try:
+        jax.eval_shape(lambda x, w, b: ops.conv(x, w, strides, padding,
+                                                dilation_rate=dilation, bias=b),
+                       jax.ShapeDtypeStruct(shape, jnp.float32),
+                       jax.ShapeDtypeStruct((*kernel, shape[-1], filters), jnp.float32),
+                       jax.ShapeDtypeStruct((filters,), jnp.float32))
+    finally:
+        lowering.dispatch.choose = choose
+    return specs[0]
+
+
+@pytest.mark.parametrize("shape,kernel,filters,strides,padding,dilation",
+                         _MERGED_DERIVATIVE_CASES)
+def test_width_fold_derivative_value_merged_plane(two_cores, shape, kernel, filters,
+                                                  strides, padding, dilation):
+    """Where its gathered taps fit under the output, ``width_fold``'s value inside a
+    derivative is the merged plane (two 2-D library convolutions) instead of XLA's 3-D
+    loop: the forward+backward program has no 3-D convolution left, one ``while`` loop
+    (the gradients'), the plain path's numbers, and its temporaries and constants
+    (``held_bytes``) no more than the plain path's."""
+    rng = np.random.default_rng(sum(shape) + filters)
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    w = jnp.asarray(0.2 * rng.standard_normal((*kernel, shape[-1], filters)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(filters), jnp.float32)
+    f = lambda x, w, b: ops.conv(x, w, strides, padding, dilation_rate=dilation, bias=b)  # noqa: E731
+    with lowering.recorded_choices() as calls:
+        jax.eval_shape(f, x, w, b)
+    assert calls == [("conv", "width_fold")]
+    spec = _merged_derivative_spec(shape, kernel, filters, strides, padding, dilation)
+    assert lowering.width_fold._merged_plane_fits(spec)
+    ct = jnp.asarray(rng.standard_normal(jax.eval_shape(f, x, w, b).shape), jnp.float32)
+
+    def step(x, w, b, ct):
+        y, pullback = jax.vjp(f, x, w, b)
+        return y, pullback(ct)
+    compiled = {}
+    for mode in ("auto", "xla"):
+        with config.conv_lowering(mode):
+            compiled[mode] = jax.jit(step).lower(x, w, b, ct).compile()
+    text = compiled["auto"].as_text()
+    assert "dim_labels=b012f_012io->b012f" not in text  # no 3-D convolution
+    assert text.count(" while(") == 1
+    assert held_bytes(compiled["auto"]) <= held_bytes(compiled["xla"])
+    for a, p in zip(jax.tree.leaves(compiled["auto"](x, w, b, ct)),
+                    jax.tree.leaves(compiled["xla"](x, w, b, ct))):
+        _assert_close(a, p)
+
+
+@pytest.mark.parametrize("shape,filters,kernel,fits", [
+    ((2, 16, 16, 16, 4), 16, (3, 3, 3), True),     # M2's first layer
+    ((2, 16, 16, 16, 16), 32, (3, 3, 3), False),   # W7: 48 gathered channels, 32 filters
+    ((2, 16, 16, 16, 8), 16, (3, 3, 3), False),    # 24 gathered channels, 16 filters
+    ((2, 16, 16, 16, 1), 64, (3, 3, 3), False),    # one channel (below)
+    ((2, 8, 8, 8, 2), 8, (2, 2, 2), False),        # the loop's state above the kernel
+])
+def test_width_fold_merged_plane_fits(shape, filters, kernel, fits):
+    """``_merged_plane_fits``'s edges. One input channel is left to XLA's value: there the
+    merged plane measured 1–2 KB over the plain path's held bytes on 4 of 5 shapes (the
+    plain path's own, with a kernel of one channel, fall below input + output + kernel)."""
+    spec = _merged_derivative_spec(shape, kernel, filters, 1, "same", 1)
+    assert lowering.width_fold._merged_plane_fits(spec) is fits
 
 
 @pytest.mark.parametrize("strides", [1, 2])
@@ -630,16 +719,20 @@ def test_tap_loop_accumulators_wait_for_their_cotangent(two_cores):
     assert got <= expected, (got, expected)
 
 
-def test_tap_loop_pair_derivatives(two_cores):
+@pytest.mark.parametrize("channels,filters", [(6, 17), (2, 40)])
+def test_tap_loop_pair_derivatives(two_cores, channels, filters):
     """Derivatives through both operands at once, where the tangent is one ``pair``
     equation whose transpose is the joint loop
     (``lowering.primitives._def_joint_tangent``): ``jvp``, ``grad`` of ``grad`` and
-    Hessian-vector products w.r.t. input, kernel and bias, and ``vmap`` of the
-    forward+backward."""
+    Hessian-vector products w.r.t. input, kernel and bias, ``vmap`` of the
+    forward+backward, and ``remat``. 2 → 40 channels: the value inside them the merged
+    plane's."""
     rng = np.random.default_rng(21)
-    x = _x(rng, 3, 6, "channels_last", spatial=(3, 4, 5))
-    w = jnp.asarray(rng.standard_normal((3, 2, 3, 6, 17)), jnp.float32)
-    b = jnp.asarray(rng.standard_normal(17), jnp.float32)
+    x = _x(rng, 3, channels, "channels_last", spatial=(3, 4, 5))
+    w = jnp.asarray(rng.standard_normal((3, 2, 3, channels, filters)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(filters), jnp.float32)
+    spec = _merged_derivative_spec(x.shape, w.shape[:3], filters, 1, "same", 1)
+    assert lowering.width_fold._merged_plane_fits(spec) is (channels == 2)
     args = (x, w, b)
     tangents = tuple(jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in args)
     f = lambda x, w, b: ops.conv(x, w, 1, "same", bias=b)  # noqa: E731
@@ -656,6 +749,7 @@ def test_tap_loop_pair_derivatives(two_cores):
                                      argnums=everything)(*a),
             "hvp": jax.jvp(grad, a, tangents)[1],
             "vmap_of_grad": jax.vmap(grad)(*(jnp.stack([v, -v]) for v in a)),
+            "remat_grad": jax.grad(jax.checkpoint(loss), argnums=everything)(*a),
         }
     _check_transformed(transforms, args, ("conv", "width_fold"))
 

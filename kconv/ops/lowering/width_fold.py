@@ -5,6 +5,7 @@ folded into the channels; and :func:`_merged_plane_conv`, the same fold with no 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax.numpy as jnp
@@ -40,9 +41,12 @@ def width_fold(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Ar
     within :data:`MAX_WIDTH_FOLD_BYTES`. A bilinear primitive (:data:`_width_fold_p`)
     whose gradients are :func:`_tap_loop`'s where :func:`_tap_loop_pays` (both in one
     loop where both are asked for), lax's elsewhere (folded gradients would keep the
-    folded input alive into the backward pass). Inside a derivative its value is XLA's
-    convolution: the folded input and the 2-D output alone exceed lax's forward+backward
-    temporaries (W7 2.6 against 1.6 MiB), so forward+backward is :func:`tap_loop`'s.
+    folded input alive into the backward pass). Inside a derivative the folded input and
+    the 2-D output alone would exceed lax's forward+backward temporaries (W7 2.6 against
+    1.6 MiB), so the value there is :func:`_merged_plane_conv` where its gathered taps fit
+    under the output (:func:`_merged_plane_fits`: few channels, a 3-D network's first
+    layers; (2, 16, 16, 16, 4) → 16 forward+backward 7.7 → 4.1 ms), XLA's convolution
+    elsewhere (W7: forward+backward is then :func:`tap_loop`'s).
     """
     return _width_fold_p.bind(x, kernel, spec=spec, precision=precision)
 
@@ -164,7 +168,60 @@ def _merged_plane_conv(x: Array, kernel: Array, *, spec: ConvSpec, precision: An
     return y.reshape(n, y.shape[1], y.shape[2] // w_out, w_out, filters)
 
 
+#: What the fold's value inside a derivative may hold beside lax's temporaries, in bytes,
+#: for the tap loop's state and constants (its offsets, its ``while`` tuple and counter:
+#: 0.7–2 KB measured) and the merged plane's identity: :func:`_merged_plane_fits`.
+_LOOP_STATE_BYTES = 4096
+
+
+def _merged_plane_fits(spec: ConvSpec) -> bool:
+    """Whether the value inside a derivative (:func:`_width_fold_derivative_value`) is
+    :func:`_merged_plane_conv`: where it applies (:func:`_merged_plane_applies`), to two
+    channels or more, and its gathered taps fit under the output — ``k_w · C`` at most
+    about ``F``: a 3-D network's first layers.
+
+    XLA's 3-D convolution (the value otherwise) runs these on its generic loop: inside a
+    training step, (2, 16, 16, 16, 4) → 16 forward+backward 7.7 → 4.1 ms (lax's 16.3),
+    (1, 16, 64, 64, 4) → 16 45.6 → 19.4, (2, 32, 32, 32, 3) → 32 58 → 25, at +1–12 ms of
+    lower + compile (two library convolutions for one; the fold itself, a loop fusion
+    each way, compiled 30–45 ms more, and holds the folded input and its 2-D output).
+    The memory bar is lax's forward+backward, which on stride-1 "same" calls holds the
+    input, output and kernel once more each (the kernel gradient's transposed copies of
+    the input and the cotangent, the input gradient's reversed kernel: ``|x| + |y| +
+    |k|`` to the byte on seven shapes); the merged plane's holds an output-sized buffer,
+    the tap loop's input-gradient accumulator and its state, the gathered taps sharing
+    the output's space where they fit under it. Hence the bounds: the gathered taps and
+    the identity under the output, the identity and :data:`_LOOP_STATE_BYTES` under the
+    kernel. Checked on 69 calls they admit (2–6 channels, 8–64 filters, kernels 2–5 wide,
+    "same" and "valid", strides 2 on ``D`` and ``W``, dilation 2): held bytes 0.60–0.96 ×
+    lax's. One input channel is left out: there lax's own held bytes fell below
+    ``|x| + |y| + |k|`` and the merged plane's read 1–2 KB over on 4 of 5 shapes. W7 (48
+    gathered channels for 32 filters: 2.6 against 1.6 MiB) keeps XLA's value.
+    """
+    if not _merged_plane_applies(spec) or spec.channels < 2:
+        return False
+    item = spec.dtype.itemsize
+    *_, k_w = spec.kernel_size
+    out = spec.output_spatial()
+    n, *spatial = spec.input_shape[:-1]
+    taps = k_w * spec.channels
+    gathered = n * spatial[0] * spatial[1] * out[-1] * taps * item
+    identity = taps * taps * 4
+    output = n * math.prod(out) * spec.kernel_shape[-1] * item
+    kernel = math.prod(spec.kernel_shape) * item
+    return gathered + identity <= output and identity + _LOOP_STATE_BYTES <= kernel
+
+
+def _width_fold_derivative_value(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any
+                                 ) -> Array:
+    """The fold's value inside a derivative: :func:`_merged_plane_conv` where it fits
+    (:func:`_merged_plane_fits`), else XLA's convolution."""
+    if _merged_plane_fits(spec):
+        return _merged_plane_conv(x, kernel, spec=spec, precision=precision)
+    return _xla_conv(x, kernel, spec=spec, precision=precision)
+
+
 _width_fold_p = _conv_primitive("kconv_width_fold", _width_fold_value,
                                 *_tap_loop_transposes(_plain_input_gradient,
                                                       _plain_kernel_gradient),
-                                derivative_value=_xla_conv)
+                                derivative_value=_width_fold_derivative_value)
