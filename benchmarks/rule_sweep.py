@@ -161,6 +161,14 @@ CASES: list[Case] = [
        padding="same"),
     _c("L4", "width_fold (few channels)", "conv", (2, 16, 16, 16, 4), (3, 3, 3, 4, 8),
        padding="same", strides=2),
+    # ... whose gathered taps fit under the output: inside a derivative the merged plane's
+    # value (width_fold._merged_plane_fits), M2's first layer and two more.
+    _c("L5", "width_fold (few channels)", "conv", (2, 16, 16, 16, 4), (3, 3, 3, 4, 16),
+       padding="same"),
+    _c("L6", "width_fold (few channels)", "conv", (2, 32, 32, 32, 3), (3, 3, 3, 3, 32),
+       padding="same"),
+    _c("L7", "width_fold (few channels)", "conv", (2, 16, 16, 16, 6), (3, 3, 5, 6, 64),
+       padding="valid", strides=(2, 1, 2)),
     # subpixel_transpose (and grouped_split): transposed convolutions.
     _c("T1", "subpixel_transpose", "conv_transpose", (8, 16, 16, 64), (3, 3, 32, 64), strides=2,
        padding="same"),

@@ -113,7 +113,7 @@ The rule (:func:`choose`), per call:
      derivative the folded input would exceed lax's temporaries: the value there is
      the merged plane's (two 2-D library convolutions) where its gathered taps fit
      under the output — few channels, a 3-D network's first layers: (2, 16, 16, 16, 4)
-     → 16 forward+backward 7.7 → 4.1 ms, the model M2's 14.2 → 9.1 — and XLA's
+     → 16 forward+backward 7.8 → 4.2 ms, the model M2's 14.2 → 9.7 — and XLA's
      elsewhere (W7).
   7. ``"tap_loop"`` — any other dense 3-D convolution, float32 or float16 (a folded
      input too big): XLA's forward, the gradients :func:`_tap_loop`'s, as

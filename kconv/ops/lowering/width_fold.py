@@ -45,7 +45,7 @@ def width_fold(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Ar
     the 2-D output alone would exceed lax's forward+backward temporaries (W7 2.6 against
     1.6 MiB), so the value there is :func:`_merged_plane_conv` where its gathered taps fit
     under the output (:func:`_merged_plane_fits`: few channels, a 3-D network's first
-    layers; (2, 16, 16, 16, 4) → 16 forward+backward 7.7 → 4.1 ms), XLA's convolution
+    layers; (2, 16, 16, 16, 4) → 16 forward+backward 7.8 → 4.2 ms), XLA's convolution
     elsewhere (W7: forward+backward is then :func:`tap_loop`'s).
     """
     return _width_fold_p.bind(x, kernel, spec=spec, precision=precision)
@@ -181,10 +181,10 @@ def _merged_plane_fits(spec: ConvSpec) -> bool:
     about ``F``: a 3-D network's first layers.
 
     XLA's 3-D convolution (the value otherwise) runs these on its generic loop: inside a
-    training step, (2, 16, 16, 16, 4) → 16 forward+backward 7.7 → 4.1 ms (lax's 16.3),
-    (1, 16, 64, 64, 4) → 16 45.6 → 19.4, (2, 32, 32, 32, 3) → 32 58 → 25, at +1–12 ms of
-    lower + compile (two library convolutions for one; the fold itself, a loop fusion
-    each way, compiled 30–45 ms more, and holds the folded input and its 2-D output).
+    training step, (2, 16, 16, 16, 4) → 16 forward+backward 7.8 → 4.2 ms (lax's 16.8),
+    (1, 16, 64, 64, 4) → 16 46 → 21, (2, 32, 32, 32, 3) → 32 57 → 26, at the same lower +
+    compile (two library convolutions for one; the fold itself, a loop fusion each way,
+    compiled 30–45 ms more, and holds the folded input and its 2-D output).
     The memory bar is lax's forward+backward, which on stride-1 "same" calls holds the
     input, output and kernel once more each (the kernel gradient's transposed copies of
     the input and the cotangent, the input gradient's reversed kernel: ``|x| + |y| +
