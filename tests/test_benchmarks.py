@@ -208,6 +208,20 @@ def test_interleaving_probe_runs(bench, capsys):
     assert table[0] == "| W1 forward, kconv after | wall ms | CPU ms |" and len(table) == 8
 
 
+def test_fold_compile_probe_agrees_with_xla(bench, capsys):
+    # benchmarks/fold_compile.py (quoted in RESULTS-models.md): on its two tiny calls the
+    # rule takes width_fold, the three forms agree with XLA's output, and its table has a
+    # row per call; the times themselves are not checked (speed is the benchmarks' job).
+    probe = importlib.import_module("fold_compile")
+    rows = probe.main(["--quick", "--repeats", "1", "--calls", "1"])
+    assert [r["choice"] for r in rows] == ["width_fold", "width_fold"]
+    assert all(r["error"][form] < 1e-5 for r in rows for form in probe.FORMS)
+    assert all(r["compile_ms"][form] > 0 and r["run_ms"][form] > 0
+               for r in rows for form in probe.FORMS)
+    table = capsys.readouterr().out.splitlines()
+    assert table[6].startswith("| input → filters") and len(table) == 12
+
+
 def test_rule_sweep_covers_every_cpu_lowering_and_agrees(bench, tmp_path, monkeypatch):
     # benchmarks/rule_sweep.py: its grid reaches every lowering the CPU rule can choose
     # (checked by tracing alone), and on tiny shapes each chosen lowering computes XLA's
