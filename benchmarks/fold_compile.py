@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 import bench  # noqa: E402
 from kconv import config, ops  # noqa: E402
 from kconv.ops.lowering import ConvSpec, dispatch, width_fold  # noqa: E402
+from kconv.ops.shapes import conv_padding  # noqa: E402
 
 FORMS = ("xla", "rule", "merged")
 
@@ -64,8 +65,8 @@ def _problem(shape, filters, k, padding):
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     kernel = jnp.asarray(rng.standard_normal((k, k, k, shape[-1], filters)) * 0.1, jnp.float32)
     bias = jnp.asarray(rng.standard_normal(filters), jnp.float32)
-    pad = ((k - 1) // 2, k - 1 - (k - 1) // 2) if padding == "same" else (0, 0)
-    spec = ConvSpec(3, "channels_last", shape, kernel.shape, (1, 1, 1), (pad,) * 3, (1, 1, 1),
+    pads = tuple(conv_padding(n, k, 1, padding) for n in shape[1:4])
+    spec = ConvSpec(3, "channels_last", shape, kernel.shape, (1, 1, 1), pads, (1, 1, 1),
                     bias=True)
 
     def xla(x, kernel, bias):
