@@ -319,11 +319,33 @@ def compare(a: np.ndarray, ref: np.ndarray, tol: float) -> dict[str, Any]:
     return {"ok": ok, "err": float(np.max(diff) / scale)}
 
 
-def check_outputs(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], tol: float):
+def compare_norm(a: np.ndarray, ref: np.ndarray, tol: float) -> dict[str, Any]:
+    """‖a − ref‖ ≤ tol·‖ref‖ in the Frobenius norm (``err``: the relative norm)."""
+    if a.shape != ref.shape:
+        return {"ok": False, "err": math.inf, "why": f"shape {a.shape} != {ref.shape}"}
+    a, ref = a.astype(np.float64), ref.astype(np.float64)
+    err = float(np.linalg.norm(a - ref) / max(float(np.linalg.norm(ref)), 1e-30))
+    return {"ok": bool(err <= tol) and bool(np.all(np.isfinite(a))), "err": err, "norm": True}
+
+
+def check_outputs(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], tol: float,
+                  relu_stack: bool = False):
+    """Each array by ``compare``; with ``relu_stack`` (a model: ReLUs between its layers)
+    the gradients by ``compare_norm`` at √tol instead. A ReLU whose input lies within
+    rounding of 0 passes its cotangent in one implementation and not in another, so a
+    stack's gradients differ elementwise by O(1) at a fraction ∝ the rounding ε of its
+    units, and in norm by about √ε: measured (benchmarks/relu_rounding.py) 2-5e-4 in
+    float32 and 2-5e-2 with TensorFloat-32 products at the GPU tables' sizes, where the
+    elementwise test fails correct implementations (torch float32 on M1 at 8x batch
+    1e-3 from float64; TF32 2.7e-2). A wrong layer moves the norm by O(1)."""
     parts = {}
     for k in ref:
-        parts[k] = compare(got[k], ref[k], tol) if k in got else \
-            {"ok": False, "err": math.inf, "why": "missing"}
+        if k not in got:
+            parts[k] = {"ok": False, "err": math.inf, "why": "missing"}
+        elif relu_stack and k.startswith("d"):
+            parts[k] = compare_norm(got[k], ref[k], math.sqrt(tol))
+        else:
+            parts[k] = compare(got[k], ref[k], tol)
     for k in got:
         if k not in ref:
             parts[k] = {"ok": False, "err": math.inf, "why": "unexpected"}
@@ -550,8 +572,9 @@ def run_workload(w, args, ctx) -> list[dict[str, Any]]:
             del out
             if name == "kconv":
                 ref = got
-            chk = check_outputs(got, ref, args.tol) if ref is not None else \
-                {"ok": False, "err": math.inf, "parts": {}, "why": "no kconv reference"}
+            chk = (check_outputs(got, ref, args.tol, relu_stack=bool(w.layers))
+                   if ref is not None else
+                   {"ok": False, "err": math.inf, "parts": {}, "why": "no kconv reference"})
             if name in args.impls:
                 row["impls"][name] = {"check": chk, "compile": info}
                 calls[name] = call
@@ -830,7 +853,11 @@ def render_markdown(res: dict[str, Any]) -> str:
           f"Before timing, every implementation's output (forward) or gradients (w.r.t. "
           f"every weight and the input) are compared with kconv's, in kconv's layout: "
           f"|a − kconv| ≤ tol·max(1, max|kconv|) + tol·|kconv| elementwise, tol = "
-          f"{a['tol']:g}. Cells: the largest |a − kconv| / max(1, max|kconv|); ≡: the same "
+          f"{a['tol']:g}; a model's gradients (M rows: ReLUs between the layers) in norm, "
+          f"‖a − kconv‖ ≤ √tol·‖kconv‖, since a ReLU whose input lies within rounding of 0 "
+          "passes its cotangent in one implementation and not in another "
+          "(`benchmarks/relu_rounding.py`). Cells: the largest |a − kconv| / max(1, "
+          "max|kconv|), for M rows' gradients ‖a − kconv‖ / ‖kconv‖; ≡: the same "
           "optimized XLA program as kconv's (HLO with names and metadata removed).", ""]
     head = ["id", "mode", *[i for i in impls if i != "kconv"]]
     L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.util import held_bytes
@@ -115,6 +116,9 @@ def test_quick_models_agree(bench, tmp_path):
         assert {"kconv", "lax", "flax"} <= set(row["impls"]), row["skipped"]
         for name, r in row["impls"].items():
             assert r["check"]["ok"], (row["workload"], row["mode"], name, r["check"])
+            # The gradients are held in norm at √tol (check_outputs' relu_stack), but at
+            # these sizes no ReLU input lies within rounding of 0: they agree to rounding.
+            assert r["check"]["err"] < 1e-5, (row["workload"], name, r["check"])
         if row["mode"] == "fwdbwd":     # every layer's weights are checked, and the input
             parts = row["impls"]["lax"]["check"]["parts"]
             assert {"y", "dx", "d1.kernel", "d1.bias"} <= set(parts), sorted(parts)
@@ -122,6 +126,58 @@ def test_quick_models_agree(bench, tmp_path):
                               if w.id == row["workload"]).layers)
             assert f"d{layers}.kernel" in parts
     assert res["all_ok"]
+
+
+def test_models_gradients_checked_in_norm(bench):
+    # check_outputs(relu_stack=True), the models' check: a gradient entry moved by O(1)
+    # (a ReLU on the other side of 0) fails the elementwise test but not the norm at √tol;
+    # a wrong gradient (entries swapped), a wrong shape or a changed output fails both.
+    rng = np.random.default_rng(0)
+    ref = {"dx": rng.standard_normal(100_000), "d1.kernel": rng.standard_normal((3, 3, 8)),
+           "y": rng.standard_normal(64)}
+    flipped = {**ref, "dx": ref["dx"].copy()}
+    flipped["dx"][17] += 2.0
+    assert not bench.check_outputs(flipped, ref, 1e-4)["ok"]
+    chk = bench.check_outputs(flipped, ref, 1e-4, relu_stack=True)
+    assert chk["ok"] and chk["parts"]["dx"]["norm"] and "norm" not in chk["parts"]["y"]
+    assert chk["parts"]["dx"]["err"] == pytest.approx(2.0 / np.linalg.norm(ref["dx"]))
+    wrong = {**ref, "d1.kernel": ref["d1.kernel"][::-1]}
+    assert not bench.check_outputs(wrong, ref, 1e-4, relu_stack=True)["ok"]
+    assert not bench.check_outputs({**ref, "dx": ref["dx"][:-1]}, ref, 1e-4,
+                                   relu_stack=True)["ok"]
+    assert not bench.check_outputs({**ref, "y": ref["y"] * (1 + 1e-3)}, ref, 1e-4,
+                                   relu_stack=True)["ok"]
+
+
+def test_tf32_rounding_against_frexp(bench):
+    # relu_rounding.round_tf32 (the GPU's float32 convolution operands, emulated): 11
+    # significant bits, nearest with ties away from 0, written with np.frexp in float64.
+    import torch
+
+    probe = importlib.import_module("relu_rounding")
+    x = np.random.default_rng(1).standard_normal(10_000).astype(np.float32) * 1e3
+    x[:4] = [1 + 2.0 ** -11, -(1 + 2.0 ** -11), 1 + 3 * 2.0 ** -11, 0.0]   # ties, a zero
+    m, e = np.frexp(x.astype(np.float64))
+    want = np.ldexp(np.sign(m) * np.floor(np.abs(m) * 2.0 ** 11 + 0.5) / 2.0 ** 11, e)
+    got = probe.round_tf32(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert got[0] == 1 + 2.0 ** -10 and got[1] == -(1 + 2.0 ** -10)
+
+
+@pytest.mark.slow
+def test_relu_rounding_probe(bench, capsys):
+    # benchmarks/relu_rounding.py (quoted in RESULTS-gpu.md) on M1's tiny input: kconv and
+    # torch in float32 agree with float64, TF32 operands move the gradients (the rounding
+    # is applied in the backward convolutions too), and the table has its row.
+    probe = importlib.import_module("relu_rounding")
+    (row,) = probe.main(["--quick", "--batch-scale", "1", "--workloads", "M1"])
+    f = row["forms"]
+    assert f["kconv float32"]["norm"] < 1e-5 and f["torch float32"]["norm"] < 1e-5
+    assert 1e-5 < f["torch TF32"]["norm"] < 1e-2
+    assert f["torch float32"]["flipped"] == 0 and f["kconv float32"]["flipped"] is None
+    # ReLUs after layers 1-4 of 2×8×8×3: 8×8×32, 4×4×64 (stride 2), 4×4×64, 8×8×32, twice.
+    assert row["relu_units"] == 2 * (8 * 8 * 32 + 4 * 4 * 64 + 4 * 4 * 64 + 8 * 8 * 32)
+    assert "| M1 | 2×8×8×3 |" in capsys.readouterr().out
 
 
 def test_stop_after_reports_the_finished_workloads(bench, tmp_path):
