@@ -34,7 +34,8 @@ One module per concept:
 The rule (:func:`choose`), per call:
 
 - A GPU (``"gpu"``, ``"cuda"``: NVIDIA, cuDNN), floating dtypes, measured on an H200
-  at 8× the benchmark batch (``benchmarks/RESULTS-gpu.md``, ``benchmarks/gpu_probe.py``):
+  at 8× the benchmark batch and re-run on an H100 (``benchmarks/RESULTS-gpu.md``,
+  ``benchmarks/gpu_probe.py``):
 
   1. ``"space_to_batch"`` — a dilated float32 convolution, stride 1 on its dilated axes,
      ``groups == 1``: XLA's forward, its gradients those of the undilated convolution of
