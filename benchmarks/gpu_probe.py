@@ -16,7 +16,11 @@ mode (forward, forward+backward), interleaving the variants round-robin:
 * ``space_to_batch`` (a dilated convolution, stride 1): that lowering forced (on the CPU
   too), and ``s2b_kernel`` / ``s2b_input`` with only the kernel's / the input's gradient
   in its phase form, the other lax's (W6 bfloat16 kept 1.03 × lax's forward+backward
-  peak with both).
+  peak with both);
+* ``explicit_pad`` (a causal convolution): the input padded by ``jnp.pad``, then the same
+  layer with ``padding="valid"`` — how flax and Keras write it. On an H100 their W6 and M3
+  bfloat16 forward+backward ran 4–6 % below lax's and kconv's (the convolution given its
+  asymmetric padding: 0.89–0.90 against 0.94–0.95 ms, RESULTS-gpu.md), not measured alone.
 
 Each row also has the compiled program's temporaries (``memory_analysis()``).
 
@@ -113,6 +117,22 @@ PROBE_WORKLOADS = {w.id: w for w in (
 )}
 
 
+def _explicit_causal_pad(p):
+    """The kconv layer of ``p`` (a causal ``Conv1D``, channels last) as a ``jnp.pad`` of its
+    input and the same layer with ``padding="valid"``, on the same weights."""
+    import jax.numpy as jnp
+
+    w = p.workload
+    valid = dataclasses.replace(w, kwargs=tuple(sorted({**w.args, "padding": "valid"}.items())))
+    layer = BUILDERS["kconv"](dataclasses.replace(p, workload=valid)).fn
+    (k,), (d,) = np.atleast_1d(w.args["kernel_size"]), np.atleast_1d(w.args.get("dilation_rate", 1))
+
+    def fn(params, x):
+        return layer(params, jnp.pad(x, ((0, 0), ((k - 1) * d, 0), (0, 0))))
+
+    return fn
+
+
 def _compiled(impl, fn, mode):
     """``fn`` in ``impl``'s place, jitted and compiled as the harness times it
     (:func:`bench._jax_target`), and its arguments."""
@@ -157,6 +177,8 @@ def probe(workload, dtype: str, mode: str, args
                                 ("input", "s2b_input")):
             with _space_to_batch(gradients):
                 variants[name] = _compiled(impl, impl.fn, mode)
+    if args_.get("padding") == "causal":
+        variants["explicit_pad"] = _compiled(impl, _explicit_causal_pad(p), mode)
     reference = variants["xla"][0](*variants["xla"][1])
     errors = {name: _error(c(*a), reference) for name, (c, a) in variants.items()}
     for c, a in variants.values():
