@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu.sh out bfloat16:all:230 float32:X5,X6:60 probe:120
 #
 # "probe:SECONDS[:WORKLOADS]" runs benchmarks/gpu_probe.py (kconv's GPU path and candidate
-# lowerings; by default on D2,D3) within SECONDS, e.g. probe:120:W6,D2,D3.
+# lowerings; by default on D2,D3) within SECONDS, e.g. probe:120:W6,D2,D3, with every
+# variant's optimized program in OUTDIR/probe-hlo.txt.
 #
 # Wheels in .whl/ (those the machine lacks: keras, namex, optree) are installed under
 # /tmp/site first, so the script also runs on a machine that cannot reach PyPI. It spends
@@ -67,6 +68,7 @@ for table in "${tables[@]}"; do
   if [ "${table%%:*}" = probe ]; then   # probe[:SECONDS[:WORKLOADS]]: gpu_probe.py
     IFS=: read -r _ secs ids <<<"$table"
     timeout "${secs:-180}" python3 benchmarks/gpu_probe.py --out "$OUT/probe.md" \
+      --hlo "$OUT/probe-hlo.txt" \
       ${ids:+--workloads "$ids"} 2>&1 | tee "$OUT/log-probe.txt"
     continue
   fi

@@ -29,6 +29,11 @@ check). Usage, on the device::
 
     python benchmarks/gpu_probe.py --batch-scale 8 --dtypes float32,bfloat16
     python benchmarks/gpu_probe.py --quick        # tiny shapes on any backend (the test)
+    python benchmarks/gpu_probe.py --workloads W7,X1,X4 --modes fwd --hlo hlo.txt
+
+``--hlo`` keeps the optimized programs (which kernels XLA:GPU calls, the transposes and
+fusions around them) for reading after the lease: the forward rows slower than torch on
+the H100 are XLA:GPU's own programs, and no profile of them was taken yet.
 """
 
 from __future__ import annotations
@@ -194,6 +199,10 @@ def probe(workload, dtype: str, mode: str, args
             times[name].append(time.perf_counter() - start)
     temps = {name: c.memory_analysis().temp_size_in_bytes / 2 ** 20
              for name, (c, _) in variants.items()}
+    if args.hlo:
+        with open(args.hlo, "a") as f:
+            for name, (c, _) in variants.items():
+                f.write(f"==== {workload.id} {dtype} {mode} {name}\n{c.as_text()}\n")
     return [(name, 1e3 * statistics.median(times[name]), errors[name], temps[name])
             for name in names]
 
@@ -209,6 +218,9 @@ def main(argv: list[str] | None = None) -> list[str]:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="tiny shapes, 2 rounds")
     ap.add_argument("--out", default=None, help="also write the table here")
+    ap.add_argument("--hlo", default=None,
+                    help="append every variant's optimized program (compiled.as_text()) to "
+                         "this file, each under a '==== id dtype mode variant' line")
     args = ap.parse_args(argv)
     if args.quick:
         args.calls, args.warmup, args.batch_scale = 2, 1, 1

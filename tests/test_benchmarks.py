@@ -237,19 +237,24 @@ def test_kconv_temporaries_at_most_lax(bench, workload, monkeypatch):
     assert held["kconv"] <= held["lax"], held
 
 
-def test_gpu_probe_agrees_with_xla(bench):
+def test_gpu_probe_agrees_with_xla(bench, tmp_path):
     # benchmarks/gpu_probe.py (the GPU sessions' probe), on tiny shapes here: every variant
     # computes XLA's outputs and gradients; dilated ones have the space_to_batch variant,
     # causal ones (W6) the explicit pad.
     probe = importlib.import_module("gpu_probe")
+    hlo = tmp_path / "hlo.txt"
     lines = probe.main(["--quick", "--workloads", "W6,X2,D2", "--dtypes", "float32",
-                        "--modes", "fwdbwd"])
+                        "--modes", "fwdbwd", "--hlo", str(hlo)])
     rows = [line.split(" | ") for line in lines if line[:3] in ("| W", "| X", "| D")]
     dilated = ("xla", "auto", "space_to_batch", "s2b_kernel", "s2b_input")
     assert [(r[0], r[3]) for r in rows] == [
         *(("| W6", v) for v in (*dilated, "explicit_pad")), ("| X2", "xla"), ("| X2", "auto"),
         *(("| D2", v) for v in dilated)]
     assert all(float(r[6]) < 1e-5 and float(r[7].rstrip(" |")) >= 0 for r in rows), rows
+    programs = hlo.read_text().split("==== ")[1:]     # --hlo: one optimized program per row
+    assert [p.split("\n")[0] for p in programs] == [
+        f"{r[0][2:]} float32 fwdbwd {r[3]}" for r in rows]
+    assert all("HloModule" in p for p in programs)
 
 
 def test_interleaving_probe_runs(bench, capsys):
