@@ -59,6 +59,7 @@ import numpy as np  # noqa: E402
 import bench_workloads as bw  # noqa: E402
 from bench import _jax_target, compare  # noqa: E402
 from bench_impls import BUILDERS, make_problem  # noqa: E402
+from kconv.ops.shapes import conv_padding  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -131,9 +132,10 @@ def _explicit_causal_pad(p):
     valid = dataclasses.replace(w, kwargs=tuple(sorted({**w.args, "padding": "valid"}.items())))
     layer = BUILDERS["kconv"](dataclasses.replace(p, workload=valid)).fn
     (k,), (d,) = np.atleast_1d(w.args["kernel_size"]), np.atleast_1d(w.args.get("dilation_rate", 1))
+    pads = ((0, 0), conv_padding(None, int(k), 1, "causal", dilation=int(d)), (0, 0))
 
     def fn(params, x):
-        return layer(params, jnp.pad(x, ((0, 0), ((k - 1) * d, 0), (0, 0))))
+        return layer(params, jnp.pad(x, pads))
 
     return fn
 

@@ -60,8 +60,8 @@ def round_tf32(t):
 
 
 def _modes():
-    """Two torch dispatch modes: one rounding every convolution's operands to TF32, one
-    recording the inputs of every ReLU (in call order)."""
+    """A torch dispatch mode class, ``Record(tf32)``: it records the input of every ReLU
+    (in call order) and, with ``tf32``, rounds every convolution's operands to TF32."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_map
@@ -115,8 +115,8 @@ def measure(w, batch_scale: int, quick: bool) -> dict:
     ref = _torch_grads(t64, rec)
     units = sum(r.size for r in rec.relu_inputs)
     row = {"model": w.id, "title": w.title, "shape": p.shape, "relu_units": units, "forms": {}}
+    grads = [k for k in ref if k.startswith("d")]
     for form in FORMS:
-        grads = [k for k in ref if k.startswith("d")]
         elem = max(bench.compare(got[form][k], ref[k], 0.0)["err"] for k in grads)
         norm = max(bench.compare_norm(got[form][k], ref[k], 0.0)["err"] for k in grads)
         flipped = (sum(int(np.sum(np.signbit(a) != np.signbit(b)))
