@@ -475,6 +475,69 @@ def test_corrupt_config_json(saved_1d, tmp_path):
         interop.load_keras_layers(bad)
 
 
+def test_weight_names_and_counts_that_do_not_fit_the_class(saved_1d, tmp_path):
+    """A file whose weights cannot be a layer of its class fails naming the file, the layer
+    and what it holds: a legacy file's weight names, a Keras 3 file's weight count."""
+    _, _, _, paths = saved_1d
+    legacy = tmp_path / "renamed.h5"
+    shutil.copy(paths["legacy"], legacy)
+    with h5py.File(legacy, "r+") as f:
+        group = f["model_weights"]["causal"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+        renamed = [n.replace("kernel", "gamma") for n in names]
+        for old, new in zip(names, renamed):
+            group.move(old, new)
+        group.attrs["weight_names"] = renamed
+    with pytest.raises(ValueError, match=r"renamed\.h5.*'causal'.*expected weights "
+                                         r"\['kernel', 'bias'\].*gamma"):
+        interop.load_keras_layers(legacy)
+
+    extra = tmp_path / "extra.keras"
+
+    def add_a_weight(f):
+        key = next(k for k in f["layers"] if f["layers"][k]["vars"].attrs["name"] == "causal")
+        f["layers"][key]["vars"]["2"] = np.zeros(3, "float32")
+
+    _rewrite_keras(paths["keras"], extra, edit_weights=add_a_weight)
+    with pytest.raises(ValueError, match=r"extra\.keras.*'causal'.*\(bias optional\), the "
+                                         r"file holds 3"):
+        interop.load_keras_layers(extra)
+
+
+def test_legacy_model_config_that_is_not_json(saved_1d, tmp_path):
+    _, _, _, paths = saved_1d
+    bad = tmp_path / "badconfig.h5"
+    shutil.copy(paths["legacy"], bad)
+    with h5py.File(bad, "r+") as f:
+        f.attrs["model_config"] = "{not json"
+    with pytest.raises(ValueError, match=r"badconfig\.h5.*model_config is not valid JSON"):
+        interop.load_keras_layers(bad)
+
+
+def test_to_keras_weights_refuses_params_that_do_not_fit_the_layer():
+    zeros = np.zeros
+    with pytest.raises(ValueError, match=r"to_keras_weights\(ZeroPadding2D\).*no weights, "
+                                         r"got \['kernel'\]"):
+        interop.to_keras_weights(kconv.ZeroPadding2D(1), {"kernel": zeros((3, 3, 2, 4))})
+    with pytest.raises(ValueError, match=r"use_bias=True has the weights \['kernel', "
+                                         r"'bias'\], got \['kernel'\]"):
+        interop.to_keras_weights(kconv.Conv2D(4, 3), {"kernel": zeros((3, 3, 2, 4))})
+    with pytest.raises(ValueError, match=r"to_keras_weights\(Conv2D\).*'kernel' must have "
+                                         r"rank 4, got shape \(3, 3, 4\)"):
+        interop.to_keras_weights(kconv.Conv2D(4, 3), {"kernel": zeros((3, 3, 4)),
+                                                      "bias": zeros(4)})
+    with pytest.raises(ValueError, match=r"to_keras_weights\(Conv2D\).*'kernel' has shape "
+                                         r"\(3, 2, 2, 4\), the config implies \(3, 3, 2, 4\)"):
+        interop.to_keras_weights(kconv.Conv2D(4, 3), {"kernel": zeros((3, 2, 2, 4)),
+                                                      "bias": zeros(4)})
+
+
+def test_a_bare_config_whose_class_cannot_be_told():
+    with pytest.raises(ValueError, match=r"layer_from_keras: cannot tell the layer class of "
+                                         r"a config with keys \['name', 'units'\]"):
+        interop.layer_from_keras({"name": "dense", "units": 3})
+
+
 # --- writing: errors and atomicity -----------------------------------------------------
 
 def _two_layers():

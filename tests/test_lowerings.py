@@ -1327,6 +1327,86 @@ def test_float16_tap_loop(monkeypatch, name):
     _check(f, args, _lowering_of(name), np.float16, factor=2.0)
 
 
+_EXAMPLES = ["pointwise_dot", "pointwise_dot_strided", "pointwise_dot_3d", "depthwise_taps",
+             "block_diagonal", "block_diagonal_1d_wide", "eigen_crop", "subpixel_transpose",
+             "bilinear_stencil", "width_fold", "tap_loop", *_GPU_LOWERINGS,
+             "subpixel_transpose_3d", "subpixel_transpose_3d_wide"]
+
+
+@pytest.mark.parametrize("name", _EXAMPLES)
+def test_forward_mode_and_partial_second_order(monkeypatch, two_cores, name):
+    """Every lowering under the transformations that batch or half-differentiate its
+    tangent equations: ``jacfwd`` (``vmap`` of ``jvp``) in each argument and in all at
+    once, Hessian-vector products in the input alone and in the weights alone, and the
+    weights' gradient of the input's gradient (one operand of a bilinear tangent known,
+    the other not), each against the plain path's."""
+    _steer(monkeypatch, name)
+    rng = np.random.default_rng(14)
+    f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
+    tangents = tuple(jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in args)
+    every = tuple(range(len(args)))
+
+    def head(*a):  # a few outputs, so that the Jacobians stay small
+        return jnp.ravel(jnp.sin(f(*a)))[:3]
+
+    def loss(*a):
+        return jnp.sum(jnp.sin(f(*a)))
+
+    def transforms(*a):
+        out = {"jacfwd_all": jax.jacfwd(head, argnums=every)(*a)}
+        for i in every:
+            grad_i = jax.grad(loss, argnums=i)
+            out[f"jacfwd_{i}"] = jax.jacfwd(head, argnums=i)(*a)
+            out[f"hvp_{i}"] = jax.jvp(
+                lambda v: grad_i(*a[:i], v, *a[i + 1:]), (a[i],), (tangents[i],))[1]
+            for j in every:
+                if j != i:  # the j-th argument's gradient of |∂loss/∂a_i|²
+                    out[f"grad_{j}_of_grad_{i}"] = jax.grad(
+                        lambda v: jnp.sum(grad_i(*a[:j], v, *a[j + 1:]) ** 2))(a[j])
+        return out
+    with config.conv_lowering("xla"):
+        plain = jax.jit(transforms)(*args)
+    with lowering.recorded_choices() as calls:
+        auto = jax.jit(transforms)(*args)
+    assert _lowering_of(name) in {taken for _, taken in calls}, calls
+    jax.tree.map(lambda a, p: _assert_close(a, p, factor=3.0), auto, plain)
+
+
+def _equations(jaxpr):
+    """Every equation of ``jaxpr`` and of the jaxprs in its equations' parameters."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if isinstance(inner, jax.extend.core.Jaxpr):
+                yield from _equations(inner)
+
+
+@pytest.mark.parametrize("name", ["eigen_crop", "width_fold"])
+def test_jvp_rules_with_every_tangent_zero(two_cores, name):
+    """The JVP rules of the primitives (their own, and that of the joint tangent ``pair``)
+    give a symbolic zero when every tangent is zero — JAX skips a rule then, a direct call
+    may not."""
+    from jax.interpreters import ad
+    rng = np.random.default_rng(15)
+    f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
+    x, w = args[:2]
+    value = jax.make_jaxpr(f)(*args)
+    tangent = jax.make_jaxpr(lambda x, w, dx, dw: jax.jvp(
+        lambda x, w: f(x, w, *args[2:]), (x, w), (dx, dw)))(x, w, x, w)
+    eqns = [e for j in (value, tangent) for e in _equations(j.jaxpr)
+            if e.primitive.name.startswith("kconv_")]
+    assert {e.primitive.name for e in eqns} >= {f"kconv_{name}", *(
+        ["kconv_width_fold_pair"] if name == "width_fold" else [])}, eqns
+    for eqn in eqns:
+        primals = [v.aval for v in eqn.invars]
+        values = [jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in primals]
+        out, tangent = ad.primitive_jvps[eqn.primitive](
+            values, [ad.Zero(a) for a in primals], **eqn.params)
+        assert type(tangent) is ad.Zero, (eqn.primitive, tangent)
+        assert tangent.aval.shape == out.shape and tangent.aval.dtype == out.dtype
+
+
 @pytest.mark.parametrize("name", ["pointwise_dot", "pointwise_dot_strided", "pointwise_dot_3d",
                                   "depthwise_taps", "block_diagonal", "block_diagonal_1d_wide",
                                   "subpixel_transpose", "eigen_crop", "width_fold"])

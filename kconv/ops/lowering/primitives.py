@@ -48,6 +48,15 @@ def _transposes(fn: Callable[..., Array]
     return lhs, rhs
 
 
+def _tangent_sum(terms: list[Any], value: Any) -> Any:
+    """A JVP rule's tangent: the sum of its ``terms``, or ``value``'s symbolic zero where
+    there are none (every tangent in was zero: JAX skips the rule then, but a direct call
+    of the rule may not; ``ad.Zero.from_primal_value`` is not in every JAX allowed here)."""
+    if not terms:
+        return ad.Zero(jax.typeof(value).to_tangent_aval())
+    return functools.reduce(lax.add, terms)
+
+
 def _conv_primitive_batch(primitive: Primitive, value: Callable[..., Array],
                           args: Sequence[Array], dims: Sequence[Any], *, spec: ConvSpec,
                           precision: Any) -> tuple[Array, int]:
@@ -108,8 +117,7 @@ def _conv_primitive(name: str, value: Callable[..., Array], lhs: Callable[..., A
                      else []) + ([primitive.bind(x, dk, **params)]
                                  if type(dk) is not ad.Zero else [])
             y = primal(x, kernel, **params)
-            return y, (functools.reduce(lax.add, terms) if terms
-                       else ad.Zero.from_primal_value(y))
+            return y, _tangent_sum(terms, y)
         ad.primitive_jvps[primitive] = jvp
     return primitive
 
@@ -159,17 +167,15 @@ def _def_joint_tangent(primitive: Primitive, value: Callable[..., Array],
     def jvp(primals: Sequence[Array], tangents: Sequence[Any], **params: Any
             ) -> tuple[Array, Any]:
         (x, kernel), (dx, dk) = primals, tangents
-        terms = products((dx, kernel), (x, dk), params)
-        return primal(x, kernel, **params), functools.reduce(lax.add, terms)
+        y = primal(x, kernel, **params)
+        return y, _tangent_sum(products((dx, kernel), (x, dk), params), y)
 
     def pair_jvp(primals: Sequence[Array], tangents: Sequence[Any], **params: Any
                  ) -> tuple[Array, Any]:
         (a, b, c, d), (da, db, dc, dd) = primals, tangents
         terms = products((da, d), (c, db), params) + products((dc, b), (a, dd), params)
         out = pair.bind(a, b, c, d, **params)
-        if not terms:
-            return out, ad.Zero.from_primal_value(out)
-        return out, functools.reduce(lax.add, terms)
+        return out, _tangent_sum(terms, out)
 
     def pair_transpose(ct: Any, a: Any, b: Any, c: Any, d: Any, **params: Any
                        ) -> list[Any]:
@@ -192,8 +198,9 @@ def _def_joint_tangent(primitive: Primitive, value: Callable[..., Array],
                    ) -> tuple[Array, int]:
         def both(a: Array, b: Array, c: Array, d: Array) -> Array:
             return primitive.bind(a, d, **params) + primitive.bind(c, b, **params)
-        axes = [None if dim is batching.not_mapped else dim for dim in dims]
-        return jax.vmap(both, in_axes=axes)(*args), 0
+        # An unbatched operand's dimension is ``None`` (what JAX's private
+        # ``batching.not_mapped`` is; the public module no longer exports the name).
+        return jax.vmap(both, in_axes=list(dims))(*args), 0
 
     ad.primitive_jvps[primitive] = jvp
     ad.primitive_jvps[pair] = pair_jvp
