@@ -1,6 +1,6 @@
 """The Flax tiers (kconv.linen, kconv.nnx) and kconv.optax.constrain against the pure tier:
-same outputs and gradients with the same params, sown penalties equal to
-regularization_losses, constraints equal to projecting by hand."""
+same outputs and gradients with the same params (also inside Flax's scan, vmap and remat),
+sown penalties equal to regularization_losses, constraints equal to projecting by hand."""
 
 import dataclasses
 import inspect
@@ -234,3 +234,112 @@ def test_constrain_nnx_model_with_optimizer():
     model.first.kernel[...] = -jnp.abs(model.first.kernel[...])
     model.first.constrain()
     assert float(model.first.kernel[...].max()) == 0.0
+
+
+# --- inside Flax's own transformations -------------------------------------------------
+# Users scan, vmap and remat blocks of these layers; each result is checked against the
+# pure tier run member by member, or step by step, on the same params.
+
+class _Block(nn.Module):
+    @nn.compact
+    def __call__(self, h, _):
+        h = kl.Conv2D(4, 3, padding="same", activation="tanh", kernel_regularizer="l2")(h)
+        return kl.DepthwiseConv2D(3, padding="same")(h), None
+
+
+class _ScanNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        scanned = nn.scan(nn.remat(_Block), variable_axes={"params": 0, "losses": 0},
+                          split_rngs={"params": True}, length=3)
+        h, _ = scanned()(x, None)
+        return kl.Conv2DTranspose(2, 3, strides=2, padding="same")(h)
+
+
+def test_linen_scan_and_remat_of_a_block():
+    x = _inputs((2, 6, 5, 4))
+    variables = _ScanNet().init(jax.random.key(0), x)
+    params = variables["params"]
+    (stack_key,) = [k for k in params if k != "Conv2DTranspose_0"]
+    conv = kconv.Conv2D(4, 3, padding="same", activation="tanh", kernel_regularizer="l2")
+    depthwise = kconv.DepthwiseConv2D(3, padding="same")
+    head = kconv.Conv2DTranspose(2, 3, strides=2, padding="same")
+
+    def by_hand(stack, head_params):
+        """The three steps as a loop over the stacked params, then the head."""
+        h, penalties = x, []
+        for i in range(3):
+            step = jax.tree.map(lambda a: a[i], stack)
+            penalties.append(conv.regularization_losses(step["Conv2D_0"]))
+            h = depthwise(step["DepthwiseConv2D_0"], conv(step["Conv2D_0"], h))
+        return head(head_params, h), penalties
+
+    want, want_penalties = by_hand(params[stack_key], params["Conv2DTranspose_0"])
+    y, state = _ScanNet().apply(variables, x, mutable=["losses"])
+    _allclose(y, want)
+    _allclose(kl.total_loss(state["losses"]), sum(want_penalties))
+    # Gradients through the scanned, rematerialized block against the loop's.
+    grads = jax.grad(lambda p: jnp.sum(jnp.sin(_ScanNet().apply({"params": p}, x))))(params)
+    want_grads = jax.grad(lambda s, h: jnp.sum(jnp.sin(by_hand(s, h)[0])), argnums=(0, 1))(
+        params[stack_key], params["Conv2DTranspose_0"])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                 (grads[stack_key], grads["Conv2DTranspose_0"]), want_grads)
+
+
+def test_linen_vmap_of_a_layer():
+    class Ensemble(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            members = nn.vmap(kl.Conv3D, variable_axes={"params": 0},
+                              split_rngs={"params": True}, in_axes=0)
+            return members(3, 2, padding="same")(x)
+
+    x = _inputs((2, 3, 4, 4, 4, 2))
+    variables = Ensemble().init(jax.random.key(1), x)
+    (params,) = variables["params"].values()
+    layer = kconv.Conv3D(3, 2, padding="same")
+    y = Ensemble().apply(variables, x)
+    for i in range(2):
+        _allclose(y[i], layer(jax.tree.map(lambda a: a[i], params), x[i]))
+    assert not np.allclose(params["kernel"][0], params["kernel"][1])  # rngs were split
+
+
+def test_nnx_vmap_ensemble_and_scan_over_layers():
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(rngs):
+        return kn.Conv1D(2, 3, padding="causal", dilation_rate=2, in_channels=2, rngs=rngs)
+
+    layers = make(nnx.Rngs(0))
+    assert layers.kernel.shape == (3, 3, 2, 2)
+    pure = layers.layer
+    per_layer = [{n: v[...][i] for n, v in nnx.state(layers, nnx.Param).items()}
+                 for i in range(3)]
+    x = _inputs((2, 7, 2))
+
+    @nnx.vmap(in_axes=(0, None))
+    def each(layer, x):
+        return layer(x)
+    y = each(layers, x)
+    for i in range(3):
+        _allclose(y[i], pure(per_layer[i], x))
+
+    @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
+    def through(layer, h):
+        return jnp.tanh(layer(h))
+    want = x
+    for params in per_layer:
+        want = jnp.tanh(pure(params, want))
+    _allclose(through(layers, x), want)
+    # Remat under nnx.grad: the gradients of the scanned stack against the loop by hand.
+    grads = nnx.grad(lambda m: jnp.sum(nnx.remat(through)(m, x) ** 2))(layers)
+
+    def by_hand(stacked):
+        h = x
+        for i in range(3):
+            h = jnp.tanh(pure(jax.tree.map(lambda a: a[i], stacked), h))
+        return jnp.sum(h ** 2)
+    stacked = {n: v[...] for n, v in nnx.state(layers, nnx.Param).items()}
+    want_grads = jax.grad(by_hand)(stacked)
+    for n, g in nnx.state(grads, nnx.Param).items():
+        np.testing.assert_allclose(g[...], want_grads[n], rtol=1e-5, atol=1e-5)
