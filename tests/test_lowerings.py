@@ -1372,6 +1372,45 @@ def test_forward_mode_and_partial_second_order(monkeypatch, two_cores, name):
     jax.tree.map(lambda a, p: _assert_close(a, p, factor=3.0), auto, plain)
 
 
+@pytest.mark.parametrize("name", _EXAMPLES)
+def test_empty_arrays_take_xlas_path(monkeypatch, two_cores, name):
+    """A batch of 0 (the last, empty batch of a filtered dataset): nothing to compute, so
+    every call takes XLA's convolution, which takes empty arrays as they are (the tap loop
+    read an element of its cotangent: the 3-D lowerings raised a slice error) — outputs
+    and gradients the plain path's. (An empty spatial output is refused with a clear error
+    before this, DESIGN.md.)"""
+    _steer(monkeypatch, name)
+    if name in _GPU_LOWERINGS:  # forced past the rule: the lowering itself on empty input
+        expected = _lowering_of(name)
+    else:
+        expected = "xla"
+    rng = np.random.default_rng(16)
+    f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
+    plain, auto = _lowered(f, (args[0][:0], *args[1:]), expected)
+    for a, p in zip(auto, plain):
+        assert a.shape == p.shape and a.dtype == p.dtype
+        np.testing.assert_array_equal(a, p)
+
+
+@pytest.mark.parametrize("name", _EXAMPLES)
+def test_non_finite_values_leave_the_finite_results_xlas(monkeypatch, two_cores, name):
+    """An infinite or NaN entry in the input, an infinite one in the first weight: the
+    outputs and gradients both paths leave finite agree (README, decisions: which others
+    are non-finite, and how, follows each lowering's arithmetic)."""
+    _steer(monkeypatch, name)
+    rng = np.random.default_rng(17)
+    f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
+    for which, value in [(0, np.inf), (0, np.nan)] + ([(1, np.inf)] if len(args) > 1 else []):
+        bad = np.array(args[which])
+        bad[tuple(s // 2 for s in bad.shape)] = value
+        plain, auto = _lowered(f, (*args[:which], jnp.asarray(bad), *args[which + 1:]),
+                               _lowering_of(name))
+        assert not all(np.isfinite(p).all() for p in plain)  # the value reached the results
+        for a, p in zip(auto, plain):
+            both = np.isfinite(a) & np.isfinite(p)
+            _assert_close(np.asarray(a)[both], np.asarray(p)[both])
+
+
 def _equations(jaxpr):
     """Every equation of ``jaxpr`` and of the jaxprs in its equations' parameters."""
     for eqn in jaxpr.eqns:

@@ -5,7 +5,7 @@ Every op in :mod:`kconv.ops` describes its call as a :class:`ConvSpec` (or
 :class:`UpsampleSpec`) and asks :func:`choose` which lowering computes it. A lowering never
 changes the numbers beyond float rounding, only the speed, and is checked against the
 plain path in ``tests/test_lowerings.py`` (outputs, both gradients, jvp, vmap,
-grad-of-grad, remat). Each is built from ``lax``/``jnp`` ops. The depthwise taps and the
+grad-of-grad, remat, jacfwd). Each is built from ``lax``/``jnp`` ops. The depthwise taps and the
 transposed convolution are bilinear primitives whose transposes are written out
 (:func:`depthwise_taps`, :func:`subpixel_transpose`), the 3-D convolutions' gradients one
 loop over the kernel's taps whose two transposes come from one equation
@@ -31,7 +31,7 @@ One module per concept:
   :mod:`~kconv.ops.lowering.space_to_batch`, :mod:`~kconv.ops.lowering.transposed`
   (``subpixel_transpose``, ``strided_dual``), :mod:`~kconv.ops.lowering.bilinear_stencil`.
 
-The rule (:func:`choose`), per call:
+The rule (:func:`choose`), per call (an empty one — a batch of 0 — always ``"xla"``):
 
 - A GPU (``"gpu"``, ``"cuda"``: NVIDIA, cuDNN), floating dtypes, measured on an H200
   at 8× the benchmark batch and re-run on an H100 (``benchmarks/RESULTS-gpu.md``,

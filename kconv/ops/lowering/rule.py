@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from kconv.ops.lowering.spec import ConvSpec, UpsampleSpec, XLA
+from kconv.ops.lowering.spec import XLA, ConvSpec, UpsampleSpec, conv_output_shape
 
 
 #: The most multiply-adds per output element (kernel taps × depth multiplier) that
@@ -201,11 +201,26 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     """
     if op not in _RULES:
         raise ValueError(f"choose: op must be one of {tuple(_RULES)}, got {op!r}")
+    if _empty(op, spec):
+        # Nothing to compute: XLA's convolution and resize take empty arrays as they are,
+        # where a lowering may read an element (the tap loop's accumulators do).
+        return XLA
     if backend == "cpu":
         return _RULES[op](spec)
     if backend in ("gpu", "cuda"):
         return _GPU_RULES[op](spec)
     return XLA
+
+
+def _empty(op: str, spec: ConvSpec | UpsampleSpec) -> bool:
+    """Whether the call's input, kernel or output has no elements (a batch of 0, say)."""
+    if 0 in spec.input_shape:
+        return True
+    if op == "upsample":
+        return False
+    out = conv_output_shape(spec.input_shape, spec.kernel_shape, spec,
+                            transposed=op == "conv_transpose")
+    return 0 in spec.kernel_shape or 0 in out
 
 
 def _floating(spec: ConvSpec) -> bool:
