@@ -5,6 +5,7 @@ code itself."""
 
 import dataclasses
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -160,6 +161,17 @@ def test_input_errors_at_trace_time(layer, shape):
             run(params, jnp.ones(x.shape[-layer.rank:]))
     with pytest.raises(ValueError, match=rf"{name}: params are missing"):
         layer({}, x)
+    # Params the layer would ignore, or of shapes its config does not imply, raise too
+    # (another layer's params, LoRA weights on a layer without LoRA, a wrong kernel size).
+    with pytest.raises(ValueError, match=rf"{name}: params have \['stray'\], which the "
+                                         r"layer does not use"):
+        layer({**params, "stray": jnp.ones(3)}, x)
+    for weight, value in params.items():
+        shape = (value.shape[0] + 1,) + value.shape[1:]
+        for run in (layer, jax.jit(layer)):
+            with pytest.raises(ValueError, match=rf"{name}: params\['{weight}'\] has shape "
+                                                 rf"{re.escape(str(shape))}, where"):
+                run({**params, weight: jnp.ones(shape)}, x)
 
 
 @pytest.mark.parametrize("cls", [kconv.Conv2D, kconv.SeparableConv2D])

@@ -585,3 +585,20 @@ def test_wrong_input_rank_raises_with_shapes():
         kconv.ZeroPadding2D().compute_output_shape((None, 4, 3))
     with pytest.raises(ValueError, match=r"kconv.ops.crop: expected an input of rank >= 3"):
         ops.crop(jnp.ones((4, 3)), 1)
+
+
+@pytest.mark.parametrize("name", [n for n in kconv.layers.LAYER_NAMES
+                                  if not getattr(kconv, n).has_weights])
+def test_params_of_a_layer_without_weights(name):
+    """``{}`` or ``None``; anything else (another layer's params, passed by mistake) raises
+    naming the keys, eagerly and at trace time."""
+    rank = int(name[-2])
+    layer = getattr(kconv, name)(1) if not name.startswith("UpSampling") else getattr(
+        kconv, name)(2)
+    x = jnp.ones((1, *SPATIAL[rank], 2))
+    want = layer({}, x)
+    np.testing.assert_array_equal(layer(None, x), want)
+    for run in (layer, jax.jit(layer)):
+        with pytest.raises(ValueError, match=rf"{name}: the layer has no weights, so params "
+                                             r"must be \{\}; got keys \['kernel'\]"):
+            run({"kernel": jnp.ones(3)}, x)

@@ -195,6 +195,13 @@ class Layer:
         """Applies the layer to ``x`` with ``params``; pure, safe under any transform."""
         raise NotImplementedError
 
+    def _check_params(self, params: Mapping[str, jax.Array] | None, where: str) -> None:
+        """A layer without weights takes ``{}`` (or ``None``): params it would ignore
+        (another layer's, passed by mistake) raise."""
+        if params:
+            raise ValueError(f"{where}: the layer has no weights, so params must be {{}}; got "
+                             f"keys {sorted(params)}")
+
     def __call__(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
         return self.apply(params, x)
 

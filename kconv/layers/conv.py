@@ -132,6 +132,9 @@ class Conv(BaseConv):
         return params["kernel"] + scale * jnp.matmul(params["lora_kernel_a"],
                                                     params["lora_kernel_b"])
 
+    def _params_note(self) -> str:
+        return f", lora_rank={self.lora_rank}"
+
     def _extension_config(self) -> dict[str, Any]:
         # Keras writes both only when LoRA is on.
         lora = ({"lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha}

@@ -140,10 +140,7 @@ class BaseConv(Layer):
           precision").
         """
         where = type(self).__name__
-        missing = [name for name in self._names() if name not in params]
-        if missing:
-            raise ValueError(f"{where}: params are missing {missing}; got keys "
-                             f"{sorted(params)} (use_bias={self.use_bias})")
+        self._check_params(params, where)
         x = jnp.asarray(x)
         if x.ndim < self.rank + 1:
             raise ValueError(
@@ -156,12 +153,43 @@ class BaseConv(Layer):
                 f"{where}: the params expect {expected} input channels, got an input of "
                 f"shape {x.shape} with {x.shape[axis]} channels on axis {axis} "
                 f"(data_format {self.data_format!r})")
+        self._check_param_shapes(params, expected, where)
         dtype = self._compute_dtype(x)
         accumulation = jnp.float32 if jnp.finfo(dtype).bits < 32 else None
         cast = {name: jnp.asarray(params[name]).astype(dtype) for name in self._names()}
         with jax.named_scope(where):
             y = self._forward(cast, x.astype(dtype), accumulation)
             return self.activation(y).astype(dtype)
+
+    def _check_params(self, params: Mapping[str, jax.Array], where: str) -> None:
+        """Exactly the weights this layer takes: a missing one, or one it would ignore
+        (a ``bias`` with ``use_bias=False``, LoRA weights on a layer without LoRA, another
+        layer's params), raises."""
+        names = self._names()
+        missing = [name for name in names if name not in params]
+        unused = sorted(set(params) - set(names))
+        if missing or unused:
+            what = (f"are missing {missing}" if missing else "") + (
+                " and " if missing and unused else "") + (
+                f"have {unused}, which the layer does not use" if unused else "")
+            raise ValueError(f"{where}: params {what}; it takes {names} (use_bias="
+                             f"{self.use_bias}{self._params_note()}), got keys {sorted(params)}")
+
+    def _params_note(self) -> str:
+        """More of the config that decides the weight names, for :meth:`_check_params`."""
+        return ""
+
+    def _check_param_shapes(self, params: Mapping[str, jax.Array], in_channels: int,
+                            where: str) -> None:
+        """Every weight has the shape the config implies for ``in_channels``: a kernel of
+        another size would convolve silently otherwise."""
+        shapes = self._shapes(in_channels)
+        for name in self._names():
+            shape = tuple(jnp.shape(params[name]))
+            if shape != shapes[name]:
+                raise ValueError(f"{where}: params[{name!r}] has shape {shape}, where the "
+                                 f"layer's config and {in_channels} input channels imply "
+                                 f"{shapes[name]}")
 
     def _bias(self, params: Mapping[str, jax.Array]) -> jax.Array | None:
         """The op's ``bias``: the op adds it (in the accumulation dtype), so that a

@@ -39,6 +39,7 @@ class Cropping(Layer):
         Raises ``ValueError`` at trace time when an axis would be cropped to nothing.
         """
         where = type(self).__name__
+        self._check_params(params, where)
         with jax.named_scope(where):
             return ops.crop(_args.cast_floating(x, self.dtype), self.cropping,
                             self.data_format, rank=self.rank, name=where)

@@ -49,6 +49,7 @@ class UpSampling(Layer):
         integer inputs to a non-``nearest`` interpolation are rounded and clipped (Keras).
         """
         where = type(self).__name__
+        self._check_params(params, where)
         with jax.named_scope(where):
             return ops.upsample(_args.cast_floating(x, self.dtype), self.size,
                                 self.data_format, self.interpolation, rank=self.rank,

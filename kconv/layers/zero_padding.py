@@ -33,6 +33,7 @@ class ZeroPadding(Layer):
         """Pads ``x`` with zeros; ``params`` is ``{}``. Unbatched and multi-batch inputs
         work too."""
         where = type(self).__name__
+        self._check_params(params, where)
         with jax.named_scope(where):
             return ops.zero_pad(_args.cast_floating(x, self.dtype), self.padding,
                                 self.data_format, rank=self.rank, name=where)
