@@ -343,3 +343,52 @@ def test_nnx_vmap_ensemble_and_scan_over_layers():
     want_grads = jax.grad(by_hand)(stacked)
     for n, g in nnx.state(grads, nnx.Param).items():
         np.testing.assert_allclose(g[...], want_grads[n], rtol=1e-5, atol=1e-5)
+
+
+def test_constrain_stacked_layers_one_layer_at_a_time():
+    """Layers stacked by nn.scan (linen) or nnx.vmap carry their weights with a leading
+    axis; their constraints project each layer's slice (a constraint's axis counts one
+    layer's axes), as the unstacked layer's own constrain does slice by slice."""
+    max_norm = kconv.constraints.MaxNorm(0.5)   # axis 0 of one kernel: its first tap axis
+
+    class Step(nn.Module):
+        @nn.compact
+        def __call__(self, h, _):
+            return kl.Conv2D(4, 3, padding="same", kernel_constraint=max_norm,
+                             bias_constraint="non_neg")(h), None
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.scan(Step, variable_axes={"params": 0}, split_rngs={"params": True},
+                           length=3)()(x, None)[0]
+
+    x = _inputs((2, 6, 6, 4))
+    params = Net().init(jax.random.key(0), x)["params"]
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 3.0), params)
+    tx = optax.chain(optax.sgd(1.0), constrain(Net(), x))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    got = optax.apply_updates(params, updates)
+    layer = kconv.Conv2D(4, 3, padding="same", kernel_constraint=max_norm,
+                         bias_constraint="non_neg")
+    (scanned,) = params  # the scan's module name
+    stepped = jax.tree.map(lambda p, g: p - g, params[scanned]["Conv2D_0"],
+                           grads[scanned]["Conv2D_0"])
+    for i in range(3):
+        want = layer.constrain(jax.tree.map(lambda a: a[i], stepped))
+        for name, value in want.items():
+            np.testing.assert_allclose(got[scanned]["Conv2D_0"][name][i], value, rtol=1e-6,
+                                       atol=1e-6)
+
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(rngs):
+        return kn.Conv1D(2, 3, kernel_constraint=max_norm, in_channels=2, rngs=rngs)
+
+    stack = make(nnx.Rngs(0))
+    stack.kernel[...] = 4.0 * stack.kernel[...]
+    before = stack.kernel[...]
+    stack.constrain()
+    for i in range(3):
+        want = stack.layer.constrain({"kernel": before[i], "bias": stack.bias[...][i]})
+        np.testing.assert_allclose(stack.kernel[...][i], want["kernel"], rtol=1e-6, atol=1e-6)

@@ -231,14 +231,34 @@ class Layer:
         return total
 
     def constrain(self, params: Mapping[str, jax.Array]) -> Params:
-        """Projects each weight with its constraint (what Keras does after each update)."""
+        """Projects each weight with its constraint (what Keras does after each update).
+
+        Weights stacked along leading axes — the params of layers under ``nn.scan``,
+        ``nn.vmap`` or ``nnx.vmap``, one axis per stack — are projected one layer's
+        slice at a time: a constraint's ``axis`` counts the axes of one layer's weight.
+
+        Example:
+            >>> import jax.numpy as jnp, kconv
+            >>> layer = kconv.Conv1D(1, 1, kernel_constraint=kconv.constraints.MaxNorm(1.0))
+            >>> stacked = {"kernel": jnp.full((2, 1, 1, 1), 3.0), "bias": jnp.zeros((2, 1))}
+            >>> layer.constrain(stacked)["kernel"].ravel()   # each of the two layers' kernels
+            Array([1., 1.], dtype=float32)
+        """
         out = dict(params)
+        ranks = self._weight_ranks()
         for name, weight in self._weights_from_params(params).items():
             if weight.constraint is not None and name in out:
-                out[name] = weight.constraint(out[name])
+                project = weight.constraint
+                for _ in range(jnp.ndim(out[name]) - ranks.get(name, jnp.ndim(out[name]))):
+                    project = jax.vmap(project)
+                out[name] = project(out[name])
         return out
 
     def _weights_from_params(self, params: Mapping[str, jax.Array]) -> dict[str, Weight]:
+        return {}
+
+    def _weight_ranks(self) -> dict[str, int]:
+        """``{name: ndim}`` of one layer's weights (more leading axes are a stack)."""
         return {}
 
     # --- configs ------------------------------------------------------------------

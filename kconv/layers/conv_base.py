@@ -110,6 +110,11 @@ class BaseConv(Layer):
                 f"shape {tuple(x_shape)}")
         return x_shape[_args.channel_axis(self.data_format, self.rank)]
 
+    def _weight_ranks(self) -> dict[str, int]:
+        # The shapes' lengths do not depend on the channel count (groups divide it).
+        return {name: len(shape) for name, shape in
+                self._shapes(getattr(self, "groups", 1)).items()}
+
     def _weights_from_params(self, params: Mapping[str, jax.Array]) -> dict[str, Weight]:
         return {name: self._weight(name, tuple(params[name].shape))
                 for name in self._names() if name in params}
