@@ -174,9 +174,8 @@ class BaseConv(Layer):
         missing = [name for name in names if name not in params]
         unused = sorted(set(params) - set(names))
         if missing or unused:
-            what = (f"are missing {missing}" if missing else "") + (
-                " and " if missing and unused else "") + (
-                f"have {unused}, which the layer does not use" if unused else "")
+            what = " and ".join([f"are missing {missing}"] * bool(missing) + [
+                f"have {unused}, which the layer does not use"] * bool(unused))
             raise ValueError(f"{where}: params {what}; it takes {names} (use_bias="
                              f"{self.use_bias}{self._params_note()}), got keys {sorted(params)}")
 
