@@ -12,6 +12,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from kconv import config
@@ -24,6 +25,22 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 def _is_int(value: Any) -> bool:
     # bool is an int subclass; Keras users passing True for a size are making a mistake.
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_symbolic(shape: Sequence[Any]) -> bool:
+    """Whether ``shape`` holds a symbolic dim (``jax.export``'s shape polymorphism: a
+    batch exported as ``"b"``, an image side as ``"h"``)."""
+    return any(jax.export.is_symbolic_dim(d) for d in shape)
+
+
+def at_most(size: Any, limit: Any) -> bool:
+    """Whether ``size <= limit`` whatever the symbolic dims in them stand for: ``False``
+    where that depends on them (an unbounded batch ``"b"`` is not known to be small; one
+    exported with the constraint ``"b <= 8"`` may be)."""
+    try:
+        return bool(size <= limit)
+    except jax.errors.InconclusiveDimensionOperation:
+        return False
 
 
 def int_tuple(

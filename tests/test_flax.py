@@ -3,6 +3,7 @@ same outputs and gradients with the same params (also inside Flax's scan, vmap a
 sown penalties equal to regularization_losses, constraints equal to projecting by hand."""
 
 import dataclasses
+import functools
 import inspect
 import warnings
 
@@ -284,6 +285,49 @@ def test_linen_scan_and_remat_of_a_block():
         params[stack_key], params["Conv2DTranspose_0"])
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
                  (grads[stack_key], grads["Conv2DTranspose_0"]), want_grads)
+
+
+class _ExportNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = kl.Conv2D(4, 3, strides=2, padding="same", activation="relu",
+                      activity_regularizer="l2")(x)
+        x = kl.DepthwiseConv2D(3, padding="same")(x)
+        x = kl.UpSampling2D(2, interpolation="bilinear")(x)
+        return kl.Conv2DTranspose(2, 3, strides=2, padding="same")(kl.Cropping2D(1)(x))
+
+
+def test_export_with_a_symbolic_batch():
+    """Both Flax tiers exported with ``jax.export`` for any batch (``"b"``): the linen
+    model's outputs and sown penalties (an activity penalty is divided by the batch size)
+    and an nnx module's outputs are the pure tier's on the batch they are called with."""
+    from jax import export
+
+    spec = jax.ShapeDtypeStruct(export.symbolic_shape("b, 8, 8, 3"), jnp.float32)
+    x = _inputs((5, 8, 8, 3))
+    variables = _ExportNet().init(jax.random.key(0), x[:1])
+    exported = export.export(jax.jit(functools.partial(_ExportNet().apply, mutable=["losses"])))(
+        variables, spec)
+    y, state = exported.call(variables, x)
+    p = variables["params"]
+    h = kconv.Conv2D(4, 3, strides=2, padding="same", activation="relu",
+                     activity_regularizer="l2")(p["Conv2D_0"], x)
+    penalty = kconv.Conv2D(4, 3, activity_regularizer="l2").regularization_losses(
+        p["Conv2D_0"], h)
+    h = kconv.UpSampling2D(2, interpolation="bilinear")(
+        {}, kconv.DepthwiseConv2D(3, padding="same")(p["DepthwiseConv2D_0"], h))
+    want = kconv.Conv2DTranspose(2, 3, strides=2, padding="same")(
+        p["Conv2DTranspose_0"], kconv.Cropping2D(1)({}, h))
+    _allclose(y, want)
+    _allclose(kl.total_loss(state["losses"]), penalty)
+
+    module = kn.SeparableConv2D(4, 3, strides=2, in_channels=3, rngs=nnx.Rngs(0))
+    graph, weights = nnx.split(module)
+    exported = export.export(jax.jit(lambda w, v: nnx.merge(graph, w)(v)))(weights, spec)
+    layer = kconv.SeparableConv2D(4, 3, strides=2)
+    params = {name: getattr(module, name)[...] for name in layer.init(
+        jax.random.key(0), (None, 8, 8, 3))}
+    _allclose(exported.call(weights, x), layer(params, x))
 
 
 def test_linen_vmap_of_a_layer():

@@ -105,6 +105,31 @@ def test_transforms(layer, shape):
 
 
 @pytest.mark.parametrize("layer,shape", LAYERS, ids=IDS)
+def test_export_with_a_symbolic_batch(layer, shape):
+    """A layer exported with ``jax.export`` for any batch (``"b"``, as a served model is;
+    two leading batch dims ``"a, b"``) computes the float64 reference on the batch it is
+    called with, and its exported gradients are the layer's own."""
+    from jax import export
+
+    params, _ = _setup(layer, shape)
+    rng = np.random.default_rng(3)
+    loss = lambda p, v: jnp.sum(jnp.sin(layer(p, v)))  # noqa: E731
+    for symbols, batch in (("b", (3,)), (("a", "b"), (2, 3))):
+        lead = len(symbols)
+        spec = jax.ShapeDtypeStruct(
+            export.symbolic_shape(", ".join([*symbols, *map(str, shape[1:])])), jnp.float32)
+        value = export.export(jax.jit(layer))(params, spec)
+        assert value.out_avals[0].shape[lead:] == layer.compute_output_shape(shape)[1:]
+        x = jnp.asarray(rng.standard_normal(batch + shape[1:]), jnp.float32)
+        want = _reference(layer, params, x.reshape((-1,) + shape[1:]))
+        np.testing.assert_allclose(value.call(params, x), want.reshape(
+            batch + want.shape[1:]), rtol=1e-5, atol=1e-5)
+    gradients = export.export(jax.jit(jax.grad(loss, argnums=(0, 1))))(params, spec)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                 gradients.call(params, x), jax.grad(loss, argnums=(0, 1))(params, x))
+
+
+@pytest.mark.parametrize("layer,shape", LAYERS, ids=IDS)
 def test_check_grads(layer, shape):
     # A smooth activation: finite differences across relu's kink are meaningless.
     layer = dataclasses.replace(layer, activation="tanh")

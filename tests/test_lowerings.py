@@ -1908,25 +1908,129 @@ def test_the_16_bit_device_path_rounds_the_convolution_once():
                                                None) is None, (dtype, wide)
 
 
+@pytest.mark.parametrize("batch", ["known", "symbolic"])
 @pytest.mark.parametrize("mode", ["auto", "portable"])
-def test_export_for_several_platforms(mode):
+def test_export_for_several_platforms(mode, batch):
     # jax.export to the CPU and a GPU at once (no GPU needed): "portable" stages the
     # choice, so the CUDA program holds XLA's convolution and the CPU one the lowering;
     # "auto" in this CPU-only process carries the CPU lowering into both. Either artifact
-    # runs here with the plain path's numbers.
+    # runs here with the plain path's numbers, for the batch it was exported with or
+    # (symbolic) any.
     from jax import export
 
     rng = np.random.default_rng(18)
     x = _x(rng, 2, 4, "channels_last")
     w = jnp.asarray(rng.standard_normal((3, 3, 4, 1)), jnp.float32)
     f = lambda x, w: ops.depthwise_conv(x, w, 1, "same")  # noqa: E731
+    spec = x if batch == "known" else jax.ShapeDtypeStruct(_symbolic(x.shape, "b"), x.dtype)
     with config.conv_lowering(mode):
-        exported = export.export(jax.jit(f), platforms=("cpu", "cuda"))(x, w)
+        exported = export.export(jax.jit(f), platforms=("cpu", "cuda"))(spec, w)
     assert exported.platforms == ("cpu", "cuda")
     assert ("stablehlo.convolution" in exported.mlir_module()) == (mode == "portable")
+    if batch == "symbolic":
+        x = _x(rng, 2, 4, "channels_last", batch=3)
     with config.conv_lowering("xla"):
         plain = f(x, w)
     _assert_close(exported.call(x, w), plain)
+
+
+def _symbolic(shape, symbols, constraints=()):
+    """``shape`` with its leading dims named by ``symbols`` (jax.export's polymorphism)."""
+    from jax import export
+
+    dims = [*symbols, *map(str, shape[len(symbols):])]
+    return export.symbolic_shape(", ".join(dims), constraints=constraints)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", _EXAMPLES)
+def test_export_with_a_symbolic_batch(monkeypatch, two_cores, name, fmt):
+    """``jax.export`` with the batch symbolic (``"b"``: what a served model and Keras's
+    export want) takes the lowering a known batch does, and the exported value and
+    gradients, called on batches of other sizes, are the plain path's. (The spec turned
+    every dim into an int, and the depthwise rules built StableHLO types of known dims
+    only: every lowering raised.) ``"b <= 8"`` bounds the folded input that ``width_fold``
+    needs to know is small."""
+    from jax import export
+
+    _steer(monkeypatch, name)
+    rng = np.random.default_rng(19)
+    f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32, fmt)}[name]
+    x, weights = args[0], args[1:]
+    every = tuple(range(len(args)))
+    grads = jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=every)
+    x_spec = jax.ShapeDtypeStruct(_symbolic(x.shape, "b", ("b <= 8",)), x.dtype)
+    with lowering.recorded_choices() as calls:
+        value = export.export(jax.jit(f))(x_spec, *weights)
+        gradients = export.export(jax.jit(grads))(x_spec, *weights)
+    assert {taken for _, taken in calls} == {_lowering_of(name)}, calls
+    for batch in (1, 3):
+        a = (jnp.asarray(rng.standard_normal((batch, *x.shape[1:])), x.dtype), *weights)
+        with config.conv_lowering("xla"):
+            plain = f(*a), grads(*a)
+        jax.tree.map(_assert_close, (value.call(*a), gradients.call(*a)), plain)
+
+
+def test_rule_with_symbolic_dims():
+    # A 3-D convolution folds its width only while the folded input is known to stay
+    # within MAX_WIDTH_FOLD_BYTES: not for an unbounded batch, for one bounded by 8.
+    spec = lambda shape: lowering.ConvSpec(  # noqa: E731
+        rank=3, data_format="channels_last", input_shape=shape, kernel_shape=(3, 3, 3, 4, 8),
+        strides=(1, 1, 1), padding=((1, 1),) * 3, dilation=(1, 1, 1))
+    shape = (2, 16, 16, 16, 4)
+    assert lowering.choose("conv", "cpu", spec(shape)) == "width_fold"
+    assert lowering.choose("conv", "cpu", spec(_symbolic(shape, "b"))) == "tap_loop"
+    bounded = _symbolic(shape, "b", ("b <= 8",))
+    assert lowering.choose("conv", "cpu", spec(bounded)) == "width_fold"
+    # A symbolic length: XLA's, on every backend and for every op.
+    lengths = _symbolic(shape, ("b", "d", "h"))
+    for op in ("conv", "conv_transpose"):
+        for backend in ("cpu", "cuda"):
+            assert lowering.choose(op, backend, spec(lengths)) == "xla"
+    upsample = lowering.UpsampleSpec("bilinear", lengths, (1, 2, 3), (2, 2, 2))
+    assert lowering.choose("upsample", "cpu", upsample) == "xla"
+
+
+def test_export_with_symbolic_lengths():
+    """Symbolic spatial lengths (a fully convolutional model exported for any image
+    size) take XLA's convolution and resize: the lowerings' windows need known lengths.
+    The values are lax's, and so are the gradients where lax's own take symbolic lengths
+    (lax's transpose of a "valid" or strided "same" convolution does not); "same" with a
+    stride reaches lax as its "SAME" (the amounts are symbolic); a crop or a reflected
+    border needs the length bounded (``"h >= 4"``), as jax's slices and pads do."""
+    from jax import export
+
+    rng = np.random.default_rng(20)
+    r = lambda *shape: jnp.asarray(rng.standard_normal(shape), jnp.float32)  # noqa: E731
+    cases = [  # (f, weights, rank, differentiated)
+        (lambda x, w: ops.conv(x, w, 1, "valid"), (r(3, 3, 4, 5),), 2, False),
+        (lambda x, w: ops.conv(x, w, 2, "same"), (r(3, 3, 4, 5),), 2, False),
+        (lambda x, w: ops.conv(x, w, 1, "same", padding_mode="reflect"), (r(3, 3, 4, 5),),
+         2, True),
+        (lambda x, w: ops.depthwise_conv(x, w, 1, "same"), (r(3, 3, 4, 2),), 2, True),
+        (lambda x, w: ops.conv(x, w, 1, "causal", dilation_rate=2), (r(3, 4, 5),), 1, True),
+        (lambda x, w: ops.conv(x, w, 1, "same"), (r(3, 2, 3, 4, 6),), 3, True),
+        (lambda x, w: ops.conv_transpose(x, w, 2, "same"), (r(3, 3, 5, 4),), 2, True),
+        (lambda x, w: ops.conv_transpose(x, w, 2, "valid"), (r(3, 3, 3, 5, 4),), 3, True),
+        (lambda x: ops.upsample(x, 2, interpolation="bilinear"), (), 2, True),
+        (lambda x: ops.crop(x, ((1, 2), 1)), (), 2, True),
+    ]
+    for f, weights, rank, differentiated in cases:
+        every = tuple(range(1 + len(weights)))
+        grads = jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=every)
+        lengths = [f"s{i}" for i in range(rank)]
+        spec = jax.ShapeDtypeStruct(export.symbolic_shape(
+            ", ".join(["b", *lengths, "4"]), constraints=[f"{s} >= 4" for s in lengths]),
+            jnp.float32)
+        with lowering.recorded_choices() as calls:
+            exported = [export.export(jax.jit(fn))(spec, *weights)
+                        for fn in ((f, grads) if differentiated else (f,))]
+        assert {taken for _, taken in calls} <= {"xla"}, calls  # a crop dispatches none
+        for spatial in ((5, 9, 6)[:rank], (8, 4, 7)[:rank]):
+            a = (r(2, *spatial, 4), *weights)
+            with config.conv_lowering("xla"):
+                plain = (f(*a), grads(*a))[:len(exported)]
+            jax.tree.map(_assert_close, tuple(e.call(*a) for e in exported), plain)
 
 
 def test_switch():

@@ -33,14 +33,15 @@ Array = jax.Array
 
 
 def _conv_general_dilated(
-    x: Array, kernel: Array, *, strides: Sequence[int], padding: Sequence[tuple[int, int]],
-    lhs_dilation: Sequence[int], rhs_dilation: Sequence[int],
+    x: Array, kernel: Array, *, strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int], rhs_dilation: Sequence[int],
     dimension_numbers: lax.ConvDimensionNumbers, feature_group_count: int,
     precision: Any, preferred_element_type: Any,
 ) -> Array:
     # The single call site of lax.conv_general_dilated in the package.
     return lax.conv_general_dilated(
-        x, kernel, window_strides=tuple(strides), padding=tuple(padding),
+        x, kernel, window_strides=tuple(strides),
+        padding=padding if isinstance(padding, str) else tuple(padding),
         lhs_dilation=tuple(lhs_dilation), rhs_dilation=tuple(rhs_dilation),
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         precision=precision, preferred_element_type=preferred_element_type,
@@ -120,7 +121,7 @@ class _Call:
         pads = shapes._axis_paddings(self.padding, self.rank)
         out = [shapes.conv_output_length(n, k, s, p, d) for n, k, s, p, d in
                zip(self.spatial, kernel_size, self.strides, pads, self.dilation)]
-        if any(o <= 0 for o in out):
+        if any(_args.at_most(o, 0) for o in out):
             k_eff = tuple(d * (k - 1) + 1 for k, d in zip(kernel_size, self.dilation))
             raise ValueError(
                 f"{self.name}: the window is larger than the (padded) input: input shape "

@@ -103,16 +103,17 @@ def crop(
     call = _Spatial(name, inputs, rank, data_format)
     pairs = _args.int_pairs(cropping, call.rank, "cropping", name)
     _check_cropping(name, call.x.shape, call.spatial, pairs, call.data_format)
-    index = [slice(None)] * call.x.ndim
+    # lax.slice, not x[lo:n - hi]: its limits may be symbolic (jax.export's lengths).
+    start, limit = [0] * call.x.ndim, list(call.x.shape)
     for axis, (lo, hi), length in zip(call.axes, pairs, call.spatial):
-        index[axis] = slice(lo, length - hi)
-    return call.x[tuple(index)]
+        start[axis], limit[axis] = lo, length - hi
+    return lax.slice(call.x, start, limit)
 
 
 def _check_cropping(name: str, shape: Sequence, spatial: Sequence, pairs: Sequence,
                     data_format: str) -> None:
     out = tuple(None if n is None else n - lo - hi for n, (lo, hi) in zip(spatial, pairs))
-    if any(o is not None and o <= 0 for o in out):
+    if any(o is not None and _args.at_most(o, 0) for o in out):
         raise ValueError(
             f"{name}: cropping {tuple(pairs)} must leave at least one element on every "
             f"spatial axis; an input of shape {tuple(shape)} (data_format {data_format!r}, "

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Union
 
+import jax
+
 from kconv import _args
 
 Padding = Union[str, Sequence[tuple[int, int]]]
@@ -85,7 +87,8 @@ def conv_padding(
             raise ValueError("same padding with stride > 1 needs a known input length")
         else:
             out = -(-length // stride)
-            total = max((out - 1) * stride + k_eff - length, 0)
+            # max_dim: max as well for a symbolic length (jax.export).
+            total = jax.core.max_dim((out - 1) * stride + k_eff - length, 0)
         return total // 2, total - total // 2
     raise ValueError(f"unknown padding {padding!r}")
 
@@ -111,7 +114,7 @@ def conv_output_length(
         return -(-length // stride)
     lo, hi = conv_padding(length, kernel_size, stride, padding, dilation)
     padded = length + lo + hi
-    if padded < k_eff:
+    if _args.at_most(padded, k_eff - 1):
         return 0
     return (padded - k_eff) // stride + 1
 
@@ -226,7 +229,7 @@ def _forward_spatial(
     ks, ss, ds = _tuple(kernel_size, n), _tuple(strides, n), _tuple(dilation_rate, n)
     pads = _axis_paddings(padding, n, name)
     out = [conv_output_length(*args) for args in zip(spatial, ks, ss, pads, ds)]
-    if any(o is not None and o <= 0 for o in out):
+    if any(o is not None and _args.at_most(o, 0) for o in out):
         raise ValueError(
             f"{name}: the convolution output would be empty: input shape {tuple(input_shape)}, "
             f"kernel_size {ks}, strides {ss}, padding {padding!r}, dilation_rate {ds} "

@@ -31,7 +31,9 @@ One module per concept:
   :mod:`~kconv.ops.lowering.space_to_batch`, :mod:`~kconv.ops.lowering.transposed`
   (``subpixel_transpose``, ``strided_dual``), :mod:`~kconv.ops.lowering.bilinear_stencil`.
 
-The rule (:func:`choose`), per call (an empty one — a batch of 0 — always ``"xla"``):
+The rule (:func:`choose`), per call (an empty one — a batch of 0 — always ``"xla"``, and
+so is one whose spatial lengths are symbolic — ``jax.export``'s shape polymorphism —
+since every lowering's windows need known lengths; a symbolic batch takes the rule below):
 
 - A GPU (``"gpu"``, ``"cuda"``: NVIDIA, cuDNN), floating dtypes, measured on an H200
   at 8× the benchmark batch and re-run on an H100 (``benchmarks/RESULTS-gpu.md``,

@@ -72,7 +72,8 @@ def _depthwise_sum(x: Array, weights: Array, spec: ConvSpec) -> Array:
 def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
                         spec: ConvSpec, fast: bool = False) -> list[Any]:
     """The value, emitted as StableHLO directly: the taps unrolled, each a window of the
-    input (:func:`_tap_window_plan`) times the tap's per-channel weights, added up.
+    input (:func:`_tap_window_plan`) times the tap's per-channel weights, added up
+    (:func:`_depthwise_value`).
 
     Emitted, not traced: ``mlir.lower_fun`` of the same ops traces them into a jaxpr and
     lowers each as its own cached function, ~45 of them for a 3×3 kernel (X1 forward,
@@ -87,10 +88,29 @@ def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
     cannot afford (X1 1.50 → 1.61 × lax's lower + compile), a derivative's program can
     (W4 forward+backward 8.9 → 6.1 ms, 0.98 × lax's compile).
     """
-    (x_aval, _), (y_aval,) = ctx.avals_in, ctx.avals_out
-    emit = _Emitter(x_aval.dtype)
+    return _lower(ctx, _depthwise_value, x, weights, spec=spec, fast=fast)
+
+
+def _lower(ctx: mlir.LoweringRuleContext, build: Callable[..., Any], a: Any, weights: Any,
+           **params: Any) -> list[Any]:
+    """``build(ops, a, weights, avals, **params)`` lowered: with :class:`_Emitter`'s
+    StableHLO, or, where a shape has a symbolic dim (``jax.export``'s shape
+    polymorphism: a batch exported as ``"b"``), traced with :class:`_Traced`'s lax ops
+    (StableHLO's static ops need every dim known; lax's carry symbolic ones)."""
+    avals = (*ctx.avals_in, *ctx.avals_out)
+    if not any(jax.export.is_symbolic_dim(d) for aval in avals for d in aval.shape):
+        return [build(_Emitter(avals[0].dtype), a, weights, avals, **params)]
+    traced = lambda a, weights: build(_Traced(avals[0].dtype), a, weights, avals,  # noqa: E731
+                                      **params)
+    return mlir.lower_fun(traced, multiple_results=False)(ctx, a, weights)
+
+
+def _depthwise_value(ops: _Emitter, x: Any, weights: Any, avals: Sequence[Any], *,
+                     spec: ConvSpec, fast: bool) -> Any:
+    """The taps' sum (:func:`_depthwise_lowering`) built with ``ops``."""
+    x_aval, _, y_aval = avals
     axes, out, channel = _spatial_axes(spec), spec.output_spatial(), _channel_axis(spec)
-    _, channels, multiplier = ctx.avals_in[1].shape
+    _, channels, multiplier = avals[1].shape
     first = _products_first(spec)
     # For dm > 1 the products are taken with the channel axis split into (C, dm) (output
     # channel c * dm + m): the input is broadcast to that, before its windows are cut
@@ -103,8 +123,8 @@ def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
     if multiplier > 1 and first:
         widen = lambda config, whole: (  # noqa: E731
             None if config is None else [*config[:channel + 1], whole, *config[channel + 1:]])
-    split = lambda v: v if multiplier == 1 else stablehlo.broadcast_in_dim(  # noqa: E731
-        emit.tensor(shape), v, emit.ints(_skip(len(x_aval.shape), channel + 1)))
+    split = lambda v: v if multiplier == 1 else ops.broadcast(  # noqa: E731
+        v, shape, _skip(len(x_aval.shape), channel + 1))
     if first:
         x = split(x)
     y = None
@@ -113,19 +133,18 @@ def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
         if plan is None:
             continue
         (start, limit, step), pads = plan
-        w = emit.weights(weights, (tap, 0, 0), (tap + 1, channels, multiplier), shape, dims)
-        term = stablehlo.multiply(x, w) if first else x
+        w = ops.weights(weights, (tap, 0, 0), (tap + 1, channels, multiplier), shape, dims)
+        term = ops.mul(x, w) if first else x
         if start is not None:
-            term = stablehlo.slice(term, emit.ints(widen(start, 0)),
-                                   emit.ints(widen(limit, multiplier)), emit.ints(widen(step, 1)))
-        term = emit.pad(term, widen(pads, (0, 0, 0)))
+            term = ops.slice(term, widen(start, 0), widen(limit, multiplier), widen(step, 1))
+        term = ops.pad(term, widen(pads, (0, 0, 0)))
         if not first:
-            term = (stablehlo.multiply(w, split(term)) if fast and y is None
-                    else stablehlo.multiply(split(term), w))
+            term = (ops.mul(w, split(term)) if fast and y is None
+                    else ops.mul(split(term), w))
         if multiplier > 1:
-            term = stablehlo.reshape(emit.tensor(y_aval.shape), term)
-        y = emit.add(y, term)
-    return [emit.zeros(y_aval.shape) if y is None else y]
+            term = ops.reshape(term, y_aval.shape)
+        y = ops.add(y, term)
+    return ops.zeros(y_aval.shape) if y is None else y
 
 
 def _products_first(spec: ConvSpec) -> bool:
@@ -161,30 +180,35 @@ def _depthwise_lhs(ct: Array, x: Any, weights: Array, *, spec: ConvSpec,
 
 def _depthwise_input_lowering(ctx: mlir.LoweringRuleContext, ct: Any, weights: Any, *,
                               spec: ConvSpec) -> list[Any]:
-    """The transpose of the taps in the input, emitted as StableHLO: per tap, the
-    cotangent times the tap's weights (summed over the depth multiplier), placed back
-    where the tap's window came from by one zero pad (:func:`_tap_window_pads`); all one
-    fused loop, as JAX's transpose of the unrolled taps would be. The products come
-    before the pads whatever :func:`_products_first` says of the forward: with the
-    cotangent padded first, the forward+backward programs took 0.3-2.2 s to compile
-    (channels first, 5×5, 3×3×3, X1) where this form takes 0.16-0.21.
+    """The transpose of the taps in the input, emitted as StableHLO
+    (:func:`_depthwise_input_value`, built as :func:`_lower` says)."""
+    return _lower(ctx, _depthwise_input_value, ct, weights, spec=spec)
+
+
+def _depthwise_input_value(ops: _Emitter, ct: Any, weights: Any, avals: Sequence[Any], *,
+                           spec: ConvSpec) -> Any:
+    """Per tap, the cotangent times the tap's weights (summed over the depth multiplier),
+    placed back where the tap's window came from by one zero pad
+    (:func:`_tap_window_pads`); all one fused loop, as JAX's transpose of the unrolled
+    taps would be. The products come before the pads whatever :func:`_products_first`
+    says of the forward: with the cotangent padded first, the forward+backward programs
+    took 0.3-2.2 s to compile (channels first, 5×5, 3×3×3, X1) where this form takes
+    0.16-0.21.
 
     The multiplier's sum is one strided channel slice of the cotangent per ``m``, not a
     reduction: XLA:CPU would materialise a reduction's result per tap.
     """
-    (ct_aval, _), (dx_aval,) = ctx.avals_in, ctx.avals_out
-    emit = _Emitter(ct_aval.dtype)
+    ct_aval, _, dx_aval = avals
     axes, out, channel = _spatial_axes(spec), spec.output_spatial(), _channel_axis(spec)
-    _, channels, multiplier = ctx.avals_in[1].shape
+    _, channels, multiplier = avals[1].shape
     part_shape = list(ct_aval.shape)
     part_shape[channel] = channels
     parts = [ct]  # output channel c * dm + m: the cotangent's channel slice m::dm
     if multiplier > 1:
         step = [1] * len(part_shape)
         step[channel] = multiplier
-        parts = [stablehlo.slice(ct, emit.ints([m if a == channel else 0
-                                                for a in range(len(part_shape))]),
-                                 emit.ints(ct_aval.shape), emit.ints(step))
+        parts = [ops.slice(ct, [m if a == channel else 0 for a in range(len(part_shape))],
+                           ct_aval.shape, step)
                  for m in range(multiplier)]
     dx = None
     for tap, offsets in enumerate(np.ndindex(*spec.kernel_size)):
@@ -193,12 +217,11 @@ def _depthwise_input_lowering(ctx: mlir.LoweringRuleContext, ct: Any, weights: A
             continue
         term = None
         for m, part in enumerate(parts):
-            w = emit.weights(weights, (tap, 0, m), (tap + 1, channels, m + 1), part_shape,
-                             (channel,))
-            product = stablehlo.multiply(part, w)
-            term = product if term is None else stablehlo.add(term, product)
-        dx = emit.add(dx, emit.pad(term, pads))
-    return [emit.zeros(dx_aval.shape) if dx is None else dx]
+            w = ops.weights(weights, (tap, 0, m), (tap + 1, channels, m + 1), part_shape,
+                            (channel,))
+            term = ops.add(term, ops.mul(part, w))
+        dx = ops.add(dx, ops.pad(term, pads))
+    return ops.zeros(dx_aval.shape) if dx is None else dx
 
 
 def _depthwise_input_abstract(ct: Any, weights: Any, *, spec: ConvSpec
@@ -219,7 +242,8 @@ def _depthwise_input_rhs(g: Array, ct: Array, weights: Any, *, spec: ConvSpec) -
 
 
 class _Emitter:
-    """StableHLO builders shared by the depthwise lowering rules (one dtype)."""
+    """StableHLO builders shared by the depthwise lowering rules (one dtype, static
+    shapes)."""
 
     def __init__(self, dtype: Any):
         self.element = mlir.dtype_to_ir_type(np.dtype(dtype))
@@ -229,14 +253,18 @@ class _Emitter:
     def tensor(self, shape: Sequence[int]) -> Any:
         return mlir.ir.RankedTensorType.get(list(shape), self.element)
 
-    def weights(self, weights: Any, start: Sequence[int], limit: Sequence[int],
-                shape: Sequence[int], dims: Sequence[int]) -> Any:
-        """``weights[start:limit]`` (per channel, or per (channel, multiplier)) broadcast
-        to ``shape`` along ``dims``."""
-        w = stablehlo.slice(weights, self.ints(start), self.ints(limit),
-                            self.ints([1] * len(start)))
-        w = stablehlo.reshape(self.tensor([shape[d] for d in dims]), w)
-        return stablehlo.broadcast_in_dim(self.tensor(shape), w, self.ints(dims))
+    def broadcast(self, value: Any, shape: Sequence[int], dims: Sequence[int]) -> Any:
+        return stablehlo.broadcast_in_dim(self.tensor(shape), value, self.ints(dims))
+
+    def reshape(self, value: Any, shape: Sequence[int]) -> Any:
+        return stablehlo.reshape(self.tensor(shape), value)
+
+    def slice(self, value: Any, start: Sequence[int], limit: Sequence[int],
+              step: Sequence[int]) -> Any:
+        return stablehlo.slice(value, self.ints(start), self.ints(limit), self.ints(step))
+
+    def mul(self, a: Any, b: Any) -> Any:
+        return stablehlo.multiply(a, b)
 
     def pad(self, value: Any, pads: Sequence[tuple[int, int, int]] | None) -> Any:
         if pads is None:
@@ -248,8 +276,41 @@ class _Emitter:
     def add(self, total: Any, term: Any) -> Any:
         return term if total is None else stablehlo.add(total, term)
 
+    def weights(self, weights: Any, start: Sequence[int], limit: Sequence[int],
+                shape: Sequence[int], dims: Sequence[int]) -> Any:
+        """``weights[start:limit]`` (per channel, or per (channel, multiplier)) broadcast
+        to ``shape`` along ``dims``."""
+        w = self.slice(weights, start, limit, [1] * len(start))
+        return self.broadcast(self.reshape(w, [shape[d] for d in dims]), shape, dims)
+
     def zeros(self, shape: Sequence[int]) -> Any:
-        return stablehlo.broadcast_in_dim(self.tensor(shape), self.zero, self.ints(()))
+        return self.broadcast(self.zero, shape, ())
+
+
+class _Traced(_Emitter):
+    """:class:`_Emitter`'s builders as lax ops, whose shapes may hold symbolic dims."""
+
+    def __init__(self, dtype: Any):
+        self.zero = np.zeros((), dtype)
+
+    def broadcast(self, value: Any, shape: Sequence[int], dims: Sequence[int]) -> Any:
+        return lax.broadcast_in_dim(value, tuple(shape), tuple(dims))
+
+    def reshape(self, value: Any, shape: Sequence[int]) -> Any:
+        return lax.reshape(value, tuple(shape))
+
+    def slice(self, value: Any, start: Sequence[int], limit: Sequence[int],
+              step: Sequence[int]) -> Any:
+        return lax.slice(value, tuple(start), tuple(limit), tuple(step))
+
+    def mul(self, a: Any, b: Any) -> Any:
+        return lax.mul(a, b)
+
+    def pad(self, value: Any, pads: Sequence[tuple[int, int, int]] | None) -> Any:
+        return value if pads is None else lax.pad(value, self.zero, pads)
+
+    def add(self, total: Any, term: Any) -> Any:
+        return term if total is None else lax.add(total, term)
 
 
 def _tap_window_pads(shape: Sequence[int], axes: Sequence[int], offsets: Sequence[int],

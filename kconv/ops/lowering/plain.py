@@ -9,6 +9,7 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
+from kconv import _args
 from kconv.ops.lowering.spec import Array, ConvSpec
 from kconv.ops.lowering.primitives import _transposes
 
@@ -44,8 +45,13 @@ def dimension_numbers(rank: int, data_format: str, *, kernel_in_axis: int,
 def _xla_conv(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
     """XLA's convolution; the kernel ``(*k, in, out)``."""
     rank = spec.rank
+    padding = spec.padding
+    if _args.is_symbolic([p for pair in padding for p in pair]):
+        # Symbolic amounts come only from "same" with a stride over a symbolic length
+        # (jax.export): lax takes them only as its own "SAME", which is Keras's rule.
+        padding = "SAME"
     return _lax_conv(
-        x, kernel, strides=spec.strides, padding=spec.padding, lhs_dilation=(1,) * rank,
+        x, kernel, strides=spec.strides, padding=padding, lhs_dilation=(1,) * rank,
         rhs_dilation=spec.dilation,
         dimension_numbers=dimension_numbers(rank, spec.data_format, kernel_in_axis=rank,
                                             kernel_out_axis=rank + 1),

@@ -14,6 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from kconv import _args
 from kconv.ops.lowering.spec import XLA, ConvSpec, UpsampleSpec, conv_output_shape
 
 
@@ -201,6 +202,13 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
     """
     if op not in _RULES:
         raise ValueError(f"choose: op must be one of {tuple(_RULES)}, got {op!r}")
+    spatial = ([spec.input_shape[a] for a in spec.axes] if isinstance(spec, UpsampleSpec)
+               else spec.spatial)
+    if _args.is_symbolic(spatial):
+        # A symbolic length (jax.export's shape polymorphism) leaves the lowerings' window
+        # geometry unknown; XLA's convolution and resize take it. A symbolic batch is
+        # every lowering's.
+        return XLA
     if _empty(op, spec):
         # Nothing to compute: XLA's convolution and resize take empty arrays as they are,
         # where a lowering may read an element (the tap loop's accumulators do).
@@ -302,7 +310,7 @@ def _width_fold_pays(spec: ConvSpec) -> bool:
     *_, k_w = spec.kernel_size
     folded = math.prod(spec.input_shape) // spec.spatial[-1] * spec.output_spatial()[-1] * k_w
     return (spec.rank == 3 and _cpu_float(spec)
-            and folded * spec.dtype.itemsize <= MAX_WIDTH_FOLD_BYTES)
+            and _args.at_most(folded * spec.dtype.itemsize, MAX_WIDTH_FOLD_BYTES))
 
 
 @functools.lru_cache(maxsize=None)

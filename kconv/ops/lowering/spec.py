@@ -59,10 +59,10 @@ class ConvSpec:
 
     def __post_init__(self) -> None:
         canonical = {
-            "input_shape": tuple(int(d) for d in self.input_shape),
+            "input_shape": tuple(_dim(d) for d in self.input_shape),
             "kernel_shape": tuple(int(d) for d in self.kernel_shape),
             "strides": tuple(int(s) for s in self.strides),
-            "padding": tuple((int(lo), int(hi)) for lo, hi in self.padding),
+            "padding": tuple((_dim(lo), _dim(hi)) for lo, hi in self.padding),
             "dilation": tuple(int(d) for d in self.dilation),
             "dtype": np.dtype(self.dtype),
             "preferred_element_type": None if self.preferred_element_type is None
@@ -117,6 +117,12 @@ class UpsampleSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
+
+
+def _dim(d: Any) -> Any:
+    """A dimension as an ``int``, or as it is where it is symbolic (``jax.export``'s
+    shape polymorphism: a batch exported as ``"b"``)."""
+    return d if jax.export.is_symbolic_dim(d) else int(d)
 
 
 def _spatial_axes(spec: ConvSpec) -> tuple[int, ...]:
