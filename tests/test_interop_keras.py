@@ -204,6 +204,64 @@ def test_keras3_roundtrip_through_kconv_and_back(kind, tmp_path_factory, tmp_pat
     np.testing.assert_array_equal(np.asarray(other(x)), np.asarray(model(x)))
 
 
+def _model_time_distributed(head=True):
+    inp = keras.Input((3, 8, 8, 2), name="frames")
+    x = L.TimeDistributed(L.Conv2D(4, 3, padding="same", activation="relu",
+                                   name="frame_conv"), name="td_conv")(inp)
+    x = L.TimeDistributed(L.Conv2DTranspose(2, 3, strides=2, padding="same",
+                                            name="frame_up"), name="td_up")(x)
+    x = L.Conv3D(2, 3, padding="same", name="c3")(x)
+    if not head:
+        return keras.Model(inp, x)
+    y = L.TimeDistributed(L.Dense(3, name="frame_dense"), name="td_dense")(x)
+    return keras.Model(inp, [x, y])
+
+
+def test_time_distributed_layers(tmp_path):
+    """A conv-family layer inside TimeDistributed (video models) is read as the kconv
+    layer, named along the path (``"td_conv/frame_conv"``): over ``(batch, time, ...)``
+    the kconv layer itself is TimeDistributed's, taking the extra leading dim. A wrapped
+    layer outside the family is skipped and listed; a weights-only file, which does not
+    say what a wrapper holds, lists them all. Written back with
+    ``containers={"td_conv": "TimeDistributed", ...}``, Keras reads the weights."""
+    keras.utils.set_random_seed(7)
+    model = _model_time_distributed()
+    _randomize(model, 7)
+    x = np.random.default_rng(7).normal(size=(2, 3, 8, 8, 2)).astype("float32")
+    want = np.asarray(model(x)[0])
+    order = ["td_conv/frame_conv", "td_up/frame_up", "c3"]
+    paths = {"keras": tmp_path / "td.keras", "legacy": tmp_path / "td.h5",
+             "weights": tmp_path / "td.weights.h5"}
+    model.save(paths["keras"])
+    model.save(paths["legacy"])
+    model.save_weights(paths["weights"])
+    for fmt in ("keras", "legacy"):
+        named = interop.load_keras_layers(paths[fmt])
+        assert list(named) == order, fmt
+        for wrapper, name in (("td_conv", "frame_conv"), ("td_up", "frame_up")):
+            assert interop.layer_from_keras(model.get_layer(wrapper)) == named[
+                f"{wrapper}/{name}"][0]
+        assert named.skipped.get("td_dense/frame_dense") == "Dense", named.skipped
+        np.testing.assert_allclose(_run_chain(named, order, x), want, **TOL)
+        weights = interop.load_keras_weights(paths[fmt])
+        assert list(weights) == order
+    weights = interop.load_keras_weights(paths["weights"])
+    assert "c3" in weights
+    assert {"td_conv/frame_conv", "td_up/frame_up"} <= set(weights.skipped)
+    # Back to Keras: a wrapper's one layer under its "layer" group.
+    out = tmp_path / "back.weights.h5"
+    containers = {"td_conv": "TimeDistributed", "td_up": "TimeDistributed"}
+    interop.save_keras_weights(out, named, containers=containers)
+    keras.utils.set_random_seed(8)
+    fresh = _model_time_distributed(head=False)
+    fresh.load_weights(out)
+    np.testing.assert_array_equal(np.asarray(fresh(x)), want)
+    with pytest.raises(ValueError, match=r"'td_conv' is a TimeDistributed, which wraps one "
+                                         r"layer; it already holds 'frame_conv'"):
+        interop.save_keras_weights(tmp_path / "two.weights.h5", {
+            **named, "td_conv/second": named["c3"]}, containers=containers)
+
+
 def test_kconv_params_saved_for_keras(tmp_path):
     # Params made in kconv (not read from Keras) load into the equivalent Keras model.
     layers = [kconv.Conv2D(4, 3, padding="same", activation="relu"),

@@ -55,6 +55,11 @@ _CLASSES: dict[str, type] = {
     for alias in (cls.__name__,) + cls.keras_aliases}
 #: Container classes whose config lists sub-layers under ``layers``.
 _CONTAINERS = ("Sequential", "Functional", "Model")
+#: Wrappers whose config holds one sub-layer under ``layer`` (and Keras 3's file its weights
+#: under a ``layer`` group): a wrapped layer is named along the path (``"td/conv"``).
+#: TimeDistributed's inner layer over ``(batch, time, ...)`` is the kconv layer itself,
+#: which takes extra leading batch dims.
+_WRAPPERS = ("TimeDistributed",)
 
 
 def _snake(class_name: str) -> str:
@@ -74,7 +79,9 @@ def layer_from_keras(obj: Any) -> _layers.Layer:
     Args:
       obj: a live Keras layer (Keras 3 or tf-keras); a ``{"class_name": ..., "config":
         ...}`` dict as Keras 3, tf-keras 2.x and Keras 2.x write it in model configs; or a
-        layer's bare ``get_config()`` dict, whose class is then read from its keys.
+        layer's bare ``get_config()`` dict, whose class is then read from its keys. A
+        ``TimeDistributed`` wrapper gives the layer it wraps, which takes the extra time
+        dim itself (a leading batch dim).
 
     Returns:
       The kconv layer, built by ``Layer.from_config`` (nested initializer, regularizer and
@@ -102,6 +109,9 @@ def layer_from_keras(obj: Any) -> _layers.Layer:
     else:
         raise TypeError("kconv.interop.layer_from_keras: expected a Keras layer, its "
                         f"get_config() dict or its serialized form, got {type(obj).__name__}")
+    if class_name in _WRAPPERS and isinstance(config, Mapping) and "layer" in config:
+        # TimeDistributed(layer): the kconv layer itself takes the extra (time) dim.
+        return layer_from_keras(config["layer"])
     cls = _CLASSES.get(class_name)
     if cls is None:
         raise ValueError(f"kconv.interop.layer_from_keras: {class_name!r} is not a layer kconv "
@@ -162,6 +172,9 @@ def _flatten_model_config(config: Any, prefix: str = "") -> dict[str, Mapping[st
                 inner_cfg.get("layers") if isinstance(inner_cfg, Mapping) else None)
             if sub is not None and layer.get("class_name") not in _CLASSES:
                 out.update(_flatten_model_config(layer, f"{prefix}{name}/"))
+            elif layer.get("class_name") in _WRAPPERS and isinstance(
+                    inner_cfg.get("layer"), Mapping):
+                out.update(_flatten_model_config(inner_cfg["layer"], f"{prefix}{name}/"))
             else:
                 out[f"{prefix}{name}"] = layer
     return out
@@ -455,7 +468,9 @@ def load_keras_weights(path: Any) -> KerasWeights:
     Returns:
       A :class:`KerasWeights`: ``{layer_name: params}`` with kconv's (Keras 3's) weight
       names (``kernel``/``bias``; ``depthwise_kernel``/``pointwise_kernel``/``bias``);
-      layers of nested models are named along the path (``"block/conv"``); weightless
+      layers of nested models are named along the path (``"block/conv"``), and so is a
+      layer inside a ``TimeDistributed`` wrapper (``"td/conv"``; a weights-only Keras 3
+      file does not say what a wrapper holds: skipped); weightless
       family layers (ZeroPadding2D, ...) map to ``{}`` where the file names their class.
       ``.skipped`` lists the layers outside the family.
 
@@ -574,7 +589,8 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any], *,
         matter. Layers of nested models are named along the path (``"block/conv"``).
       containers: for nested names, the Keras class of each nested model by its path
         (``{"block": "Sequential"}``; ``"Functional"`` for a ``keras.Model(inputs,
-        outputs)``), which Keras's file layout names them by.
+        outputs)``), which Keras's file layout names them by; ``"TimeDistributed"`` for a
+        wrapper of one layer (``{"td": "TimeDistributed"}`` with the layer ``"td/conv"``).
 
     Example:
         >>> import tempfile, os, jax, kconv
@@ -613,9 +629,12 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any], *,
             prefix = "/".join(outer[: depth + 1])
             if prefix not in containers:
                 raise ValueError(f"{where}: {prefix!r} is a nested model; pass its Keras "
-                                 f"class: containers={{{prefix!r}: 'Sequential' or "
-                                 f"'Functional'}}")
+                                 f"class: containers={{{prefix!r}: 'Sequential', "
+                                 f"'Functional' or 'TimeDistributed'}}")
             node = node.children.setdefault(outer[depth], _Container(containers[prefix]))
+        if node.class_name in _WRAPPERS and node.children:
+            raise ValueError(f"{where}: {'/'.join(outer)!r} is a {node.class_name}, which "
+                             f"wraps one layer; it already holds {next(iter(node.children))!r}")
         node.children[leaf] = (layer, to_keras_weights(layer, params))
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".kconv-", suffix=".weights.h5.tmp", dir=folder)
@@ -643,7 +662,12 @@ class _Container:
 
 
 def _write_container(group: Any, container: _Container) -> None:
-    """Writes ``container``'s layers under ``group/layers`` as Keras 3 lays them out."""
+    """Writes ``container``'s layers under ``group/layers`` as Keras 3 lays them out (a
+    wrapper's one layer under ``group/layer``)."""
+    if container.class_name in _WRAPPERS:
+        ((name, child),) = container.children.items()
+        _write_layer(group.create_group("layer"), name, child)
+        return
     layers_group = group.create_group("layers")
     used: dict[str, int] = {}
     for name, child in container.children.items():
@@ -653,11 +677,16 @@ def _write_container(group: Any, container: _Container) -> None:
         # keras.src.saving.saving_lib._get_unique_name: conv2d, conv2d_1, conv2d_2, ...
         count = used.get(snake, 0)
         used[snake] = count + 1
-        entry = layers_group.create_group(snake if count == 0 else f"{snake}_{count}")
-        vars_group = entry.create_group("vars")
-        vars_group.attrs["name"] = name
-        if isinstance(child, _Container):
-            _write_container(entry, child)
-            continue
-        for i, array in enumerate(child[1]):
-            vars_group.create_dataset(str(i), data=array)
+        _write_layer(layers_group.create_group(snake if count == 0 else f"{snake}_{count}"),
+                     name, child)
+
+
+def _write_layer(entry: Any, name: str, child: Any) -> None:
+    """Writes one layer (or nested model) into its group ``entry``."""
+    vars_group = entry.create_group("vars")
+    vars_group.attrs["name"] = name
+    if isinstance(child, _Container):
+        _write_container(entry, child)
+        return
+    for i, array in enumerate(child[1]):
+        vars_group.create_dataset(str(i), data=array)
