@@ -10,7 +10,14 @@ gradients w.r.t. params and input, per layer and layout:
 - ``data+model``: a 2-D mesh (4 x 2): batch over "data", output channels over "model";
 - ``data,replicated-over-model``: the 2-D mesh with the batch over "data" and everything
   replicated over "model" — the layout where jax 0.10.2's SPMD partitioner multiplies the
-  weight gradient of a grouped convolution (feature_group_count > 1) by the "model" size.
+  weight gradient of a grouped convolution (feature_group_count > 1) by the "model" size;
+- ``shard_map``: a data-parallel step written per device with :func:`jax.shard_map` over
+  the "data" mesh (``check_vma``, the default: a replicated weight's gradient comes out
+  summed over the devices, as lax's does); ``shard_map,unchecked``: ``check_vma=False``,
+  the per-device gradients summed with ``lax.psum``;
+- ``explicit``: the batch over a mesh of ``Explicit`` axes (``jax.make_mesh``'s default)
+  entered with ``jax.set_mesh``, forward only (lax's own convolution gradients do not take
+  explicit sharding in jax 0.10.2).
 
 The grouped cases run a second time on XLA's own convolution (``<case>-xla``), where that
 bug shows; kconv's CPU lowerings avoid feature_group_count and so the bug.
@@ -104,6 +111,40 @@ def run_case(layer, params, x, mesh, x_spec, param_axis: str | None) -> dict[str
     return errs
 
 
+def run_shard_map(layer, params, x, mesh, check_vma: bool) -> dict[str, float]:
+    """A data-parallel step in ``jax.shard_map``: each device's slice of the batch, the
+    weights replicated; outputs and input gradients per device, weight gradients summed."""
+    def loss(p, v):
+        return jnp.sum(jnp.sin(layer(p, v)))
+
+    def step(p, v):
+        gp, gv = jax.grad(loss, argnums=(0, 1))(p, v)
+        if not check_vma:
+            gp = jax.lax.psum(gp, "data")
+        return layer(p, v), gp, gv
+
+    mapped = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")),
+                                   out_specs=(P("data"), P(), P("data")), check_vma=check_vma))
+    y1, (gp1, gx1) = jax.jit(layer)(params, x), jax.jit(jax.grad(loss, argnums=(0, 1)))(
+        params, x)
+    y2, gp2, gx2 = mapped(params, x)
+    errs = {"out": relerr(y2, y1), "grad_x": relerr(gx2, gx1)}
+    for n in params:
+        errs[f"grad_{n}"] = relerr(gp2[n], gp1[n])
+    return errs
+
+
+def run_explicit(layer, params, x, devices) -> dict[str, float]:
+    """The forward pass with the batch sharded over an ``Explicit`` mesh axis."""
+    mesh = jax.make_mesh((devices.size,), ("data",),
+                         axis_types=(jax.sharding.AxisType.Explicit,))
+    y1 = jax.jit(layer)(params, x)
+    with jax.set_mesh(mesh):
+        y2 = jax.jit(layer)(params, jax.device_put(x, NamedSharding(mesh, P("data"))))
+        assert tuple(jax.typeof(y2).sharding.spec)[:1] == ("data",), jax.typeof(y2)
+    return {"out": relerr(y2, y1)}
+
+
 def main() -> None:
     devices = np.array(jax.devices())
     if devices.size < 8:
@@ -130,6 +171,10 @@ def main() -> None:
                 with kconv.config.conv_lowering("xla"):
                     results[f"{name}-{i}-xla/{layout}"] = run_case(
                         layer, params, x, mesh, x_spec, param_axis)
+        for layout, check_vma in (("shard_map", True), ("shard_map,unchecked", False)):
+            results[f"{name}-{i}/{layout}"] = run_shard_map(layer, params, x,
+                                                            meshes["data"][0], check_vma)
+        results[f"{name}-{i}/explicit"] = run_explicit(layer, params, x, devices)
     print(json.dumps(results))
 
 

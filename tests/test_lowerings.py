@@ -1934,6 +1934,60 @@ def test_export_for_several_platforms(mode, batch):
     _assert_close(exported.call(x, w), plain)
 
 
+@pytest.mark.parametrize("name", _EXAMPLES)
+def test_inside_shard_map(monkeypatch, two_cores, name):
+    """Every lowering inside :func:`jax.shard_map` with ``check_vma`` (its default), the
+    input split over a mesh axis and the weights replicated: the primitives' outputs vary
+    over the axes their operands do, and their cotangents over those of their primals (the
+    lowerings raised type errors — or, transposed at a bare shape, would have summed an
+    input gradient over the devices). A one-device mesh types the program as eight would;
+    tests/test_sharding.py runs the layers on eight."""
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    _steer(monkeypatch, name)
+    rng = np.random.default_rng(21)
+    f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
+    every = tuple(range(len(args)))
+    grads = jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=every)
+    weights = (P(),) * (len(args) - 1)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    mapped = jax.jit(jax.shard_map(lambda *a: (f(*a), grads(*a)), mesh=mesh,
+                                   in_specs=(P("data"), *weights),
+                                   out_specs=(P("data"), (P("data"), *weights))))
+    with lowering.recorded_choices() as calls:
+        auto = mapped(*args)
+    assert _lowering_of(name) in {taken for _, taken in calls}, calls
+    with config.conv_lowering("xla"):
+        plain = f(*args), grads(*args)
+    jax.tree.map(_assert_close, auto, plain)
+
+
+@pytest.mark.parametrize("name", _EXAMPLES)
+def test_forward_under_explicit_sharding(monkeypatch, two_cores, name):
+    """Every lowering's value with the batch sharded over a mesh of ``Explicit`` axes (what
+    ``jax.make_mesh`` makes, entered with ``jax.set_mesh``): its output sharded as the
+    batch, as lax's is (the 3-D sub-pixel form's reshapes, which fold and unfold the
+    batch, raised ``ShardingTypeError``). A one-device mesh types it as eight would.
+    (Gradients: lax's own convolution gradients do not take explicit sharding in jax
+    0.10.2, so neither path is checked.)"""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    _steer(monkeypatch, name)
+    rng = np.random.default_rng(22)
+    f, args = {n: (f, a) for n, f, a in _one_of_each(rng, np.float32)}[name]
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    with jax.set_mesh(mesh):
+        x = jax.device_put(args[0], NamedSharding(mesh, P("data")))
+        with lowering.recorded_choices() as calls:
+            y = jax.jit(f)(x, *args[1:])
+    assert _lowering_of(name) in {taken for _, taken in calls}, calls
+    assert tuple(jax.typeof(y).sharding.spec)[:1] == ("data",)
+    with config.conv_lowering("xla"):
+        _assert_close(y, f(*args))
+
+
 def _symbolic(shape, symbols, constraints=()):
     """``shape`` with its leading dims named by ``symbols`` (jax.export's polymorphism)."""
     from jax import export

@@ -23,6 +23,7 @@ from kconv.ops.lowering.spec import (
     ConvSpec,
     _accumulation_dtype,
     _channel_axis,
+    _output_aval,
     _output_shape,
     _pad_spatial,
     _skip,
@@ -168,7 +169,7 @@ def _products_first(spec: ConvSpec) -> bool:
 
 def _depthwise_abstract(x: Any, weights: Any, *, spec: ConvSpec, fast: bool = False
                         ) -> jax.core.ShapedArray:
-    return jax.core.ShapedArray(_output_shape(x, spec, spec.output_spatial()), x.dtype)
+    return _output_aval(x, _output_shape(x, spec, spec.output_spatial()), x.dtype)
 
 
 def _depthwise_lhs(ct: Array, x: Any, weights: Array, *, spec: ConvSpec,
@@ -226,7 +227,7 @@ def _depthwise_input_value(ops: _Emitter, ct: Any, weights: Any, avals: Sequence
 
 def _depthwise_input_abstract(ct: Any, weights: Any, *, spec: ConvSpec
                               ) -> jax.core.ShapedArray:
-    return jax.core.ShapedArray(spec.input_shape, ct.dtype)
+    return _output_aval(ct, spec.input_shape, ct.dtype)
 
 
 def _depthwise_input_lhs(g: Array, ct: Any, weights: Array, *, spec: ConvSpec) -> Array:

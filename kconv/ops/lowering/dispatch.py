@@ -63,6 +63,7 @@ def _dispatch(op: str, spec: Any, lowering: Callable[[str, bool], Callable[..., 
     """The chosen lowerings of one call, applied to ``args``: ``lowering(name, device)`` is
     lowering ``name`` (or ``"xla"``) as the CPU runs it (``device=False``) or as a GPU or
     TPU does (``True``: :func:`_device_plain`); equal calls give the same object."""
+    args = _varying_alike(args)
     mode = config.get_conv_lowering()
     cpu_name = XLA if mode == XLA else choose(op, "cpu", spec)
     for calls in _recorders:
@@ -81,6 +82,30 @@ def _dispatch(op: str, spec: Any, lowering: Callable[[str, bool], Callable[..., 
     # Decided for the platform the computation is lowered for: only the CPU branch reaches
     # XLA:CPU's compiler, only the CUDA one a CUDA GPU's, the default any other backend's.
     return lax.platform_dependent(*args, **branches)
+
+
+def _varying_axes(x: Array) -> frozenset:
+    """The manual mesh axes ``x`` varies over inside :func:`jax.shard_map` (none outside)."""
+    aval = jax.typeof(x)
+    mat = getattr(aval, "mat", None)  # jax >= 0.9; before, the aval's vma
+    return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
+
+
+def _varying_alike(args: tuple[Array, ...]) -> tuple[Array, ...]:
+    """``args`` made to vary over the same manual mesh axes (inside :func:`jax.shard_map`
+    with ``check_vma``): the union of theirs, as lax's own ops make their operands. The
+    lowerings' primitives and transposes then see one kind of operand, and a replicated
+    kernel's gradient is summed over the axes its input varies over, as lax's is (the
+    transpose of the cast). Outside ``shard_map``, the arguments as they are."""
+    axes = [_varying_axes(a) for a in args]
+    union = frozenset().union(*axes)
+    if all(a == union for a in axes):
+        return args
+    cast = getattr(lax, "pcast", None)
+    vary = (lambda x, names: cast(x, names, to="varying")) if cast is not None \
+        else lax.pvary  # jax < 0.8
+    return tuple(a if axes_ == union else vary(a, tuple(sorted(union - axes_)))
+                 for a, axes_ in zip(args, axes))
 
 
 def _conv_lowerings(plain: Callable[..., Array], lowerings: dict[str, Callable[..., Array]],

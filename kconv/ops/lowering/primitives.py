@@ -11,12 +11,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from kconv.ops.lowering.spec import Array, ConvSpec, conv_output_shape
+from kconv.ops.lowering.spec import Array, ConvSpec, _output_aval, conv_output_shape
 
 
 def _bind_batch_folded(bind: Callable[[Array, ConvSpec], Array], x: Array, x_dim: int,
@@ -35,15 +34,16 @@ def _transposes(fn: Callable[..., Array]
     """JAX's transposes of a convolution ``fn(x, kernel, spec=, precision=)`` in its input
     and in its kernel, as :func:`_conv_primitive` takes them."""
 
+    # Transposed at the operand's own aval, not a bare shape and dtype: inside
+    # jax.shard_map it varies over manual axes, and a cotangent that did not would be the
+    # transpose of a cast (summed over those axes).
     def lhs(ct: Array, x: Any, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
-        like = jax.ShapeDtypeStruct(x.aval.shape, x.aval.dtype)
         return jax.linear_transpose(
-            lambda z: fn(z, kernel, spec=spec, precision=precision), like)(ct)[0]
+            lambda z: fn(z, kernel, spec=spec, precision=precision), x.aval)(ct)[0]
 
     def rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec, precision: Any) -> Array:
-        like = jax.ShapeDtypeStruct(kernel.aval.shape, kernel.aval.dtype)
         return jax.linear_transpose(
-            lambda k: fn(x, k, spec=spec, precision=precision), like)(ct)[0]
+            lambda k: fn(x, k, spec=spec, precision=precision), kernel.aval)(ct)[0]
 
     return lhs, rhs
 
@@ -97,9 +97,9 @@ def _conv_primitive(name: str, value: Callable[..., Array], lhs: Callable[..., A
     def abstract(x: Any, kernel: Any, *, spec: ConvSpec, precision: Any
                  ) -> jax.core.ShapedArray:
         del precision
-        return jax.core.ShapedArray(
-            conv_output_shape(x.shape, kernel.shape, spec, transposed=transposed),
-            np.dtype(spec.preferred_element_type or x.dtype))
+        return _output_aval(
+            x, conv_output_shape(x.shape, kernel.shape, spec, transposed=transposed),
+            spec.preferred_element_type or x.dtype)
 
     primitive.def_abstract_eval(abstract)
     mlir.register_lowering(primitive, mlir.lower_fun(value, multiple_results=False))

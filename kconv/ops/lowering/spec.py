@@ -125,6 +125,36 @@ def _dim(d: Any) -> Any:
     return d if jax.export.is_symbolic_dim(d) else int(d)
 
 
+def _output_aval(like: Any, shape: Sequence[Any], dtype: Any) -> Any:
+    """A primitive's output aval: ``shape`` and ``dtype``, varying over the manual mesh axes
+    its operand ``like`` varies over (inside :func:`jax.shard_map`; the operands were
+    made alike: :func:`~kconv.ops.lowering.dispatch._varying_alike`), sharded as ``like``
+    along the batch axis and along no other (lax's convolution's rule)."""
+    return like.update(shape=tuple(shape), dtype=np.dtype(dtype), weak_type=False,
+                       sharding=like.sharding.update(spec=_batch_spec(like.sharding,
+                                                                      len(shape))))
+
+
+def _batch_spec(sharding: Any, ndim: int) -> jax.sharding.PartitionSpec:
+    """An ``ndim``-d array's spec sharded as ``sharding`` (an aval's) along the batch
+    (first) axis only: what a convolution's output is under explicit sharding (``jax.set_mesh`` of a
+    mesh of ``Explicit`` axes, ``jax.make_mesh``'s default), and a reshape that splits the
+    batch back out of a folded axis must say (it cannot be inferred there)."""
+    batch = tuple(sharding.spec)[:1] or (None,)
+    return jax.sharding.PartitionSpec(*batch, *[None] * (ndim - 1))
+
+
+def _reshape_batched(x: Array, shape: Sequence[int]) -> Array:
+    """``x.reshape(shape)`` for a reshape that keeps the batch (first) axis whole: under
+    explicit sharding it says the output keeps the batch's sharding, which JAX cannot
+    infer where the reshape splits the batch out of a folded axis or merges transposed
+    ones (``ShardingTypeError``); otherwise the plain reshape."""
+    sharding = jax.typeof(x).sharding
+    if not any(_batch_spec(sharding, 1)):
+        return x.reshape(shape)
+    return lax.reshape(x, tuple(shape), out_sharding=_batch_spec(sharding, len(shape)))
+
+
 def _spatial_axes(spec: ConvSpec) -> tuple[int, ...]:
     if spec.data_format == "channels_last":
         return tuple(range(1, spec.rank + 1))

@@ -16,7 +16,8 @@ import numpy as np
 from jax import lax
 
 from kconv.ops.lowering import dispatch  # imports this module: used at call time
-from kconv.ops.lowering.spec import Array, ConvSpec, _pad_spatial, _spatial_axes
+from kconv.ops.lowering.spec import (Array, ConvSpec, _pad_spatial, _reshape_batched,
+                                     _spatial_axes)
 from kconv.ops.lowering.rule import _TAP_LOOP_FLOATS, _cpu_float
 from kconv.ops.lowering.plain import _xla_conv_transpose
 from kconv.ops.lowering.primitives import _conv_primitive, _transposes
@@ -85,14 +86,15 @@ def _conv_transpose_lhs(ct: Array, x: Any, kernel: Array, *, spec: ConvSpec,
                         precision: Any) -> Array:
     """The input's cotangent: JAX's transpose of the plain form in the input, lax's
     strided convolution of the cotangent (XLA:CPU's fast path)."""
-    like = jax.ShapeDtypeStruct(x.aval.shape, x.aval.dtype)
-    return _strided_of_cotangent(ct, kernel, like, spec=spec, precision=precision)
+    return _strided_of_cotangent(ct, kernel, x.aval, spec=spec, precision=precision)
 
 
-def _strided_of_cotangent(ct: Array, kernel: Array, x_like: jax.ShapeDtypeStruct, *,
+def _strided_of_cotangent(ct: Array, kernel: Array, x_like: Any, *,
                           spec: ConvSpec, precision: Any) -> Array:
     """``S(ct, kernel)``: JAX's transpose, in the input, of the plain form — the strided
-    convolution whose input gradient the transposed convolution is (linear in both)."""
+    convolution whose input gradient the transposed convolution is (linear in both).
+    ``x_like`` is the input's aval (inside :func:`jax.shard_map`, with the manual axes it
+    varies over, which a cotangent must keep: :func:`~.primitives._transposes`)."""
     return jax.linear_transpose(
         lambda z: _xla_conv_transpose(z, kernel, spec=spec, precision=precision),
         x_like)(ct)[0]
@@ -114,9 +116,9 @@ def _conv_transpose_rhs(ct: Array, x: Array, kernel: Any, *, spec: ConvSpec,
     gradient is its grouped loop, while the phase convolution of a depthwise-transposed
     one is ``"depthwise_taps"``.
     """
-    like = jax.ShapeDtypeStruct(kernel.aval.shape, kernel.aval.dtype)
+    like = kernel.aval
     if spec.groups == 1:
-        x_like = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        x_like = jax.typeof(x)
         return jax.linear_transpose(
             lambda k: _strided_of_cotangent(ct, k, x_like, spec=spec, precision=precision),
             like)(x)[0]
@@ -339,7 +341,7 @@ def _depth_to_space(y: Array, spec: ConvSpec, plan: _SubpixelPlan) -> Array:
             1 + rank, 2 + 2 * rank]
     y = jnp.transpose(y, perm)
     full = [q * s for q, s in zip(quotients, strides)]
-    y = y.reshape(n, filters, *full) if cf else y.reshape(n, *full, filters)
+    y = _reshape_batched(y, (n, filters, *full) if cf else (n, *full, filters))
     if tuple(full) != plan.lengths:
         limit = list(y.shape)
         first = 2 if cf else 1

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from kconv.ops.lowering.spec import Array, ConvSpec, _channel_axis, _spatial_axes, _tap_window_plan
+from kconv.ops.lowering.spec import (Array, ConvSpec, _channel_axis, _reshape_batched,
+                                     _spatial_axes, _tap_window_plan)
 from kconv.ops.lowering.rule import _cpu_float, _eigen_runs_faster
 from kconv.ops.lowering.plain import (_lax_conv, _plain_input_gradient,
                                       _plain_kernel_gradient, _xla_conv)
@@ -159,7 +160,7 @@ def _merged_plane_conv(x: Array, kernel: Array, *, spec: ConvSpec, precision: An
                        dimension_numbers=dims, feature_group_count=1,
                        precision=lax.Precision.HIGHEST, preferred_element_type=None)
     w_out = planes.shape[2]
-    y = _lax_conv(planes.reshape(n, d, h * w_out, taps),
+    y = _lax_conv(_reshape_batched(planes, (n, d, h * w_out, taps)),
                   kernel.reshape(k_d, k_h, taps, filters), strides=(s_d, 1),
                   padding=(pad_d, (lo * w_out, hi * w_out)), lhs_dilation=(1, 1),
                   rhs_dilation=(r_d, r_h * w_out), dimension_numbers=dims,
