@@ -3,8 +3,9 @@
 Each module takes the Keras constructor arguments of its pure-tier layer, plus keyword-only
 ``in_channels`` (layers with weights need it) and ``rngs`` (accepted by every module, so
 model code can pass it uniformly). Weights are ``nnx.Param`` attributes with Keras's names
-and shapes (``m.kernel``, ``m.bias``, ``m.depthwise_kernel``, ...), and ``m(x)`` calls the
-pure tier's ``apply``; the module parses no argument and does no arithmetic itself.
+and shapes (``m.kernel``, ``m.bias``, ``m.depthwise_kernel``, ...) — a weight Keras freezes
+(the kernel under LoRA) a :class:`FrozenParam`, which training leaves — and ``m(x)`` calls
+the pure tier's ``apply``; the module parses no argument and does no arithmetic itself.
 
 Penalties, the NNX way: inside ``nnx.capture(model, kconv.nnx.Penalty)``, a call of a
 layer with any regularizer sows its penalty (weight regularizers plus the activity
@@ -40,7 +41,22 @@ from flax import nnx
 from kconv import layers as _layers
 from kconv.layers._examples import EXAMPLES
 
-__all__ = ["KconvModule", "Penalty", "regularization_loss"] + list(_layers.LAYER_NAMES)
+__all__ = ["FrozenParam", "KconvModule", "Penalty", "regularization_loss"] + list(
+    _layers.LAYER_NAMES)
+
+
+class FrozenParam(nnx.Variable):
+    """A weight Keras keeps out of training: the kernel of a layer with LoRA (Keras sets it
+    ``trainable=False``). Not an ``nnx.Param``, so ``nnx.grad`` and
+    ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` leave it as it is; ``nnx.state(model)``
+    (a checkpoint) still holds it.
+
+    Example:
+        >>> from flax import nnx
+        >>> m = Conv1D(2, 3, lora_rank=1, in_channels=1, rngs=nnx.Rngs(0))
+        >>> type(m.kernel).__name__, type(m.lora_kernel_a).__name__
+        ('FrozenParam', 'Param')
+    """
 
 
 class Penalty(nnx.Intermediate):
@@ -78,15 +94,17 @@ class KconvModule(nnx.Module):
                             f"layer with weights, got in_channels={in_channels!r}, "
                             f"rngs={rngs!r}")
         for name, w in self.layer.weights_for_channels(in_channels).items():
-            setattr(self, name, nnx.Param(w.initializer(rngs.params(), w.shape,
-                                                        self.layer.weight_dtype(w))))
+            kind = nnx.Param if w.trainable else FrozenParam
+            setattr(self, name, kind(w.initializer(rngs.params(), w.shape,
+                                                   self.layer.weight_dtype(w))))
 
     def _params(self) -> dict[str, jax.Array]:
         return {name: getattr(self, name)[...] for name in self._param_names()}
 
     def _param_names(self) -> list[str]:
         names = self.layer._names() if self.layer.has_weights else []
-        return [name for name in names if isinstance(getattr(self, name, None), nnx.Param)]
+        return [name for name in names
+                if isinstance(getattr(self, name, None), (nnx.Param, FrozenParam))]
 
     def __call__(self, x: jax.Array) -> jax.Array:
         params = self._params()

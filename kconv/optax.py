@@ -1,4 +1,5 @@
-"""``kconv.optax``: Keras's weight constraints as an optax transformation.
+"""``kconv.optax``: Keras's weight constraints (and its frozen weights) as optax
+transformations.
 
 Keras projects every constrained weight right after each optimizer step. In optax terms
 that is a last transformation in the chain that turns the updates into
@@ -28,7 +29,7 @@ import optax as _optax
 
 from kconv.layers import Layer
 
-__all__ = ["constrain", "constrain_params"]
+__all__ = ["constrain", "constrain_params", "freeze"]
 
 Path = tuple[Any, ...]
 
@@ -44,7 +45,8 @@ def _is_layer(node: Any) -> bool:
     return isinstance(node, Layer)
 
 
-def _layers_of(model: Any, example_args: tuple, example_kwargs: dict) -> dict[Path, Layer]:
+def _layers_of(model: Any, example_args: tuple, example_kwargs: dict,
+               what: str = "constrain") -> dict[Path, Layer]:
     """``{module path: pure layer}`` for a pure layer, a pytree of them, or a Flax model."""
     import flax.linen as nn
     from flax import nnx
@@ -57,8 +59,8 @@ def _layers_of(model: Any, example_args: tuple, example_kwargs: dict) -> dict[Pa
                 if isinstance(node, knnx.KconvModule)}
     if isinstance(model, nn.Module):
         if not example_args and not example_kwargs:
-            raise TypeError("kconv.optax.constrain: a linen model builds its submodules when "
-                            "called; pass example inputs: constrain(model, x)")
+            raise TypeError(f"kconv.optax.{what}: a linen model builds its submodules when "
+                            f"called; pass example inputs: {what}(model, x)")
         found: dict[Path, Layer] = {}
 
         def record(next_fun: Callable, args: Any, kwargs: Any, context: Any) -> Any:
@@ -74,7 +76,7 @@ def _layers_of(model: Any, example_args: tuple, example_kwargs: dict) -> dict[Pa
     flat, _ = jax.tree_util.tree_flatten_with_path(model, is_leaf=_is_layer)
     layers = {tuple(_key(k) for k in path): leaf for path, leaf in flat if _is_layer(leaf)}
     if len(layers) != len(flat):
-        raise TypeError(f"kconv.optax.constrain: expected a kconv layer, a pytree of kconv "
+        raise TypeError(f"kconv.optax.{what}: expected a kconv layer, a pytree of kconv "
                         f"layers, or a linen/nnx model, got {type(model).__name__}")
     return layers
 
@@ -92,7 +94,14 @@ def constrain_params(layers: dict[Path, Layer], params: Any) -> Any:
         >>> constrain_params({("a",): layer}, {"a": {"bias": jnp.array([-1.0])}})
         {'a': {'bias': Array([0.], dtype=float32)}}
     """
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    return _per_layer(layers, params, lambda layer, weights: layer.constrain(weights))
+
+
+def _per_layer(layers: dict[Path, Layer], tree: Any,
+               fn: Callable[[Layer, dict[str, Any]], dict[str, Any]]) -> Any:
+    """``tree`` with each layer's weights (the leaves at ``path + (name,)``, an NNX
+    ``Param``'s trailing ``.value`` looked through) replaced by ``fn(layer, weights)``."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     values = [leaf for _, leaf in leaves]
     groups: dict[Path, dict[str, int]] = {}
     for i, (path, _) in enumerate(leaves):
@@ -102,10 +111,51 @@ def constrain_params(layers: dict[Path, Layer], params: Any) -> Any:
         if keys[:-1] in layers:
             groups.setdefault(keys[:-1], {})[keys[-1]] = i
     for module_path, index in groups.items():
-        projected = layers[module_path].constrain({n: values[i] for n, i in index.items()})
+        mapped = fn(layers[module_path], {n: values[i] for n, i in index.items()})
         for name, i in index.items():
-            values[i] = projected[name]
+            values[i] = mapped[name]
     return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def freeze(model: Any, *example_args: Any,
+           **example_kwargs: Any) -> _optax.GradientTransformation:
+    """An optax transformation, chained after the optimizer, that keeps the weights Keras
+    freezes (the kernel of a layer with LoRA) where they are: their updates become zeros.
+
+    What ``trainable=False`` does in Keras, for a pure layer (or a pytree of them) or a
+    ``flax.linen`` model (with example inputs, as :func:`constrain` takes them), whose
+    params hold such weights beside the trained ones. (``kconv.nnx`` modules hold them as
+    :class:`kconv.nnx.FrozenParam`, which ``nnx.Optimizer(..., wrt=nnx.Param)`` leaves.)
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax, kconv
+        >>> layer = kconv.Conv1D(2, 3, lora_rank=1)
+        >>> params = layer.init(jax.random.key(0), (None, 8, 1))
+        >>> tx = optax.chain(optax.sgd(0.1), freeze(layer))
+        >>> updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+        >>> bool(jnp.all(updates["kernel"] == 0)), bool(jnp.all(updates["bias"] != 0))
+        (True, True)
+    """
+    layers = _found(model, example_args, example_kwargs, "freeze")
+
+    def keep_frozen(layer: Layer, updates: dict[str, Any]) -> dict[str, Any]:
+        trainable = layer.trainable_mask(updates)
+        return {name: u if trainable[name] else jax.numpy.zeros_like(u)
+                for name, u in updates.items()}
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+        return _per_layer(layers, updates, keep_frozen), state
+
+    return _optax.GradientTransformation(lambda params: _optax.EmptyState(), update_fn)
+
+
+def _found(model: Any, example_args: tuple, example_kwargs: dict,
+           what: str) -> dict[Path, Layer]:
+    layers = _layers_of(model, example_args, example_kwargs, what)
+    if not layers:
+        raise ValueError(f"kconv.optax.{what}: found no kconv layer in {type(model).__name__}")
+    return layers
 
 
 def constrain(model: Any, *example_args: Any,
@@ -124,9 +174,7 @@ def constrain(model: Any, *example_args: Any,
       A ``GradientTransformation`` whose ``update`` needs ``params`` and returns
       ``constrain(params + updates) - params``.
     """
-    layers = _layers_of(model, example_args, example_kwargs)
-    if not layers:
-        raise ValueError(f"kconv.optax.constrain: found no kconv layer in {type(model).__name__}")
+    layers = _found(model, example_args, example_kwargs, "constrain")
 
     def init_fn(params: Any) -> _optax.EmptyState:
         del params

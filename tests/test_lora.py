@@ -144,6 +144,94 @@ def test_training_freezes_the_kernel_as_keras():
     assert float(jnp.abs(params["lora_kernel_b"]).max()) > 0
 
 
+def _keras_lora_step(args, shape, x, seed=4):
+    """A constrained Conv2D with LoRA, its weights, and the weights after one SGD step of
+    Keras's own optimizer (which trains and projects only trainable weights)."""
+    k = _keras_lora_layer("Conv2D", args, shape, 2, None, seed=seed)
+    before = dict(zip([w.path.split("/")[-1] for w in k.weights], k.get_weights()))
+    optimizer = keras.optimizers.SGD(0.5)
+    trainable = [v.value for v in k.trainable_variables]
+    frozen = [v.value for v in k.non_trainable_variables]
+    grads = jax.grad(lambda tv: jnp.sum(jnp.sin(k.stateless_call(tv, frozen, x)[0])))(trainable)
+    optimizer.apply(grads, k.trainable_variables)
+    after = dict(zip([w.path.split("/")[-1] for w in k.weights], k.get_weights()))
+    return before, after
+
+
+# A bias constraint (Keras refuses a kernel constraint with LoRA, and so does kconv).
+_CONSTRAINED = dict(filters=4, kernel_size=3, bias_constraint="non_neg")
+
+
+def _kconv_constrained():
+    return kconv.Conv2D(**_CONSTRAINED, lora_rank=2)
+
+
+def test_freeze_and_constrain_follow_kerass_optimizer_step():
+    """One step of Keras's optimizer on a layer with LoRA and a bias constraint: the
+    frozen kernel is not updated, the LoRA weights are, the bias is and is projected.
+    ``kconv.optax.freeze`` + ``constrain`` give the same weights."""
+    shape = (2, 8, 8, 3)
+    x = jnp.asarray(np.random.default_rng(5).normal(size=shape).astype("float32"))
+    before, after = _keras_lora_step(_CONSTRAINED, shape, x)
+    np.testing.assert_array_equal(after["kernel"], before["kernel"])
+    layer = _kconv_constrained()
+    params = {n: jnp.asarray(v) for n, v in before.items()}
+    tx = optax.chain(optax.sgd(0.5), kconv.optax.freeze(layer), kconv.optax.constrain(layer))
+    grads = jax.grad(lambda p: jnp.sum(jnp.sin(layer(p, x))))(params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    stepped = optax.apply_updates(params, updates)
+    for name in after:
+        np.testing.assert_allclose(stepped[name], after[name], **TOL, err_msg=name)
+    assert not np.allclose(after["lora_kernel_b"], before["lora_kernel_b"])
+    assert (before["bias"] < 0).any() and (after["bias"] >= 0).all()  # projected
+
+
+def test_flax_tiers_freeze_the_kernel_as_keras():
+    """The same step in both Flax tiers: NNX holds the frozen kernel as a ``FrozenParam``,
+    which ``nnx.Optimizer(wrt=nnx.Param)`` leaves; a linen model's params hold it, which
+    ``kconv.optax.freeze(model, x)`` keeps."""
+    import flax.linen as nn
+    from flax import nnx
+
+    from kconv import linen as kl
+    from kconv import nnx as kn
+
+    shape = (2, 8, 8, 3)
+    x = jnp.asarray(np.random.default_rng(5).normal(size=shape).astype("float32"))
+    before, after = _keras_lora_step(_CONSTRAINED, shape, x)
+    args = _kconv_constrained().get_config()
+    args.pop("name", None)
+
+    module = kn.Conv2D(**{k: v for k, v in args.items() if k != "lora_alpha"},
+                       in_channels=3, rngs=nnx.Rngs(0))
+    assert isinstance(module.kernel, kn.FrozenParam)
+    for name, value in before.items():
+        getattr(module, name)[...] = jnp.asarray(value)
+    optimizer = nnx.Optimizer(module, optax.chain(optax.sgd(0.5), kconv.optax.constrain(module)),
+                              wrt=nnx.Param)
+    grads = nnx.grad(lambda m: jnp.sum(jnp.sin(m(x))))(module)
+    assert "kernel" not in grads
+    optimizer.update(module, grads)
+    for name in after:
+        np.testing.assert_allclose(getattr(module, name)[...], after[name], **TOL,
+                                   err_msg=name)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, v):
+            return kl.Conv2D(**{k: v_ for k, v_ in args.items() if k != "lora_alpha"})(v)
+
+    variables = {"params": {"Conv2D_0": {n: jnp.asarray(v) for n, v in before.items()}}}
+    tx = optax.chain(optax.sgd(0.5), kconv.optax.freeze(Net(), x),
+                     kconv.optax.constrain(Net(), x))
+    params = variables["params"]
+    grads = jax.grad(lambda p: jnp.sum(jnp.sin(Net().apply({"params": p}, x))))(params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    stepped = optax.apply_updates(params, updates)["Conv2D_0"]
+    for name in after:
+        np.testing.assert_allclose(stepped[name], after[name], **TOL, err_msg=name)
+
+
 def _lora_model(seed=0):
     keras.utils.set_random_seed(seed)
     inp = keras.Input((10, 10, 3))
