@@ -232,6 +232,21 @@ def test_flax_tiers_freeze_the_kernel_as_keras():
         np.testing.assert_allclose(stepped[name], after[name], **TOL, err_msg=name)
 
 
+@pytest.mark.parametrize("name", ["freeze", "constrain"])
+def test_optax_transformations_name_themselves_in_errors(name):
+    import flax.linen as nn
+
+    make = getattr(kconv.optax, name)
+    with pytest.raises(TypeError, match=rf"kconv.optax.{name}: a linen model builds its "
+                                        rf"submodules when called; pass example inputs"):
+        make(nn.Dense(3))
+    with pytest.raises(ValueError, match=rf"kconv.optax.{name}: found no kconv layer in "
+                                         r"list"):
+        make([])
+    with pytest.raises(TypeError, match=rf"kconv.optax.{name}: expected a kconv layer"):
+        make({"a": kconv.Conv1D(1, 1), "b": 3})
+
+
 def _lora_model(seed=0):
     keras.utils.set_random_seed(seed)
     inp = keras.Input((10, 10, 3))
