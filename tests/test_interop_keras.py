@@ -262,6 +262,35 @@ def test_time_distributed_layers(tmp_path):
             **named, "td_conv/second": named["c3"]}, containers=containers)
 
 
+def _model_time_distributed_block():
+    block = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(3, 3, padding="same", name="c"),
+                              L.DepthwiseConv2D(3, name="dw")], name="block")
+    inp = keras.Input((3, 8, 8, 2))
+    return keras.Model(inp, L.TimeDistributed(block, name="td")(inp))
+
+
+def test_time_distributed_model(tmp_path):
+    """TimeDistributed around a nested model: its layers named along the whole path
+    (``"td/block/c"``), read from both file kinds and written back."""
+    keras.utils.set_random_seed(9)
+    model = _model_time_distributed_block()
+    _randomize(model, 9)
+    x = np.random.default_rng(9).normal(size=(2, 3, 8, 8, 2)).astype("float32")
+    order = ["td/block/c", "td/block/dw"]
+    for path in (tmp_path / "m.keras", tmp_path / "m.h5"):
+        model.save(path)
+        named = interop.load_keras_layers(path)
+        assert list(named) == order, path
+        np.testing.assert_allclose(_run_chain(named, order, x), np.asarray(model(x)), **TOL)
+    out = tmp_path / "back.weights.h5"
+    interop.save_keras_weights(out, named, containers={"td": "TimeDistributed",
+                                                       "td/block": "Sequential"})
+    keras.utils.set_random_seed(10)
+    fresh = _model_time_distributed_block()
+    fresh.load_weights(out)
+    np.testing.assert_array_equal(np.asarray(fresh(x)), np.asarray(model(x)))
+
+
 def test_kconv_params_saved_for_keras(tmp_path):
     # Params made in kconv (not read from Keras) load into the equivalent Keras model.
     layers = [kconv.Conv2D(4, 3, padding="same", activation="relu"),

@@ -174,7 +174,10 @@ def _flatten_model_config(config: Any, prefix: str = "") -> dict[str, Mapping[st
                 out.update(_flatten_model_config(layer, f"{prefix}{name}/"))
             elif layer.get("class_name") in _WRAPPERS and isinstance(
                     inner_cfg.get("layer"), Mapping):
-                out.update(_flatten_model_config(inner_cfg["layer"], f"{prefix}{name}/"))
+                # A container of one layer (which may be a model, named along the path).
+                out.update(_flatten_model_config(
+                    {"class_name": layer["class_name"], "config": {"layers": [
+                        inner_cfg["layer"]]}}, f"{prefix}{name}/"))
             else:
                 out[f"{prefix}{name}"] = layer
     return out
