@@ -18,6 +18,7 @@ from jax.extend.core import Primitive
 from jax.extend.mlir.dialects import stablehlo
 from jax.interpreters import ad, batching, mlir
 
+from kconv import _args
 from kconv.ops.lowering.spec import (
     Array,
     ConvSpec,
@@ -99,7 +100,7 @@ def _lower(ctx: mlir.LoweringRuleContext, build: Callable[..., Any], a: Any, wei
     polymorphism: a batch exported as ``"b"``), traced with :class:`_Traced`'s lax ops
     (StableHLO's static ops need every dim known; lax's carry symbolic ones)."""
     avals = (*ctx.avals_in, *ctx.avals_out)
-    if not any(jax.export.is_symbolic_dim(d) for aval in avals for d in aval.shape):
+    if not any(_args.is_symbolic(aval.shape) for aval in avals):
         return [build(_Emitter(avals[0].dtype), a, weights, avals, **params)]
     traced = lambda a, weights: build(_Traced(avals[0].dtype), a, weights, avals,  # noqa: E731
                                       **params)

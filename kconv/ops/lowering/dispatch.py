@@ -87,7 +87,7 @@ def _dispatch(op: str, spec: Any, lowering: Callable[[str, bool], Callable[..., 
 def _varying_axes(x: Array) -> frozenset:
     """The manual mesh axes ``x`` varies over inside :func:`jax.shard_map` (none outside)."""
     aval = jax.typeof(x)
-    mat = getattr(aval, "mat", None)  # jax >= 0.9; before, the aval's vma
+    mat = getattr(aval, "mat", None)  # newer jax; older ones give the aval a vma
     return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
 
 
@@ -103,7 +103,7 @@ def _varying_alike(args: tuple[Array, ...]) -> tuple[Array, ...]:
         return args
     cast = getattr(lax, "pcast", None)
     vary = (lambda x, names: cast(x, names, to="varying")) if cast is not None \
-        else lax.pvary  # jax < 0.8
+        else lax.pvary  # older jax
     return tuple(a if axes_ == union else vary(a, tuple(sorted(union - axes_)))
                  for a, axes_ in zip(args, axes))
 

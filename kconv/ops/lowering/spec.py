@@ -137,9 +137,10 @@ def _output_aval(like: Any, shape: Sequence[Any], dtype: Any) -> Any:
 
 def _batch_spec(sharding: Any, ndim: int) -> jax.sharding.PartitionSpec:
     """An ``ndim``-d array's spec sharded as ``sharding`` (an aval's) along the batch
-    (first) axis only: what a convolution's output is under explicit sharding (``jax.set_mesh`` of a
-    mesh of ``Explicit`` axes, ``jax.make_mesh``'s default), and a reshape that splits the
-    batch back out of a folded axis must say (it cannot be inferred there)."""
+    (first) axis only: what a convolution's output is under explicit sharding
+    (``jax.set_mesh`` of a mesh of ``Explicit`` axes, ``jax.make_mesh``'s default), and
+    what a reshape that splits the batch back out of a folded axis must say (it cannot be
+    inferred there)."""
     batch = tuple(sharding.spec)[:1] or (None,)
     return jax.sharding.PartitionSpec(*batch, *[None] * (ndim - 1))
 
