@@ -34,7 +34,8 @@ Array = jax.Array
 
 def _conv_general_dilated(
     x: Array, kernel: Array, *, strides: Sequence[int],
-    padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int], rhs_dilation: Sequence[int],
+    padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int],
+    rhs_dilation: Sequence[int],
     dimension_numbers: lax.ConvDimensionNumbers, feature_group_count: int,
     precision: Any, preferred_element_type: Any,
 ) -> Array:

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from kconv import _args
+
 #: The array type of every lowering module's signatures.
 Array = jax.Array
 
@@ -122,7 +124,7 @@ class UpsampleSpec:
 def _dim(d: Any) -> Any:
     """A dimension as an ``int``, or as it is where it is symbolic (``jax.export``'s
     shape polymorphism: a batch exported as ``"b"``)."""
-    return d if jax.export.is_symbolic_dim(d) else int(d)
+    return d if _args.is_symbolic((d,)) else int(d)
 
 
 def _output_aval(like: Any, shape: Sequence[Any], dtype: Any) -> Any:
