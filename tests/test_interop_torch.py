@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import kconv
-from kconv.interop.torch import params_from_torch
+from kconv.interop.torch import layer_from_torch, params_from_torch
 from tests import reference as ref
 
 torch = pytest.importorskip("torch")
@@ -27,7 +27,9 @@ F = torch.nn.functional
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 # torch warns that padding="same" with an even kernel copies the input; it is what we test.
-pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+# torch.nn.utils.weight_norm is deprecated, and its state dicts are what old checkpoints hold.
+pytestmark = [pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning"),
+              pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")]
 TORCH_CONV = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
 TORCH_CONV_T = {1: torch.nn.ConvTranspose1d, 2: torch.nn.ConvTranspose2d,
                 3: torch.nn.ConvTranspose3d}
@@ -467,6 +469,172 @@ def test_param_dtype_and_bfloat16_tensors():
     assert f16["kernel"].dtype == jnp.float32
 
 
+# --- reparametrized weights: weight norm and spectral norm ----------------------------------
+
+def _weight_normed(module, api, dim, seed):
+    """``module`` under torch's weight norm (the ``old`` or ``parametrizations`` API), with
+    magnitudes ``g`` that are not ``||v||`` (at creation they are: the weight is ``v``)."""
+    from torch.nn.utils import parametrizations, weight_norm
+    module = (weight_norm if api == "old" else parametrizations.weight_norm)(module, dim=dim)
+    g = (module.weight_g if api == "old" else module.parametrizations.weight.original0)
+    with torch.no_grad():
+        g.copy_(torch.from_numpy(np.random.default_rng(seed).uniform(
+            0.5, 2.0, tuple(g.shape)).astype(np.float32)))
+    return module
+
+
+def _spectral_normed(module, api, x):
+    """``module`` under torch's spectral norm, its power-iteration vectors moved on by a few
+    training-mode calls (as after training); then in eval mode."""
+    from torch.nn.utils import parametrizations, spectral_norm
+    module = (spectral_norm if api == "old" else parametrizations.spectral_norm)(module)
+    module.train()
+    with torch.no_grad():
+        for _ in range(3):
+            module(torch.from_numpy(x))
+    return module.eval()
+
+
+REPARAMETRIZED_CASES = [
+    # (torch module, kconv layer, input shape (torch layout))
+    (lambda: torch.nn.Conv1d(4, 6, 3), kconv.Conv1D(6, 3), (2, 4, 9)),
+    (lambda: torch.nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False),
+     kconv.Conv2D(5, 3, strides=2, padding=1, use_bias=False), (2, 3, 8, 7)),
+    (lambda: torch.nn.ConvTranspose1d(4, 6, 3, stride=2), kconv.Conv1DTranspose(6, 3, 2),
+     (2, 4, 5)),
+    (lambda: torch.nn.ConvTranspose2d(4, 4, 3, padding=1),       # in == out: spectral
+     kconv.Conv2DTranspose(4, 3, padding="same"), (2, 4, 6, 5)),  # norm's dim by default
+    (lambda: torch.nn.Conv2d(3, 6, 3, groups=3, padding=1),
+     kconv.DepthwiseConv2D(3, padding="same", depth_multiplier=2), (2, 3, 6, 6)),
+]
+
+
+@pytest.mark.parametrize("api", ["old", "parametrizations"])
+@pytest.mark.parametrize("case", range(len(REPARAMETRIZED_CASES)))
+def test_weight_norm_matches_torch(case, api):
+    make, layer, shape = REPARAMETRIZED_CASES[case]
+    x = _input(shape)
+    for seed, dim in enumerate([0, None, 1, -2]):  # torch's default, the whole tensor, ...
+        torch.manual_seed(seed)
+        module = _weight_normed(make(), api, dim, seed).eval()
+        assert not any(key.endswith("weight") for key in module.state_dict())
+        params = params_from_torch(layer, module.state_dict())
+        np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(module, x), **TOL)
+
+
+@pytest.mark.parametrize("api", ["old", "parametrizations"])
+@pytest.mark.parametrize("case", range(len(REPARAMETRIZED_CASES)))
+def test_spectral_norm_matches_torch(case, api):
+    make, layer, shape = REPARAMETRIZED_CASES[case]
+    x = _input(shape)
+    torch.manual_seed(case)
+    module = _spectral_normed(make(), api, x)
+    plain = make()  # the stored weight, not divided by sigma: a different function
+    params = params_from_torch(layer, module.state_dict())
+    np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(module, x), **TOL)
+    with torch.no_grad():
+        plain.weight.copy_(module.state_dict()[
+            "weight_orig" if api == "old" else "parametrizations.weight.original"])
+    assert not np.allclose(_torch_out(plain, x), _torch_out(module, x), **TOL)
+
+
+def test_reparametrized_layers_of_a_model():
+    """A HiFi-GAN-style stack: a whole model's state dict, one layer by its prefix."""
+    from torch.nn.utils import parametrizations
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(parametrizations.weight_norm(torch.nn.Conv1d(4, 8, 7,
+                                                                             padding=3)),
+                                torch.nn.LeakyReLU(0.1),
+                                parametrizations.weight_norm(torch.nn.ConvTranspose1d(
+                                    8, 4, 4, stride=2, padding=1))).eval()
+    with pytest.raises(ValueError, match=r"pass prefix=, one of \['0.', '2.'\]"):
+        params_from_torch(kconv.Conv1D(8, 7), model.state_dict())
+    first, second = kconv.Conv1D(8, 7, padding=3), kconv.Conv1DTranspose(4, 4, 2, padding=1)
+    p1 = params_from_torch(first, model.state_dict(), prefix="0")
+    p2 = params_from_torch(second, model.state_dict(), prefix="2")
+    x = _input((2, 4, 16))
+    h = _kconv_out(first, p1, x)
+    y = _kconv_out(second, p2, np.where(h > 0, h, 0.1 * h))
+    np.testing.assert_allclose(y, _torch_out(model, x), **TOL)
+
+
+# --- layer_from_torch: the layer of a live module --------------------------------------
+
+def _module_cases(n=36):
+    """Random torch convolution modules over every argument (valid combinations only)."""
+    rng = np.random.default_rng(11)
+    cases = []
+    while len(cases) < n:
+        i = len(cases)
+        rank, transposed = 1 + i % 3, bool(i // 3 % 2)
+        groups = int(rng.choice([1, 2, 4 if not transposed else 2]))
+        cin = groups * int(rng.integers(1, 3))
+        cout = groups * int(rng.integers(1, 3))
+        k = tuple(int(v) for v in rng.integers(1, 4, rank))
+        s = tuple(int(v) for v in rng.integers(1, 3, rank))
+        d = tuple(int(v) for v in rng.integers(1, 3, rank))
+        kwargs = dict(stride=s, dilation=d, groups=groups, bias=bool(rng.integers(2)))
+        if transposed:
+            kwargs["padding"] = tuple(int(rng.integers(0, 2)) for _ in range(rank))
+            kwargs["output_padding"] = tuple(int(rng.integers(0, max(a, b)))
+                                             for a, b in zip(s, d))
+            module = (TORCH_CONV_T[rank], cin, cout, k)
+        else:
+            mode = str(rng.choice(["zeros", "reflect", "replicate", "circular"]))
+            padding = [tuple(int(v) for v in rng.integers(0, 3, rank)), "valid", 1]
+            if all(v == 1 for v in s):
+                padding.append("same")
+            kwargs.update(padding=padding[int(rng.integers(len(padding)))], padding_mode=mode)
+            module = (TORCH_CONV[rank], cin, cout, k)
+        cases.append((module, kwargs))
+    return cases
+
+
+MODULE_CASES = _module_cases()
+
+
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("case", MODULE_CASES,
+                         ids=[f"{c[0][0].__name__}-{i}" for i, c in enumerate(MODULE_CASES)])
+def test_layer_from_torch_computes_the_module(case, fmt):
+    (cls, cin, cout, k), kwargs = case
+    module = _seeded(cls, cin, cout, k, **kwargs)
+    layer = layer_from_torch(module, data_format=fmt)
+    params = params_from_torch(layer, module.state_dict())
+    x = _input((2, cin) + (7, 6, 5)[:len(k)])
+    np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(module, x), **TOL)
+
+
+def test_layer_from_torch_reads_keras_strings_and_reparametrized_modules():
+    from torch.nn.utils import parametrizations, weight_norm
+    assert layer_from_torch(torch.nn.Conv2d(3, 8, 3)).padding == "valid"
+    assert layer_from_torch(torch.nn.Conv1d(3, 8, 4, padding="same")).padding == "same"
+    for module in (weight_norm(torch.nn.Conv1d(3, 8, 3)),
+                   parametrizations.spectral_norm(torch.nn.ConvTranspose1d(3, 8, 3, 2)).eval()):
+        layer = layer_from_torch(module, data_format="channels_first")
+        x = _input((2, 3, 7))
+        np.testing.assert_allclose(
+            _kconv_out(layer, params_from_torch(layer, module.state_dict()), x),
+            _torch_out(module, x), **TOL)
+
+
+def test_layer_from_torch_refuses_what_it_cannot_read():
+    class Causal(torch.nn.Conv1d):  # a forward of its own: not nn.Conv1d's function
+        pass
+    with pytest.raises(TypeError, match=r"got Causal; a subclass of nn.Conv1d may compute "
+                                        r"something else.*params_from_torch"):
+        layer_from_torch(Causal(3, 8, 3))
+    with pytest.raises(TypeError, match=r"expected an nn.Conv1d/2d/3d or "
+                                        r"nn.ConvTranspose1d/2d/3d instance, got Linear$"):
+        layer_from_torch(torch.nn.Linear(3, 8))
+    lazy = torch.nn.LazyConv2d(8, 3)
+    with pytest.raises(TypeError, match=r"LazyConv2d has no weights yet \(in_channels=0\): "
+                                        r"call the module once, then it is an nn.Conv2d"):
+        layer_from_torch(lazy)
+    lazy(torch.ones(1, 3, 5, 5))
+    assert layer_from_torch(lazy).kernel_size == (3, 3)
+
+
 def test_module_does_not_import_torch():
     code = ("import sys, kconv.interop.torch, numpy as np, kconv; "
             "kconv.interop.torch.params_from_torch(kconv.Conv1D(2, 3, use_bias=False), "
@@ -490,9 +658,29 @@ B8 = np.zeros(8, np.float32)
     (kconv.Conv2D(8, 3), _model().state_dict(), {},
      ValueError, r"unknown state_dict keys \['0.bias', '0.weight', '2.weight'\].*"
                  r"prefix=.*\['0.', '2.'\]"),
+    (kconv.Conv2D(8, 3), {"c.weight": W2, "c.bias": B8, "c.running_mean": B8},
+     {"prefix": "c."},
+     ValueError, r"unknown state_dict keys \['c.running_mean'\] \(a torch conv has only "
+                 r"'weight' \(or its weight-norm or spectral-norm factors\) and 'bias' under "
+                 r"prefix 'c.'\)$"),
+    # reparametrized weights: a form's keys mixed or incomplete, factors that do not fit
     (kconv.Conv2D(8, 3), {"c.weight": W2, "c.bias": B8, "c.weight_g": B8}, {"prefix": "c."},
-     ValueError, r"unknown state_dict keys \['c.weight_g'\] \(a torch conv has only 'weight' "
-                 r"and 'bias' under prefix 'c.'\)$"),
+     ValueError, r"the weight keys \['c.weight', 'c.weight_g'\] are none of the forms a "
+                 r"torch module keeps its weight in \(the weight: 'weight'; "
+                 r"nn.utils.weight_norm: 'weight_g' \+ 'weight_v'; .*spectral_norm"),
+    (kconv.Conv2D(8, 3), {"weight_v": W2, "bias": B8}, {},
+     ValueError, r"the weight keys \['weight_v'\] are none of the forms"),
+    (kconv.Conv2D(8, 3), {"weight_v": W2, "weight_g": np.ones((8, 3, 1, 1)), "bias": B8}, {},
+     ValueError, r"weight norm's 'weight_g' has shape \(8, 3, 1, 1\), which is not a "
+                 r"magnitude per slice of 'weight_v' \(shape \(8, 3, 3, 3\)\): expected \(\) "
+                 r"or 8 in one axis"),
+    (kconv.Conv2D(8, 3), {"weight_orig": W2, "weight_u": np.ones(3), "weight_v": np.ones(24),
+                          "bias": B8}, {},
+     ValueError, r"spectral norm's 'weight_u' \(shape \(3,\)\) and 'weight_v' \(shape "
+                 r"\(24,\)\) do not fit 'weight_orig' \(shape \(8, 3, 3, 3\)\) along one axis: "
+                 r"expected \(8,\) and \(27,\) for torch's default dim=0"),
+    (kconv.Conv2D(8, 3), {"parametrizations.weight.original1": W2, "bias": B8}, {},
+     ValueError, r"the weight keys \['parametrizations.weight.original1'\] are none"),
     (kconv.Conv2D(4, 3, use_bias=False), _model().state_dict(), {"prefix": "2"},
      ValueError, r"Conv2D\(filters=4, kernel_size=\(3, 3\)\): '2.weight' has shape "
                  r"\(4, 8, 1, 1\), kernel size \(1, 1\), but the layer has kernel_size \(3, 3\)"),

@@ -16,18 +16,35 @@ import jax.numpy as jnp
 import numpy as np
 
 from kconv.layers.base import Layer
-from kconv.layers.conv import Conv
-from kconv.layers.conv_transpose import ConvTranspose
+from kconv.layers.conv import Conv, Conv1D, Conv2D, Conv3D
+from kconv.layers.conv_transpose import (
+    Conv1DTranspose,
+    Conv2DTranspose,
+    Conv3DTranspose,
+    ConvTranspose,
+)
 from kconv.layers.depthwise import DepthwiseConv
 from kconv.layers.separable import SeparableConv
 
-__all__ = ["params_from_torch"]
+__all__ = ["layer_from_torch", "params_from_torch"]
 
 _WHERE = "params_from_torch"
 _SUPPORTED = ("Conv1D/2D/3D (from nn.Conv1d/2d/3d), Conv1D/2D/3DTranspose (from "
               "nn.ConvTranspose1d/2d/3d) and DepthwiseConv1D/2D (from nn.Conv1d/2d with "
               "groups == in_channels)")
-_KEYS = ("weight", "bias")
+# Where a torch module keeps its weight in a state dict: as is, or as the factors of a
+# reparametrization that the module multiplies out in its forward pass (the first key of
+# each form has the weight's shape).
+_WEIGHT_FORMS = {
+    ("weight",): "the weight",
+    ("weight_g", "weight_v"): "nn.utils.weight_norm",
+    ("parametrizations.weight.original0", "parametrizations.weight.original1"):
+        "nn.utils.parametrizations.weight_norm",
+    ("weight_orig", "weight_u", "weight_v"): "nn.utils.spectral_norm",
+    ("parametrizations.weight.original", "parametrizations.weight.0._u",
+     "parametrizations.weight.0._v"): "nn.utils.parametrizations.spectral_norm",
+}
+_KEYS = {"bias", *(key for form in _WEIGHT_FORMS for key in form)}
 
 
 def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: str = "",
@@ -52,6 +69,17 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
       channel ``c * dm + m`` is kconv's: input channel ``c`` with ``kernel[..., c, m]``.
     - ``bias`` ``(out,)`` is kept as is (kconv's ``bias``); kernels do not depend on
       ``data_format``.
+    - Reparametrized weights load as the weight the module computes from them in eval
+      mode: weight norm (``nn.utils.weight_norm``'s ``weight_g`` / ``weight_v``, or
+      ``nn.utils.parametrizations.weight_norm``'s ``parametrizations.weight.original0`` /
+      ``original1``; the audio models' HiFi-GAN, EnCodec, DAC) as ``g * v / ||v||``, the
+      norm over every axis but the one ``g`` keeps (any ``dim``, ``None`` too), and
+      spectral norm (``weight_orig`` / ``weight_u`` / ``weight_v``, or
+      ``parametrizations.weight.original`` / ``parametrizations.weight.0._u`` / ``._v``)
+      as ``weight / (u . W v)`` with the stored vectors (``W`` the weight along ``dim``,
+      the axis as long as ``u``; where two axes are, torch's default: 1 for a transposed
+      convolution, else 0). A module in training mode runs one more power iteration
+      first: call ``module.eval()`` to compare.
 
     For ``kconv.linen`` / ``kconv.nnx`` models, convert with the pure layer of the same
     arguments: the Flax wrappers use the same names and shapes.
@@ -63,13 +91,14 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
     - Forward ``valid`` is torch ``padding=0``.
     - Forward ``same`` pads ``P = max((ceil(n / s) - 1) * s + k_eff - n, 0)`` in total,
       ``P // 2`` in front and the rest (the odd one) at the END (TF/XLA); torch's integer
-      ``padding=p`` pads ``p`` on both sides. At stride 1, ``P = k_eff - 1``: for odd ``k_eff`` this is
-      torch ``padding=d * (k - 1) // 2``; for any ``k_eff`` it is torch ``padding="same"``
-      (which also puts the extra pad at the end). Strided, ``P`` depends on the input
-      length ``n``, and ``same`` equals torch ``padding=P // 2`` only when ``P`` is even
-      (``k=3, s=2``: odd ``n``); otherwise Keras pads ``(P // 2, P // 2 + 1)`` and no torch
-      integer padding computes the same windows (torch rejects ``padding="same"`` with
-      strides). To run a torch conv's exact padding, build the kconv layer with
+      ``padding=p`` pads ``p`` on both sides. At stride 1, ``P = k_eff - 1``: for odd
+      ``k_eff`` this is torch ``padding=d * (k - 1) // 2``; for any ``k_eff`` it is torch
+      ``padding="same"`` (which also puts the extra pad at the end). Strided, ``P``
+      depends on the input length ``n``, and ``same`` equals torch ``padding=P // 2`` only
+      when ``P`` is even (``k=3, s=2``: odd ``n``); otherwise Keras pads
+      ``(P // 2, P // 2 + 1)`` and no torch integer padding computes the same windows
+      (torch rejects ``padding="same"`` with strides). To run a torch conv's exact
+      padding, build the kconv layer with
       ``padding=p`` (an int, or N ints: symmetric per axis, beyond Keras).
     - ``causal`` (1-D) pads ``d * (k - 1)`` on the left, then ``valid``; in torch pad by
       hand (``F.pad(x, (d * (k - 1), 0))``) with ``padding=0``.
@@ -100,8 +129,9 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
       layer: a pure-tier kconv layer: ``Conv1D/2D/3D``, ``Conv1D/2D/3DTranspose`` or
         ``DepthwiseConv1D/2D``. Its ``kernel_size``, ``filters`` (or
         ``depth_multiplier``), ``groups`` and ``use_bias`` are checked against the weights.
-      state_dict: ``module.state_dict()``: ``weight`` and, when the module has a bias,
-        ``bias``, as torch tensors or NumPy arrays.
+      state_dict: ``module.state_dict()``: ``weight`` (or its weight-norm or
+        spectral-norm factors) and, when the module has a bias, ``bias``, as torch tensors
+        or NumPy arrays.
       prefix: keyword-only; the keys' common prefix, e.g. ``"conv."`` or ``"features.0."``
         (a missing final ``"."`` is added). Keys outside it are ignored, so a whole model's
         state dict can be passed; keys under it other than ``weight``/``bias`` raise.
@@ -118,7 +148,8 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
     Raises:
       TypeError: ``layer`` is not a supported kconv layer, ``state_dict`` is not a
         mapping, or a value is not numeric.
-      ValueError: a missing ``weight``, unknown keys, a ``bias`` the layer does not have
+      ValueError: a missing ``weight`` (or a factor of it), unknown keys, factors whose
+        shapes do not fit each other, a ``bias`` the layer does not have
         (or lacks), or shapes that do not fit the layer (rank, kernel size, filters,
         channels, groups); the message names the key and both shapes.
 
@@ -140,11 +171,17 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
         >>> dw = kconv.DepthwiseConv1D(3, depth_multiplier=2, use_bias=False)
         >>> params_from_torch(dw, {"weight": np.ones((8, 1, 3))}, groups=4)["kernel"].shape
         (3, 4, 2)
+        >>> # = nn.utils.weight_norm(nn.Conv1d(1, 2, 2, bias=False)): g * v / ||v||
+        >>> norm = {"weight_g": np.array([[[1.0]], [[2.0]]]),
+        ...         "weight_v": np.array([[[3.0, 4.0]], [[1.0, 0.0]]])}
+        >>> params_from_torch(kconv.Conv1D(2, 2, use_bias=False), norm)["kernel"][:, 0, :]
+        Array([[0.6, 2. ],
+               [0.8, 0. ]], dtype=float32)
     """
     family = _family(layer)
     state = _select(layer, state_dict, prefix)
-    wkey, bkey = (_norm_prefix(prefix) + key for key in _KEYS)  # as the user sees them
-    weight = _read(layer, state["weight"], wkey)
+    wkey, weight = _weight(layer, family, state, _norm_prefix(prefix))
+    bkey = _norm_prefix(prefix) + "bias"  # keys as the user sees them
     if weight.ndim != layer.rank + 2:
         raise ValueError(
             f"{_WHERE}: {_describe(layer)}: {wkey!r} has shape {weight.shape} "
@@ -317,14 +354,16 @@ def _select(layer: Layer, state_dict: Any, prefix: Any) -> dict[str, Any]:
     if unknown:
         shown = [prefix + key for key in unknown[:8]]
         more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
-        candidates = sorted({key[: -len("weight")] for key in state_dict
-                             if isinstance(key, str) and key.endswith(".weight")} - {prefix})
+        candidates = sorted({key[: -len(form[0])] for key in state_dict for form in _WEIGHT_FORMS
+                             if isinstance(key, str) and key.endswith("." + form[0])}
+                            - {prefix})
         hint = (f"; for one layer of a larger model pass prefix=, one of {candidates[:8]}"
                 if candidates else "")
         raise ValueError(f"{_WHERE}: {_describe(layer)}: unknown state_dict keys {shown}{more}"
-                         f" (a torch conv has only 'weight' and 'bias'"
+                         f" (a torch conv has only 'weight' (or its weight-norm or "
+                         f"spectral-norm factors) and 'bias'"
                          f"{f' under prefix {prefix!r}' if prefix else ''}){hint}")
-    if "weight" not in state:
+    if not set(state) - {"bias"}:
         keys = sorted(map(str, state_dict))
         raise ValueError(f"{_WHERE}: {_describe(layer)}: missing key {prefix + 'weight'!r}; "
                          f"the state_dict has keys {keys[:8]}"
@@ -338,6 +377,74 @@ def _select(layer: Layer, state_dict: Any, prefix: Any) -> dict[str, Any]:
                          f"{prefix + 'bias'!r} but the layer has use_bias=False (build it "
                          f"with use_bias=True)")
     return state
+
+
+def _weight(layer: Layer, family: type, state: Mapping[str, Any],
+            prefix: str) -> tuple[str, np.ndarray]:
+    """The torch weight (its key as the user sees it, and its value): stored as is, or
+    multiplied out of its weight-norm or spectral-norm factors as the module does in eval
+    mode (torch's own formulas, in float64)."""
+    present = tuple(sorted(set(state) - {"bias"}))
+    form = next((form for form in _WEIGHT_FORMS if sorted(form) == list(present)), None)
+    if form is None:
+        forms = "; ".join(f"{name}: {' + '.join(map(repr, form))}"
+                          for form, name in _WEIGHT_FORMS.items())
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: the weight keys "
+            f"{[prefix + key for key in present]} are none of the forms a torch module "
+            f"keeps its weight in ({forms})")
+    key = prefix + form[0]
+    values = [_read(layer, state[name], prefix + name) for name in form]
+    if len(form) == 1:
+        return key, values[0]
+    if len(form) == 2:  # weight norm: g * v / ||v||, the norm over every axis but g's own
+        return prefix + form[1], _weight_norm(layer, *values, *(prefix + k for k in form))
+    return key, _spectral_norm(layer, family, *values, *(prefix + k for k in form))
+
+
+def _weight_norm(layer: Layer, g: np.ndarray, v: np.ndarray, gkey: str,
+                 vkey: str) -> np.ndarray:
+    """``torch._weight_norm(v, g, dim)``: ``dim`` is the one axis ``g`` keeps (``g`` of
+    shape ``()`` for ``dim=None``: the whole tensor's norm). Where ``g``'s only kept axis
+    has length 1, its norm over the other axes is that over all: the same either way."""
+    if g.ndim and (g.ndim != v.ndim
+                   or any(a not in (1, b) for a, b in zip(g.shape, v.shape))
+                   or sum(a != 1 for a in g.shape) > 1):
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: weight norm's {gkey!r} has shape {g.shape}, "
+            f"which is not a magnitude per slice of {vkey!r} (shape {v.shape}): expected () "
+            f"or {v.shape[0]} in one axis and 1 in the others, e.g. "
+            f"{(v.shape[0],) + (1,) * (v.ndim - 1)}")
+    v = v.astype(np.float64)
+    axes = tuple(i for i in range(v.ndim) if not g.ndim or g.shape[i] != v.shape[i]
+                 or v.shape[i] == 1)
+    norm = np.sqrt(np.sum(v * v, axis=axes, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero v: NaN, as torch's
+        return v * (g.astype(np.float64) / norm)
+
+
+def _spectral_norm(layer: Layer, family: type, w: np.ndarray, u: np.ndarray, v: np.ndarray,
+                   wkey: str, ukey: str, vkey: str) -> np.ndarray:
+    """``w / sigma`` with ``sigma = u . (W v)`` from the stored power-iteration vectors,
+    ``W`` the weight with axis ``dim`` moved first and the rest flattened (eval mode: a
+    module in training mode runs one more power iteration first). ``dim`` is the axis as
+    long as ``u``; where two are, torch's default: 1 for a transposed convolution, else 0."""
+    dims = [d for d in range(w.ndim)
+            if u.shape == (w.shape[d],) and v.shape == (w.size // max(w.shape[d], 1),)]
+    default = 1 if family is ConvTranspose else 0
+    if not dims or (len(dims) > 1 and default not in dims):
+        raise ValueError(
+            f"{_WHERE}: {_describe(layer)}: spectral norm's {ukey!r} (shape {u.shape}) and "
+            f"{vkey!r} (shape {v.shape}) do not fit {wkey!r} (shape {w.shape}) along "
+            f"{'one axis' if not dims else f'one axis only (axes {dims} fit)'}: expected "
+            f"({w.shape[default]},) and ({w.size // max(w.shape[default], 1)},) for torch's "
+            f"default dim={default}")
+    dim = default if default in dims else dims[0]
+    w = w.astype(np.float64)
+    matrix = np.moveaxis(w, dim, 0).reshape(w.shape[dim], -1)
+    sigma = u.astype(np.float64) @ (matrix @ v.astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return w / sigma
 
 
 def _read(layer: Layer, value: Any, key: str) -> np.ndarray:
@@ -394,3 +501,97 @@ def _expected(layer: Any, family: type, groups: int = 1) -> str:
         return f"(in, {per}, {k}) (in_channels, out_channels // groups, *kernel_size)"
     return (f"(in * {layer.depth_multiplier}, 1, {k}) (in_channels * depth_multiplier, 1, "
             f"*kernel_size)")
+
+
+# --- the layer of a live module ---------------------------------------------------------
+
+# torch's convolution classes (``torch.nn.modules.conv``) by name, and kconv's.
+_TORCH_CLASSES: dict[str, type] = {
+    "Conv1d": Conv1D, "Conv2d": Conv2D, "Conv3d": Conv3D, "ConvTranspose1d": Conv1DTranspose,
+    "ConvTranspose2d": Conv2DTranspose, "ConvTranspose3d": Conv3DTranspose}
+
+
+def layer_from_torch(module: Any, *, data_format: str | None = None) -> Layer:
+    """The kconv layer that computes what a PyTorch convolution module computes.
+
+    Reads the module's arguments (``out_channels``, ``kernel_size``, ``stride``,
+    ``padding``, ``dilation``, ``groups``, ``bias``, ``padding_mode``, and a transposed
+    one's ``output_padding``) and builds the kconv layer with torch's own padding
+    amounts (beyond Keras where they are not Keras's strings), so that with
+    :func:`params_from_torch`'s params it computes the module's function exactly, for any
+    setting: ``nn.ConvNd`` → ``ConvND`` (``groups`` carried over; a depthwise module, too,
+    is ``ConvND(groups=in_channels)``, which the depthwise lowerings run), and
+    ``nn.ConvTransposeNd`` → ``ConvNDTranspose``. Torch is not imported: the module is
+    read by its attributes. A module under torch's weight norm or spectral norm is its
+    convolution (its state dict holds the factors, which :func:`params_from_torch`
+    multiplies out).
+
+    Args:
+      module: an ``nn.Conv1d/2d/3d`` or ``nn.ConvTranspose1d/2d/3d`` instance. A subclass
+        of one (its ``forward`` may compute something else) is refused: build the layer
+        by hand and load its weights with :func:`params_from_torch`.
+      data_format: keyword-only: the kconv layer's (``None``: kconv's default, usually
+        ``"channels_last"``; ``"channels_first"`` takes torch-layout inputs as they are).
+
+    Returns:
+      The pure-tier kconv layer.
+
+    Raises:
+      TypeError: ``module`` is not one of those classes (or is a subclass, or a lazy
+        module not yet built).
+      ValueError: a setting kconv cannot express (none of torch 2's).
+
+    Example:
+        >>> import torch, jax, numpy as np
+        >>> from kconv.interop import layer_from_torch, params_from_torch
+        >>> module = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1, padding_mode="reflect")
+        >>> layer = layer_from_torch(module, data_format="channels_first")
+        >>> layer.filters, layer.strides, layer.padding, layer.padding_mode
+        (8, (2, 2), ((1, 1), (1, 1)), 'reflect')
+        >>> params = params_from_torch(layer, module.state_dict())
+        >>> x = np.random.default_rng(0).standard_normal((1, 3, 9, 9)).astype(np.float32)
+        >>> want = module(torch.from_numpy(x)).detach().numpy()
+        >>> bool(np.allclose(layer(params, x), want, atol=1e-5))
+        True
+    """
+    cls = _torch_class(module)
+    get = lambda name: getattr(module, name)  # noqa: E731 - read in one place
+    padding = get("padding")
+    if not isinstance(padding, str):
+        padding = tuple(int(p) for p in padding)
+        # Keras's "valid" where it is one (the config Keras reads); else torch's amounts.
+        padding = "valid" if not any(padding) and issubclass(cls, Conv) else padding
+    kwargs: dict[str, Any] = dict(
+        strides=tuple(get("stride")), padding=padding, data_format=data_format,
+        dilation_rate=tuple(get("dilation")), use_bias=get("bias") is not None)
+    if issubclass(cls, Conv):
+        kwargs.update(groups=get("groups"), padding_mode=get("padding_mode"))
+    else:
+        if get("padding_mode") != "zeros":  # torch refuses it too
+            raise ValueError(f"layer_from_torch: {type(module).__name__} has padding_mode="
+                             f"{get('padding_mode')!r}; a transposed convolution pads with "
+                             f"zeros only")
+        kwargs.update(output_padding=tuple(get("output_padding")), groups=get("groups"))
+    return cls(get("out_channels"), tuple(get("kernel_size")), **kwargs)
+
+
+def _torch_class(module: Any) -> type:
+    """The kconv class of a torch convolution module, by its class — torch's own, or the
+    class torch's parametrizations (weight norm, spectral norm) derive from it."""
+    cls = type(module)
+    if cls.__module__ == "torch.nn.utils.parametrize" and cls.__name__.startswith(
+            "Parametrized"):
+        cls = cls.__mro__[1]
+    if cls.__module__ == "torch.nn.modules.conv" and cls.__name__ in _TORCH_CLASSES:
+        return _TORCH_CLASSES[cls.__name__]
+    if cls.__module__ == "torch.nn.modules.conv" and cls.__name__.startswith("Lazy"):
+        raise TypeError(f"layer_from_torch: {cls.__name__} has no weights yet (in_channels="
+                        f"{getattr(module, 'in_channels', None)!r}): call the module once, "
+                        f"then it is an nn.{cls.__name__[len('Lazy'):]}")
+    bases = [c.__name__ for c in cls.__mro__[1:] if c.__module__ == "torch.nn.modules.conv"
+             and c.__name__ in _TORCH_CLASSES]
+    hint = (f"; a subclass of nn.{bases[0]} may compute something else in its forward: "
+            f"build the kconv layer by hand and load its weights with params_from_torch"
+            if bases else "")
+    raise TypeError(f"layer_from_torch: expected an nn.Conv1d/2d/3d or "
+                    f"nn.ConvTranspose1d/2d/3d instance, got {cls.__name__}{hint}")
