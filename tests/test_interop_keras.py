@@ -603,18 +603,21 @@ def test_legacy_model_config_that_is_not_json(saved_1d, tmp_path):
 
 def test_to_keras_weights_refuses_params_that_do_not_fit_the_layer():
     zeros = np.zeros
-    with pytest.raises(ValueError, match=r"to_keras_weights\(ZeroPadding2D\).*no weights, "
-                                         r"got \['kernel'\]"):
+    with pytest.raises(ValueError, match=r"to_keras_weights\(ZeroPadding2D\): the layer has "
+                                         r"no weights, so params must be \{\}; got keys "
+                                         r"\['kernel'\]"):
         interop.to_keras_weights(kconv.ZeroPadding2D(1), {"kernel": zeros((3, 3, 2, 4))})
-    with pytest.raises(ValueError, match=r"use_bias=True has the weights \['kernel', "
-                                         r"'bias'\], got \['kernel'\]"):
+    with pytest.raises(ValueError, match=r"params are missing \['bias'\]; it takes \['kernel', "
+                                         r"'bias'\] \(use_bias=True, lora_rank=None\), got "
+                                         r"keys \['kernel'\]"):
         interop.to_keras_weights(kconv.Conv2D(4, 3), {"kernel": zeros((3, 3, 2, 4))})
-    with pytest.raises(ValueError, match=r"to_keras_weights\(Conv2D\).*'kernel' must have "
-                                         r"rank 4, got shape \(3, 3, 4\)"):
+    with pytest.raises(ValueError, match=r"to_keras_weights\(Conv2D\): params\['kernel'\] must "
+                                         r"have rank 4, got shape \(3, 3, 4\)"):
         interop.to_keras_weights(kconv.Conv2D(4, 3), {"kernel": zeros((3, 3, 4)),
                                                       "bias": zeros(4)})
-    with pytest.raises(ValueError, match=r"to_keras_weights\(Conv2D\).*'kernel' has shape "
-                                         r"\(3, 2, 2, 4\), the config implies \(3, 3, 2, 4\)"):
+    with pytest.raises(ValueError, match=r"to_keras_weights\(Conv2D\): params\['kernel'\] has "
+                                         r"shape \(3, 2, 2, 4\), where the layer's config and 2 "
+                                         r"input channels imply \(3, 3, 2, 4\)"):
         interop.to_keras_weights(kconv.Conv2D(4, 3), {"kernel": zeros((3, 2, 2, 4)),
                                                       "bias": zeros(4)})
 
@@ -640,7 +643,7 @@ def test_save_errors(tmp_path):
         interop.save_keras_weights(tmp_path / "m.weights.h5", {"a": params})
     with pytest.raises(ValueError, match=r"'b' is a nested model; pass its Keras class"):
         interop.save_keras_weights(tmp_path / "m.weights.h5", {"b/a": (layer, params)})
-    with pytest.raises(ValueError, match="'kernel' has shape"):
+    with pytest.raises(ValueError, match=r"params\['kernel'\] has shape"):
         interop.save_keras_weights(tmp_path / "m.weights.h5",
                                    {"a": (kconv.Conv1D(3, 3), params)})
     assert list(tmp_path.iterdir()) == []

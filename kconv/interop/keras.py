@@ -531,30 +531,22 @@ def load_keras_layers(path: Any) -> KerasWeights:
 
 
 def _check_shapes(layer: _layers.Layer, params: Mapping[str, Any], where: str) -> None:
-    """Raises unless ``params`` has exactly the names and shapes ``layer`` implies."""
+    """Raises unless ``params`` has exactly the names and shapes ``layer`` implies: the
+    layer's own checks (those ``apply`` runs), with the input channels read off the
+    params (a file has no input to take them from)."""
+    layer._check_params(params, where)
     if not layer.has_weights:
-        if params:
-            raise ValueError(f"{where}: a {type(layer).__name__} has no weights, got "
-                             f"{sorted(params)}")
         return
-    expected_names = layer._names()
-    if sorted(params) != sorted(expected_names):
-        raise ValueError(f"{where}: a {type(layer).__name__} with use_bias={layer.use_bias} "
-                         f"has the weights {expected_names}, got {sorted(params)}")
-    first = expected_names[0]
+    first = layer._names()[0]
     if len(np.shape(params[first])) != layer.rank + 2:
-        raise ValueError(f"{where}: weight {first!r} must have rank {layer.rank + 2}, got "
+        raise ValueError(f"{where}: params[{first!r}] must have rank {layer.rank + 2}, got "
                          f"shape {tuple(np.shape(params[first]))}")
     in_channels = layer._param_in_channels({n: np.asarray(v) for n, v in params.items()})
     try:
-        expected = layer.weights_for_channels(in_channels)
+        layer.weights_for_channels(in_channels)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{where}: the weights do not fit the config: {e}") from e
-    for name, weight in expected.items():
-        if tuple(np.shape(params[name])) != weight.shape:
-            raise ValueError(f"{where}: weight {name!r} has shape "
-                             f"{tuple(np.shape(params[name]))}, the config implies "
-                             f"{weight.shape}")
+    layer._check_param_shapes(params, in_channels, where)
 
 
 # --- writing --------------------------------------------------------------------------
