@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from kconv import layers as _layers
 from kconv.layers._examples import EXAMPLES
+from kconv.layers.base import refuse_keras_layer_args
 
 __all__ = ["KconvModule", "total_loss"] + list(_layers.LAYER_NAMES)
 
@@ -112,7 +113,10 @@ def _make(pure_cls: type) -> type:
         f"    >>> v = m.init(jax.random.key(0), x)\n"
         f"    >>> m.apply(v, x).shape == m.pure_layer.compute_output_shape(x.shape)\n"
         f"    True\n")
-    return type(pure_cls.__name__, (KconvModule,), namespace)
+    cls = type(pure_cls.__name__, (KconvModule,), namespace)
+    # name= is linen's own (the module's scope), as Keras's names a layer.
+    refuse_keras_layer_args(cls, pure_cls.__name__, allowed=("name",))
+    return cls
 
 
 # Small arguments and inputs per layer, used by the generated docstrings' examples.

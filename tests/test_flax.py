@@ -135,6 +135,12 @@ def test_errors_come_from_the_shared_core():
     with pytest.raises(TypeError, match="Conv2D: in_channels and rngs are required"):
         kn.Conv2D(2, 3)
     kn.Cropping2D(1, rngs=nnx.Rngs(0))  # weightless modules accept rngs too
+    # Keras's base-Layer keywords: refused with a hint, except linen's own name=.
+    with pytest.raises(TypeError, match=r"Conv2D: trainable=False is a Keras Layer argument"):
+        kl.Conv2D(2, 3, trainable=False)
+    with pytest.raises(TypeError, match=r"Conv2D: name='c' is a Keras Layer argument"):
+        kn.Conv2D(2, 3, name="c", in_channels=1, rngs=nnx.Rngs(0))
+    assert kl.Conv2D(2, 3, name="c").name == "c"
     module = kl.Conv2D(2, 3)
     with pytest.raises(ValueError, match=r"Conv2D: expected an input of rank"):
         module.init(jax.random.key(0), jnp.ones((3,)))

@@ -4,6 +4,7 @@ reference (tests/reference.py) or against another independent path, never agains
 code itself."""
 
 import dataclasses
+import inspect
 import json
 import re
 
@@ -14,6 +15,8 @@ import pytest
 from jax.test_util import check_grads
 
 import kconv
+from kconv.layers import LAYER_NAMES
+from kconv.layers._examples import EXAMPLES
 from tests import reference as ref
 
 # One small instance of every layer, with an input shape (batch 2).
@@ -243,6 +246,34 @@ def test_window_larger_than_input(cls):
 def test_argument_errors(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_keras_layer_arguments_are_refused_with_what_to_use(name):
+    """Keras's base-Layer keywords (name=, trainable=, input_shape=, ...) are refused with
+    a hint, not Python's bare "unexpected keyword argument": a ported trainable=False must
+    not pass unnoticed. The signature stays Keras's own arguments."""
+    cls = getattr(kconv, name)
+    args, _ = EXAMPLES[name]
+    for arg, value, hint in [("name", "conv1", r"has no name"),
+                             ("trainable", False, r"optax.masked"),
+                             ("input_shape", (28, 28, 1), r"layer.init\(key,")]:
+        with pytest.raises(TypeError, match=rf"^{name}: {arg}={re.escape(repr(value))} is a "
+                                            rf"Keras Layer argument.*{hint}"):
+            cls(**args, **{arg: value})
+    assert "name" not in inspect.signature(cls).parameters
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+        cls(**args, nope=1)
+
+
+def test_numpy_scalars_are_taken_as_python_ones():
+    """Arguments read from arrays or configs held in NumPy (np.int64(8), np.False_) give
+    the layer the same Python values, hash and config."""
+    layer = kconv.Conv2D(np.int64(8), np.int32(3), strides=np.int64(2), use_bias=np.False_)
+    assert layer == kconv.Conv2D(8, 3, strides=2, use_bias=False)
+    assert hash(layer) == hash(kconv.Conv2D(8, 3, strides=2, use_bias=False))
+    assert type(layer.use_bias) is bool and type(layer.filters) is int
+    json.dumps(layer.get_config())
 
 
 def test_init_errors():

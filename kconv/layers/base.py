@@ -16,6 +16,7 @@ by :func:`make_rank_class`, so their signatures cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
@@ -38,6 +39,41 @@ _JAX_FIELDS: tuple[tuple[str, Any], ...] = (
 # trains, and the input shape Keras 2 / tf-keras record on a model's first layer.
 _IGNORED_KERAS_KEYS = ("name", "trainable", "batch_input_shape", "batch_shape", "input_shape",
                        "input_dim")
+# Arguments every Keras layer takes through ``**kwargs`` (its base ``Layer``'s), none of
+# which a pure layer has, with what does their job here. Refused with that hint rather than
+# Python's bare "unexpected keyword argument": a ported ``trainable=False`` must not pass
+# unnoticed (nothing would freeze), and ``name=`` is in most Keras code.
+_KERAS_LAYER_ARGS = {
+    "name": "a pure layer has no name: keep its params under a name of your own "
+            "({'conv1': params}); a kconv.linen module takes name= (Flax's)",
+    "trainable": "a pure layer holds no weights to freeze: mask their updates "
+                 "(optax.masked / optax.multi_transform with optax.set_to_zero; in NNX, "
+                 "an nnx.Optimizer's wrt= filter)",
+    "input_shape": "the input shape goes to init: layer.init(key, (None, *input_shape))",
+    "batch_input_shape": "the input shape goes to init: layer.init(key, batch_input_shape)",
+    "batch_shape": "the input shape goes to init: layer.init(key, batch_shape)",
+    "input_dim": "the input shape goes to init: layer.init(key, (None, ..., input_dim))",
+    "batch_size": "the input shape goes to init: layer.init(key, (batch_size, ...))",
+    "autocast": "inputs are cast to dtype= (the compute dtype) whenever it is set",
+}
+
+
+def refuse_keras_layer_args(cls: type, where: str, allowed: Sequence[str] = ()) -> None:
+    """Wraps ``cls.__init__`` to refuse Keras's base-``Layer`` keywords (but ``allowed``)
+    with a ``TypeError`` naming ``where``, the argument, its value and what to use instead.
+    The signature is unchanged (``inspect.signature`` follows ``__wrapped__``)."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        for arg in kwargs.keys() & _KERAS_LAYER_ARGS.keys() - set(allowed):
+            raise TypeError(f"{where}: {arg}={kwargs[arg]!r} is a Keras Layer argument that "
+                            f"kconv's layers do not take: {_KERAS_LAYER_ARGS[arg]}")
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+
+
 # Keys some Keras versions write for layers that have no such argument, always at a neutral
 # value (tf-keras: ``groups: 1`` on DepthwiseConv, SeparableConv and ConvTranspose, which
 # inherit it from Conv; Keras 3.0-3.3: ``lora_rank: None``). Dropped at that value where
@@ -374,6 +410,7 @@ def make_rank_class(family: type, rank: int, name: str, fields: Sequence[tuple[s
                    "keras_aliases": tuple(aliases)},
     )
     cls.__module__ = "kconv.layers"
+    refuse_keras_layer_args(cls, name)
     return cls
 
 

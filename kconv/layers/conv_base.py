@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kconv import _args
 from kconv.layers.base import Layer, Weight, resolve_objects
@@ -53,8 +54,9 @@ class BaseConv(Layer):
             if values["filters"] % values["groups"]:
                 raise ValueError(f"{where}: filters must be divisible by groups, got "
                                  f"filters={values['filters']}, groups={values['groups']}")
-        if not isinstance(values["use_bias"], bool):
+        if not isinstance(values["use_bias"], (bool, np.bool_)):
             raise TypeError(f"{where}: use_bias must be a bool, got {values['use_bias']!r}")
+        values["use_bias"] = bool(values["use_bias"])  # a NumPy bool too, as Keras takes
         return resolve_objects(where, values)
 
     # --- what a family defines ----------------------------------------------------
