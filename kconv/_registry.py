@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Mapping
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
@@ -43,6 +44,23 @@ import numpy as np
 
 _T = TypeVar("_T")
 _K = TypeVar("_K", bound="KerasObject")
+
+# Where Keras's own classes and functions live: Keras 3 (``keras.src...``), Keras 2.x
+# (``keras....``) and tf-keras.
+_KERAS_MODULES = ("keras.", "tf_keras.", "keras_core.", "tensorflow.python.keras.")
+
+
+def keras_builtin(obj: Any) -> bool:
+    """Whether ``obj`` is a class, function or object defined by Keras itself (not a
+    user's subclass of one). Keras is never imported to tell.
+
+    Example:
+        >>> keras_builtin(len), keras_builtin(KerasObject())
+        (False, False)
+    """
+    where = obj if isinstance(obj, (type, types.FunctionType)) else type(obj)
+    module = getattr(where, "__module__", None)
+    return isinstance(module, str) and module.startswith(_KERAS_MODULES)
 
 
 def real_number(owner: str, name: str, value: Any) -> Union[int, float]:
@@ -143,6 +161,12 @@ class Registry(Generic[_T]):
         aliases: Further names (Keras's snake-case aliases and old class names).
         module: Keras's module, the serialized form's ``"module"``
             (``"keras.constraints"``).
+        keras_callable: Whether Keras's own objects of the family work when called
+            as kconv calls its own (constraints and regularizers: on an array, through
+            Keras's ops; not initializers: Keras's take ``(shape, dtype)``, kconv's
+            ``(key, shape, dtype)``). ``get`` reads a Keras object of a class kconv has
+            through its config either way; one of another class it returns unchanged
+            where Keras's are callable, and refuses where they are not.
 
     Attributes:
         by_name: Every name ``deserialize`` and ``get`` understand, and its class.
@@ -170,11 +194,13 @@ class Registry(Generic[_T]):
         aliases: Mapping[str, type[_T]],
         *,
         module: str,
+        keras_callable: bool = True,
     ) -> None:
         self.noun = noun
         self.base = base
         self.classes = tuple(classes)
         self.module = module
+        self.keras_callable = keras_callable
         self.by_name: dict[str, type[_T]] = {cls.__name__: cls for cls in self.classes}
         self.by_name.update(aliases)
         # "A constraint config ...", "An initializer config ...".
@@ -250,12 +276,14 @@ class Registry(Generic[_T]):
         """Resolves a layer's ``*_<noun>`` argument.
 
         ``None`` gives ``None``; a name or dict is deserialized; a subclass of the
-        base is instantiated with its defaults; any other callable (a family object
-        or a plain function) is returned unchanged.
+        base is instantiated with its defaults; a Keras object of the family (or its
+        class), e.g. ``keras.initializers.HeNormal(seed=1)``, becomes the kconv object
+        its config describes; any other callable (a family object or a plain function)
+        is returned unchanged.
 
         Raises:
             ValueError: for an unknown name.
-            TypeError: for anything else.
+            TypeError: for anything else, and for a Keras object kconv cannot call.
         """
         if identifier is None:
             return None
@@ -263,9 +291,46 @@ class Registry(Generic[_T]):
             return self.deserialize(identifier)
         if isinstance(identifier, type) and issubclass(identifier, self.base):
             return identifier()
+        if keras_builtin(identifier) and (isinstance(identifier, type)
+                                          or hasattr(identifier, "get_config")):
+            return self._from_keras(identifier)
+        if not self.keras_callable and any(
+                keras_builtin(c) for c in type(identifier).__mro__[1:]):
+            return self._from_keras(identifier)  # a user's subclass of a Keras class
         if callable(identifier):
             return identifier
         raise TypeError(
             f"Could not interpret {self.noun} identifier {identifier!r} of type "
             f"{type(identifier).__name__}: expected None, a name, a config dict or a callable."
         )
+
+    def _from_keras(self, obj: Any) -> Any:
+        """A Keras object (or class) of the family as kconv's of the same class and
+        config: the same values (the families are tested against Keras's), and a
+        hashable, serializable kconv object."""
+        cls = obj if isinstance(obj, type) else type(obj)
+        if cls.__name__ in self.by_name and keras_builtin(cls):
+            config = {} if isinstance(obj, type) else dict(obj.get_config())
+            if not isinstance(obj, type):
+                # What Keras leaves out of its config but the object holds (Identity's
+                # gain: Keras writes {}), read where kconv's class has the argument.
+                ours = self.by_name[cls.__name__]
+                for f in dataclasses.fields(ours):  # type: ignore[arg-type]
+                    if f.init and f.name not in config and hasattr(obj, f.name):
+                        config[f.name] = getattr(obj, f.name)
+            try:
+                return self.deserialize({"class_name": cls.__name__, "config": config})
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"Cannot read the Keras {self.noun} {obj!r} as kconv's "
+                              f"{cls.__name__} (config {config!r}): {e}") from e
+        if self.keras_callable and not isinstance(obj, type):
+            return obj
+        raise TypeError(
+            f"The Keras {self.noun} {obj!r} has no kconv equivalent"
+            + ("" if self.keras_callable else
+               f", and Keras calls its {self.noun}s as (shape, dtype) where kconv calls "
+               f"(key, shape, dtype), as JAX does")
+            + f": pass a kconv {self.noun} (names: {sorted(self.by_name)[:6]}...) or a "
+            f"callable of your own."
+        )
+

@@ -25,10 +25,14 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from kconv._registry import keras_builtin
 
 __all__ = [
     "celu",
@@ -694,7 +698,9 @@ def get(identifier: Any) -> Callable[..., Any]:
     Args:
         identifier: ``None`` (meaning ``linear``), a name such as ``"relu"``, a Keras
             config dict (see :func:`deserialize`), or any callable, which is returned
-            unchanged.
+            unchanged — but Keras's own functions (``keras.activations.relu``), which
+            become kconv's of that name (the same values; hashable, and serialized by
+            name as Keras does).
 
     Returns:
         A callable mapping an array to an array.
@@ -716,6 +722,8 @@ def get(identifier: Any) -> Callable[..., Any]:
         return linear
     if isinstance(identifier, (str, dict)):
         return deserialize(identifier)
+    if keras_builtin(identifier) and getattr(identifier, "__name__", None) in _ACTIVATIONS:
+        return _ACTIVATIONS[identifier.__name__]
     if callable(identifier):
         return identifier
     raise TypeError(
@@ -732,7 +740,12 @@ def serialize(activation: Optional[Callable[..., Any]]) -> str:
     gives ``"silu"``, ``hard_swish`` gives ``"hard_silu"``, as in Keras). Any other
     function gives its ``__name__``: that round-trips through :func:`get` only if it
     is also a Keras activation name (so ``jax.nn.relu`` serializes as ``"relu"``);
-    user functions are not registered anywhere.
+    user functions are not registered anywhere. Keras writes a function by its name the
+    same way, even one that computes something else under that name: ``jax.nn.gelu``
+    (tanh approximation) is written ``"gelu"``, which reads back as Keras's exact gelu
+    (``jax.nn.leaky_relu``, slope 0.01, would read back as Keras's, slope 0.2). kconv
+    writes the name as Keras does, and warns where the function's values differ from
+    those of Keras's activation of that name.
 
     Args:
         activation: ``None`` or a callable.
@@ -758,8 +771,40 @@ def serialize(activation: Optional[Callable[..., Any]]) -> str:
         pass
     name = getattr(activation, "__name__", None)
     if callable(activation) and isinstance(name, str) and name.isidentifier():
+        if name in _ACTIVATIONS:
+            _warn_if_not_keras(activation, name)
         return name
     raise ValueError(
         f"Cannot serialize activation {activation!r}: it is not a kconv activation "
         "and has no function name to store (lambdas and partials have none)."
     )
+
+
+def _warn_if_not_keras(activation: Callable[..., Any], name: str) -> None:
+    """Warns where a foreign function written under a Keras activation's name computes
+    other values than that activation (on a probe, eagerly: a function that fails on
+    it, or under a trace, is not judged)."""
+    x = np.linspace(-7.0, 7.0, 58, dtype=np.float32).reshape(29, 2)  # even: glu
+    try:
+        with jax.ensure_compile_time_eval():
+            theirs = np.asarray(activation(jnp.asarray(x)), np.float64)
+            keras = np.asarray(_ACTIVATIONS[name](jnp.asarray(x)), np.float64)
+    except Exception:  # any failure: nothing to judge
+        return
+    if theirs.shape != keras.shape:
+        differs = True
+        where = ""
+    else:
+        gap = np.abs(theirs - keras)
+        differs = bool((gap > 1e-6 * (1.0 + np.abs(keras))).any())
+        i = np.unravel_index(np.argmax(gap), gap.shape)  # where they differ most
+        where = (f" (at x = {x[i]:.3g}: {theirs[i]:.6g}, Keras's {keras[i]:.6g})"
+                 if differs else "")
+    if differs:
+        warnings.warn(
+            f"activation {activation!r} is written as {name!r}, as Keras writes a function "
+            f"(by its name), but computes other values than Keras's {name!r}{where}: a "
+            f"layer built from this config computes Keras's {name}. Pass "
+            f"kconv.activations.{name} for Keras's, or keep the layer object rather than "
+            f"its config.", UserWarning, stacklevel=3)
+

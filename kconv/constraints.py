@@ -271,8 +271,9 @@ def get(identifier: Any) -> Optional[Callable[[Any], jax.Array]]:
     Args:
         identifier: ``None`` (returned as ``None``), a name (built with its
             defaults), a config dict (see :func:`deserialize`), a constraint class
-            (instantiated with its defaults), or any callable ``w -> w``, which is
-            returned unchanged.
+            (instantiated with its defaults), a Keras constraint object or class
+            (``keras.constraints.MaxNorm(2)``: kconv's of the same class and config), or
+            any other callable ``w -> w``, which is returned unchanged.
 
     Returns:
         The constraint, or ``None``.

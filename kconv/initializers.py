@@ -747,6 +747,7 @@ _REGISTRY = Registry(
         "OrthogonalInitializer": Orthogonal,
     },
     module="keras.initializers",
+    keras_callable=False,
 )
 _BY_NAME: dict[str, type[Initializer]] = _REGISTRY.by_name
 
@@ -809,15 +810,18 @@ def get(identifier: Any) -> Optional[Callable[..., jax.Array]]:
     Args:
         identifier: ``None`` (returned as ``None``, as in Keras), a name, a config
             dict (see :func:`deserialize`), an initializer class (instantiated with
-            its defaults), or any callable ``(key, shape, dtype) -> array``, which is
-            returned unchanged.
+            its defaults), a Keras initializer object or class
+            (``keras.initializers.HeNormal(seed=1)``: kconv's of the same class and
+            config, the same values), or any other callable
+            ``(key, shape, dtype) -> array``, which is returned unchanged.
 
     Returns:
         The initializer, or ``None``.
 
     Raises:
         ValueError: for an unknown name; the message lists the valid names.
-        TypeError: for anything else.
+        TypeError: for anything else, and for a Keras initializer of a class kconv
+            does not have (Keras calls initializers as ``(shape, dtype)``).
 
     Example:
         >>> get("he_normal")

@@ -327,8 +327,9 @@ def get(identifier: Any) -> Optional[Callable[[Any], jax.Array]]:
     Args:
         identifier: ``None`` (returned as ``None``), a name (built with its
             defaults), a config dict (see :func:`deserialize`), a regularizer class
-            (instantiated with its defaults), or any callable ``x -> scalar``, which is
-            returned unchanged.
+            (instantiated with its defaults), a Keras regularizer object or class
+            (``keras.regularizers.L2(0.01)``: kconv's of the same class and config), or
+            any other callable ``x -> scalar``, which is returned unchanged.
 
     Returns:
         The regularizer, or ``None``.

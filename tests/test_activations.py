@@ -10,6 +10,7 @@ os.environ["KERAS_BACKEND"] = "jax"
 import contextlib
 import functools
 import inspect
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -263,6 +264,30 @@ def test_get_none_and_callables():
     assert activations.get(jnp.tanh) is jnp.tanh
     assert keras.layers.Dense(2).get_config()["activation"] == activations.serialize(None)
     assert activations.serialize(None) == "linear"
+
+
+@pytest.mark.parametrize("name", sorted(keras_activations.ALL_OBJECTS_DICT))
+def test_keras_functions_become_kconv_ones(name):
+    """A layer given keras.activations.relu holds kconv's relu (hashable, the same values,
+    written by name); a foreign function that is not Keras's stays itself."""
+    theirs = keras_activations.ALL_OBJECTS_DICT[name]
+    assert activations.get(theirs) is activations.get(name)
+    assert activations.get(jax.nn.relu) is jax.nn.relu
+
+
+@pytest.mark.parametrize("fn,name", [(jax.nn.gelu, "gelu"), (jax.nn.leaky_relu, "leaky_relu")])
+def test_serialize_warns_where_a_foreign_function_is_not_keras(fn, name):
+    """jax.nn.gelu (tanh approximation) and jax.nn.leaky_relu (slope 0.01) are written by
+    name, as Keras writes jax.nn.gelu, with a warning: they read back as Keras's."""
+    with pytest.warns(UserWarning, match=rf"is written as '{name}'.*other values than "
+                                         rf"Keras's '{name}' \(at x = "):
+        assert activations.serialize(fn) == name
+    if name == "gelu":
+        assert keras.activations.serialize(fn) == name  # Keras's own behaviour
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for same in (jax.nn.relu, jax.nn.silu, jax.nn.softmax, jax.nn.glu, jnp.tanh):
+            assert activations.serialize(same) == same.__name__
 
 
 def test_serialize_aliases_and_foreign_callables():

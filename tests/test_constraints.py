@@ -71,6 +71,15 @@ def _value_cases():
             yield pytest.param(case, "eager", id=_case_id(case) + "-eager")
 
 
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_live_keras_constraints_become_kconv_ones(case):
+    """A Keras constraint object given to a layer is read through its config as kconv's
+    (hashable, serializable, the same projection)."""
+    ours, theirs = _pair(case[0], **case[1])
+    assert constraints.get(theirs) == ours
+    assert constraints.get(type(theirs)) == type(ours)()
+
+
 @pytest.mark.parametrize("case, mode", list(_value_cases()))
 def test_projection_matches_keras(case, mode):
     ours, theirs = _pair(case[0], **case[1])

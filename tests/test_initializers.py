@@ -20,6 +20,7 @@ import pytest
 from keras.src import initializers as keras_initializers
 from keras.src.initializers.random_initializers import compute_fans as keras_compute_fans
 
+import kconv
 from kconv import initializers
 
 CONV_SHAPES = [(3, 3, 16, 32), (5, 8, 4), (2, 2, 2, 3, 6), (12, 7), (9,)]
@@ -104,6 +105,40 @@ def test_seeded_values_equal_keras_seeded_values(case):
     assert actual.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(actual), np.asarray(theirs(shape, dtype="float32")),
                                rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", RANDOM_CASES + [("Constant", {"value": 0.5}), ("Zeros", {}),
+                                  ("Orthogonal", {"gain": 2.0}), ("Identity", {"gain": 3.0})],
+                         ids=_case_id)
+def test_live_keras_initializers_become_kconv_ones(case):
+    """keras.initializers.HeNormal(seed=1) given to a layer: Keras calls it as
+    (shape, dtype), kconv as (key, shape, dtype), so it is read through its config as
+    kconv's own — a Keras seeded initializer's very values, from a hashable kconv object."""
+    name, kwargs = case
+    seeded = {} if name in ("Constant", "Zeros", "Identity") else {"seed": 7}
+    ours, theirs = _pair(name, **kwargs, **seeded)
+    assert initializers.get(theirs) == ours
+    assert initializers.get(type(theirs)) == getattr(initializers, name)()
+    if name == "Identity":  # 2-D only: no conv kernel
+        np.testing.assert_array_equal(initializers.get(theirs)(KEY, (3, 4)),
+                                      theirs((3, 4), dtype="float32"))
+        return
+    layer = kconv.Conv2D(8, 3, kernel_initializer=theirs)
+    assert layer.kernel_initializer == ours
+    np.testing.assert_allclose(layer.init(KEY, (None, 8, 8, 4))["kernel"],
+                               theirs((3, 3, 4, 8), dtype="float32"), rtol=1e-6, atol=1e-7)
+
+
+def test_keras_initializers_kconv_cannot_call_are_refused():
+    class Ones(keras.initializers.Initializer):  # a user's: Keras's calling convention
+        def __call__(self, shape, dtype=None):
+            return keras.ops.ones(shape, dtype)
+
+    for obj in (Ones(), keras.initializers.STFT()):
+        with pytest.raises(TypeError, match=r"Conv2D: invalid kernel_initializer .*has no "
+                                            r"kconv equivalent, and Keras calls its "
+                                            r"initializers as \(shape, dtype\)"):
+            kconv.Conv2D(8, 3, kernel_initializer=obj)
 
 
 @pytest.mark.parametrize("shape", CONV_SHAPES + [()], ids=str)

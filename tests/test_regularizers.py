@@ -63,6 +63,22 @@ def _value_cases():
         yield pytest.param(case, shapes[0], "eager", id=f"{_case_id(case)}-{shapes[0]}-eager")
 
 
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_live_keras_regularizers_become_kconv_ones(case):
+    """A Keras regularizer object given to a layer is read through its config as kconv's
+    (hashable, serializable); a user's own Keras subclass stays itself (Keras's calling
+    convention is kconv's: an array in, a scalar out)."""
+    ours, theirs = _pair(case[0], **case[1])
+    assert regularizers.get(theirs) == ours
+    assert regularizers.get(type(theirs)) == type(ours)()
+
+    class Twice(keras.regularizers.L2):
+        def __call__(self, x):
+            return 2 * super().__call__(x)
+    mine = Twice(0.1)
+    assert regularizers.get(mine) is mine
+
+
 @pytest.mark.parametrize("case, shape, mode", list(_value_cases()))
 def test_penalty_matches_keras(case, shape, mode):
     ours, theirs = _pair(case[0], **case[1])
