@@ -71,8 +71,19 @@ def _model_3d():
     return keras.Model(inp, x, name="m3d")
 
 
+def _model_sequential():
+    """The commonest Keras model, a top-level Sequential (Keras 3's legacy HDF5 writer puts
+    its name in the weights' paths: ``seq/first/kernel``), with a Sequential inside."""
+    block = keras.Sequential([keras.Input((8, 8, 4)),
+                              L.Conv2D(4, 3, padding="same", name="inner")], name="block")
+    return keras.Sequential([keras.Input((10, 10, 2)),
+                             L.Conv2D(4, 3, activation="relu", name="first"), block,
+                             L.SeparableConv2D(3, 3, name="sep"), L.UpSampling2D(2, name="up"),
+                             L.Conv2DTranspose(2, 3, strides=2, name="tr")], name="seq")
+
+
 MODELS = {"1d": (_model_1d, (2, 16, 3)), "2d": (_model_2d, (2, 10, 10, 2)),
-          "3d": (_model_3d, (2, 6, 6, 6, 2))}
+          "3d": (_model_3d, (2, 6, 6, 6, 2)), "seq": (_model_sequential, (2, 10, 10, 2))}
 
 
 def _randomize(model, seed=0):
@@ -119,9 +130,10 @@ def _saved(kind, tmp_path_factory):
         folder = tmp_path_factory.mktemp(f"keras3-{kind}")
         model, x = _keras_model(kind)
         paths = {"weights": folder / "model.weights.h5", "keras": folder / "model.keras",
-                 "legacy": folder / "legacy.h5"}
+                 "legacy": folder / "legacy.h5", "unzipped": folder / "unzipped"}
         model.save_weights(paths["weights"])
         model.save(paths["keras"])
+        model.save(paths["unzipped"], zipped=False)  # a folder: the .keras, unzipped
         model.save(paths["legacy"])  # Keras 3's legacy HDF5 writer
         _SAVED[kind] = kind, model, x, paths
     return _SAVED[kind]
@@ -139,7 +151,7 @@ def saved_1d(tmp_path_factory):
 
 # --- reading Keras 3 files -------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", ["keras", "legacy"])
+@pytest.mark.parametrize("fmt", ["keras", "legacy", "unzipped"])
 def test_load_keras_layers_reproduces_keras_outputs(saved, fmt):
     kind, model, x, paths = saved
     named = interop.load_keras_layers(paths[fmt])
@@ -155,7 +167,7 @@ def test_load_keras_layers_reproduces_keras_outputs(saved, fmt):
             np.testing.assert_array_equal(ours, theirs)
 
 
-@pytest.mark.parametrize("fmt", ["weights", "keras", "legacy"])
+@pytest.mark.parametrize("fmt", ["weights", "keras", "legacy", "unzipped"])
 def test_load_keras_weights_gives_every_family_layer(saved, fmt):
     kind, model, x, paths = saved
     weights = interop.load_keras_weights(paths[fmt])
@@ -289,6 +301,69 @@ def test_time_distributed_model(tmp_path):
     fresh = _model_time_distributed_block()
     fresh.load_weights(out)
     np.testing.assert_array_equal(np.asarray(fresh(x)), np.asarray(model(x)))
+
+
+@keras.saving.register_keras_serializable(package="kconv_test")
+class _Halves(keras.initializers.Initializer):
+    def __call__(self, shape, dtype=None):
+        return keras.ops.full(shape, 0.5, dtype)
+
+
+@keras.saving.register_keras_serializable(package="kconv_test")
+def _twice_tanh(x):
+    return 2.0 * keras.ops.tanh(x)
+
+
+def test_custom_objects_map_a_models_own_objects(tmp_path):
+    """A model with objects of its own (a registered initializer, activation, regularizer):
+    refused, naming what to pass, until custom_objects maps them — by registered or plain
+    name, as keras.models.load_model takes them; then the layers compute Keras's outputs."""
+    model = keras.Sequential([
+        keras.Input((8, 8, 2)),
+        L.Conv2D(3, 3, kernel_initializer=_Halves(), name="c1"),
+        L.Conv2D(2, 3, activation=_twice_tanh, kernel_regularizer=keras.regularizers.L2(0.1),
+                 name="c2")])
+    _randomize(model, 4)
+    x = np.random.default_rng(4).normal(size=(2, 8, 8, 2)).astype("float32")
+    for path in (tmp_path / "m.keras", tmp_path / "m.h5"):
+        model.save(path)
+        with pytest.raises(ValueError, match=r"layer 'c1': .*kernel_initializer is "
+                                             r"'kconv_test>_Halves', an object of your own.*"
+                                             r"custom_objects=\{'_Halves': \.\.\.\}, an "
+                                             r"initializer \(key, shape, dtype\)"):
+            interop.load_keras_layers(path)
+        halves = lambda key, shape, dtype: jnp.full(shape, 0.5, dtype)  # noqa: E731
+        with pytest.raises(ValueError, match=r"layer 'c2': .*activation is "
+                                             r"'kconv_test>_twice_tanh'.*an activation x -> y"):
+            interop.load_keras_layers(path, custom_objects={"_Halves": halves})
+        for names in (("_Halves", "_twice_tanh"), ("kconv_test>_Halves",
+                                                   "kconv_test>_twice_tanh")):
+            named = interop.load_keras_layers(path, custom_objects={
+                names[0]: halves, names[1]: lambda x: 2.0 * jnp.tanh(x)})
+            np.testing.assert_allclose(_run_chain(named, ["c1", "c2"], x),
+                                       np.asarray(model(x)), **TOL)
+            assert named["c1"][0].kernel_initializer is halves
+            assert named["c2"][0].kernel_regularizer == kconv.regularizers.L2(0.1)
+
+
+def test_a_folder_that_is_not_an_unzipped_model(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"is a folder but not an unzipped .keras model "
+                                         r".*zipped=False\)\): no model.weights.h5; it has "
+                                         r"\['config.json'\]"):
+        interop.load_keras_weights(tmp_path)
+
+
+def test_an_unknown_object_name_says_custom_objects():
+    with pytest.raises(ValueError, match=r"activation: Unknown activation 'my_act'.*If it is "
+                                         r"an object of your own, pass custom_objects="
+                                         r"\{'my_act': \.\.\.\}"):
+        interop.layer_from_keras({"class_name": "Conv2D", "config": {
+            "filters": 2, "kernel_size": [3, 3], "activation": "my_act"}})
+    layer = interop.layer_from_keras({"class_name": "Conv2D", "config": {
+        "filters": 2, "kernel_size": [3, 3], "activation": "relu"}},
+        custom_objects={"relu": jnp.tanh})  # the user's name comes first, as in Keras
+    assert layer.activation is jnp.tanh
 
 
 def test_kconv_params_saved_for_keras(tmp_path):

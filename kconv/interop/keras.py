@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from kconv import activations, constraints, initializers, regularizers
 from kconv import layers as _layers
 
 __all__ = [
@@ -73,7 +74,8 @@ _BY_SNAKE = {_snake(name): cls for name, cls in _CLASSES.items() if name in _lay
 
 # --- configs ------------------------------------------------------------------------
 
-def layer_from_keras(obj: Any) -> _layers.Layer:
+def layer_from_keras(obj: Any, *,
+                     custom_objects: Mapping[str, Any] | None = None) -> _layers.Layer:
     """The kconv layer equivalent to a Keras layer, its config, or its serialized form.
 
     Args:
@@ -82,14 +84,22 @@ def layer_from_keras(obj: Any) -> _layers.Layer:
         layer's bare ``get_config()`` dict, whose class is then read from its keys. A
         ``TimeDistributed`` wrapper gives the layer it wraps, which takes the extra time
         dim itself (a leading batch dim).
+      custom_objects: keyword-only, as ``keras.models.load_model`` takes it: the objects
+        of your own a config names (a registered activation, initializer, regularizer or
+        constraint, which kconv cannot know), by Keras's registered name
+        (``"my_pkg>my_act"``) or plain name (``"my_act"``, ``"MyInit"``), each as kconv
+        calls it: an activation ``x -> y`` in JAX, an initializer ``(key, shape, dtype)
+        -> array`` (or a kconv initializer), a regularizer ``w -> scalar``, a constraint
+        ``w -> w``. Names it maps take precedence over kconv's, as in Keras.
 
     Returns:
       The kconv layer, built by ``Layer.from_config`` (nested initializer, regularizer and
       constraint configs, dtype policies and tf-keras quirks are understood there).
 
     Raises:
-      ValueError: the class is not one kconv implements, or the config has a key kconv
-        cannot honour (named in the message).
+      ValueError: the class is not one kconv implements, the config has a key kconv
+        cannot honour, or names an object of your own that ``custom_objects`` does not map
+        (named in the message).
 
     Example:
         >>> cfg = {"class_name": "Conv2D", "config": {"name": "c", "filters": 4,
@@ -111,12 +121,86 @@ def layer_from_keras(obj: Any) -> _layers.Layer:
                         f"get_config() dict or its serialized form, got {type(obj).__name__}")
     if class_name in _WRAPPERS and isinstance(config, Mapping) and "layer" in config:
         # TimeDistributed(layer): the kconv layer itself takes the extra (time) dim.
-        return layer_from_keras(config["layer"])
+        return layer_from_keras(config["layer"], custom_objects=custom_objects)
     cls = _CLASSES.get(class_name)
     if cls is None:
         raise ValueError(f"kconv.interop.layer_from_keras: {class_name!r} is not a layer kconv "
                          f"implements; kconv has {sorted(_layers.LAYER_NAMES)}")
+    if isinstance(config, Mapping):
+        config = _with_custom_objects(config, custom_objects or {})
     return cls.from_config({"class_name": class_name, "config": config})
+
+
+# The object-valued keys of a layer config (by name or suffix): what kconv calls each,
+# and its family's get.
+_OBJECT_KEYS: dict[str, tuple[str, Any]] = {
+    "activation": ("an activation x -> y in JAX", activations.get),
+    "_initializer": ("an initializer (key, shape, dtype) -> array", initializers.get),
+    "_regularizer": ("a regularizer w -> scalar", regularizers.get),
+    "_constraint": ("a constraint w -> w", constraints.get),
+}
+
+
+def _object_key(key: str) -> tuple[str, Any] | None:
+    return next((what for suffix, what in _OBJECT_KEYS.items()
+                 if key == suffix or (suffix.startswith("_") and key.endswith(suffix))), None)
+
+
+def _object_names(value: Any) -> list[str]:
+    """The names an object config goes by, the most specific first: Keras 3's registered
+    name (``"pkg>Name"``; a function's is its ``config``), then the plain one."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, Mapping):
+        return []
+    if value.get("class_name") == "function" and isinstance(value.get("config"), str):
+        full = value["config"]
+    else:
+        full = value.get("registered_name")
+        full = full if isinstance(full, str) and full != "function" else None
+    plain = value.get("class_name") if value.get("class_name") != "function" else None
+    names = [n for n in (full, full.split(">")[-1] if full else None, plain)
+             if isinstance(n, str)]
+    return list(dict.fromkeys(names))
+
+
+def _is_users(value: Any) -> bool:
+    """Whether an object config names an object of the user's own: registered with Keras
+    (``"pkg>name"``), or from a module of theirs."""
+    if not isinstance(value, Mapping):
+        return False
+    module = value.get("module")
+    return any(">" in name for name in _object_names(value)) or (
+        isinstance(module, str) and not module.startswith(("keras", "tf_keras"))
+        and module != "builtins")
+
+
+def _with_custom_objects(config: Mapping[str, Any],
+                         custom_objects: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with each object of the user's own replaced by what ``custom_objects``
+    maps its name to; one it does not map raises, naming the key and what to pass."""
+    config = dict(config)
+    for key, value in config.items():
+        what = _object_key(key)
+        if what is None:
+            continue
+        kind, get = what
+        names = _object_names(value)
+        hit = next((name for name in names if name in custom_objects), None)
+        if hit is not None:
+            config[key] = custom_objects[hit]
+            continue
+        hint = (f"pass custom_objects={{{names[-1]!r}: ...}}, {kind} (as "
+                f"keras.models.load_model takes custom_objects)") if names else ""
+        if _is_users(value):
+            raise ValueError(f"kconv.interop.layer_from_keras: {key} is {names[0]!r}, an "
+                             f"object of your own, which kconv cannot know: {hint}")
+        try:
+            get(value)
+        except ValueError as e:  # a name kconv does not have: perhaps the user's
+            raise ValueError(f"kconv.interop.layer_from_keras: {key}: {e} If it is an "
+                             f"object of your own, {hint}") from e
+    return config
 
 
 def _class_of_config(config: Mapping[str, Any]) -> str:
@@ -247,6 +331,15 @@ def _open_h5(source: Any, path: str) -> Iterator[Any]:
 def _read(path: Any) -> tuple[list[_Entry], dict[str, Mapping[str, Any]] | None]:
     """The layers found in a file, and its flattened model config (``None`` if it has none)."""
     path = os.fspath(path)
+    if os.path.isdir(path):  # Keras 3's model.save(folder, zipped=False): the .keras, unzipped
+        missing = [name for name in ("config.json", "model.weights.h5")
+                   if not os.path.isfile(os.path.join(path, name))]
+        if missing:
+            raise ValueError(f"kconv.interop: {path!r} is a folder but not an unzipped .keras "
+                             f"model (Keras's model.save(folder, zipped=False)): no "
+                             f"{' or '.join(missing)}; it has {sorted(os.listdir(path))[:8]}")
+        with open(os.path.join(path, "config.json"), "rb") as f:
+            return _read_archive(path, f.read(), os.path.join(path, "model.weights.h5"))
     kind = _sniff(path)
     if kind == "zip":
         try:
@@ -256,17 +349,12 @@ def _read(path: Any) -> tuple[list[_Entry], dict[str, Mapping[str, Any]] | None]
                     raise ValueError(f"kconv.interop: {path!r} is a zip but not a .keras "
                                      f"archive (no config.json / model.weights.h5; has "
                                      f"{names[:8]})")
-                config = json.loads(archive.read("config.json"))
+                config = archive.read("config.json")
                 weights = io.BytesIO(archive.read("model.weights.h5"))
         except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as e:
             raise ValueError(f"kconv.interop: {path!r} is a corrupt or truncated zip "
                              f"archive: {e}") from e
-        except json.JSONDecodeError as e:
-            raise ValueError(f"kconv.interop: {path!r}: config.json is not valid JSON: "
-                             f"{e}") from e
-        flat = _flatten_model_config(config)
-        with _open_h5(weights, f"{path}:model.weights.h5") as f:
-            return _read_keras3(f, path, flat), flat
+        return _read_archive(path, config, weights)
     with _open_h5(path, path) as f:
         if "layer_names" in f.attrs or "model_weights" in f:
             return _read_legacy(f, path)
@@ -275,6 +363,18 @@ def _read(path: Any) -> tuple[list[_Entry], dict[str, Mapping[str, Any]] | None]
         raise ValueError(f"kconv.interop: {path!r} is HDF5 but not a Keras weights file (no "
                          f"'layers' group, no 'layer_names' attribute); top-level keys "
                          f"{sorted(f)[:8]}")
+
+
+def _read_archive(path: str, config: bytes,
+                  weights: Any) -> tuple[list[_Entry], dict[str, Mapping[str, Any]]]:
+    """A ``.keras`` model, zipped or not: its ``config.json`` and ``model.weights.h5``."""
+    try:
+        flat = _flatten_model_config(json.loads(config))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"kconv.interop: {path!r}: config.json is not valid JSON: {e}") from e
+    where = weights if isinstance(weights, str) else f"{path}:model.weights.h5"
+    with _open_h5(weights, where) as f:
+        return _read_keras3(f, path, flat), flat
 
 
 def _read_keras3(f: Any, path: str, config: Mapping[str, Any] | None) -> list[_Entry]:
@@ -349,10 +449,7 @@ def _read_legacy(f: Any, path: str) -> tuple[list[_Entry], dict[str, Mapping[str
             owners: dict[str, tuple[list[str], list[np.ndarray]]] = {}
             for weight_name in [_text(n) for n in group.attrs.get("weight_names", [])]:
                 parts = weight_name.split("/")
-                owner = "/".join(parts[:-1])
-                if owner == layer_name or owner.startswith(f"{layer_name}/"):
-                    owner = owner[len(layer_name) + 1:]
-                full = layer_name if not owner else f"{layer_name}/{owner}"
+                full = _legacy_owner(layer_name, parts[:-1], config)
                 names, arrays = owners.setdefault(full, ([], []))
                 names.append(re.sub(r":\d+$", "", parts[-1]))
                 arrays.append(np.asarray(group[weight_name]))
@@ -367,6 +464,25 @@ def _read_legacy(f: Any, path: str) -> tuple[list[_Entry], dict[str, Mapping[str
         raise ValueError(f"kconv.interop: {path!r}: corrupt or truncated legacy HDF5 weights "
                          f"({e})") from e
     return entries, config
+
+
+def _legacy_owner(layer_name: str, owner: list[str],
+                  config: Mapping[str, Any] | None) -> str:
+    """The layer a legacy weight belongs to, named along its path from the top-level
+    layer ``layer_name``. tf-keras writes a weight's path from that layer
+    (``conv/kernel:0``, nested: ``block/conv/kernel:0``); Keras 3's legacy writer from
+    the model, so a ``Sequential``'s weights read ``sequential/conv/kernel``. The path
+    after ``layer_name`` names the layer; where it occurs twice (a layer named as its
+    model), the config says which is a layer."""
+    candidates = [layer_name + "".join(f"/{p}" for p in owner[i + 1:])
+                  for i, part in enumerate(owner) if part == layer_name]
+    if not candidates:  # a path that does not pass through the layer: below it
+        return "/".join([layer_name, *owner]) if owner else layer_name
+    if config is not None:
+        known = [name for name in candidates if name in config]
+        if known:
+            return known[0]
+    return candidates[0]
 
 
 def _text(value: Any) -> str:
@@ -464,9 +580,10 @@ def load_keras_weights(path: Any) -> KerasWeights:
     """Reads every convolution-family layer's weights from a Keras file.
 
     Args:
-      path: a Keras 3 ``.weights.h5`` or ``.keras`` file, or a legacy HDF5 ``.h5`` (Keras 2
-        / tf-keras, full model or weights only). The format is read from the file's first
-        bytes, not its name. Nothing is written.
+      path: a Keras 3 ``.weights.h5`` or ``.keras`` file (or the folder
+        ``model.save(folder, zipped=False)`` writes: the ``.keras``, unzipped), or a legacy
+        HDF5 ``.h5`` (Keras 2 / tf-keras, full model or weights only). The format is read
+        from the file's first bytes, not its name. Nothing is written.
 
     Returns:
       A :class:`KerasWeights`: ``{layer_name: params}`` with kconv's (Keras 3's) weight
@@ -494,12 +611,16 @@ def load_keras_weights(path: Any) -> KerasWeights:
     return KerasWeights({name: _as_jax(p) for name, (_, p) in found.items()}, skipped)
 
 
-def load_keras_layers(path: Any) -> KerasWeights:
+def load_keras_layers(path: Any, *,
+                      custom_objects: Mapping[str, Any] | None = None) -> KerasWeights:
     """Reads every convolution-family layer, config and weights, from a Keras model file.
 
     Args:
-      path: a ``.keras`` archive or a legacy full-model ``.h5`` (files that carry the model
-        config; a weights-only file raises).
+      path: a ``.keras`` archive (or the folder ``model.save(folder, zipped=False)``
+        writes) or a legacy full-model ``.h5`` (files that carry the model config; a
+        weights-only file raises).
+      custom_objects: keyword-only: the objects of your own the layers' configs name (see
+        :func:`layer_from_keras`), as ``keras.models.load_model`` takes them.
 
     Returns:
       A :class:`KerasWeights` of ``{layer_name: (layer, params)}``: the kconv layer built
@@ -516,7 +637,7 @@ def load_keras_layers(path: Any) -> KerasWeights:
     out = {}
     for name, (_, params) in found.items():
         try:
-            layer = layer_from_keras(config[name])
+            layer = layer_from_keras(config[name], custom_objects=custom_objects)
         except (ValueError, TypeError) as e:
             raise type(e)(f"{where}, layer {name!r}: {e}") from e
         if getattr(layer, "lora_rank", None):
