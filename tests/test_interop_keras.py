@@ -216,6 +216,51 @@ def test_keras3_roundtrip_through_kconv_and_back(kind, tmp_path_factory, tmp_pat
     np.testing.assert_array_equal(np.asarray(other(x)), np.asarray(model(x)))
 
 
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_a_live_model_reads_as_its_files(kind, tmp_path_factory):
+    """load_keras_layers / load_keras_weights of the model in memory: what its file gives
+    (the same layers, names, order, configs and weights)."""
+    kind, model, x, paths = _saved(kind, tmp_path_factory)
+    live, from_file = interop.load_keras_layers(model), interop.load_keras_layers(paths["keras"])
+    assert list(live) == list(from_file)
+    for name, (layer, params) in live.items():
+        assert layer == from_file[name][0]
+        jax.tree.map(np.testing.assert_array_equal, params, from_file[name][1])
+    weights = interop.load_keras_weights(model)
+    assert list(weights) == list(interop.load_keras_weights(paths["keras"]))
+    np.testing.assert_allclose(_run_chain(live, list(live), x), np.asarray(model(x)), **TOL)
+
+
+def test_a_live_subclassed_model_with_lora_and_time_distributed():
+    """What no file can say: a subclassed model's layers (its config does not list them),
+    and a LoRA layer's unmerged weights, read from the model in memory."""
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.td = L.TimeDistributed(L.Conv2D(3, 3, padding="same", name="frame"),
+                                        name="td")
+            self.tuned = L.Conv3D(2, 3, lora_rank=2, name="tuned")
+            self.head = L.Dense(2, name="head")
+
+        def call(self, x):
+            return self.head(self.tuned(self.td(x)))
+
+    model = Net()
+    x = np.random.default_rng(5).normal(size=(2, 4, 8, 8, 2)).astype("float32")
+    model(x)
+    _randomize(model, 5)  # the LoRA weights too: not zero
+    named = interop.load_keras_layers(model)
+    assert list(named) == ["td/frame", "tuned"] and named.skipped == {"head": "Dense"}
+    tuned, params = named["tuned"]
+    assert tuned.lora_rank == 2 and float(np.abs(params["lora_kernel_b"]).max()) > 0
+    inner = model.tuned(model.td(x))
+    np.testing.assert_allclose(_run_chain(named, ["td/frame", "tuned"], x), np.asarray(inner),
+                               **TOL)
+    with pytest.raises(ValueError, match=r"the Keras model 'net': its layer 'td/frame' has no "
+                                         r"weights yet \(not built\): call the model once"):
+        interop.load_keras_weights(Net())
+
+
 def _model_time_distributed(head=True):
     inp = keras.Input((3, 8, 8, 2), name="frames")
     x = L.TimeDistributed(L.Conv2D(4, 3, padding="same", activation="relu",

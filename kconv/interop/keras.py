@@ -330,6 +330,8 @@ def _open_h5(source: Any, path: str) -> Iterator[Any]:
 
 def _read(path: Any) -> tuple[list[_Entry], dict[str, Mapping[str, Any]] | None]:
     """The layers found in a file, and its flattened model config (``None`` if it has none)."""
+    if _is_live_model(path):
+        return _read_live(path)
     path = os.fspath(path)
     if os.path.isdir(path):  # Keras 3's model.save(folder, zipped=False): the .keras, unzipped
         missing = [name for name in ("config.json", "model.weights.h5")
@@ -363,6 +365,54 @@ def _read(path: Any) -> tuple[list[_Entry], dict[str, Mapping[str, Any]] | None]
         raise ValueError(f"kconv.interop: {path!r} is HDF5 but not a Keras weights file (no "
                          f"'layers' group, no 'layer_names' attribute); top-level keys "
                          f"{sorted(f)[:8]}")
+
+
+def _is_live_model(obj: Any) -> bool:
+    """A live Keras model (Keras 3 or tf-keras: its layers, weights and config), not a path."""
+    return not isinstance(obj, (str, bytes, os.PathLike)) and all(
+        hasattr(obj, attr) for attr in ("layers", "weights", "get_config"))
+
+
+def _source(path: Any) -> str:
+    """What messages call the source: the file's path, or the live model."""
+    if _is_live_model(path):
+        return f"the Keras model {getattr(path, 'name', type(path).__name__)!r}"
+    return repr(os.fspath(path))
+
+
+def _live_layers(layers: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(path name, layer)`` of every layer below a live model's ``layers``: nested models
+    and ``TimeDistributed`` wrappers walked and named along the path, as in its files."""
+    for layer in layers:
+        name = f"{prefix}{layer.name}"
+        kind = type(layer).__name__
+        if kind in _WRAPPERS and hasattr(layer, "layer"):
+            yield from _live_layers([layer.layer], f"{name}/")
+        elif kind not in _CLASSES and hasattr(layer, "layers"):
+            yield from _live_layers(layer.layers, f"{name}/")
+        else:
+            yield name, layer
+
+
+def _read_live(model: Any) -> tuple[list[_Entry], dict[str, Mapping[str, Any]]]:
+    """A live model's layers as a file's: each layer's class, weights by their names, and
+    a family layer's config (its own ``get_config()``). Walks ``model.layers``, so a
+    subclassed model's layers are found too (its file's config does not list them)."""
+    entries: list[_Entry] = []
+    config: dict[str, Mapping[str, Any]] = {}
+    for name, layer in _live_layers(model.layers):
+        variables = list(layer.weights)
+        cls = _CLASSES.get(type(layer).__name__)
+        if cls is not None and cls.has_weights and not variables:
+            raise ValueError(f"kconv.interop: {_source(model)}: its layer {name!r} has no "
+                             f"weights yet (not built): call the model once, or build it")
+        # Keras 3 names a variable "kernel"; tf-keras "conv/kernel:0".
+        names = [re.sub(r":\d+$", "", str(v.name).split("/")[-1]) for v in variables]
+        entries.append(_Entry(name, type(layer).__name__, [np.asarray(v) for v in variables],
+                              names))
+        if cls is not None:
+            config[name] = {"class_name": type(layer).__name__, "config": layer.get_config()}
+    return entries, config
 
 
 def _read_archive(path: str, config: bytes,
@@ -501,7 +551,11 @@ def _kconv_names(cls: type, names: list[str] | None, count: int, where: str) -> 
         # Legacy files name their weights; tf-keras's depthwise kernel is Keras 3's kernel.
         mapped = ["kernel" if n == "depthwise_kernel" and order == ["kernel", "bias"] else n
                   for n in names]
-        if sorted(mapped) != sorted(order[: len(mapped)]) or len(set(mapped)) != len(mapped):
+        lora = sorted(n for n in mapped if n.startswith("lora_"))  # a live LoRA layer's
+        plain = [n for n in mapped if not n.startswith("lora_")]
+        if sorted(plain) != sorted(order[: len(plain)]) or len(set(mapped)) != len(mapped) \
+                or (lora and (lora != ["lora_kernel_a", "lora_kernel_b"]
+                              or not issubclass(cls, _layers.Conv))):
             raise ValueError(f"{where}: expected weights {order} for a {cls.__name__}, found "
                              f"{names}")
         return mapped
@@ -539,7 +593,7 @@ def _structural_class(entry: _Entry) -> type | None:
 
 def _collect(path: Any, need_config: bool) -> tuple[dict, dict, dict | None]:
     entries, config = _read(path)
-    where = f"kconv.interop: {os.fspath(path)!r}"
+    where = f"kconv.interop: {_source(path)}"
     if need_config and config is None:
         raise ValueError(f"{where} carries no model config (a weights-only file); use "
                          "load_keras_weights, or build the layers yourself")
@@ -583,7 +637,9 @@ def load_keras_weights(path: Any) -> KerasWeights:
       path: a Keras 3 ``.weights.h5`` or ``.keras`` file (or the folder
         ``model.save(folder, zipped=False)`` writes: the ``.keras``, unzipped), or a legacy
         HDF5 ``.h5`` (Keras 2 / tf-keras, full model or weights only). The format is read
-        from the file's first bytes, not its name. Nothing is written.
+        from the file's first bytes, not its name. Nothing is written. Or a live Keras
+        model, read as it is: its layers walked (a subclassed model's too), a LoRA layer's
+        weights unmerged.
 
     Returns:
       A :class:`KerasWeights`: ``{layer_name: params}`` with kconv's (Keras 3's) weight
@@ -618,7 +674,8 @@ def load_keras_layers(path: Any, *,
     Args:
       path: a ``.keras`` archive (or the folder ``model.save(folder, zipped=False)``
         writes) or a legacy full-model ``.h5`` (files that carry the model config; a
-        weights-only file raises).
+        weights-only file raises), or a live Keras model (its layers walked, a subclassed
+        model's too; each layer from its own ``get_config()``).
       custom_objects: keyword-only: the objects of your own the layers' configs name (see
         :func:`layer_from_keras`), as ``keras.models.load_model`` takes them.
 
@@ -633,7 +690,7 @@ def load_keras_layers(path: Any, *,
         key).
     """
     found, skipped, config = _collect(path, need_config=True)
-    where = f"kconv.interop: {os.fspath(path)!r}"
+    where = f"kconv.interop: {_source(path)}"
     out = {}
     for name, (_, params) in found.items():
         try:
