@@ -9,7 +9,7 @@ Each function takes the user's value, the argument's name and the label of whoev
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -52,8 +52,11 @@ def int_tuple(
     (3, 3)
     >>> int_tuple([1, 2], 2, "strides", "Conv2D")
     (1, 2)
+    >>> int_tuple(np.array([3, 3]), 2, "kernel_size", "Conv2D")  # as Keras takes it
+    (3, 3)
     """
     kind = what or ("positive integers" if minimum == 1 else f"integers >= {minimum}")
+    value = _as_items(value)
     if _is_int(value):
         items = (int(value),) * n
     elif isinstance(value, Sequence) and not isinstance(value, str):
@@ -162,21 +165,47 @@ def dtype(value: Any, arg: str, where: str) -> np.dtype | None:
     return resolved
 
 
-def input_shape(shape: Any, rank: int, where: str) -> tuple[int | None, ...]:
-    """A shape of rank ``rank + 2`` (the batch dim may be ``None``), as a tuple.
+def shape_dims(shape: Any, where: str) -> tuple[Any, ...]:
+    """A shape as a tuple of its dims, each ``None`` (unknown), a non-negative int (NumPy
+    ints as Python ones) or a symbolic dim (``jax.export``'s ``"b"``, ``"h - 2"``).
+
+    >>> shape_dims([None, np.int64(8), 3], "Conv1D")
+    (None, 8, 3)
+    """
+    what = f"{where}: input_shape must be a sequence of ints (None where unknown)"
+    if hasattr(shape, "shape") and hasattr(shape, "dtype"):
+        # An example input (Flax's init takes one) would otherwise be read row by row.
+        raise TypeError(f"{what}, got an array ({type(shape).__name__}) of shape "
+                        f"{tuple(shape.shape)}: "
+                        f"pass its .shape")
+    if isinstance(shape, (str, bytes, Mapping)) or not isinstance(shape, Iterable):
+        raise TypeError(f"{what}, got {shape!r}")
+    dims = tuple(shape)
+    for d in dims:
+        if isinstance(d, jax.core.Tracer):
+            raise TypeError(
+                f"{what}, got a traced value in {dims}: shapes are static, so under "
+                f"jax.jit / jax.eval_shape close over the shape or mark it static "
+                f"(static_argnums)")
+        if not (d is None or _is_int(d) or jax.export.is_symbolic_dim(d)):
+            raise TypeError(f"{what}, got {d!r} in {dims}")
+        if _is_int(d) and d < 0:
+            raise ValueError(f"{where}: input_shape dims must be non-negative (None where "
+                             f"unknown), got {dims}")
+    return tuple(int(d) if _is_int(d) else d for d in dims)
+
+
+def input_shape(shape: Any, rank: int, where: str) -> tuple[Any, ...]:
+    """A shape of rank ``rank + 2`` (see :func:`shape_dims`), as a tuple.
 
     >>> input_shape([None, 8, 3], 1, "Conv1D")
     (None, 8, 3)
     """
-    try:
-        dims = tuple(None if d is None else int(d) for d in shape)
-    except TypeError as e:
-        raise TypeError(f"{where}: input_shape must be a sequence of ints or None, "
-                        f"got {shape!r}") from e
+    dims = shape_dims(shape, where)
     if len(dims) != rank + 2:
         raise ValueError(
             f"{where}: expected an input_shape of rank {rank + 2} (batch, spatial..., "
-            f"channels), got {shape!r}"
+            f"channels), got {dims}"
         )
     return dims
 
@@ -333,7 +362,31 @@ def conv_padding_mode(value: Any, where: str, *, transposed: bool = False) -> st
     return mode
 
 
-def cast_floating(x: Any, dtype: Any) -> Any:
+def as_array(value: Any, arg: str, where: str) -> Any:
+    """``value`` as a JAX array (``jnp.asarray``), or a TypeError naming ``where`` and
+    ``arg`` for what JAX cannot make one of (a string, ``None``, an object array).
+
+    >>> as_array([[1.0, 2.0]], "inputs", "Conv1D").shape
+    (1, 2)
+    """
+    import jax.numpy as jnp  # local: keeps this module importable without initialising jax
+
+    if isinstance(value, jax.ShapeDtypeStruct):
+        raise TypeError(f"{where}: {arg} must be an array, got {value!r} (for shapes alone: "
+                        f"jax.eval_shape)")
+    try:
+        return jnp.asarray(value)
+    except (TypeError, ValueError) as e:
+        if hasattr(value, "dtype") and hasattr(value, "shape"):
+            text = f"of dtype {value.dtype} and shape {tuple(value.shape)}"
+        else:
+            text = repr(value)
+            text = text if len(text) <= 80 else text[:77] + "..."
+        raise TypeError(f"{where}: {arg} must be an array of numbers (or nested sequences "
+                        f"of them), got {type(value).__name__} {text}") from e
+
+
+def cast_floating(x: Any, dtype: Any, where: str = "kconv") -> Any:
     """``x`` as a JAX array, cast to ``dtype`` if both are floating (``None`` keeps it).
 
     The dtype rule of the layers without weights, as Keras's autocast: a floating input
@@ -347,7 +400,7 @@ def cast_floating(x: Any, dtype: Any) -> Any:
     """
     import jax.numpy as jnp  # local: keeps this module importable without initialising jax
 
-    x = jnp.asarray(x)
+    x = as_array(x, "inputs", where)
     if dtype is not None and jnp.issubdtype(x.dtype, jnp.floating):
         return x.astype(dtype)
     return x

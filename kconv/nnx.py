@@ -93,6 +93,9 @@ class KconvModule(nnx.Module):
             raise TypeError(f"{cls.__name__}: in_channels and rngs are required for a "
                             f"layer with weights, got in_channels={in_channels!r}, "
                             f"rngs={rngs!r}")
+        if not isinstance(rngs, nnx.Rngs):  # Flax's own layers fail on .params here
+            raise TypeError(f"{cls.__name__}: rngs must be an nnx.Rngs (e.g. "
+                            f"nnx.Rngs(0)), got {rngs!r}")
         for name, w in self.layer.weights_for_channels(in_channels).items():
             kind = nnx.Param if w.trainable else FrozenParam
             setattr(self, name, kind(w.initializer(rngs.params(), w.shape,

@@ -134,6 +134,9 @@ def test_errors_come_from_the_shared_core():
         kn.Conv2D(2, 3, strides=(2, 0), in_channels=1, rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="Conv2D: in_channels and rngs are required"):
         kn.Conv2D(2, 3)
+    for rngs in (0, jax.random.key(0)):  # Flax's own Conv fails with an AttributeError
+        with pytest.raises(TypeError, match=r"Conv2D: rngs must be an nnx.Rngs"):
+            kn.Conv2D(2, 3, in_channels=1, rngs=rngs)
     kn.Cropping2D(1, rngs=nnx.Rngs(0))  # weightless modules accept rngs too
     # Keras's base-Layer keywords: refused with a hint, except linen's own name=.
     with pytest.raises(TypeError, match=r"Conv2D: trainable=False is a Keras Layer argument"):

@@ -721,6 +721,64 @@ def test_legacy_model_config_that_is_not_json(saved_1d, tmp_path):
         interop.load_keras_layers(bad)
 
 
+@pytest.mark.parametrize("make, shape", [
+    (lambda: L.Conv1D(4, 3, padding="causal", dilation_rate=2), (2, 9, 3)),
+    (lambda: L.Conv2D(4, 3, strides=2, groups=2, use_bias=False), (2, 8, 8, 4)),
+    (lambda: L.Conv3D(2, 2, data_format="channels_first"), (1, 3, 4, 4, 4)),
+    (lambda: L.SeparableConv2D(4, 3, depth_multiplier=2, padding="same"), (2, 7, 7, 3)),
+    (lambda: L.DepthwiseConv1D(3, depth_multiplier=2), (2, 9, 3)),
+    (lambda: L.Conv2DTranspose(3, 3, strides=2, padding="same"), (2, 5, 5, 2)),
+    (lambda: L.ZeroPadding2D(1), (1, 4, 4, 2)),
+])
+def test_params_from_keras_takes_get_weights_and_reproduces_the_layer(make, shape):
+    """Keras's ``get_weights()`` list (or the live layer) becomes params, the inverse of
+    ``to_keras_weights``, and the kconv layer then computes the Keras layer's outputs;
+    the list passed to the layer itself is refused with that function named (it used to
+    fail with NumPy's 'truth value of an array is ambiguous')."""
+    keras.utils.set_random_seed(1)
+    keras_layer = make()
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    want = np.asarray(keras_layer(x))
+    layer = interop.layer_from_keras(keras_layer)
+    for weights in (keras_layer.get_weights(), keras_layer):
+        params = interop.params_from_keras(layer, weights)
+        np.testing.assert_allclose(layer(params, x), want, **TOL)
+        for ours, theirs in zip(interop.to_keras_weights(layer, params),
+                                keras_layer.get_weights(), strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+    if layer.has_weights:
+        with pytest.raises(TypeError, match=rf"{type(layer).__name__}: params must be a dict "
+                                            r".*got a list of \d+ arrays.*params_from_keras"):
+            layer(keras_layer.get_weights(), x)
+
+
+def test_params_from_keras_of_a_lora_layer_and_its_errors():
+    keras.utils.set_random_seed(2)
+    keras_layer = L.Conv2D(4, 3)
+    keras_layer.build((None, 6, 6, 3))
+    keras_layer.enable_lora(2)
+    keras_layer.lora_kernel_b.assign(np.full((2, 4), 0.1, np.float32))  # not the zero start
+    x = np.random.default_rng(1).standard_normal((2, 6, 6, 3)).astype(np.float32)
+    layer = interop.layer_from_keras(keras_layer)
+    params = interop.params_from_keras(layer, keras_layer)
+    assert sorted(params) == ["bias", "kernel", "lora_kernel_a", "lora_kernel_b"]
+    np.testing.assert_allclose(layer(params, x), np.asarray(keras_layer(x)), **TOL)
+
+    plain = kconv.Conv2D(4, 3)
+    weights = [np.zeros((3, 3, 3, 4), np.float32), np.zeros(4, np.float32)]
+    with pytest.raises(ValueError, match=r"params_from_keras\(Conv2D\): the layer takes 2 "
+                                         r"weights \['kernel', 'bias'\] \(use_bias=True\), "
+                                         r"got a list of 1 with shapes \[\(3, 3, 3, 4\)\]"):
+        interop.params_from_keras(plain, weights[:1])
+    with pytest.raises(ValueError, match=r"params_from_keras\(Conv2D\): params\['bias'\] has "
+                                         r"shape \(5,\)"):
+        interop.params_from_keras(plain, [weights[0], np.zeros(5, np.float32)])
+    with pytest.raises(TypeError, match=r"got a dict \(a dict is params already"):
+        interop.params_from_keras(plain, {"kernel": weights[0], "bias": weights[1]})
+    with pytest.raises(TypeError, match=r"Conv2D: params must be a dict .* got None"):
+        plain(None, x)
+
+
 def test_to_keras_weights_refuses_params_that_do_not_fit_the_layer():
     zeros = np.zeros
     with pytest.raises(ValueError, match=r"to_keras_weights\(ZeroPadding2D\): the layer has "

@@ -230,6 +230,58 @@ def test_config_matches_keras(name, kwargs_fn, input_shape):
         k: v for k, v in keras_config.items() if k != "name"}
 
 
+@pytest.mark.parametrize("name, kwargs, input_shape", [
+    ("Conv2D", dict(filters=4, kernel_size=3, kernel_initializer=None, bias_initializer=None),
+     (None, 6, 6, 3)),
+    ("SeparableConv1D", dict(filters=4, kernel_size=3, depthwise_initializer=None,
+                             pointwise_initializer=None), (None, 8, 3)),
+    ("DepthwiseConv2D", dict(kernel_size=3, bias_initializer=None), (None, 6, 6, 3)),
+    ("Conv1DTranspose", dict(filters=2, kernel_size=3, kernel_initializer=None), (None, 8, 3)),
+])
+def test_none_initializers_are_kept_and_make_glorot_uniform_weights(name, kwargs, input_shape):
+    """Keras takes ``*_initializer=None``, writes it as null and makes the weight as
+    add_weight's default for a float weight, glorot_uniform (a bias too). Shown on Keras
+    (same global seed, None against "glorot_uniform": the same weights) and on kconv (same
+    key): a None used to be accepted, then fail at init with a bare TypeError."""
+    glorot = {k: "glorot_uniform" for k, v in kwargs.items() if k.endswith("_initializer")}
+    built = []
+    for args in (kwargs, {**kwargs, **glorot}):
+        keras.utils.set_random_seed(3)
+        keras_layer = getattr(keras.layers, name)(**args)
+        keras_layer.build(input_shape)
+        built.append({w.path.split("/")[-1]: np.asarray(w.value) for w in keras_layer.weights})
+    for w, theirs in built[0].items():
+        np.testing.assert_array_equal(theirs, built[1][w])
+    assert np.any(built[0]["bias"] != 0) if "bias_initializer" in kwargs else True
+
+    cls = getattr(kconv, name)
+    layer = cls(**kwargs)
+    key = jax.random.key(0)
+    ours = layer.init(key, input_shape)
+    expected = cls(**{**kwargs, **glorot}).init(key, input_shape)
+    assert ours.keys() == expected.keys()
+    for w in ours:
+        np.testing.assert_array_equal(ours[w], expected[w])
+    keras_config = getattr(keras.layers, name)(**kwargs).get_config()
+    config = layer.get_config()
+    assert {k: config[k] for k in glorot} == {k: keras_config[k] for k in glorot} == dict.fromkeys(glorot)
+    assert cls.from_config(keras_config) == cls(**kwargs, dtype="float32")
+
+
+def test_enable_lora_takes_none_initializers_as_keras():
+    """Keras's enable_lora passes ``initializers.get(None)`` to add_weight: glorot_uniform."""
+    layer = kconv.Conv2D(4, 3)
+    params = layer.init(jax.random.key(0), (None, 6, 6, 3))
+    key = jax.random.key(1)
+    _, got = layer.enable_lora(2, a_initializer=None, b_initializer=None, params=params,
+                               key=key)
+    _, expected = layer.enable_lora(2, a_initializer="glorot_uniform",
+                                    b_initializer="glorot_uniform", params=params, key=key)
+    for w in ("lora_kernel_a", "lora_kernel_b"):
+        np.testing.assert_array_equal(got[w], expected[w])
+    assert np.any(np.asarray(got["lora_kernel_b"]) != 0)
+
+
 @pytest.mark.parametrize("name,kwargs_fn,input_shape", PENALTY_CASES,
                          ids=[c[0] for c in PENALTY_CASES])
 def test_regularization_losses_match_keras(name, kwargs_fn, input_shape):

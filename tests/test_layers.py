@@ -200,6 +200,18 @@ def test_input_errors_at_trace_time(layer, shape):
             with pytest.raises(ValueError, match=rf"{name}: params\['{weight}'\] has shape "
                                                  rf"{re.escape(str(shape))}, where"):
                 run({**params, weight: jnp.ones(shape)}, x)
+    # Not arrays at all: named, not JAX's "not a valid JAX array type" / "stage" errors;
+    # and Keras's get_weights() list in place of the params dict.
+    for bad, text in [("abc", "str 'abc'"), (None, "NoneType None"),
+                      (np.empty(x.shape, object), "ndarray of dtype object")]:
+        with pytest.raises(TypeError, match=rf"{name}: inputs must be an array .*got {text}"):
+            layer(params, bad)
+    with pytest.raises(TypeError, match=rf"{name}: inputs must be an array, got "
+                                        r"ShapeDtypeStruct.*jax.eval_shape"):
+        layer(params, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    with pytest.raises(TypeError, match=rf"{name}: params must be a dict .* got a list of "
+                                        rf"{len(params)} arrays.*params_from_keras"):
+        layer(list(params.values()), x)
 
 
 @pytest.mark.parametrize("cls", [kconv.Conv2D, kconv.SeparableConv2D])
@@ -274,6 +286,18 @@ def test_numpy_scalars_are_taken_as_python_ones():
     assert hash(layer) == hash(kconv.Conv2D(8, 3, strides=2, use_bias=False))
     assert type(layer.use_bias) is bool and type(layer.filters) is int
     json.dumps(layer.get_config())
+    # Keras takes NumPy arrays for its tuple arguments too (standardize_tuple iterates them)
+    arrays = kconv.Conv2DTranspose(4, np.array([3, 2]), strides=np.array([2, 1]),
+                                   dilation_rate=np.array([1, 1]),
+                                   output_padding=np.array([1, 0]))
+    assert arrays == kconv.Conv2DTranspose(4, (3, 2), strides=(2, 1), output_padding=(1, 0))
+    assert all(type(v) is int for v in arrays.kernel_size + arrays.output_padding)
+    json.dumps(arrays.get_config())
+    assert kconv.UpSampling3D(np.array([1, 2, 3])).size == (1, 2, 3)
+    with pytest.raises(TypeError, match=r"Conv2D: kernel_size must be an int or a tuple of 2 "):
+        kconv.Conv2D(4, np.array([3.0, 3.0]))
+    with pytest.raises(ValueError, match=r"Conv2D: strides must be an int or a tuple of 2 "):
+        kconv.Conv2D(4, 3, strides=np.array([1, 1, 1]))
 
 
 def test_init_errors():
@@ -283,6 +307,57 @@ def test_init_errors():
         kconv.Conv2D(2, 3).init(jax.random.key(0), (None, 8, 8, None))
     with pytest.raises(ValueError, match=r"Conv1D: the input channels \(3\).*groups=2"):
         kconv.Conv1D(2, 3, groups=2).init(jax.random.key(0), (None, 8, 3))
+    layer, key = kconv.Conv2D(2, 3), jax.random.key(0)
+    # An example input (what Flax's init takes) is named, not read row by row
+    with pytest.raises(TypeError, match=r"Conv2D: input_shape .* got an array .* of shape "
+                                        r"\(2, 8, 8, 3\): pass its .shape"):
+        layer.init(key, jnp.ones((2, 8, 8, 3)))
+    with pytest.raises(TypeError, match=r"ShapeDtypeStruct\) of shape \(2, 8, 8, 3\)"):
+        layer.init(key, jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32))
+    # A traced shape (jax.eval_shape / jit of init with the shape as an argument)
+    with pytest.raises(TypeError, match=r"Conv2D: .*traced value.*static_argnums"):
+        jax.eval_shape(layer.init, key, (None, 8, 8, 3))
+    assert jax.eval_shape(lambda k: layer.init(k, (None, 8, 8, 3)), key)["kernel"].shape == (
+        3, 3, 3, 2)
+    for dims, error in [((None, 8.0, 8, 3), TypeError), ((None, True, 8, 3), TypeError),
+                        ((None, -1, 8, 3), ValueError), ("abcd", TypeError)]:
+        with pytest.raises(error, match=r"Conv2D: input_shape"):
+            layer.init(key, dims)
+        with pytest.raises(error, match=r"Conv2D: input_shape"):
+            layer.compute_output_shape(dims)  # used to give (None, 6.0, 6, 2) for 8.0
+    with pytest.raises(TypeError, match=r"UpSampling2D: input_shape .* got 8.5"):
+        kconv.UpSampling2D().compute_output_shape((None, 8.5, 8, 3))
+    with pytest.raises(ValueError, match=r"kconv.ops.conv_output_shape: input_shape dims must "
+                                         r"be non-negative"):
+        kconv.ops.conv_output_shape((None, 8, -8, 3), 4, 3)
+    with pytest.raises(TypeError, match=r"Conv2D.init: key must be a jax.random key.* got 0"):
+        layer.init(0, (None, 8, 8, 3))
+    with pytest.raises(ValueError, match=r"Conv2D: the channel dimension.*known"):
+        layer.init(key, jax.export.symbolic_shape("b, 8, 8, c"))
+
+
+SYMBOLIC_CASES = LAYERS + [
+    (kconv.ZeroPadding2D(((1, 2), 3)), (2, 5, 6, 3)),
+    (kconv.Cropping3D(1, data_format="channels_first"), (2, 3, 5, 6, 7)),
+    (kconv.UpSampling2D((2, 3), interpolation="bilinear"), (2, 4, 5, 3)),
+]
+
+
+@pytest.mark.parametrize("layer,shape", SYMBOLIC_CASES,
+                         ids=[type(layer).__name__ for layer, _ in SYMBOLIC_CASES])
+def test_compute_output_shape_of_symbolic_shapes(layer, shape):
+    """``jax.export``'s symbolic dims (a batch "b", a side "h") pass through
+    compute_output_shape as the traced layer computes them (they used to raise JAX's
+    InconclusiveDimensionOperation), and init needs only the channel dim."""
+    from jax import export
+
+    spatial = 2 if layer.data_format == "channels_first" else 1
+    dims = ["b", *map(str, shape[1:])]
+    dims[spatial] = "h"
+    symbolic = export.symbolic_shape(", ".join(dims), constraints=[f"h >= {shape[spatial]}"])
+    params = layer.init(jax.random.key(0), symbolic)
+    traced = jax.eval_shape(layer, params, jax.ShapeDtypeStruct(symbolic, jnp.float32))
+    assert layer.compute_output_shape(symbolic) == traced.shape
 
 
 def test_causal_output_never_sees_the_future():

@@ -236,6 +236,13 @@ def test_input_errors_are_clear(jit):
 
 def test_argument_errors_are_clear():
     x, w = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 2))
+    with pytest.raises(TypeError, match=r"kconv.ops.conv: inputs must be an array .*got str"):
+        ops.conv("x", w)
+    with pytest.raises(TypeError, match=r"kconv.ops.conv_transpose: kernel must be an array "
+                                        r".*got NoneType None"):
+        ops.conv_transpose(x, None)
+    with pytest.raises(TypeError, match=r"kconv.ops.upsample: inputs must be an array"):
+        ops.upsample(None, 2)
     with pytest.raises(ValueError, match=r"kconv.ops.conv: strides must be positive.*\(2, 0\)"):
         ops.conv(x, w, (2, 0))
     with pytest.raises(ValueError, match="padding must be one of.*'full'"):

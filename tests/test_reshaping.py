@@ -602,3 +602,7 @@ def test_params_of_a_layer_without_weights(name):
         with pytest.raises(ValueError, match=rf"{name}: the layer has no weights, so params "
                                              r"must be \{\}; got keys \['kernel'\]"):
             run({"kernel": jnp.ones(3)}, x)
+    with pytest.raises(TypeError, match=rf"{name}: params must be a dict .* got a list of 0 "):
+        layer([], x)  # Keras's get_weights() of a weightless layer
+    with pytest.raises(TypeError, match=rf"{name}: inputs must be an array .* got NoneType"):
+        layer({}, None)

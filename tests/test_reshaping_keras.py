@@ -98,8 +98,11 @@ def test_interpolation_numbers_match_keras(interpolation, fmt):
 
 
 @pytest.mark.parametrize("dtype,values", [("uint8", [255, 0, 0, 255, 255, 0]),
-                                          ("int8", [127, -128, 127, -128, 5, 0])])
+                                          ("int8", [127, -128, 127, -128, 5, 0]),
+                                          ("bool", [True, False, False, True, True, False])])
 def test_integer_inputs_round_and_saturate_as_keras(dtype, values):
+    """uint8/int8 round and saturate; bool resizes as 0/1 and casts back as Keras does
+    (jax.image.resize itself refuses bool)."""
     x = np.array(values, dtype).reshape(1, 2, 3, 1)
     for interpolation in ("nearest", "bilinear", "bicubic", "lanczos5"):
         want = np.asarray(keras.layers.UpSampling2D((2, 2), interpolation=interpolation)(x))

@@ -15,6 +15,7 @@ from kconv.interop.keras import (
     layer_from_keras,
     load_keras_layers,
     load_keras_weights,
+    params_from_keras,
     save_keras_weights,
     to_keras_weights,
 )
@@ -22,5 +23,6 @@ from kconv.interop.torch import layer_from_torch, params_from_torch
 
 __all__ = [
     "KerasWeights", "layer_from_keras", "layer_from_torch", "load_keras_layers",
-    "load_keras_weights", "params_from_torch", "save_keras_weights", "to_keras_weights",
+    "load_keras_weights", "params_from_keras", "params_from_torch", "save_keras_weights",
+    "to_keras_weights",
 ]

@@ -44,7 +44,7 @@ from kconv import layers as _layers
 
 __all__ = [
     "KerasWeights", "layer_from_keras", "load_keras_layers", "load_keras_weights",
-    "save_keras_weights", "to_keras_weights",
+    "params_from_keras", "save_keras_weights", "to_keras_weights",
 ]
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -744,6 +744,50 @@ def to_keras_weights(layer: _layers.Layer, params: Mapping[str, Any]) -> list[np
     """
     _check_shapes(layer, params, f"kconv.interop.to_keras_weights({type(layer).__name__})")
     return [np.asarray(params[name]) for name in (layer._names() if layer.has_weights else [])]
+
+
+def params_from_keras(layer: _layers.Layer, weights: Any) -> dict[str, Any]:
+    """The params of ``layer`` from Keras's ``get_weights()`` list (the inverse of
+    :func:`to_keras_weights`): no transposition, Keras's layouts are kconv's.
+
+    Args:
+      layer: the kconv layer, e.g. ``layer_from_keras(keras_layer)``.
+      weights: the list ``keras_layer.get_weights()`` returns -- arrays in Keras's order:
+        the layer's weights as ``init`` names them (``kernel, bias``; ``depthwise_kernel,
+        pointwise_kernel, bias``), then ``lora_kernel_a, lora_kernel_b`` after
+        ``enable_lora`` -- or the live Keras layer itself (its ``get_weights()`` is read).
+
+    Returns:
+      ``{weight_name: jax array}``, checked against the layer's config (the count, and
+      each shape for the input channels the kernel implies).
+
+    Raises:
+      TypeError: ``weights`` is not a list of arrays (a dict is already params).
+      ValueError: the count or a shape does not fit the layer's config.
+
+    Example:
+        >>> import numpy as np, kconv
+        >>> layer = kconv.Conv1D(4, 3)
+        >>> weights = [np.ones((3, 2, 4), np.float32), np.zeros(4, np.float32)]
+        >>> {name: p.shape for name, p in params_from_keras(layer, weights).items()}
+        {'kernel': (3, 2, 4), 'bias': (4,)}
+    """
+    where = f"kconv.interop.params_from_keras({type(layer).__name__})"
+    if hasattr(weights, "get_weights"):
+        weights = weights.get_weights()
+    if isinstance(weights, Mapping) or not isinstance(weights, (list, tuple)):
+        raise TypeError(f"{where}: weights must be the list keras_layer.get_weights() "
+                        f"returns, got a {type(weights).__name__}"
+                        + (" (a dict is params already: pass it to the layer)"
+                           if isinstance(weights, Mapping) else ""))
+    names = layer._names() if layer.has_weights else []
+    if len(weights) != len(names):
+        raise ValueError(f"{where}: the layer takes {len(names)} weights {names} "
+                         f"(use_bias={getattr(layer, 'use_bias', None)}), got a list of "
+                         f"{len(weights)} with shapes {[np.shape(w) for w in weights]}")
+    params = {name: np.asarray(w) for name, w in zip(names, weights)}
+    _check_shapes(layer, params, where)
+    return _as_jax(params)
 
 
 def save_keras_weights(path: Any, named_params: Mapping[str, Any], *,

@@ -98,6 +98,13 @@ class Weight(NamedTuple):
     trainable: bool = True
 
 
+def weight_initializer(initializer: Callable | None) -> Callable:
+    """The initializer a weight is made with: ``None`` (which Keras accepts for every
+    ``*_initializer`` and keeps in its config) is Keras's ``add_weight`` default for a
+    float weight -- every weight here, a bias too -- glorot_uniform."""
+    return initializers.GlorotUniform() if initializer is None else initializer
+
+
 def _wrap(where: str, arg: str, getter: Callable, value: Any) -> Any:
     """Resolves ``value`` with a module's ``get``, re-raising with the layer and argument."""
     try:
@@ -200,6 +207,9 @@ class Layer:
         Returns:
           ``{weight_name: array}`` with Keras's names and shapes, in ``param_dtype``.
         """
+        if not isinstance(key, (jax.Array, np.ndarray)):
+            raise TypeError(f"{type(self).__name__}.init: key must be a jax.random key "
+                            f"(jax.random.key(0)), got {key!r}")
         weights = self.weights(input_shape)
         if not weights:
             return {}
@@ -234,9 +244,22 @@ class Layer:
     def _check_params(self, params: Mapping[str, jax.Array] | None, where: str) -> None:
         """A layer without weights takes ``{}`` (or ``None``): params it would ignore
         (another layer's, passed by mistake) raise."""
+        self._check_params_type(params, where)
         if params:
             raise ValueError(f"{where}: the layer has no weights, so params must be {{}}; got "
                              f"keys {sorted(params)}")
+
+    def _check_params_type(self, params: Any, where: str) -> None:
+        """Params are a mapping by weight name; Keras's ``get_weights()`` list (the usual
+        mistake) gets the function that names its arrays."""
+        if isinstance(params, Mapping) or (params is None and not self.has_weights):
+            return
+        count = f" of {len(params)} arrays" if isinstance(params, (list, tuple)) else ""
+        got = "None" if params is None else f"a {type(params).__name__}{count}"
+        raise TypeError(f"{where}: params must be a dict of weights by Keras's weight names "
+                        f"(what init returns), got {got}; Keras's "
+                        f"get_weights() list becomes one with "
+                        f"kconv.interop.params_from_keras(layer, weights)")
 
     def __call__(self, params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
         return self.apply(params, x)
@@ -332,7 +355,7 @@ class Layer:
         if arg == "activation":
             return activations.serialize(value)
         if arg.endswith("_initializer"):
-            return initializers.serialize(value)
+            return None if value is None else initializers.serialize(value)
         if arg.endswith("_regularizer"):
             return None if value is None else regularizers.serialize(value)
         if arg.endswith("_constraint"):

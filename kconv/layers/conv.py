@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from kconv import _args, initializers, ops
 from kconv.layers._docs import layer_doc
-from kconv.layers.base import Params, Weight, make_rank_class
+from kconv.layers.base import Params, Weight, make_rank_class, weight_initializer
 from kconv.layers.conv_base import BaseConv, conv_signature, rank_default
 
 __all__ = ["Conv", "Conv1D", "Conv2D", "Conv3D"]
@@ -99,8 +99,8 @@ class Conv(BaseConv):
             raise ValueError(f"{where}: lora is already enabled (lora_rank={self.lora_rank}); "
                              "this can only be done once per layer, as in Keras")
         layer = dataclasses.replace(self, lora_rank=rank, lora_alpha=lora_alpha)
-        inits = {"lora_kernel_a": initializers.get(a_initializer),
-                 "lora_kernel_b": initializers.get(b_initializer)}
+        inits = {"lora_kernel_a": weight_initializer(initializers.get(a_initializer)),
+                 "lora_kernel_b": weight_initializer(initializers.get(b_initializer))}
         kernel = params["kernel"]
         shapes = {"lora_kernel_a": tuple(kernel.shape[:-1]) + (layer.lora_rank,),
                   "lora_kernel_b": (layer.lora_rank, self.filters)}

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kconv import _args
-from kconv.layers.base import Layer, Weight, resolve_objects
+from kconv.layers.base import Layer, Weight, resolve_objects, weight_initializer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,7 @@ class BaseConv(Layer):
 
     def _weight(self, name: str, shape: tuple[int, ...]) -> Weight:
         prefix = self.weight_args[name]
-        return Weight(shape, getattr(self, f"{prefix}_initializer"),
+        return Weight(shape, weight_initializer(getattr(self, f"{prefix}_initializer")),
                       getattr(self, f"{prefix}_regularizer"),
                       getattr(self, f"{prefix}_constraint"))
 
@@ -92,7 +92,7 @@ class BaseConv(Layer):
         where = type(self).__name__
         shape = _args.input_shape(input_shape, self.rank, where)
         in_channels = shape[_args.channel_axis(self.data_format, self.rank)]
-        if in_channels is None:
+        if not isinstance(in_channels, int):  # None, or a symbolic dim
             raise ValueError(f"{where}: the channel dimension of the input must be known, "
                              f"got input_shape {tuple(input_shape)} "
                              f"(data_format {self.data_format!r})")
@@ -148,7 +148,7 @@ class BaseConv(Layer):
         """
         where = type(self).__name__
         self._check_params(params, where)
-        x = jnp.asarray(x)
+        x = _args.as_array(x, "inputs", where)
         if x.ndim < self.rank + 1:
             raise ValueError(
                 f"{where}: expected an input of rank {self.rank + 2} (or {self.rank + 1} "
@@ -172,6 +172,7 @@ class BaseConv(Layer):
         """Exactly the weights this layer takes: a missing one, or one it would ignore
         (a ``bias`` with ``use_bias=False``, LoRA weights on a layer without LoRA, another
         layer's params), raises."""
+        self._check_params_type(params, where)
         names = self._names()
         missing = [name for name in names if name not in params]
         unused = sorted(set(params) - set(names))

@@ -41,7 +41,7 @@ class Cropping(Layer):
         where = type(self).__name__
         self._check_params(params, where)
         with jax.named_scope(where):
-            return ops.crop(_args.cast_floating(x, self.dtype), self.cropping,
+            return ops.crop(_args.cast_floating(x, self.dtype, where), self.cropping,
                             self.data_format, rank=self.rank, name=where)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:

@@ -51,7 +51,7 @@ class UpSampling(Layer):
         where = type(self).__name__
         self._check_params(params, where)
         with jax.named_scope(where):
-            return ops.upsample(_args.cast_floating(x, self.dtype), self.size,
+            return ops.upsample(_args.cast_floating(x, self.dtype, where), self.size,
                                 self.data_format, self.interpolation, rank=self.rank,
                                 precision=self.precision, name=where)
 

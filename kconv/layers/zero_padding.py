@@ -35,7 +35,7 @@ class ZeroPadding(Layer):
         where = type(self).__name__
         self._check_params(params, where)
         with jax.named_scope(where):
-            return ops.zero_pad(_args.cast_floating(x, self.dtype), self.padding,
+            return ops.zero_pad(_args.cast_floating(x, self.dtype, where), self.padding,
                                 self.data_format, rank=self.rank, name=where)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:

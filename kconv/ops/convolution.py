@@ -63,7 +63,7 @@ class _Call:
                  data_format: Any, dilation_rate: Any, *, allowed_padding: tuple[str, ...],
                  padding_mode: Any = "zeros", transposed: bool = False):
         self.name = name
-        kernel = jnp.asarray(kernel)
+        kernel = _args.as_array(kernel, "kernel", name)
         self.rank = rank = kernel.ndim - 2
         if rank not in (1, 2, 3):
             raise ValueError(f"{name}: kernel must have rank 3, 4 or 5 (N spatial dims + 2), "
@@ -75,7 +75,7 @@ class _Call:
             p for p in allowed_padding if p != "causal")
         self.padding = _args.conv_padding(padding, rank, name, allowed)
         self.padding_mode = _args.conv_padding_mode(padding_mode, name, transposed=transposed)
-        x = jnp.asarray(inputs)
+        x = _args.as_array(inputs, "inputs", name)
         if x.ndim < rank + 1:
             raise ValueError(
                 f"{name}: expected an input of rank {rank + 2} "

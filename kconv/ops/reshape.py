@@ -53,7 +53,7 @@ class _Spatial:
 
     def __init__(self, name: str, inputs: Any, rank: Any, data_format: Any):
         self.name = name
-        self.x = x = jnp.asarray(inputs)
+        self.x = x = _args.as_array(inputs, "inputs", name)
         self.data_format = _args.data_format(data_format, name)
         if rank is None:
             if x.ndim < 3:
@@ -175,7 +175,8 @@ def upsample(
 
     Returns:
       The upsampled array, in the input's dtype. Integer inputs to a non-``nearest``
-      interpolation are rounded and clipped to their dtype's range (Keras's rule).
+      interpolation are rounded and clipped to their dtype's range, bool ones resized as
+      0/1 and clipped to [0, 1] (Keras's rule).
 
     Example:
         >>> import jax.numpy as jnp
@@ -194,6 +195,11 @@ def upsample(
             if factor != 1:
                 x = jnp.repeat(x, factor, axis=axis)
         return x
+    dtype = x.dtype
+    if dtype == jnp.bool_:
+        # Keras resizes a bool image as 0/1 floats and casts back clipped to [0, 1] (so
+        # a negative overshoot is False); jax.image.resize itself refuses bool.
+        x = x.astype(jnp.float32)
     shape = list(x.shape)
     for axis, factor in zip(call.axes, factors):
         shape[axis] *= factor
@@ -209,7 +215,7 @@ def upsample(
     # On XLA:CPU, bilinear becomes an equal fixed stencil (kconv.ops.lowering).
     spec = lowering.UpsampleSpec(interpolation=interpolation, input_shape=x.shape,
                                  axes=call.axes, factors=factors, dtype=x.dtype)
-    return _saturate_cast(lowering.upsample(x, spec, resize), x.dtype)
+    return _saturate_cast(lowering.upsample(x, spec, resize), dtype)
 
 
 def _saturate_cast(y: Array, dtype: Any) -> Array:
@@ -223,6 +229,8 @@ def _saturate_cast(y: Array, dtype: Any) -> Array:
         y = jnp.round(y)
 
     def limits(dt: np.dtype) -> tuple[Any, Any]:
+        if dt == np.bool_:
+            return 0, 1
         info = jnp.iinfo(dt) if jnp.issubdtype(dt, jnp.integer) else jnp.finfo(dt)
         return info.min, info.max
 
@@ -240,14 +248,10 @@ def _saturate_cast(y: Array, dtype: Any) -> Array:
 # --- output shapes -------------------------------------------------------------------
 
 def _shape_rank(input_shape: Sequence, name: str) -> tuple[tuple, int]:
-    try:
-        shape = tuple(None if d is None else int(d) for d in input_shape)
-    except TypeError as e:
-        raise TypeError(f"{name}: input_shape must be a sequence of ints or None, "
-                        f"got {input_shape!r}") from e
+    shape = _args.shape_dims(input_shape, name)
     if len(shape) < 3:
         raise ValueError(f"{name}: expected an input shape (batch, spatial..., channels) of "
-                         f"rank >= 3, got {tuple(input_shape)}")
+                         f"rank >= 3, got {shape}")
     return shape, len(shape) - 2
 
 

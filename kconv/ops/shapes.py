@@ -205,10 +205,10 @@ def conv_transpose_output_length(
     return (length - 1) * stride + 1 + lo + hi - k_eff + 1
 
 
-def _split(input_shape: Sequence, data_format: str) -> tuple[Any, Any, list]:
-    shape = tuple(input_shape)
+def _split(input_shape: Sequence, data_format: str, name: str) -> tuple[Any, Any, list]:
+    shape = _args.shape_dims(input_shape, name)
     if len(shape) < 3:
-        raise ValueError(f"expected an input shape (batch, spatial..., channels) of rank >= 3, "
+        raise ValueError(f"{name}: expected an input shape (batch, spatial..., channels) of rank >= 3, "
                          f"got {shape}")
     if data_format == "channels_last":
         return shape[0], shape[-1], list(shape[1:-1])
@@ -254,7 +254,7 @@ def conv_output_shape(
         >>> conv_output_shape((8, 3, None, 10), 4, (3, 3), data_format="channels_first")
         (8, 4, None, 8)
     """
-    batch, _, spatial = _split(input_shape, data_format)
+    batch, _, spatial = _split(input_shape, data_format, name)
     out = _forward_spatial(input_shape, spatial, kernel_size, strides, padding, dilation_rate,
                            name)
     return _join(batch, filters, out, data_format)
@@ -271,7 +271,7 @@ def depthwise_conv_output_shape(
         >>> depthwise_conv_output_shape((2, 10, 10, 3), 3, depth_multiplier=2)
         (2, 8, 8, 6)
     """
-    batch, channels, spatial = _split(input_shape, data_format)
+    batch, channels, spatial = _split(input_shape, data_format, name)
     out = _forward_spatial(input_shape, spatial, kernel_size, strides, padding, dilation_rate,
                            name)
     out_channels = None if channels is None else channels * depth_multiplier
@@ -315,7 +315,7 @@ def conv_transpose_output_shape(
         >>> conv_transpose_output_shape((None, 8, 8, 3), 2, 4, strides=2, padding=1)
         (None, 16, 16, 2)
     """
-    batch, _, spatial = _split(input_shape, data_format)
+    batch, _, spatial = _split(input_shape, data_format, name)
     n = len(spatial)
     ks, ss, ds = _tuple(kernel_size, n), _tuple(strides, n), _tuple(dilation_rate, n)
     ops_ = _tuple(output_padding, n)
