@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -41,7 +42,7 @@ from flax import nnx
 from kconv import layers as _layers
 from kconv.layers._examples import EXAMPLES
 
-__all__ = ["FrozenParam", "KconvModule", "Penalty", "regularization_loss"] + list(
+__all__ = ["FrozenParam", "KconvModule", "Penalty", "from_layer", "regularization_loss"] + list(
     _layers.LAYER_NAMES)
 
 
@@ -155,3 +156,51 @@ def _make(pure_cls: type) -> type:
 for _name in _layers.LAYER_NAMES:
     globals()[_name] = _make(getattr(_layers, _name))
 del _name
+
+
+def from_layer(layer: _layers.Layer, params: Mapping[str, Any] | None = None) -> KconvModule:
+    """The NNX module of a pure-tier layer, holding ``params`` as its weights.
+
+    How a ported model gets into NNX: the ``(layer, params)`` pairs of
+    :func:`kconv.interop.load_keras_layers`, or a layer with the params of
+    :func:`kconv.interop.params_from_keras` / :func:`kconv.interop.params_from_torch`,
+    become modules directly, with no random initialisation to overwrite. The params are
+    checked against the layer's config (names and shapes, the input channels read off the
+    kernel) and stored in the layer's ``param_dtype``; a LoRA layer's kernel becomes a
+    :class:`FrozenParam`, as in a module built by its constructor.
+
+    Args:
+      layer: a kconv layer (``kconv.Conv2D(...)``, ...).
+      params: its params (``{}`` or ``None`` for a layer without weights).
+
+    Returns:
+      The ``kconv.nnx`` module of the layer's class and config.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, kconv
+        >>> layer = kconv.Conv2D(8, 3)
+        >>> params = layer.init(jax.random.key(0), (None, 16, 16, 3))
+        >>> m = from_layer(layer, params)
+        >>> type(m).__name__, m.kernel.shape
+        ('Conv2D', (3, 3, 3, 8))
+        >>> x = jnp.ones((1, 16, 16, 3))
+        >>> bool(jnp.array_equal(m(x), layer(params, x)))
+        True
+    """
+    if not isinstance(layer, _layers.Layer) or type(layer).__name__ not in _layers.LAYER_NAMES:
+        raise TypeError(f"kconv.nnx.from_layer: layer must be a kconv layer "
+                        f"(kconv.Conv2D(...), ...), got {layer!r}")
+    name = type(layer).__name__
+    where = f"kconv.nnx.from_layer({name})"
+    cls = globals()[name]
+    arguments = {f.name: getattr(layer, f.name) for f in dataclasses.fields(layer)}
+    in_channels = layer._check_weights({} if params is None else params, where)
+    if in_channels is None:
+        return cls(**arguments)
+    # Built abstractly (no initializer runs), then each weight takes its value.
+    module = nnx.eval_shape(lambda: cls(**arguments, in_channels=in_channels,
+                                        rngs=nnx.Rngs(0)))
+    for weight_name, weight in layer.weights_for_channels(in_channels).items():
+        value = jnp.asarray(params[weight_name], layer.weight_dtype(weight))
+        setattr(module, weight_name, getattr(module, weight_name).replace(value))
+    return module

@@ -54,6 +54,67 @@ def _allclose(a, b):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
 
 
+FROM_LAYER_CASES = CASES + [
+    ("Conv2D", dict(filters=4, kernel_size=3, lora_rank=2, lora_alpha=3.0), (2, 6, 6, 3)),
+    ("Conv1D", dict(filters=4, kernel_size=3, dtype="mixed_bfloat16"), (2, 8, 3)),
+    ("SeparableConv2D", dict(filters=4, kernel_size=3, param_dtype="bfloat16"), (2, 6, 6, 3)),
+]
+
+
+@pytest.mark.parametrize("name,args,shape", FROM_LAYER_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(FROM_LAYER_CASES)])
+def test_nnx_from_layer_holds_the_params_and_computes_the_layer(name, args, shape):
+    """kconv.nnx.from_layer(layer, params): a module of the layer's class and config whose
+    variables are those params (in param_dtype), of the kinds and metadata the
+    constructor gives (a LoRA kernel a FrozenParam), computing the pure layer."""
+    layer = getattr(kconv, name)(**args)
+    x = _inputs(shape)
+    params = layer.init(jax.random.key(3), shape)
+    params = jax.tree.map(lambda p: p + 0.5, params)  # nothing an initializer would make
+    module = kn.from_layer(layer, params)
+    assert type(module) is getattr(kn, name) and module.layer == layer
+    _allclose(module(x), layer(params, x))
+    if not layer.has_weights:
+        assert nnx.state(module) == nnx.state(getattr(kn, name)(**args))
+        return
+    built = getattr(kn, name)(**args, in_channels=layer._param_in_channels(params),
+                              rngs=nnx.Rngs(0))
+    for weight, value in params.items():
+        ours, theirs = getattr(module, weight), getattr(built, weight)
+        assert type(ours) is type(theirs) and ours.get_metadata() == theirs.get_metadata()
+        assert ours[...].dtype == theirs[...].dtype
+        np.testing.assert_array_equal(np.asarray(ours[...], np.float32),
+                                      np.asarray(jnp.asarray(value, ours[...].dtype),
+                                                 np.float32))
+    # Trainable as a constructed one: a step moves the Params, never a FrozenParam.
+    optimizer = nnx.Optimizer(module, optax.sgd(0.1), wrt=nnx.Param)
+    grads = nnx.grad(lambda m: jnp.sum(jnp.sin(m(x))))(module)
+    optimizer.update(module, grads)
+    for weight in params:
+        moved = not np.array_equal(np.asarray(getattr(module, weight)[...], np.float32),
+                                   np.asarray(jnp.asarray(params[weight],
+                                                          getattr(module, weight)[...].dtype),
+                                              np.float32))
+        assert moved == isinstance(getattr(module, weight), nnx.Param), weight
+
+
+def test_nnx_from_layer_errors():
+    layer = kconv.Conv2D(4, 3)
+    params = layer.init(jax.random.key(0), (None, 6, 6, 3))
+    with pytest.raises(ValueError, match=r"kconv.nnx.from_layer\(Conv2D\): params are "
+                                         r"missing \['bias'\]"):
+        kn.from_layer(layer, {"kernel": params["kernel"]})
+    with pytest.raises(ValueError, match=r"from_layer\(Conv2D\): params\['bias'\] has shape"):
+        kn.from_layer(layer, {**params, "bias": jnp.ones(5)})
+    with pytest.raises(TypeError, match=r"from_layer\(Conv2D\): params must be a dict"):
+        kn.from_layer(layer, list(params.values()))
+    with pytest.raises(TypeError, match=r"kconv.nnx.from_layer: layer must be a kconv layer"):
+        kn.from_layer(kn.Conv2D(4, 3, in_channels=3, rngs=nnx.Rngs(0)), params)
+    with pytest.raises(ValueError, match=r"from_layer\(Cropping2D\): the layer has no "
+                                         r"weights"):
+        kn.from_layer(kconv.Cropping2D(1), params)
+
+
 @pytest.mark.parametrize("name,args,shape", CASES, ids=IDS)
 def test_linen_matches_pure_tier(name, args, shape):
     layer = getattr(kconv, name)(**args)

@@ -261,6 +261,54 @@ def test_a_live_subclassed_model_with_lora_and_time_distributed():
         interop.load_keras_weights(Net())
 
 
+@keras.saving.register_keras_serializable("kconv_tests")
+class _Backbone(keras.Model):
+    """A Functional subclass with a get_config of its own (its arguments, not its
+    layers), as every KerasHub backbone is."""
+
+    def __init__(self, filters=4, **kwargs):
+        inputs = keras.Input((8, 8, 3))
+        x = L.Conv2D(filters, 3, padding="same", name="stem")(inputs)
+        x = L.BatchNormalization(name="bn")(x)
+        outputs = L.SeparableConv2D(2, 3, name="sep")(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.filters = filters
+
+    def get_config(self):
+        return {"filters": self.filters, "name": self.name, "trainable": self.trainable}
+
+
+def test_a_model_whose_config_does_not_list_its_layers(tmp_path):
+    """A KerasHub-style model's file (.keras, or a preset folder: config.json with the
+    class's own arguments and model.weights.h5) has the weights but not the layers'
+    configs: load_keras_layers skips and lists them with a warning naming the way round
+    (it raised a bare KeyError), load_keras_weights reads them, the live model gives all."""
+    keras.utils.set_random_seed(4)
+    model = _Backbone(name="backbone")
+    _randomize(model, 4)
+    x = np.random.default_rng(4).normal(size=(2, 8, 8, 3)).astype("float32")
+    model.save(tmp_path / "backbone.keras")
+    model.save(tmp_path / "preset", zipped=False)
+    for path in (tmp_path / "backbone.keras", tmp_path / "preset"):
+        with pytest.warns(UserWarning, match=r"does not list the layers \['stem', 'sep'\].*"
+                                             r"pass it to load_keras_layers"):
+            named = interop.load_keras_layers(path)
+        assert dict(named) == {}
+        assert {k: named.skipped[k] for k in ("stem", "sep")} == {
+            "stem": "Conv2D", "sep": "SeparableConv2D"}
+        weights = interop.load_keras_weights(path)
+        for name in ("stem", "sep"):
+            keras_layer = model.get_layer(name)
+            layer = interop.layer_from_keras(keras_layer)
+            for ours, theirs in zip(interop.to_keras_weights(layer, weights[name]),
+                                    keras_layer.get_weights(), strict=True):
+                np.testing.assert_array_equal(ours, theirs)
+    live = interop.load_keras_layers(model)
+    assert list(live) == ["stem", "sep"]
+    stem, params = live["stem"]
+    np.testing.assert_allclose(stem(params, x), np.asarray(model.get_layer("stem")(x)), **TOL)
+
+
 def _model_time_distributed(head=True):
     inp = keras.Input((3, 8, 8, 2), name="frames")
     x = L.TimeDistributed(L.Conv2D(4, 3, padding="same", activation="relu",

@@ -249,6 +249,14 @@ class Layer:
             raise ValueError(f"{where}: the layer has no weights, so params must be {{}}; got "
                              f"keys {sorted(params)}")
 
+    def _check_weights(self, params: Mapping[str, Any], where: str) -> int | None:
+        """Raises unless ``params`` has exactly the names and shapes this layer implies,
+        with the input channels read off the params (weights from a file or another
+        library come without an input to take them from); returns those channels
+        (``None`` for a layer without weights)."""
+        self._check_params(params, where)
+        return None
+
     def _check_params_type(self, params: Any, where: str) -> None:
         """Params are a mapping by weight name; Keras's ``get_weights()`` list (the usual
         mistake) gets the function that names its arrays."""

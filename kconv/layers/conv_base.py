@@ -182,6 +182,20 @@ class BaseConv(Layer):
             raise ValueError(f"{where}: params {what}; it takes {names} (use_bias="
                              f"{self.use_bias}{self._params_note()}), got keys {sorted(params)}")
 
+    def _check_weights(self, params: Mapping[str, Any], where: str) -> int:
+        self._check_params(params, where)
+        first = self._names()[0]
+        if len(np.shape(params[first])) != self.rank + 2:
+            raise ValueError(f"{where}: params[{first!r}] must have rank {self.rank + 2}, "
+                             f"got shape {tuple(np.shape(params[first]))}")
+        in_channels = self._param_in_channels({n: np.asarray(v) for n, v in params.items()})
+        try:
+            self.weights_for_channels(in_channels)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{where}: the weights do not fit the config: {e}") from e
+        self._check_param_shapes(params, in_channels, where)
+        return in_channels
+
     def _params_note(self) -> str:
         """More of the config that decides the weight names, for :meth:`_check_params`."""
         return ""
