@@ -232,27 +232,77 @@ class Ones(Initializer):
         return jax.nn.initializers.ones(key, _as_shape(shape), dtype)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Constant(Initializer):
-    """Initializer that fills the array with one scalar value.
+    """Initializer that fills the array with a value: a scalar, or an array broadcast to
+    the shape (Keras 3 takes both: ``Constant(np.log(priors))`` for a bias).
 
     Args:
-        value: A Python (or NumPy) scalar. Defaults to ``0.0``.
+        value: A Python (or NumPy) scalar, or an array-like of real numbers (stored as a
+            read-only NumPy array; its config is Keras's ``{"class_name": "__numpy__",
+            ...}`` form, which is read back too). Defaults to ``0.0``.
 
     Example:
         >>> print(Constant(2.5)(None, (2,)))
         [2.5 2.5]
+        >>> print(Constant([1.0, 2.0])(None, (2, 2)))
+        [[1. 2.]
+         [1. 2.]]
     """
 
-    value: Union[int, float] = 0.0
+    value: Any = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "value", real_number("Constant", "value", self.value))
+        value = self.value
+        if isinstance(value, dict) and value.get("class_name") == "__numpy__":
+            # Keras's serialized NumPy array (what its get_config writes for one).
+            config = value.get("config") or {}
+            value = np.asarray(config.get("value"), dtype=config.get("dtype"))
+        if isinstance(value, (list, tuple)) or (
+                hasattr(value, "__array__") and np.ndim(value) > 0):
+            array = np.array(value)
+            if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer)
+                                               or np.issubdtype(array.dtype, np.floating)):
+                raise TypeError(f"Constant: argument `value` must be a real number or an "
+                                f"array of them, got {value!r}")
+            array.setflags(write=False)  # a hashable value: nothing may change it
+            object.__setattr__(self, "value", array)
+            return
+        object.__setattr__(self, "value", real_number("Constant", "value", value))
+
+    def _key(self) -> Any:
+        value = self.value
+        if isinstance(value, np.ndarray):
+            return (value.dtype.str, value.shape, value.tobytes())
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._key()))
+
+    def get_config(self) -> dict[str, Any]:
+        if isinstance(self.value, np.ndarray):
+            return {"value": {"class_name": "__numpy__", "config": {
+                "value": self.value.tolist(), "dtype": str(self.value.dtype)}}}
+        return super().get_config()
 
     def __call__(
         self, key: Optional[jax.Array], shape: Shape, dtype: DType = jnp.float32
     ) -> jax.Array:
-        return jax.nn.initializers.constant(self.value, dtype)(key, _as_shape(shape), dtype)
+        shape = _as_shape(shape)
+        if not isinstance(self.value, np.ndarray):
+            return jax.nn.initializers.constant(self.value, dtype)(key, shape, dtype)
+        # Keras computes cast(value) * ones(shape), which would silently grow a weight
+        # whose shape the value does not broadcast to; here that raises.
+        try:
+            return jnp.broadcast_to(jnp.asarray(self.value, dtype), shape)
+        except ValueError as e:
+            raise ValueError(f"Constant: a value of shape {self.value.shape} does not "
+                             f"broadcast to the weight's shape {shape}") from e
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,6 +80,51 @@ def test_constant_initializers_match_keras(name, kwargs, dtype):
         np.testing.assert_array_equal(np.asarray(actual), expected)
 
 
+@pytest.mark.parametrize("value, shape", [
+    (np.arange(4.0), (4,)),                                  # a bias from priors
+    (np.array([[1.0], [-2.0]]), (2, 3)),
+    (np.arange(6, dtype=np.int32).reshape(1, 1, 2, 3), (3, 3, 2, 3)),
+    ([0.5, -1.5, 2.0], (2, 2, 4, 3)),
+])
+def test_array_constant_matches_keras(value, shape):
+    """Keras 3 takes an array for Constant (cast(value) * ones(shape)) and writes it as a
+    "__numpy__" config; kconv refused one (a real number only), so such a model's config
+    could not be read."""
+    theirs = keras.initializers.Constant(np.asarray(value))
+    ours = initializers.Constant(value)
+    for dtype in ("float32", "bfloat16"):
+        expected = np.asarray(theirs(shape, dtype=dtype))
+        actual = ours(KEY, shape, jnp.dtype(dtype))
+        assert actual.shape == expected.shape == shape and actual.dtype == expected.dtype
+        np.testing.assert_array_equal(np.asarray(actual, np.float32),
+                                      np.asarray(expected, np.float32))
+    config = initializers.serialize(ours)
+    assert config == json.loads(json.dumps(keras.initializers.serialize(theirs)))
+    np.testing.assert_array_equal(keras.initializers.deserialize(config)(shape),
+                                  theirs(shape))
+    assert initializers.deserialize(config) == ours == initializers.get(theirs)
+    assert hash(initializers.deserialize(config)) == hash(ours)
+    assert ours != initializers.Constant(np.asarray(value) + 1)
+    assert ours.value.flags.writeable is False
+    layer = kconv.Conv2D(3, 1, bias_initializer=ours) if np.ndim(value) == 1 and len(
+        value) == 3 else None
+    if layer is not None:  # hashable and serializable inside a layer too
+        assert kconv.Conv2D.from_config(json.loads(json.dumps(layer.get_config()))) == layer
+        hash(layer)
+
+
+def test_array_constant_refuses_what_it_cannot_fill():
+    with pytest.raises(ValueError, match=r"Constant: a value of shape \(4,\) does not "
+                                         r"broadcast to the weight's shape \(3,\)"):
+        initializers.Constant(np.arange(4.0))(KEY, (3,))
+    with pytest.raises(TypeError, match=r"Constant: argument `value` must be a real number "
+                                        r"or an array of them"):
+        initializers.Constant(np.array(["a", "b"]))
+    with pytest.raises(TypeError, match=r"Constant: argument `value` must be a real number "
+                                        r"or an array of them"):
+        initializers.Constant([True, False])
+
+
 @pytest.mark.parametrize("gain", [1.0, 0.5, 3])
 @pytest.mark.parametrize("shape", [(4, 4), (3, 5), (6, 2)])
 def test_identity_matches_keras(shape, gain):
@@ -342,7 +387,8 @@ def test_distribution_is_normalised_like_keras(distribution):
 @pytest.mark.parametrize("make, match", [
     (lambda: initializers.RandomNormal(seed="1"), r"RandomNormal.*`seed`.*'1'"),
     (lambda: initializers.HeUniform(seed=1.5), r"HeUniform.*`seed`.*1\.5"),
-    (lambda: initializers.Constant(np.ones(3)), r"Constant.*`value`"),
+    # (an array is a Keras 3 Constant value: test_array_constant_matches_keras)
+    (lambda: initializers.Constant("1"), r"Constant.*`value`.*'1'"),
     (lambda: initializers.RandomUniform(minval="a"), r"RandomUniform.*`minval`.*'a'"),
     (lambda: initializers.VarianceScaling(input_axes="ab"), r"VarianceScaling.*`input_axes`"),
 ])
