@@ -195,6 +195,20 @@ def shape_dims(shape: Any, where: str) -> tuple[Any, ...]:
     return tuple(int(d) if _is_int(d) else d for d in dims)
 
 
+def spatial_shape(shape: Any, where: str) -> tuple[Any, ...]:
+    """A shape of rank >= 3, ``(batch, spatial..., channels)`` in either data format (see
+    :func:`shape_dims`): what the ops' output-shape functions take, the rank unknown.
+
+    >>> spatial_shape((None, 8, 3), "kconv.ops.conv_output_shape")
+    (None, 8, 3)
+    """
+    dims = shape_dims(shape, where)
+    if len(dims) < 3:
+        raise ValueError(f"{where}: expected an input shape (batch, spatial..., channels) of "
+                         f"rank >= 3, got {dims}")
+    return dims
+
+
 def input_shape(shape: Any, rank: int, where: str) -> tuple[Any, ...]:
     """A shape of rank ``rank + 2`` (see :func:`shape_dims`), as a tuple.
 

@@ -243,6 +243,12 @@ def test_argument_errors_are_clear():
         ops.conv_transpose(x, None)
     with pytest.raises(TypeError, match=r"kconv.ops.upsample: inputs must be an array"):
         ops.upsample(None, 2)
+    with pytest.raises(TypeError, match=r"kconv.ops.depthwise_conv: kernel must be an array "
+                                        r".*got NoneType None"):
+        ops.depthwise_conv(x, None)
+    with pytest.raises(TypeError, match=r"kconv.ops.separable_conv: depthwise_kernel must be "
+                                        r"an array .*got str"):
+        ops.separable_conv(x, "k", jnp.ones((1, 1, 4, 2)))
     with pytest.raises(ValueError, match=r"kconv.ops.conv: strides must be positive.*\(2, 0\)"):
         ops.conv(x, w, (2, 0))
     with pytest.raises(ValueError, match="padding must be one of.*'full'"):

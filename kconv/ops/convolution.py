@@ -262,7 +262,7 @@ def depthwise_conv(
         >>> depthwise_conv(x, jnp.ones((3, 1, 1)), padding=1, padding_mode="replicate")[0, :, 0]
         Array([1., 3., 5.], dtype=float32)
     """
-    kernel = jnp.asarray(kernel)
+    kernel = _args.as_array(kernel, "kernel", name)
     call = _Call(name, inputs, kernel, strides, padding, data_format, dilation_rate,
                  allowed_padding=_FORWARD_PADDING, padding_mode=padding_mode)
     if kernel.shape[-2] != call.channels:
@@ -309,8 +309,8 @@ def separable_conv(
         ...                padding="same").shape
         (2, 9, 5)
     """
-    pointwise_kernel = jnp.asarray(pointwise_kernel)
-    depthwise_kernel = jnp.asarray(depthwise_kernel)
+    pointwise_kernel = _args.as_array(pointwise_kernel, "pointwise_kernel", name)
+    depthwise_kernel = _args.as_array(depthwise_kernel, "depthwise_kernel", name)
     rank = depthwise_kernel.ndim - 2
     expected = (1,) * rank + (depthwise_kernel.shape[-2] * depthwise_kernel.shape[-1],)
     if pointwise_kernel.shape[:-1] != expected:

@@ -248,10 +248,7 @@ def _saturate_cast(y: Array, dtype: Any) -> Array:
 # --- output shapes -------------------------------------------------------------------
 
 def _shape_rank(input_shape: Sequence, name: str) -> tuple[tuple, int]:
-    shape = _args.shape_dims(input_shape, name)
-    if len(shape) < 3:
-        raise ValueError(f"{name}: expected an input shape (batch, spatial..., channels) of "
-                         f"rank >= 3, got {shape}")
+    shape = _args.spatial_shape(input_shape, name)
     return shape, len(shape) - 2
 
 

@@ -206,10 +206,7 @@ def conv_transpose_output_length(
 
 
 def _split(input_shape: Sequence, data_format: str, name: str) -> tuple[Any, Any, list]:
-    shape = _args.shape_dims(input_shape, name)
-    if len(shape) < 3:
-        raise ValueError(f"{name}: expected an input shape (batch, spatial..., channels) of rank >= 3, "
-                         f"got {shape}")
+    shape = _args.spatial_shape(input_shape, name)
     if data_format == "channels_last":
         return shape[0], shape[-1], list(shape[1:-1])
     return shape[0], shape[1], list(shape[2:])
