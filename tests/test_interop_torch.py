@@ -6,6 +6,7 @@ padding conventions coincide (the docstring of ``params_from_torch`` says where;
 brute-force tests below check that statement). Then every error path.
 """
 
+import dataclasses
 import itertools
 import math
 import subprocess
@@ -624,8 +625,10 @@ def test_layer_from_torch_refuses_what_it_cannot_read():
     with pytest.raises(TypeError, match=r"got Causal; a subclass of nn.Conv1d may compute "
                                         r"something else.*params_from_torch"):
         layer_from_torch(Causal(3, 8, 3))
-    with pytest.raises(TypeError, match=r"expected an nn.Conv1d/2d/3d or "
-                                        r"nn.ConvTranspose1d/2d/3d instance, got Linear$"):
+    with pytest.raises(TypeError, match=r"expected an nn.Conv1d/2d/3d, nn.ConvTranspose1d/2d/3d, "
+                                        r"nn.ZeroPad1d/2d/3d, nn.ConstantPad1d/2d/3d, "
+                                        r"nn.Upsample or nn.UpsamplingNearest2d instance, "
+                                        r"got Linear$"):
         layer_from_torch(torch.nn.Linear(3, 8))
     lazy = torch.nn.LazyConv2d(8, 3)
     with pytest.raises(TypeError, match=r"LazyConv2d has no weights yet \(in_channels=0\): "
@@ -633,6 +636,172 @@ def test_layer_from_torch_refuses_what_it_cannot_read():
         layer_from_torch(lazy)
     lazy(torch.ones(1, 3, 5, 5))
     assert layer_from_torch(lazy).kernel_size == (3, 3)
+
+
+def test_params_from_torch_takes_the_module_itself():
+    module = _seeded(torch.nn.Conv1d, 2, 4, 3, padding=1)
+    layer = layer_from_torch(module)
+    for got, want in zip(params_from_torch(layer, module).values(),
+                         params_from_torch(layer, module.state_dict()).values()):
+        np.testing.assert_array_equal(got, want)
+    model = torch.nn.Sequential(torch.nn.ZeroPad1d(1), module)
+    assert params_from_torch(layer, model, prefix="1")["kernel"].shape == (3, 2, 4)
+    assert params_from_torch(layer_from_torch(model[0]), model, prefix="0") == {}
+
+
+# torch's weightless modules between convolutions, and what kconv builds for each
+WEIGHTLESS_CASES = [
+    (torch.nn.ZeroPad1d((2, 1)), {}, kconv.ZeroPadding1D((2, 1))),
+    (torch.nn.ZeroPad1d(-1), {}, kconv.Cropping1D(1)),
+    (torch.nn.ConstantPad1d((0, 3), 0.0), {}, kconv.ZeroPadding1D((0, 3))),
+    (torch.nn.ZeroPad2d((1, 2, 3, 0)), {}, kconv.ZeroPadding2D(((3, 0), (1, 2)))),
+    (torch.nn.ZeroPad2d((-1, 0, -2, -1)), {}, kconv.Cropping2D(((2, 1), (1, 0)))),
+    (torch.nn.ConstantPad2d((1, 2), -0.0), {}, kconv.ZeroPadding2D(((0, 0), (1, 2)))),
+    (torch.nn.ZeroPad3d((1, 0, 0, 2, 3, 1)), {}, kconv.ZeroPadding3D(((3, 1), (0, 2), (1, 0)))),
+    (torch.nn.ConstantPad3d(-1, 0.0), {}, kconv.Cropping3D(1)),
+    (torch.nn.Upsample(scale_factor=3), {"rank": 1}, kconv.UpSampling1D(3)),
+    (torch.nn.Upsample(scale_factor=2.0, mode="nearest-exact"), {"rank": 2},
+     kconv.UpSampling2D(2)),
+    (torch.nn.Upsample(scale_factor=(2, 3), mode="area"), {}, kconv.UpSampling2D((2, 3))),
+    (torch.nn.Upsample(scale_factor=(2, 3), mode="bilinear"), {},
+     kconv.UpSampling2D((2, 3), interpolation="bilinear")),
+    (torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), {"rank": 2},
+     kconv.UpSampling2D(2, interpolation="bilinear")),
+    (torch.nn.UpsamplingNearest2d(scale_factor=2), {}, kconv.UpSampling2D(2)),
+    (torch.nn.Upsample(scale_factor=(1, 2, 3)), {}, kconv.UpSampling3D((1, 2, 3))),
+]
+
+
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("module,kwargs,want", WEIGHTLESS_CASES,
+                         ids=[f"{type(c[0]).__name__}-{i}" for i, c in
+                              enumerate(WEIGHTLESS_CASES)])
+def test_layer_from_torch_weightless_modules(module, kwargs, want, fmt):
+    """Torch's zero padding and upsampling modules: the kconv layer computes the module
+    (torch is the oracle) and is the one a user would write by hand."""
+    has_format = "data_format" in {f.name for f in dataclasses.fields(want)}
+    if fmt == "channels_first" and not has_format:
+        with pytest.raises(ValueError, match=rf"{type(want).__name__}, as Keras's, takes "
+                                             r"channels-last inputs only"):
+            layer_from_torch(module, data_format=fmt, **kwargs)
+        return
+    layer = layer_from_torch(module, data_format=fmt, **kwargs)
+    assert layer == dataclasses.replace(want, **({"data_format": fmt} if has_format else {}))
+    assert params_from_torch(layer, module) == {}
+    x = _input((2, 3) + (7, 6, 5)[:layer.rank])
+    np.testing.assert_allclose(_kconv_out(layer, {}, x), _torch_out(module, x), **TOL)
+
+
+@pytest.mark.parametrize("module,kwargs,match", [
+    (torch.nn.ReflectionPad2d((1, 2, 3, 4)), {},
+     r"nn.ReflectionPad2d\(\(1, 2, 3, 4\)\): kconv has no layer that pads in 'reflect' mode.*"
+     r"build that convolution with padding=\(\(3, 4\), \(1, 2\)\), padding_mode='reflect'"),
+    (torch.nn.ReplicationPad1d(2), {}, r"padding=\(\(2, 2\),\), padding_mode='replicate'"),
+    (torch.nn.CircularPad3d(1), {}, r"padding_mode='circular'"),
+    (torch.nn.ConstantPad2d(1, 0.5), {},
+     r"nn.ConstantPad2d\(padding=\(1, 1, 1, 1\), value=0.5\) pads with 0.5; kconv's "
+     r"ZeroPadding2D, as Keras's, pads with zeros only"),
+    (torch.nn.ZeroPad2d((1, -1, 0, 0)), {},
+     r"pads some sides and crops others.*ZeroPadding2D and Cropping2D.*\(\(0, 0\), \(1, -1\)\)"),
+    (torch.nn.ConstantPad1d((1, 1, 1, 1), 0.0), {},
+     r"has 4 padding amounts; the 1 spatial axes take at most 2"),
+    (torch.nn.Upsample(size=(8, 8)), {}, r"resizes to a fixed size.*scale_factor="),
+    (torch.nn.Upsample(scale_factor=1.5), {"rank": 2}, r"positive integer factors"),
+    (torch.nn.Upsample(scale_factor=(2, 0.5)), {}, r"positive integer factors"),
+    (torch.nn.UpsamplingBilinear2d(scale_factor=2), {},
+     r"align_corners=True samples the corners.*half-pixel centres"),
+    (torch.nn.Upsample(scale_factor=2, mode="bicubic"), {"rank": 2},
+     r"torch's cubic kernel \(a = -0.75\) is not Keras's"),
+    (torch.nn.Upsample(scale_factor=2, mode="linear"), {}, r"UpSampling1D, as Keras's, repeats"),
+    (torch.nn.Upsample(scale_factor=2, mode="trilinear"), {},
+     r"UpSampling3D, as Keras's, repeats"),
+    (torch.nn.Upsample(scale_factor=2), {},
+     r"its rank is not in the module: pass rank=1, 2 or 3"),
+    (torch.nn.Upsample(scale_factor=2), {"rank": 4}, r"rank=4: kconv's UpSampling layers have 1 "
+                                                     r"to 3 spatial axes"),
+    (torch.nn.Upsample(scale_factor=(2, 2), mode="trilinear"), {},
+     r"mode='trilinear' is 3-D but scale_factor=\(2, 2\) is 2-D"),
+    (torch.nn.UpsamplingNearest2d(scale_factor=2), {"rank": 3},
+     r"rank=3, but nn.UpsamplingNearest2d\(.*\) works on 2 spatial axes"),
+    (torch.nn.Conv1d(2, 4, 3), {"rank": 2}, r"rank=2, but nn.Conv1d\(.*\) works on 1 spatial"),
+    (torch.nn.ZeroPad2d(1), {"rank": 0}, r"rank must be a positive integer, got 0"),
+])
+def test_layer_from_torch_refuses_weightless_settings(module, kwargs, match):
+    with pytest.raises(ValueError, match=r"layer_from_torch: .*" + match):
+        layer_from_torch(module, **kwargs)
+    subclass = type("MyPad", (torch.nn.ZeroPad2d,), {})(1)
+    with pytest.raises(TypeError, match=r"got MyPad; a subclass of nn.ZeroPad2d may compute"):
+        layer_from_torch(subclass)
+
+
+def test_a_ported_torch_model_computes_the_model():
+    """layers_from_torch on a torch encoder-decoder: every module but the activations has
+    its kconv layer, under its name, and the stack computes the model."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.ZeroPad2d((1, 0, 1, 0)), torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
+        torch.nn.Upsample(scale_factor=2, mode="bilinear"), torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(), torch.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1),
+        torch.nn.Upsample(scale_factor=2), torch.nn.ZeroPad2d(-2)).eval()
+    ported = kconv.interop.layers_from_torch(model, rank=2)
+    assert list(ported) == ["0", "1", "3", "4", "6", "7", "8"]
+    assert ported.skipped == {"2": "ReLU", "5": "ReLU"}
+
+    @jax.jit
+    def forward(x):
+        for name in map(str, range(len(model))):
+            x = ported[name][0](ported[name][1], x) if name in ported else jax.nn.relu(x)
+        return x
+
+    x = _input((2, 3, 9, 11))
+    np.testing.assert_allclose(np.moveaxis(np.asarray(forward(np.moveaxis(x, 1, -1))), -1, 1),
+                               _torch_out(model, x), **TOL)
+
+
+def test_layers_from_torch_walks_nested_models_and_lists_what_it_leaves():
+    class MyConv(torch.nn.Conv2d):  # its own forward may differ: never guessed
+        pass
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = torch.nn.ModuleList([
+                torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"),
+                torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv2d(4, 4, 1))])
+            self.norm = torch.nn.BatchNorm2d(4)
+            self.pad = torch.nn.ReflectionPad2d((1, 2, 0, 0))
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), Block(), torch.nn.Upsample(
+        scale_factor=2), torch.nn.LazyConv2d(3, 3), MyConv(4, 4, 1), torch.nn.Upsample(
+        scale_factor=(2, 2, 1), mode="trilinear"), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    ported = kconv.interop.layers_from_torch(model, data_format="channels_first")
+    assert isinstance(ported, kconv.interop.TorchLayers)
+    assert list(ported) == ["0", "1.convs.0", "1.convs.1"]
+    state = model.state_dict()
+    for name, (layer, params) in ported.items():
+        assert layer.data_format == "channels_first"
+        module = model.get_submodule(name)
+        x = _input((2, module.in_channels, 6, 5))
+        np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(module, x), **TOL)
+        want = params_from_torch(layer, state, prefix=name)  # the keys under its name
+        assert jax.tree.all(jax.tree.map(np.array_equal, params, want))
+    assert list(ported.skipped) == ["1.norm", "1.pad", "2", "3", "4", "5", "6", "7"]
+    assert ported.skipped["1.norm"] == "BatchNorm2d"
+    assert ported.skipped["7"] == "Linear"
+    assert ported.skipped["1.pad"].startswith("ReflectionPad2d: nn.ReflectionPad2d((1, 2, 0, 0))")
+    assert "padding=((0, 0), (1, 2)), padding_mode='reflect'" in ported.skipped["1.pad"]
+    assert "pass rank=1, 2 or 3" in ported.skipped["2"]
+    assert ported.skipped["3"].startswith("LazyConv2d: LazyConv2d has no weights yet")
+    assert ported.skipped["4"].startswith("MyConv: a subclass of nn.Conv2d may compute")
+    assert "UpSampling3D, as Keras's, repeats only" in ported.skipped["5"]
+    # rank= reaches the modules that lack one only
+    assert type(kconv.interop.layers_from_torch(model, rank=2)["2"][0]) is kconv.UpSampling2D
+    for bad, match in [(torch.nn.Conv2d(3, 4, 3), r"Conv2d has no submodules; for one module "
+                                                  r"use layer_from_torch"),
+                       (model.state_dict(), r"expected a torch nn.Module, got OrderedDict")]:
+        with pytest.raises(TypeError, match=r"layers_from_torch: " + match):
+            kconv.interop.layers_from_torch(bad)
 
 
 def test_module_does_not_import_torch():
@@ -745,12 +914,19 @@ B8 = np.zeros(8, np.float32)
      TypeError, r"params_from_torch: unsupported kconv layer SeparableConv2D; supported are "
                 r".*Conv1D/2D/3D.*Conv1D/2D/3DTranspose.*DepthwiseConv1D/2D.*"
                 r"depthwise nn.Conv2d with DepthwiseConv2D and its 1x1 nn.Conv2d with Conv2D"),
-    (kconv.Cropping2D(1), {"weight": W2}, {}, TypeError, r"unsupported kconv layer Cropping2D"),
+    (kconv.Cropping2D(1), {"weight": W2}, {},
+     ValueError, r"Cropping2D has no weights, but the state_dict has \['weight'\]; for one "
+                 r"layer of a larger model pass prefix="),
+    (kconv.UpSampling1D(), _model().state_dict(), {"prefix": "2"},
+     ValueError, r"UpSampling1D has no weights, but the state_dict has \['2.weight'\] under "
+                 r"prefix '2.'$"),
     (kconv.Conv2D, {"weight": W2}, {}, TypeError, r"expected a kconv layer instance, got the "
                                                   r"class Conv2D"),
     (torch.nn.Conv2d(3, 8, 3), {"weight": W2}, {}, TypeError, r"unsupported object Conv2d"),
-    (kconv.Conv2D(8, 3), torch.nn.Conv2d(3, 8, 3), {},
-     TypeError, r"state_dict must be a mapping.*got Conv2d \(pass module.state_dict\(\)"),
+    (kconv.Conv2D(8, 3), [W2, B8], {},
+     TypeError, r"state_dict must be a mapping of names to tensors \(or the torch module\), "
+                r"got list"),
+    (kconv.ZeroPadding2D(1), None, {}, TypeError, r"ZeroPadding2D: state_dict must be"),
     (kconv.Conv2D(8, 3), {"weight": W2, "bias": B8}, {"prefix": 0},
      TypeError, r"prefix must be a str, got 0"),
     (kconv.Conv2D(8, 3), {"weight": "W", "bias": B8}, {},

@@ -1,4 +1,5 @@
-"""Interop: Keras layer configs and weight files both ways, and PyTorch layers and weights in.
+"""Interop: Keras layer configs and weight files both ways, and PyTorch layers and weights in
+(one module, or a whole model's).
 
 Nothing here imports Keras, TensorFlow or PyTorch: files are read with ``h5py``, ``zipfile``
 and ``json``, tensors through NumPy; nothing is unpickled or executed.
@@ -19,10 +20,10 @@ from kconv.interop.keras import (
     save_keras_weights,
     to_keras_weights,
 )
-from kconv.interop.torch import layer_from_torch, params_from_torch
+from kconv.interop.torch import TorchLayers, layer_from_torch, layers_from_torch, params_from_torch
 
 __all__ = [
-    "KerasWeights", "layer_from_keras", "layer_from_torch", "load_keras_layers",
-    "load_keras_weights", "params_from_keras", "params_from_torch", "save_keras_weights",
-    "to_keras_weights",
+    "KerasWeights", "TorchLayers", "layer_from_keras", "layer_from_torch", "layers_from_torch",
+    "load_keras_layers", "load_keras_weights", "params_from_keras", "params_from_torch",
+    "save_keras_weights", "to_keras_weights",
 ]

@@ -1,5 +1,7 @@
-"""Weights from PyTorch: :func:`params_from_torch` turns the ``state_dict()`` of an
-``nn.Conv1d/2d/3d`` or ``nn.ConvTranspose1d/2d/3d`` into kconv params.
+"""Layers and weights from PyTorch: :func:`layer_from_torch` builds the kconv layer of a
+live torch module (its convolutions, zero padding and upsampling), :func:`params_from_torch`
+turns the ``state_dict()`` of an ``nn.Conv1d/2d/3d`` or ``nn.ConvTranspose1d/2d/3d`` into
+kconv params.
 
 PyTorch is never imported: kconv does not depend on it. Tensors are recognised by their
 ``detach`` method and read with ``.detach().cpu().numpy()``; NumPy arrays (or anything
@@ -8,6 +10,7 @@ PyTorch is never imported: kconv does not depend on it. Tensors are recognised b
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kconv import _args
+from kconv.interop.keras import KerasWeights
 from kconv.layers.base import Layer
 from kconv.layers.conv import Conv, Conv1D, Conv2D, Conv3D
 from kconv.layers.conv_transpose import (
@@ -23,15 +28,25 @@ from kconv.layers.conv_transpose import (
     Conv3DTranspose,
     ConvTranspose,
 )
+from kconv.layers.cropping import Cropping, Cropping1D, Cropping2D, Cropping3D
 from kconv.layers.depthwise import DepthwiseConv
 from kconv.layers.separable import SeparableConv
+from kconv.layers.upsampling import UpSampling, UpSampling1D, UpSampling2D, UpSampling3D
+from kconv.layers.zero_padding import (
+    ZeroPadding,
+    ZeroPadding1D,
+    ZeroPadding2D,
+    ZeroPadding3D,
+)
 
-__all__ = ["layer_from_torch", "params_from_torch"]
+__all__ = ["TorchLayers", "layer_from_torch", "layers_from_torch", "params_from_torch"]
 
 _WHERE = "params_from_torch"
 _SUPPORTED = ("Conv1D/2D/3D (from nn.Conv1d/2d/3d), Conv1D/2D/3DTranspose (from "
               "nn.ConvTranspose1d/2d/3d) and DepthwiseConv1D/2D (from nn.Conv1d/2d with "
-              "groups == in_channels)")
+              "groups == in_channels); the weightless ZeroPadding, Cropping and UpSampling "
+              "layers take an empty state dict")
+_WEIGHTLESS = (ZeroPadding, Cropping, UpSampling)
 # Where a torch module keeps its weight in a state dict: as is, or as the factors of a
 # reparametrization that the module multiplies out in its forward pass (the first key of
 # each form has the weight's shape).
@@ -47,7 +62,7 @@ _WEIGHT_FORMS = {
 _KEYS = {"bias", *(key for form in _WEIGHT_FORMS for key in form)}
 
 
-def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: str = "",
+def params_from_torch(layer: Layer, state_dict: Any, *, prefix: str = "",
                       in_channels: int | None = None,
                       groups: int | None = None) -> dict[str, jax.Array]:
     """The kconv params of ``layer`` from a PyTorch convolution's ``state_dict()``.
@@ -126,12 +141,14 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
     outputs) directly.
 
     Args:
-      layer: a pure-tier kconv layer: ``Conv1D/2D/3D``, ``Conv1D/2D/3DTranspose`` or
-        ``DepthwiseConv1D/2D``. Its ``kernel_size``, ``filters`` (or
+      layer: a pure-tier kconv layer: ``Conv1D/2D/3D``, ``Conv1D/2D/3DTranspose``,
+        ``DepthwiseConv1D/2D`` (or a weightless one). Its ``kernel_size``, ``filters`` (or
         ``depth_multiplier``), ``groups`` and ``use_bias`` are checked against the weights.
-      state_dict: ``module.state_dict()``: ``weight`` (or its weight-norm or
-        spectral-norm factors) and, when the module has a bias, ``bias``, as torch tensors
-        or NumPy arrays.
+      state_dict: ``module.state_dict()`` (or the module itself): ``weight`` (or its
+        weight-norm or spectral-norm factors) and, when the module has a bias, ``bias``, as
+        torch tensors or NumPy arrays. A weightless layer (``ZeroPadding``, ``Cropping``,
+        ``UpSampling``: what :func:`layer_from_torch` makes of torch's padding and
+        upsampling modules) takes their empty state dict and gives ``{}``.
       prefix: keyword-only; the keys' common prefix, e.g. ``"conv."`` or ``"features.0."``
         (a missing final ``"."`` is added). Keys outside it are ignored, so a whole model's
         state dict can be passed; keys under it other than ``weight``/``bias`` raise.
@@ -143,15 +160,16 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
 
     Returns:
       ``{"kernel": ..., "bias": ...}`` (no ``bias`` when ``use_bias=False``), with kconv's
-      shapes, as ``jax.Array`` in ``layer.param_dtype``.
+      shapes, as ``jax.Array`` in ``layer.param_dtype``; ``{}`` for a weightless layer.
 
     Raises:
-      TypeError: ``layer`` is not a supported kconv layer, ``state_dict`` is not a
-        mapping, or a value is not numeric.
+      TypeError: ``layer`` is not a supported kconv layer, ``state_dict`` is neither a
+        mapping nor a module, or a value is not numeric.
       ValueError: a missing ``weight`` (or a factor of it), unknown keys, factors whose
         shapes do not fit each other, a ``bias`` the layer does not have
         (or lacks), or shapes that do not fit the layer (rank, kernel size, filters,
-        channels, groups); the message names the key and both shapes.
+        channels, groups); the message names the key and both shapes. Any key under
+        ``prefix`` for a weightless layer.
 
     Example:
         >>> import numpy as np, kconv
@@ -178,6 +196,9 @@ def params_from_torch(layer: Layer, state_dict: Mapping[str, Any], *, prefix: st
         Array([[0.6, 2. ],
                [0.8, 0. ]], dtype=float32)
     """
+    state_dict = _as_mapping(layer, state_dict, prefix)
+    if isinstance(layer, _WEIGHTLESS):
+        return _no_weights(layer, state_dict, prefix)
     family = _family(layer)
     state = _select(layer, state_dict, prefix)
     wkey, weight = _weight(layer, family, state, _norm_prefix(prefix))
@@ -339,14 +360,32 @@ def _norm_prefix(prefix: str) -> str:
     return prefix if not prefix or prefix.endswith(".") else prefix + "."
 
 
-def _select(layer: Layer, state_dict: Any, prefix: Any) -> dict[str, Any]:
+def _as_mapping(layer: Any, state_dict: Any, prefix: Any) -> Mapping[str, Any]:
+    """The state dict itself, or a live torch module's ``state_dict()``."""
     if not isinstance(prefix, str):
         raise TypeError(f"{_WHERE}: prefix must be a str, got {prefix!r}")
+    if not isinstance(state_dict, Mapping) and callable(getattr(state_dict, "state_dict", None)):
+        state_dict = state_dict.state_dict()  # a module (torch is not imported: by its method)
     if not isinstance(state_dict, Mapping):
-        hint = (" (pass module.state_dict(), not the module)"
-                if callable(getattr(state_dict, "state_dict", None)) else "")
         raise TypeError(f"{_WHERE}: {_describe(layer)}: state_dict must be a mapping of "
-                        f"names to tensors, got {type(state_dict).__name__}{hint}")
+                        f"names to tensors (or the torch module), got "
+                        f"{type(state_dict).__name__}")
+    return state_dict
+
+
+def _no_weights(layer: Layer, state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """``{}`` for a weightless layer, whose torch module's state dict is empty too."""
+    prefix = _norm_prefix(prefix)
+    keys = sorted(key for key in state_dict if isinstance(key, str) and key.startswith(prefix))
+    if keys:
+        hint = "; for one layer of a larger model pass prefix=" if not prefix else ""
+        raise ValueError(f"{_WHERE}: {_describe(layer)} has no weights, but the state_dict "
+                         f"has {keys[:8]}{' ...' if len(keys) > 8 else ''}"
+                         f"{f' under prefix {prefix!r}' if prefix else ''}{hint}")
+    return {}
+
+
+def _select(layer: Layer, state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     prefix = _norm_prefix(prefix)
     state = {key[len(prefix):]: value for key, value in state_dict.items()
              if isinstance(key, str) and key.startswith(prefix)}
@@ -477,6 +516,8 @@ def _check_int(value: Any, arg: str, layer: Layer) -> int | None:
 
 
 def _describe(layer: Any) -> str:
+    if not hasattr(layer, "kernel_size"):  # a weightless layer, or not a layer at all
+        return type(layer).__name__
     args = [f"filters={layer.filters}"] if hasattr(layer, "filters") else []
     args.append(f"kernel_size={layer.kernel_size}")
     if hasattr(layer, "depth_multiplier"):
@@ -509,29 +550,74 @@ def _expected(layer: Any, family: type, groups: int = 1) -> str:
 _TORCH_CLASSES: dict[str, type] = {
     "Conv1d": Conv1D, "Conv2d": Conv2D, "Conv3d": Conv3D, "ConvTranspose1d": Conv1DTranspose,
     "ConvTranspose2d": Conv2DTranspose, "ConvTranspose3d": Conv3DTranspose}
+# torch's weightless modules that kconv's reshaping layers compute (by module and name),
+# with the rank their class fixes (``nn.Upsample`` fixes none).
+_TORCH_PADS = {f"{kind}Pad{rank}d": rank for kind in ("Zero", "Constant") for rank in (1, 2, 3)}
+_TORCH_EDGE_PADS = {f"{kind}Pad{rank}d": mode for kind, mode in (
+    ("Reflection", "reflect"), ("Replication", "replicate"), ("Circular", "circular"))
+    for rank in (1, 2, 3)}
+_TORCH_UPSAMPLES = {"Upsample": None, "UpsamplingNearest2d": 2, "UpsamplingBilinear2d": 2}
+_ZERO_PADDING = {1: ZeroPadding1D, 2: ZeroPadding2D, 3: ZeroPadding3D}
+_CROPPING = {1: Cropping1D, 2: Cropping2D, 3: Cropping3D}
+_UPSAMPLING = {1: UpSampling1D, 2: UpSampling2D, 3: UpSampling3D}
+# torch's interpolation modes that fix the rank, and the kconv interpolation of each mode
+# kconv computes exactly at integer factors: "nearest-exact" and "area" (an adaptive
+# average pool) read the same one input element per output element as "nearest" there, and
+# "bilinear" without align_corners is Keras's half-pixel bilinear.
+_MODE_RANKS = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+_MODES = {"nearest": "nearest", "nearest-exact": "nearest", "area": "nearest",
+          "bilinear": "bilinear"}
 
 
-def layer_from_torch(module: Any, *, data_format: str | None = None) -> Layer:
-    """The kconv layer that computes what a PyTorch convolution module computes.
+def layer_from_torch(module: Any, *, data_format: str | None = None,
+                     rank: int | None = None) -> Layer:
+    """The kconv layer that computes what a PyTorch module computes.
 
-    Reads the module's arguments (``out_channels``, ``kernel_size``, ``stride``,
-    ``padding``, ``dilation``, ``groups``, ``bias``, ``padding_mode``, and a transposed
-    one's ``output_padding``) and builds the kconv layer with torch's own padding
-    amounts (beyond Keras where they are not Keras's strings), so that with
+    Convolutions: reads the module's arguments (``out_channels``, ``kernel_size``,
+    ``stride``, ``padding``, ``dilation``, ``groups``, ``bias``, ``padding_mode``, and a
+    transposed one's ``output_padding``) and builds the kconv layer with torch's own
+    padding amounts (beyond Keras where they are not Keras's strings), so that with
     :func:`params_from_torch`'s params it computes the module's function exactly, for any
     setting: ``nn.ConvNd`` → ``ConvND`` (``groups`` carried over; a depthwise module, too,
     is ``ConvND(groups=in_channels)``, which the depthwise lowerings run), and
-    ``nn.ConvTransposeNd`` → ``ConvNDTranspose``. Torch is not imported: the module is
-    read by its attributes. A module under torch's weight norm or spectral norm is its
-    convolution (its state dict holds the factors, which :func:`params_from_torch`
-    multiplies out).
+    ``nn.ConvTransposeNd`` → ``ConvNDTranspose``. A module under torch's weight norm or
+    spectral norm is its convolution (its state dict holds the factors, which
+    :func:`params_from_torch` multiplies out).
+
+    The weightless modules a ported model has between its convolutions (their
+    ``params_from_torch`` is ``{}``):
+
+    - ``nn.ZeroPadNd`` and ``nn.ConstantPadNd`` with ``value=0`` → ``ZeroPaddingND``; with
+      amounts all at most 0 (torch crops with negative padding) → ``CroppingND``. Torch
+      lists the amounts from the last axis back, ``(left, right, top, bottom, ...)``;
+      kconv's are per spatial axis in order, ``((top, bottom), (left, right))``.
+    - ``nn.Upsample`` (and ``nn.UpsamplingNearest2d``) with integer ``scale_factor`` →
+      ``UpSamplingND(size=scale_factor)``: modes ``"nearest"``, ``"nearest-exact"`` and
+      ``"area"`` (at integer factors all three repeat each element), and 2-D
+      ``"bilinear"`` with ``align_corners`` false (Keras's half-pixel bilinear). A
+      nearest ``nn.Upsample`` with one factor works on any rank: pass ``rank``.
+
+    Refused, with the reason: torch's reflection, replication and circular padding
+    modules (a kconv convolution pads that way itself: fold the amounts into the next
+    convolution's ``padding`` with its ``padding_mode``), a non-zero ``value``, padding
+    that pads some sides and crops others, ``nn.Upsample(size=...)``, non-integer factors,
+    ``align_corners=True`` (``nn.UpsamplingBilinear2d``), and the ``"linear"``,
+    ``"trilinear"`` and ``"bicubic"`` modes (kconv's 1-D and 3-D upsampling repeats, as
+    Keras's does; torch's cubic kernel is not Keras's). Torch is not imported: the
+    module is read by its attributes.
 
     Args:
-      module: an ``nn.Conv1d/2d/3d`` or ``nn.ConvTranspose1d/2d/3d`` instance. A subclass
-        of one (its ``forward`` may compute something else) is refused: build the layer
-        by hand and load its weights with :func:`params_from_torch`.
+      module: a torch ``nn.Conv1d/2d/3d``, ``nn.ConvTranspose1d/2d/3d``,
+        ``nn.ZeroPad1d/2d/3d``, ``nn.ConstantPad1d/2d/3d``, ``nn.Upsample`` or
+        ``nn.UpsamplingNearest2d`` instance. A subclass of one (its ``forward`` may compute
+        something else) is refused: build the layer by hand (and load its weights with
+        :func:`params_from_torch`).
       data_format: keyword-only: the kconv layer's (``None``: kconv's default, usually
         ``"channels_last"``; ``"channels_first"`` takes torch-layout inputs as they are).
+        ``UpSampling1D`` and ``Cropping1D`` are channels-last only, as Keras's.
+      rank: keyword-only: the number of spatial axes, for the one module that does not fix
+        it (``nn.Upsample`` in a nearest mode with one ``scale_factor``); checked against
+        the module's where it does.
 
     Returns:
       The pure-tier kconv layer.
@@ -539,7 +625,8 @@ def layer_from_torch(module: Any, *, data_format: str | None = None) -> Layer:
     Raises:
       TypeError: ``module`` is not one of those classes (or is a subclass, or a lazy
         module not yet built).
-      ValueError: a setting kconv cannot express (none of torch 2's).
+      ValueError: a setting kconv cannot express (none of torch 2's convolution ones: see
+        above for the others), a ``rank`` the module contradicts or lacks.
 
     Example:
         >>> import torch, jax, numpy as np
@@ -553,18 +640,39 @@ def layer_from_torch(module: Any, *, data_format: str | None = None) -> Layer:
         >>> want = module(torch.from_numpy(x)).detach().numpy()
         >>> bool(np.allclose(layer(params, x), want, atol=1e-5))
         True
+        >>> layer_from_torch(torch.nn.ZeroPad2d((1, 2, 3, 4))).padding  # (left, right, top, bottom)
+        ((3, 4), (1, 2))
+        >>> layer_from_torch(torch.nn.Upsample(scale_factor=2), rank=2).size
+        (2, 2)
     """
-    cls = _torch_class(module)
+    if rank is not None:
+        rank = _args.positive_int(rank, "rank", "layer_from_torch")
+    cls = type(module)
+    if cls.__module__ == "torch.nn.modules.padding" and cls.__name__ in _TORCH_PADS:
+        return _from_pad(module, _fixed_rank(module, _TORCH_PADS[cls.__name__], rank),
+                         data_format)
+    if cls.__module__ == "torch.nn.modules.upsampling" and cls.__name__ in _TORCH_UPSAMPLES:
+        return _from_upsample(module, data_format, rank)
+    if cls.__module__ == "torch.nn.modules.padding" and cls.__name__ in _TORCH_EDGE_PADS:
+        mode = _TORCH_EDGE_PADS[cls.__name__]
+        pairs = _pad_pairs(module, int(cls.__name__[-2]))
+        raise ValueError(
+            f"layer_from_torch: {_module_repr(module)}: kconv has no layer that pads in "
+            f"{mode!r} mode (Keras has none), but its convolutions pad that way themselves: "
+            f"for this module and the convolution after it (its own padding 0), build that "
+            f"convolution with padding={pairs}, padding_mode={mode!r}")
+    layer_cls = _torch_class(module)
+    _fixed_rank(module, layer_cls.rank, rank)
     get = lambda name: getattr(module, name)  # noqa: E731 - read in one place
     padding = get("padding")
     if not isinstance(padding, str):
         padding = tuple(int(p) for p in padding)
         # Keras's "valid" where it is one (the config Keras reads); else torch's amounts.
-        padding = "valid" if not any(padding) and issubclass(cls, Conv) else padding
+        padding = "valid" if not any(padding) and issubclass(layer_cls, Conv) else padding
     kwargs: dict[str, Any] = dict(
         strides=tuple(get("stride")), padding=padding, data_format=data_format,
         dilation_rate=tuple(get("dilation")), use_bias=get("bias") is not None)
-    if issubclass(cls, Conv):
+    if issubclass(layer_cls, Conv):
         kwargs.update(groups=get("groups"), padding_mode=get("padding_mode"))
     else:
         if get("padding_mode") != "zeros":  # torch refuses it too
@@ -572,7 +680,231 @@ def layer_from_torch(module: Any, *, data_format: str | None = None) -> Layer:
                              f"{get('padding_mode')!r}; a transposed convolution pads with "
                              f"zeros only")
         kwargs.update(output_padding=tuple(get("output_padding")), groups=get("groups"))
-    return cls(get("out_channels"), tuple(get("kernel_size")), **kwargs)
+    return layer_cls(get("out_channels"), tuple(get("kernel_size")), **kwargs)
+
+
+def _module_repr(module: Any) -> str:
+    return f"nn.{type(module).__name__}({module.extra_repr()})"
+
+
+def _fixed_rank(module: Any, fixed: int, rank: int | None) -> int:
+    """The module's rank, which a ``rank`` given must equal."""
+    if rank is not None and rank != fixed:
+        raise ValueError(f"layer_from_torch: rank={rank}, but {_module_repr(module)} works "
+                         f"on {fixed} spatial axes")
+    return fixed
+
+
+def _with_format(module: Any, layer_cls: type, data_format: str | None, arg: Any,
+                 **kwargs: Any) -> Layer:
+    """``layer_cls(arg, data_format=..., **kwargs)``; Keras's ``UpSampling1D`` and ``Cropping1D``
+    have no ``data_format`` (channels-last only), so a channels-first one is refused."""
+    fmt = _args.data_format(data_format, "layer_from_torch")
+    if any(f.name == "data_format" for f in dataclasses.fields(layer_cls)):
+        return layer_cls(arg, data_format=fmt, **kwargs)
+    if fmt == "channels_first":
+        raise ValueError(
+            f"layer_from_torch: {_module_repr(module)} with data_format='channels_first': "
+            f"kconv's {layer_cls.__name__}, as Keras's, takes channels-last inputs only; "
+            f"pass data_format='channels_last' and move the channel axis last")
+    return layer_cls(arg, **kwargs)
+
+
+def _pad_pairs(module: Any, rank: int) -> tuple[tuple[int, int], ...]:
+    """A torch padding module's amounts per spatial axis in order: torch lists them from
+    the last axis back, ``(left, right, top, bottom, ...)``; short tuples pad the last axes
+    only."""
+    flat = tuple(int(p) for p in module.padding)
+    if len(flat) % 2 or len(flat) > 2 * rank:
+        raise ValueError(
+            f"layer_from_torch: {_module_repr(module)} has {len(flat)} padding amounts; "
+            f"the {rank} spatial axes take at most {2 * rank} (more pad the channel or batch "
+            f"axis, which kconv's padding layers do not)")
+    flat += (0,) * (2 * rank - len(flat))
+    return tuple((flat[2 * (rank - 1 - i)], flat[2 * (rank - 1 - i) + 1]) for i in range(rank))
+
+
+def _from_pad(module: Any, rank: int, data_format: str | None) -> Layer:
+    value = float(module.value)
+    if value != 0.0:
+        raise ValueError(f"layer_from_torch: {_module_repr(module)} pads with {value!r}; "
+                         f"kconv's ZeroPadding{rank}D, as Keras's, pads with zeros only")
+    pairs = _pad_pairs(module, rank)
+    amounts = [p for pair in pairs for p in pair]
+    if all(p >= 0 for p in amounts):
+        layer_cls, arg = _ZERO_PADDING[rank], pairs
+    elif all(p <= 0 for p in amounts):  # torch crops with negative padding
+        layer_cls, arg = _CROPPING[rank], tuple((-lo, -hi) for lo, hi in pairs)
+    else:
+        raise ValueError(
+            f"layer_from_torch: {_module_repr(module)} pads some sides and crops others "
+            f"(negative amounts); kconv's ZeroPadding{rank}D and Cropping{rank}D do one "
+            f"each: build the two layers, the padding amounts then the negated negative "
+            f"ones, per spatial axis in order {pairs}")
+    return _with_format(module, layer_cls, data_format, arg[0] if rank == 1 else arg)
+
+
+def _from_upsample(module: Any, data_format: str | None, rank: int | None) -> Layer:
+    name, mode = type(module).__name__, module.mode
+    if module.size is not None:
+        raise ValueError(
+            f"layer_from_torch: {_module_repr(module)} resizes to a fixed size; kconv's "
+            f"UpSampling layers, as Keras's, scale by integer factors: use "
+            f"nn.Upsample(scale_factor=...)")
+    factors = module.scale_factor
+    factors = tuple(factors) if isinstance(factors, (tuple, list)) else (factors,)
+    if not all(float(f).is_integer() and f >= 1 for f in factors):
+        raise ValueError(f"layer_from_torch: {_module_repr(module)}: kconv's UpSampling "
+                         f"layers, as Keras's, scale by positive integer factors")
+    factors = tuple(int(f) for f in factors)
+    known = [(_TORCH_UPSAMPLES[name], f"nn.{name}"), (_MODE_RANKS.get(mode), f"mode={mode!r}"),
+             (len(factors) if len(factors) > 1 else None, f"scale_factor={factors}")]
+    known = [(r, why) for r, why in known if r is not None]
+    if len({r for r, _ in known}) > 1:
+        raise ValueError(f"layer_from_torch: {_module_repr(module)}: "
+                         f"{' but '.join(f'{why} is {r}-D' for r, why in known)}")
+    if not known and rank is None:
+        raise ValueError(
+            f"layer_from_torch: {_module_repr(module)} upsamples every spatial axis of "
+            f"whatever it is given, so its rank is not in the module: pass rank=1, 2 or 3")
+    layer_rank = _fixed_rank(module, known[0][0], rank) if known else rank
+    if layer_rank > 3:
+        raise ValueError(f"layer_from_torch: rank={rank}: kconv's UpSampling layers have 1 "
+                         f"to 3 spatial axes")
+    if mode not in _MODES or (mode == "bilinear" and module.align_corners):
+        reason = {
+            "bicubic": "torch's cubic kernel (a = -0.75) is not Keras's (a = -0.5, "
+                       "UpSampling2D's 'bicubic')",
+            "linear": "kconv's UpSampling1D, as Keras's, repeats only ('nearest')",
+            "trilinear": "kconv's UpSampling3D, as Keras's, repeats only ('nearest')",
+        }.get(mode, "align_corners=True samples the corners, where kconv's (Keras's) "
+                    "bilinear takes half-pixel centres (align_corners=False)"
+              if mode == "bilinear" else f"mode {mode!r} is not one kconv computes")
+        raise ValueError(f"layer_from_torch: {_module_repr(module)}: {reason}")
+    size = factors * layer_rank if len(factors) == 1 else factors
+    if layer_rank == 2:
+        return _with_format(module, UpSampling2D, data_format, size,
+                            interpolation=_MODES[mode])
+    return _with_format(module, _UPSAMPLING[layer_rank], data_format,
+                        size[0] if layer_rank == 1 else size)
+
+
+class TorchLayers(KerasWeights):
+    """``{module_name: (layer, params)}`` of a torch model, plus what was left out.
+
+    Attributes:
+      skipped: ``{module_name: why}`` for every leaf module kconv has no layer for: its
+        class name (``ReLU``, ``BatchNorm2d``, ``Linear``, ...), or the class name and the
+        reason where kconv's layer cannot compute this module's setting (e.g.
+        ``"ReflectionPad2d: ..."``, which says how to fold it into the next convolution).
+    """
+
+
+def layers_from_torch(model: Any, *, data_format: str | None = None,
+                      rank: int | None = None) -> TorchLayers:
+    """Every convolution, zero padding and upsampling module of a torch model, as kconv
+    layers with their params.
+
+    The model's modules are walked depth first (``named_children``), containers
+    (``nn.Sequential``, ``nn.ModuleList``, your own ``nn.Module`` classes) entered, and
+    each module :func:`layer_from_torch` reads becomes ``(layer, params)`` under its
+    qualified name, the prefix of its keys in ``model.state_dict()`` (``"enc.0"``,
+    ``"blocks.2.conv"``); its params are :func:`params_from_torch`'s. The torch model's
+    ``forward`` (what runs between these layers, in which order) is not read: a Flax
+    model written to the same plan takes them by name.
+
+    Args:
+      model: a torch ``nn.Module`` with submodules.
+      data_format: keyword-only: every layer's (see :func:`layer_from_torch`).
+      rank: keyword-only: the rank of the modules that do not fix theirs (a nearest
+        ``nn.Upsample`` with one ``scale_factor``); without it they are in ``.skipped``.
+
+    Returns:
+      A :class:`TorchLayers` of ``{module_name: (layer, params)}``, with ``.skipped``.
+
+    Raises:
+      TypeError: ``model`` is not a torch module with submodules (for one module use
+        :func:`layer_from_torch`).
+
+    Example:
+        >>> import torch
+        >>> from kconv.interop import layers_from_torch
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...     torch.nn.Upsample(scale_factor=2, mode="bilinear"),
+        ...     torch.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1))
+        >>> ported = layers_from_torch(model)
+        >>> {name: type(layer).__name__ for name, (layer, params) in ported.items()}
+        {'0': 'Conv2D', '2': 'UpSampling2D', '3': 'Conv2DTranspose'}
+        >>> ported.skipped
+        {'1': 'ReLU'}
+    """
+    children = getattr(model, "named_children", None)
+    if not callable(children) or not callable(getattr(model, "state_dict", None)):
+        raise TypeError(f"layers_from_torch: expected a torch nn.Module, got "
+                        f"{type(model).__name__}")
+    if next(iter(children()), None) is None:
+        raise TypeError(f"layers_from_torch: {type(model).__name__} has no submodules; for "
+                        f"one module use layer_from_torch")
+    if rank is not None:
+        rank = _args.positive_int(rank, "rank", "layers_from_torch")
+    found, skipped = {}, {}
+
+    def walk(module: Any, prefix: str) -> None:
+        for name, child in module.named_children():
+            path = prefix + name
+            if _reads(child):
+                try:
+                    layer = layer_from_torch(child, data_format=data_format,
+                                             rank=rank if _rank_free(child) else None)
+                except ValueError as e:
+                    skipped[path] = (f"{type(child).__name__}: "
+                                     f"{str(e).removeprefix('layer_from_torch: ')}")
+                    continue
+                found[path] = (layer, params_from_torch(layer, child))
+            elif next(iter(child.named_children()), None) is not None:
+                walk(child, path + ".")
+            else:
+                skipped[path] = _why_not(child)
+
+    walk(model, "")
+    return TorchLayers(found, skipped)
+
+
+def _reads(module: Any) -> bool:
+    """Whether :func:`layer_from_torch` reads the module's class (not a subclass)."""
+    cls = type(module)
+    tables = {"torch.nn.modules.padding": {**_TORCH_PADS, **_TORCH_EDGE_PADS},
+              "torch.nn.modules.upsampling": _TORCH_UPSAMPLES}
+    if cls.__name__ in tables.get(cls.__module__, ()):
+        return True
+    try:
+        _torch_class(module)
+    except TypeError:
+        return False
+    return True
+
+
+def _why_not(module: Any) -> str:
+    """A leaf module's class name, with the reason where it is almost one kconv reads (a
+    subclass of one, a lazy convolution not yet built)."""
+    name = type(module).__name__
+    try:
+        _torch_class(module)
+    except TypeError as e:
+        why = str(e).removeprefix("layer_from_torch: ")
+        _, subclass, hint = why.partition(f"got {name}; ")
+        if subclass:
+            return f"{name}: {hint}"
+        return name if why.endswith(f"got {name}") else f"{name}: {why}"
+    return name
+
+
+def _rank_free(module: Any) -> bool:
+    """An ``nn.Upsample`` that fixes no rank: a nearest-type mode and one factor."""
+    factors = getattr(module, "scale_factor", None)
+    return (type(module).__name__ == "Upsample" and module.mode not in _MODE_RANKS
+            and not (isinstance(factors, (tuple, list)) and len(factors) > 1))
 
 
 def _torch_class(module: Any) -> type:
@@ -588,10 +920,12 @@ def _torch_class(module: Any) -> type:
         raise TypeError(f"layer_from_torch: {cls.__name__} has no weights yet (in_channels="
                         f"{getattr(module, 'in_channels', None)!r}): call the module once, "
                         f"then it is an nn.{cls.__name__[len('Lazy'):]}")
-    bases = [c.__name__ for c in cls.__mro__[1:] if c.__module__ == "torch.nn.modules.conv"
-             and c.__name__ in _TORCH_CLASSES]
+    known = {"torch.nn.modules.conv": _TORCH_CLASSES, "torch.nn.modules.upsampling":
+             _TORCH_UPSAMPLES, "torch.nn.modules.padding": {**_TORCH_PADS, **_TORCH_EDGE_PADS}}
+    bases = [c.__name__ for c in cls.__mro__[1:] if c.__name__ in known.get(c.__module__, ())]
     hint = (f"; a subclass of nn.{bases[0]} may compute something else in its forward: "
             f"build the kconv layer by hand and load its weights with params_from_torch"
             if bases else "")
-    raise TypeError(f"layer_from_torch: expected an nn.Conv1d/2d/3d or "
-                    f"nn.ConvTranspose1d/2d/3d instance, got {cls.__name__}{hint}")
+    raise TypeError(f"layer_from_torch: expected an nn.Conv1d/2d/3d, "
+                    f"nn.ConvTranspose1d/2d/3d, nn.ZeroPad1d/2d/3d, nn.ConstantPad1d/2d/3d, "
+                    f"nn.Upsample or nn.UpsamplingNearest2d instance, got {cls.__name__}{hint}")
