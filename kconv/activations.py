@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Callable, Optional, Union
 
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kconv._registry import keras_builtin
+from kconv._registry import KerasObject, Registry, keras_builtin, real_number
 
 __all__ = [
     "celu",
@@ -67,6 +68,11 @@ __all__ = [
     "tanh",
     "tanh_shrink",
     "threshold",
+    "ActivationLayer",
+    "ELU",
+    "LeakyReLU",
+    "ReLU",
+    "Softmax",
     "get",
     "serialize",
     "deserialize",
@@ -585,6 +591,178 @@ def sparsemax(x: Any, axis: int = -1) -> jax.Array:
 
 
 # Name -> function, exactly the keys of keras.src.activations.ALL_OBJECTS_DICT.
+# --- Keras's activation layers, as activations ------------------------------------------
+#
+# Keras takes a layer as a layer's activation (``Conv2D(64, 3, activation=LeakyReLU(0.2))``,
+# a GAN idiom) and writes it to the config as that layer's serialized dict. These classes
+# are kconv's for the weightless ones: frozen (hashable), called as the activation, and
+# written as Keras writes the layer, so such configs and models port both ways.
+
+
+class ActivationLayer(KerasObject):
+    """Base of Keras's weightless activation layers used as an ``activation``.
+
+    ``from_config`` takes a Keras layer's own config: its base-layer keys (``name``,
+    ``trainable``, ``dtype``, ...) are left out (the owning layer's dtype applies).
+
+    Example:
+        >>> import kconv
+        >>> layer = kconv.Conv2D(8, 3, activation=LeakyReLU(0.2))
+        >>> layer.get_config()["activation"]["class_name"]
+        'LeakyReLU'
+        >>> kconv.Conv2D.from_config(layer.get_config()) == layer
+        True
+    """
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """Builds it from the layer's Keras config (its base-layer keys left out)."""
+        return super().from_config(
+            {k: v for k, v in config.items() if k not in _KERAS_LAYER_KEYS})
+
+
+# The keys every Keras layer's config carries (Keras 3 and tf-keras).
+_KERAS_LAYER_KEYS = frozenset({"name", "trainable", "dtype", "autocast", "input_shape",
+                               "batch_input_shape", "batch_size", "input_dim"})
+
+
+def _non_negative(owner: str, name: str, value: Any) -> Union[int, float]:
+    value = real_number(owner, name, value)
+    if value < 0:  # Keras's ReLU and LeakyReLU refuse these too
+        raise ValueError(f"{owner}: argument `{name}` cannot be negative, got {value!r}.")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ReLU(ActivationLayer):
+    """Keras's ``ReLU`` layer as an activation: :func:`relu` with its arguments.
+
+    Example:
+        >>> act = ReLU(max_value=6.0, negative_slope=0.1)
+        >>> print(act(jnp.array([-10.0, 3.0, 10.0])))
+        [-1.  3.  6.]
+    """
+
+    max_value: Optional[float] = None
+    negative_slope: float = 0.0
+    threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_value is not None:
+            object.__setattr__(self, "max_value",
+                               _non_negative("ReLU", "max_value", self.max_value))
+        for name in ("negative_slope", "threshold"):
+            object.__setattr__(self, name, _non_negative("ReLU", name, getattr(self, name)))
+
+    def __call__(self, x: Any) -> jax.Array:
+        return relu(x, negative_slope=self.negative_slope, max_value=self.max_value,
+                    threshold=self.threshold)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeakyReLU(ActivationLayer):
+    """Keras's ``LeakyReLU`` layer as an activation (its default slope is 0.3, where the
+    ``leaky_relu`` function's is 0.2; tf-keras's configs name it ``alpha``).
+
+    Example:
+        >>> print(LeakyReLU(0.5)(jnp.array([-2.0, 2.0])))
+        [-1.  2.]
+        >>> LeakyReLU.from_config({"name": "leaky", "alpha": 0.1})  # tf-keras's config
+        LeakyReLU(negative_slope=0.1)
+    """
+
+    negative_slope: float = 0.3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "negative_slope",
+                           _non_negative("LeakyReLU", "negative_slope", self.negative_slope))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """As the base's; tf-keras's ``alpha`` is ``negative_slope`` (Keras 3 takes it)."""
+        config = dict(config)
+        if "alpha" in config and "negative_slope" not in config:
+            config["negative_slope"] = config.pop("alpha")
+        return super().from_config(config)
+
+    def __call__(self, x: Any) -> jax.Array:
+        return leaky_relu(x, negative_slope=self.negative_slope)
+
+
+@dataclasses.dataclass(frozen=True)
+class ELU(ActivationLayer):
+    """Keras's ``ELU`` layer as an activation: :func:`elu` with its ``alpha``.
+
+    Example:
+        >>> [round(float(v), 4) for v in ELU(0.5)(jnp.array([-1.0, 2.0]))]
+        [-0.3161, 2.0]
+    """
+
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha", real_number("ELU", "alpha", self.alpha))
+
+    def __call__(self, x: Any) -> jax.Array:
+        return elu(x, alpha=self.alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class Softmax(ActivationLayer):
+    """Keras's ``Softmax`` layer as an activation: :func:`softmax` over ``axis`` (an int
+    or a tuple of ints).
+
+    Example:
+        >>> Softmax(axis=(1, 2))(jnp.zeros((1, 2, 2, 3)))[0, :, :, 0]
+        Array([[0.25, 0.25],
+               [0.25, 0.25]], dtype=float32)
+    """
+
+    axis: Axis = -1
+
+    def __post_init__(self) -> None:
+        axis = self.axis
+        items = list(axis) if isinstance(axis, (tuple, list)) else [axis]
+        if not items or any(isinstance(a, (bool, np.bool_))
+                            or not isinstance(a, (int, np.integer)) for a in items):
+            raise TypeError(f"Softmax: argument `axis` must be an int or a tuple of ints, "
+                            f"got {axis!r}.")
+        object.__setattr__(self, "axis", tuple(int(a) for a in items)
+                           if isinstance(axis, (tuple, list)) else int(axis))
+
+    def __call__(self, x: Any) -> jax.Array:
+        if isinstance(self.axis, tuple) and len(self.axis) > 1:
+            # Keras's Softmax layer computes several axes as exp(x - logsumexp(x)), not
+            # through the softmax op: the same expression, for its roundings.
+            x = jnp.asarray(x)
+            return jnp.exp(x - jax.nn.logsumexp(x, axis=self.axis, keepdims=True))
+        axis = self.axis[0] if isinstance(self.axis, tuple) else self.axis
+        return softmax(x, axis=axis)
+
+
+_LAYERS = Registry("activation layer", ActivationLayer, (ReLU, LeakyReLU, ELU, Softmax), {},
+                   module="keras.layers")
+
+
+def _from_layer_config(class_name: str, config: Any) -> Callable[..., Any]:
+    """The activation a Keras activation layer's config describes: kconv's class of it,
+    the function an ``Activation`` layer wraps; a ``PReLU`` (weights) is refused."""
+    if class_name == "Activation":
+        if not isinstance(config, dict) or "activation" not in config:
+            raise ValueError(f"An Activation layer config needs an 'activation'; got "
+                             f"{config!r}.")
+        return get(config["activation"])
+    if class_name == "PReLU":  # a TypeError: no name or custom object makes it a function
+        raise TypeError(
+            "A PReLU layer as an activation has weights of its own (its alpha), which a "
+            "kconv layer's activation, a function, cannot hold: apply the PReLU to the "
+            "layer's output instead (activation=None), with its alpha as your own param.")
+    return _LAYERS.deserialize({"class_name": class_name, "config": config})
+
+
+_LAYER_NAMES = frozenset(_LAYERS.by_name) | {"Activation", "PReLU"}
+
+
 _ACTIVATIONS: dict[str, Callable[..., Any]] = {
     fn.__name__: fn
     for fn in (
@@ -651,7 +829,13 @@ def deserialize(config: Union[str, dict]) -> Callable[..., Any]:
     * a name, e.g. ``"relu"`` (what a Keras 3 layer's ``get_config()`` holds);
     * ``{"module": "keras.activations", "class_name": "function", "config": "relu",
       "registered_name": "relu"}`` (``keras.saving.serialize_keras_object``);
-    * the older ``{"class_name": "relu", "config": ...}``.
+    * the older ``{"class_name": "relu", "config": ...}``;
+    * a Keras activation layer's, ``{"module": "keras.layers", "class_name": "LeakyReLU",
+      "config": {"negative_slope": 0.2, ...}, ...}`` (what Keras writes for
+      ``activation=keras.layers.LeakyReLU(0.2)``): kconv's class of that layer
+      (:class:`ReLU`, :class:`LeakyReLU`, :class:`ELU`, :class:`Softmax`), or for an
+      ``Activation`` layer the function it wraps. A ``PReLU`` (weights of its own) is
+      refused with a ``TypeError``.
 
     Names are case-sensitive, as in Keras.
 
@@ -663,7 +847,7 @@ def deserialize(config: Union[str, dict]) -> Callable[..., Any]:
 
     Raises:
         ValueError: for an unknown name or a malformed dict.
-        TypeError: for anything but a string or a dict.
+        TypeError: for anything but a string or a dict, and a ``PReLU`` layer's.
 
     Example:
         >>> deserialize("swish") is silu
@@ -671,11 +855,16 @@ def deserialize(config: Union[str, dict]) -> Callable[..., Any]:
         >>> deserialize({"module": "keras.activations", "class_name": "function",
         ...              "config": "gelu", "registered_name": "gelu"}) is gelu
         True
+        >>> deserialize({"module": "keras.layers", "class_name": "LeakyReLU",
+        ...              "config": {"name": "leaky_re_lu", "negative_slope": 0.2}})
+        LeakyReLU(negative_slope=0.2)
     """
     if isinstance(config, str):
         return _lookup(config)
     if isinstance(config, dict):
         class_name = config.get("class_name")
+        if class_name in _LAYER_NAMES:  # a Keras activation layer
+            return _from_layer_config(class_name, config.get("config") or {})
         if class_name == "function":
             name = config.get("config")
         else:
@@ -700,7 +889,9 @@ def get(identifier: Any) -> Callable[..., Any]:
             config dict (see :func:`deserialize`), or any callable, which is returned
             unchanged — but Keras's own functions (``keras.activations.relu``), which
             become kconv's of that name (the same values; hashable, and serialized by
-            name as Keras does).
+            name as Keras does), and Keras's weightless activation layers
+            (``keras.layers.LeakyReLU(0.2)``), which become kconv's class of that layer
+            with its config.
 
     Returns:
         A callable mapping an array to an array.
@@ -724,6 +915,10 @@ def get(identifier: Any) -> Callable[..., Any]:
         return deserialize(identifier)
     if keras_builtin(identifier) and getattr(identifier, "__name__", None) in _ACTIVATIONS:
         return _ACTIVATIONS[identifier.__name__]
+    if keras_builtin(identifier) and type(identifier).__name__ in _LAYER_NAMES \
+            and callable(getattr(identifier, "get_config", None)):
+        # A live Keras activation layer (keras.layers.LeakyReLU(0.2)): read by its config.
+        return _from_layer_config(type(identifier).__name__, identifier.get_config())
     if callable(identifier):
         return identifier
     raise TypeError(
@@ -733,8 +928,10 @@ def get(identifier: Any) -> Callable[..., Any]:
     )
 
 
-def serialize(activation: Optional[Callable[..., Any]]) -> str:
-    """Returns the name Keras 3 writes for an activation in a layer config.
+def serialize(activation: Optional[Callable[..., Any]]) -> Union[str, dict[str, Any]]:
+    """Returns what Keras 3 writes for an activation in a layer config: its name (a
+    Keras activation layer's serialized dict for :class:`ReLU`, :class:`LeakyReLU`,
+    :class:`ELU` and :class:`Softmax`).
 
     ``None`` gives ``"linear"``; a kconv activation gives its Keras name (``swish``
     gives ``"silu"``, ``hard_swish`` gives ``"hard_silu"``, as in Keras). Any other
@@ -751,7 +948,7 @@ def serialize(activation: Optional[Callable[..., Any]]) -> str:
         activation: ``None`` or a callable.
 
     Returns:
-        The name, a string.
+        The name, a string (for an activation layer, Keras's dict of it).
 
     Raises:
         ValueError: for a callable with no usable ``__name__`` (a lambda, a
@@ -762,9 +959,14 @@ def serialize(activation: Optional[Callable[..., Any]]) -> str:
         'silu'
         >>> serialize(None)
         'linear'
+        >>> serialize(LeakyReLU(0.2))  # doctest: +NORMALIZE_WHITESPACE
+        {'module': 'keras.layers', 'class_name': 'LeakyReLU', 'config': {'negative_slope': 0.2},
+         'registered_name': None}
     """
     if activation is None:
         return "linear"
+    if isinstance(activation, ActivationLayer):
+        return _LAYERS.serialize(activation)
     try:
         return _CANONICAL_NAMES[activation]
     except (KeyError, TypeError):  # TypeError: an unhashable callable object.

@@ -350,3 +350,77 @@ def test_bfloat16_inputs_keep_their_dtype_like_keras(name):
     assert actual.dtype == expected.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(actual, np.float32), np.asarray(expected, np.float32),
                                rtol=1e-2, atol=1e-2)
+
+
+# --- Keras's activation layers as a layer's activation ---------------------------------
+
+# (Keras layer, kconv's): Conv2D(..., activation=keras.layers.LeakyReLU(0.2)) and kin.
+ACTIVATION_LAYERS = [
+    (lambda: keras.layers.ReLU(), activations.ReLU()),
+    (lambda: keras.layers.ReLU(max_value=6.0, negative_slope=0.1, threshold=0.5),
+     activations.ReLU(6.0, 0.1, 0.5)),
+    (lambda: keras.layers.ReLU(max_value=6.0), activations.ReLU(max_value=6)),
+    (lambda: keras.layers.LeakyReLU(), activations.LeakyReLU()),
+    (lambda: keras.layers.LeakyReLU(0.05), activations.LeakyReLU(0.05)),
+    (lambda: keras.layers.ELU(), activations.ELU()),
+    (lambda: keras.layers.ELU(0.5), activations.ELU(alpha=0.5)),
+    (lambda: keras.layers.Softmax(), activations.Softmax()),
+    (lambda: keras.layers.Softmax(axis=1), activations.Softmax(1)),
+    (lambda: keras.layers.Softmax(axis=(0, 2)), activations.Softmax([0, 2])),
+]
+
+
+@pytest.mark.parametrize("make,ours", ACTIVATION_LAYERS,
+                         ids=[repr(ours) for _, ours in ACTIVATION_LAYERS])
+def test_keras_activation_layers_match_keras(make, ours):
+    """Values and gradients as the Keras layer's; its live object, its config and kconv's
+    config (what Keras reads back) all give kconv's class, hashable and equal."""
+    theirs = make()
+    x = _inputs()
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=RTOL, atol=ATOL)
+    ct = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    grad = jax.grad(lambda x: jnp.sum(ours(x) * ct))(x)
+    np.testing.assert_allclose(grad, jax.grad(lambda x: jnp.sum(theirs(x) * ct))(x),
+                               rtol=RTOL, atol=ATOL)
+    serialized = keras.saving.serialize_keras_object(theirs)
+    assert activations.get(theirs) == activations.get(serialized) == ours
+    assert hash(activations.get(theirs)) == hash(ours)
+    back = keras.saving.deserialize_keras_object(activations.serialize(ours))
+    assert type(back) is type(theirs)
+    np.testing.assert_array_equal(back(x), theirs(x))
+
+
+def test_keras_activation_layer_configs_from_tf_keras_and_the_activation_layer():
+    tf_keras = {"class_name": "LeakyReLU",
+                "config": {"name": "leaky_re_lu", "trainable": True, "dtype": "float32",
+                           "alpha": 0.1}}
+    assert activations.get(tf_keras) == activations.LeakyReLU(0.1)
+    assert activations.get(keras.saving.serialize_keras_object(
+        keras.layers.Activation("gelu"))) is activations.gelu
+    assert activations.get(keras.layers.Activation(keras.activations.tanh)) is activations.tanh
+    assert activations.get({"class_name": "ReLU", "config": None}) == activations.ReLU()
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    (lambda: keras.layers.PReLU(), TypeError,
+     r"A PReLU layer as an activation has weights of its own.*apply the PReLU to the "
+     r"layer's output instead"),
+    (lambda: {"class_name": "PReLU", "config": {}}, TypeError, r"PReLU"),
+    (lambda: {"class_name": "LeakyReLU", "config": {"negative_slope": -0.1}}, ValueError,
+     r"LeakyReLU: argument `negative_slope` cannot be negative, got -0.1"),
+    (lambda: {"class_name": "ReLU", "config": {"max_value": -1}}, ValueError,
+     r"ReLU: argument `max_value` cannot be negative"),
+    (lambda: {"class_name": "ReLU", "config": {"negative_slope": None}}, TypeError,
+     r"ReLU: argument `negative_slope` must be a real number, got None"),
+    (lambda: {"class_name": "ELU", "config": {"alpha": "1"}}, TypeError,
+     r"ELU: argument `alpha` must be a real number"),
+    (lambda: {"class_name": "Softmax", "config": {"axis": 1.0}}, TypeError,
+     r"Softmax: argument `axis` must be an int or a tuple of ints, got 1.0"),
+    (lambda: {"class_name": "Softmax", "config": {"axes": 1}}, TypeError,
+     r"Softmax: unexpected config key\(s\) \['axes'\]"),
+    (lambda: {"class_name": "Activation", "config": {}}, ValueError,
+     r"An Activation layer config needs an 'activation'"),
+])
+def test_keras_activation_layer_errors(bad, error, match):
+    with pytest.raises(error, match=match):
+        activations.get(bad())

@@ -37,7 +37,9 @@ def _model_1d():
     x = L.ZeroPadding1D((1, 2), name="pad1")(x)
     x = L.SeparableConv1D(5, 3, depth_multiplier=2, name="sep1")(x)
     x = L.DepthwiseConv1D(3, depth_multiplier=2, padding="same", name="dw1")(x)
-    x = L.Conv1DTranspose(3, 3, strides=2, output_padding=1, name="tr1")(x)
+    # Keras's activation layers as activations: their configs are layer dicts.
+    x = L.Conv1DTranspose(3, 3, strides=2, output_padding=1, activation=L.LeakyReLU(0.2),
+                          name="tr1")(x)
     x = L.Cropping1D((2, 1), name="crop1")(x)
     x = L.UpSampling1D(2, name="up1")(x)
     x = L.Conv1D(2, 1, use_bias=False, name="conv1d_last")(x)
@@ -53,7 +55,8 @@ def _model_2d():
     x = L.ZeroPadding2D(((1, 0), (0, 1)), name="pad2")(inp)
     x = L.Conv2D(4, 3, strides=1, activation="tanh", name="conv")(x)
     x = block(x)
-    x = L.SeparableConv2D(5, 3, padding="same", name="sep2")(x)
+    x = L.SeparableConv2D(5, 3, padding="same", name="sep2",
+                          activation=L.ReLU(max_value=1.0, negative_slope=0.1))(x)
     x = L.Conv2DTranspose(3, 3, strides=2, padding="same", use_bias=False, name="tr2")(x)
     x = L.UpSampling2D(2, interpolation="bilinear", name="up2")(x)
     x = L.Cropping2D(((2, 1), (1, 2)), name="crop2")(x)
@@ -63,7 +66,7 @@ def _model_2d():
 
 def _model_3d():
     inp = keras.Input((6, 6, 6, 2), name="volume")
-    x = L.Conv3D(3, 2, padding="same", name="c3")(inp)
+    x = L.Conv3D(3, 2, padding="same", activation=L.ELU(0.5), name="c3")(inp)
     x = L.ZeroPadding3D(((1, 0), 1, (0, 1)), name="pad3")(x)
     x = L.Conv3DTranspose(2, 2, strides=(1, 2, 1), name="tr3")(x)
     x = L.Cropping3D(1, name="crop3")(x)
@@ -79,7 +82,9 @@ def _model_sequential():
     return keras.Sequential([keras.Input((10, 10, 2)),
                              L.Conv2D(4, 3, activation="relu", name="first"), block,
                              L.SeparableConv2D(3, 3, name="sep"), L.UpSampling2D(2, name="up"),
-                             L.Conv2DTranspose(2, 3, strides=2, name="tr")], name="seq")
+                             L.Conv2DTranspose(2, 3, strides=2, name="tr",
+                                               activation=L.Softmax(axis=(1, 2)))],
+                            name="seq")
 
 
 MODELS = {"1d": (_model_1d, (2, 16, 3)), "2d": (_model_2d, (2, 10, 10, 2)),

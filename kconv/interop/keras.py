@@ -201,6 +201,8 @@ def _with_custom_objects(config: Mapping[str, Any],
         except ValueError as e:  # a name kconv does not have: perhaps the user's
             raise ValueError(f"kconv.interop.layer_from_keras: {key}: {e} If it is an "
                              f"object of your own, {hint}") from e
+        except TypeError as e:  # a Keras object kconv knows and cannot take (a PReLU)
+            raise TypeError(f"kconv.interop.layer_from_keras: {key}: {e}") from e
     return config
 
 
