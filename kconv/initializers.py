@@ -239,8 +239,9 @@ class Constant(Initializer):
 
     Args:
         value: A Python (or NumPy) scalar, or an array-like of real numbers (stored as a
-            read-only NumPy array; its config is Keras's ``{"class_name": "__numpy__",
-            ...}`` form, which is read back too). Defaults to ``0.0``.
+            read-only NumPy array; its config is Keras's: a list as given as a list, an
+            array in Keras's ``{"class_name": "__numpy__", ...}`` form, which is read back
+            too). Defaults to ``0.0``.
 
     Example:
         >>> print(Constant(2.5)(None, (2,)))
@@ -251,9 +252,13 @@ class Constant(Initializer):
     """
 
     value: Any = 0.0
+    # Whether the value came as a list or tuple, which Keras's config keeps as a list
+    # (an array it writes in its "__numpy__" form): the config is written the same way.
+    _listed: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         value = self.value
+        object.__setattr__(self, "_listed", isinstance(value, (list, tuple)))
         if isinstance(value, dict) and value.get("class_name") == "__numpy__":
             # Keras's serialized NumPy array (what its get_config writes for one).
             config = value.get("config") or {}
@@ -285,6 +290,8 @@ class Constant(Initializer):
         return hash((type(self), self._key()))
 
     def get_config(self) -> dict[str, Any]:
+        if isinstance(self.value, np.ndarray) and self._listed:
+            return {"value": self.value.tolist()}
         if isinstance(self.value, np.ndarray):
             return {"value": {"class_name": "__numpy__", "config": {
                 "value": self.value.tolist(), "dtype": str(self.value.dtype)}}}

@@ -88,9 +88,9 @@ def test_constant_initializers_match_keras(name, kwargs, dtype):
 ])
 def test_array_constant_matches_keras(value, shape):
     """Keras 3 takes an array for Constant (cast(value) * ones(shape)) and writes it as a
-    "__numpy__" config; kconv refused one (a real number only), so such a model's config
-    could not be read."""
-    theirs = keras.initializers.Constant(np.asarray(value))
+    "__numpy__" config (a list as a list); kconv refused one (a real number only), so such
+    a model's config could not be read."""
+    theirs = keras.initializers.Constant(value)
     ours = initializers.Constant(value)
     for dtype in ("float32", "bfloat16"):
         expected = np.asarray(theirs(shape, dtype=dtype))
@@ -103,6 +103,7 @@ def test_array_constant_matches_keras(value, shape):
     np.testing.assert_array_equal(keras.initializers.deserialize(config)(shape),
                                   theirs(shape))
     assert initializers.deserialize(config) == ours == initializers.get(theirs)
+    assert ours == initializers.Constant(np.asarray(value))  # the form is not the value
     assert hash(initializers.deserialize(config)) == hash(ours)
     assert ours != initializers.Constant(np.asarray(value) + 1)
     assert ours.value.flags.writeable is False
