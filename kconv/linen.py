@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from kconv import layers as _layers
 from kconv.layers._examples import EXAMPLES
-from kconv.layers.base import refuse_keras_layer_args
+from kconv.layers.base import refuse_foreign_args
 
 __all__ = ["KconvModule", "total_loss"] + list(_layers.LAYER_NAMES)
 
@@ -115,7 +115,7 @@ def _make(pure_cls: type) -> type:
         f"    True\n")
     cls = type(pure_cls.__name__, (KconvModule,), namespace)
     # name= is linen's own (the module's scope), as Keras's names a layer.
-    refuse_keras_layer_args(cls, pure_cls.__name__, allowed=("name",))
+    refuse_foreign_args(cls, pure_cls.__name__, allowed=("name",))
     return cls
 
 

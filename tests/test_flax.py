@@ -205,6 +205,12 @@ def test_errors_come_from_the_shared_core():
     with pytest.raises(TypeError, match=r"Conv2D: name='c' is a Keras Layer argument"):
         kn.Conv2D(2, 3, name="c", in_channels=1, rngs=nnx.Rngs(0))
     assert kl.Conv2D(2, 3, name="c").name == "c"
+    # Flax's own names for the arguments: Keras's named instead
+    with pytest.raises(TypeError, match=r"^Conv2D: kernel_init=None is Flax's name; kconv's "
+                                        r"layers take Keras's: kernel_initializer="):
+        kl.Conv2D(2, 3, kernel_init=None)
+    with pytest.raises(TypeError, match=r"^Conv2D: features=2 is Flax's name.*filters="):
+        kn.Conv2D(features=2, kernel_size=3, in_channels=1, rngs=nnx.Rngs(0))
     module = kl.Conv2D(2, 3)
     with pytest.raises(ValueError, match=r"Conv2D: expected an input of rank"):
         module.init(jax.random.key(0), jnp.ones((3,)))

@@ -278,6 +278,41 @@ def test_keras_layer_arguments_are_refused_with_what_to_use(name):
         cls(**args, nope=1)
 
 
+@pytest.mark.parametrize("make,message", [
+    # Flax's nn.Conv names
+    (lambda: kconv.Conv2D(features=8, kernel_size=3),
+     r"^Conv2D: features=8 is Flax's name; kconv's layers take Keras's: filters=\.\.\.$"),
+    (lambda: kconv.Conv2D(8, 3, kernel_dilation=2), r"kernel_dilation=2 is Flax's.*dilation_rate="),
+    (lambda: kconv.Conv1D(8, 3, feature_group_count=2), r"feature_group_count=2.*groups="),
+    (lambda: kconv.SeparableConv2D(8, 3, kernel_init=None),
+     r"SeparableConv2D: kernel_init=None is Flax's.*depthwise_initializer="),
+    (lambda: kconv.Conv3DTranspose(8, 3, bias_init=None), r"bias_init=None.*bias_initializer="),
+    # PyTorch's nn.ConvNd / nn.Upsample names
+    (lambda: kconv.Conv2D(8, 3, stride=2), r"^Conv2D: stride=2 is PyTorch's.*: strides=\.\.\.$"),
+    (lambda: kconv.Conv1DTranspose(8, 3, dilation=2), r"dilation=2 is PyTorch's.*dilation_rate="),
+    (lambda: kconv.Conv2D(8, 3, bias=False), r"bias=False is PyTorch's.*use_bias="),
+    (lambda: kconv.Conv2D(8, 3, out_channels=8), r"out_channels=8 is PyTorch's.*filters="),
+    (lambda: kconv.DepthwiseConv1D(3, out_channels=8),
+     r"DepthwiseConv1D: out_channels=8 is PyTorch's.*depth_multiplier=\.\.\. \(the output "
+     r"channels are the input's times depth_multiplier\)"),
+    (lambda: kconv.UpSampling2D(scale_factor=2, mode="bilinear"),
+     r"mode='bilinear' is PyTorch's.*interpolation="),
+    (lambda: kconv.UpSampling3D(scale_factor=2), r"scale_factor=2 is PyTorch's.*size="),
+    (lambda: kconv.Conv2D(8, 3, in_channels=3),
+     r"Conv2D: in_channels=3: a kconv layer reads its input channels from the input.*"
+     r"kconv.nnx modules take in_channels="),
+    # a foreign name for an argument the layer does not have: Python's own error
+    (lambda: kconv.UpSampling1D(mode="nearest"), r"unexpected keyword argument 'mode'"),
+    (lambda: kconv.Cropping2D(stride=2), r"unexpected keyword argument 'stride'"),
+])
+def test_flax_and_torch_argument_names_say_keras_s(make, message):
+    """Code ported from Flax's or PyTorch's convolutions spells arguments their way: the
+    layer names Keras's spelling instead of Python's bare "unexpected keyword argument"
+    (the linen modules, and through the pure layer the NNX ones, too)."""
+    with pytest.raises(TypeError, match=message):
+        make()
+
+
 def test_numpy_scalars_are_taken_as_python_ones():
     """Arguments read from arrays or configs held in NumPy (np.int64(8), np.False_) give
     the layer the same Python values, hash and config."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
@@ -58,17 +59,50 @@ _KERAS_LAYER_ARGS = {
 }
 
 
-def refuse_keras_layer_args(cls: type, where: str, allowed: Sequence[str] = ()) -> None:
-    """Wraps ``cls.__init__`` to refuse Keras's base-``Layer`` keywords (but ``allowed``)
-    with a ``TypeError`` naming ``where``, the argument, its value and what to use instead.
-    The signature is unchanged (``inspect.signature`` follows ``__wrapped__``)."""
+# Other libraries' names for arguments kconv's layers take under Keras's names, as code
+# ported from Flax's nn.Conv or PyTorch's nn.ConvNd / nn.Upsample spells them: refused with
+# the Keras name (the first of the candidates the layer has) rather than Python's bare
+# "unexpected keyword argument".
+_FOREIGN_ARGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "features": ("Flax's", ("filters", "depth_multiplier")),
+    "kernel_dilation": ("Flax's", ("dilation_rate",)),
+    "feature_group_count": ("Flax's", ("groups",)),
+    "kernel_init": ("Flax's", ("kernel_initializer", "depthwise_initializer")),
+    "bias_init": ("Flax's", ("bias_initializer",)),
+    "out_channels": ("PyTorch's", ("filters", "depth_multiplier")),
+    "stride": ("PyTorch's", ("strides",)),
+    "dilation": ("PyTorch's", ("dilation_rate",)),
+    "bias": ("PyTorch's", ("use_bias",)),
+    "scale_factor": ("PyTorch's", ("size",)),
+    "mode": ("PyTorch's", ("interpolation",)),
+}
+
+
+def refuse_foreign_args(cls: type, where: str, allowed: Sequence[str] = ()) -> None:
+    """Wraps ``cls.__init__`` to refuse Keras's base-``Layer`` keywords (but ``allowed``),
+    and Flax's and PyTorch's names for its own arguments, with a ``TypeError`` naming
+    ``where``, the argument, its value and what to use instead. The signature is unchanged
+    (``inspect.signature`` follows ``__wrapped__``)."""
     init = cls.__init__
+    accepted = set(inspect.signature(init).parameters)
 
     @functools.wraps(init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         for arg in kwargs.keys() & _KERAS_LAYER_ARGS.keys() - set(allowed):
             raise TypeError(f"{where}: {arg}={kwargs[arg]!r} is a Keras Layer argument that "
                             f"kconv's layers do not take: {_KERAS_LAYER_ARGS[arg]}")
+        for arg in sorted(kwargs.keys() - accepted):
+            if arg == "in_channels":
+                raise TypeError(f"{where}: in_channels={kwargs[arg]!r}: a kconv layer reads "
+                                f"its input channels from the input (layer.init(key, "
+                                f"input_shape)); the kconv.nnx modules take in_channels=")
+            library, names = _FOREIGN_ARGS.get(arg, ("", ()))
+            ours = next((name for name in names if name in accepted), None)
+            if ours is not None:
+                note = (" (the output channels are the input's times depth_multiplier)"
+                        if ours == "depth_multiplier" else "")
+                raise TypeError(f"{where}: {arg}={kwargs[arg]!r} is {library} name; kconv's "
+                                f"layers take Keras's: {ours}=...{note}")
         init(self, *args, **kwargs)
 
     cls.__init__ = __init__
@@ -441,7 +475,7 @@ def make_rank_class(family: type, rank: int, name: str, fields: Sequence[tuple[s
                    "keras_aliases": tuple(aliases)},
     )
     cls.__module__ = "kconv.layers"
-    refuse_keras_layer_args(cls, name)
+    refuse_foreign_args(cls, name)
     return cls
 
 
