@@ -278,6 +278,12 @@ class KerasWeights(dict):
     Attributes:
       skipped: ``{layer_name: class name or "unknown"}`` of every layer in the file outside
         the convolution family (Dense, BatchNormalization, Lambda, ...), which are not read.
+
+    Example:
+        >>> weights = KerasWeights({"conv": {"kernel": np.zeros((3, 3, 1, 4))}},
+        ...                        skipped={"dense": "Dense"})
+        >>> list(weights), weights.skipped
+        (['conv'], {'dense': 'Dense'})
     """
 
     def __init__(self, items: Mapping[str, Any] = (), skipped: Mapping[str, str] = ()):

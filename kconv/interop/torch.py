@@ -797,6 +797,13 @@ class TorchLayers(KerasWeights):
         class name (``ReLU``, ``BatchNorm2d``, ``Linear``, ...), or the class name and the
         reason where kconv's layer cannot compute this module's setting (e.g.
         ``"ReflectionPad2d: ..."``, which says how to fold it into the next convolution).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(3, 8, 3))
+        >>> ported = layers_from_torch(model)
+        >>> list(ported), ported.skipped["0"][:49]
+        (['1'], 'ReflectionPad2d: nn.ReflectionPad2d((1, 1, 1, 1))')
     """
 
 
