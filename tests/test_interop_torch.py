@@ -609,6 +609,16 @@ def test_layer_from_torch_computes_the_module(case, fmt):
 def test_layer_from_torch_reads_keras_strings_and_reparametrized_modules():
     from torch.nn.utils import parametrizations, weight_norm
     assert layer_from_torch(torch.nn.Conv2d(3, 8, 3)).padding == "valid"
+    # Keras's "same" where it is torch's amounts for every input length (stride 1, half of
+    # an even d * (k - 1) on each side): the config Keras reads
+    assert layer_from_torch(torch.nn.Conv2d(3, 8, (3, 5), padding=(1, 4),
+                                            dilation=(1, 2))).padding == "same"
+    assert layer_from_torch(torch.nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect")
+                            ).get_config()["padding"] == "same"
+    for module in (torch.nn.Conv2d(3, 8, 3, padding=1, stride=(1, 2)),  # strided: n decides
+                   torch.nn.Conv1d(3, 8, 4, padding=2),                  # odd total
+                   torch.nn.Conv2d(3, 8, 3, padding=(1, 0))):
+        assert not isinstance(layer_from_torch(module).padding, str)
     assert layer_from_torch(torch.nn.Conv1d(3, 8, 4, padding="same")).padding == "same"
     for module in (weight_norm(torch.nn.Conv1d(3, 8, 3)),
                    parametrizations.spectral_norm(torch.nn.ConvTranspose1d(3, 8, 3, 2)).eval()):

@@ -557,6 +557,10 @@ _TORCH_EDGE_PADS = {f"{kind}Pad{rank}d": mode for kind, mode in (
     ("Reflection", "reflect"), ("Replication", "replicate"), ("Circular", "circular"))
     for rank in (1, 2, 3)}
 _TORCH_UPSAMPLES = {"Upsample": None, "UpsamplingNearest2d": 2, "UpsamplingBilinear2d": 2}
+# Every torch class layer_from_torch reads, by torch's module (subclasses are refused).
+_TORCH_MODULES = {"torch.nn.modules.conv": _TORCH_CLASSES,
+                  "torch.nn.modules.upsampling": _TORCH_UPSAMPLES,
+                  "torch.nn.modules.padding": {**_TORCH_PADS, **_TORCH_EDGE_PADS}}
 _ZERO_PADDING = {1: ZeroPadding1D, 2: ZeroPadding2D, 3: ZeroPadding3D}
 _CROPPING = {1: Cropping1D, 2: Cropping2D, 3: Cropping3D}
 _UPSAMPLING = {1: UpSampling1D, 2: UpSampling2D, 3: UpSampling3D}
@@ -579,7 +583,9 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
     padding amounts (beyond Keras where they are not Keras's strings), so that with
     :func:`params_from_torch`'s params it computes the module's function exactly, for any
     setting: ``nn.ConvNd`` → ``ConvND`` (``groups`` carried over; a depthwise module, too,
-    is ``ConvND(groups=in_channels)``, which the depthwise lowerings run), and
+    is ``ConvND(groups=in_channels)``, which the depthwise lowerings run; torch's amounts
+    as Keras's ``"valid"`` or ``"same"`` where one of those is the same function for
+    every input length: none, or at stride 1 half of an even ``d * (k - 1)``), and
     ``nn.ConvTransposeNd`` → ``ConvNDTranspose``. A module under torch's weight norm or
     spectral norm is its convolution (its state dict holds the factors, which
     :func:`params_from_torch` multiplies out).
@@ -665,10 +671,11 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
     _fixed_rank(module, layer_cls.rank, rank)
     get = lambda name: getattr(module, name)  # noqa: E731 - read in one place
     padding = get("padding")
-    if not isinstance(padding, str):
+    if not isinstance(padding, str) and issubclass(layer_cls, Conv):
+        padding = _keras_padding(tuple(int(p) for p in padding), tuple(get("stride")),
+                                 tuple(get("dilation")), tuple(get("kernel_size")))
+    elif not isinstance(padding, str):
         padding = tuple(int(p) for p in padding)
-        # Keras's "valid" where it is one (the config Keras reads); else torch's amounts.
-        padding = "valid" if not any(padding) and issubclass(layer_cls, Conv) else padding
     kwargs: dict[str, Any] = dict(
         strides=tuple(get("stride")), padding=padding, data_format=data_format,
         dilation_rate=tuple(get("dilation")), use_bias=get("bias") is not None)
@@ -681,6 +688,20 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
                              f"zeros only")
         kwargs.update(output_padding=tuple(get("output_padding")), groups=get("groups"))
     return layer_cls(get("out_channels"), tuple(get("kernel_size")), **kwargs)
+
+
+def _keras_padding(padding: tuple[int, ...], strides: tuple[int, ...],
+                   dilation: tuple[int, ...], kernel_size: tuple[int, ...]) -> Any:
+    """A forward convolution's torch amounts as Keras's string where one is the same
+    function for every input length (the config Keras reads): ``"valid"`` for none,
+    ``"same"`` at stride 1 where torch's ``p`` is half of an even ``d * (k - 1)``; else
+    the amounts."""
+    if not any(padding):
+        return "valid"
+    if all(s == 1 and d * (k - 1) == 2 * p
+           for p, s, d, k in zip(padding, strides, dilation, kernel_size)):
+        return "same"
+    return padding
 
 
 def _module_repr(module: Any) -> str:
@@ -881,9 +902,7 @@ def layers_from_torch(model: Any, *, data_format: str | None = None,
 def _reads(module: Any) -> bool:
     """Whether :func:`layer_from_torch` reads the module's class (not a subclass)."""
     cls = type(module)
-    tables = {"torch.nn.modules.padding": {**_TORCH_PADS, **_TORCH_EDGE_PADS},
-              "torch.nn.modules.upsampling": _TORCH_UPSAMPLES}
-    if cls.__name__ in tables.get(cls.__module__, ()):
+    if cls.__name__ in _TORCH_MODULES.get(cls.__module__, ()):
         return True
     try:
         _torch_class(module)
@@ -927,9 +946,8 @@ def _torch_class(module: Any) -> type:
         raise TypeError(f"layer_from_torch: {cls.__name__} has no weights yet (in_channels="
                         f"{getattr(module, 'in_channels', None)!r}): call the module once, "
                         f"then it is an nn.{cls.__name__[len('Lazy'):]}")
-    known = {"torch.nn.modules.conv": _TORCH_CLASSES, "torch.nn.modules.upsampling":
-             _TORCH_UPSAMPLES, "torch.nn.modules.padding": {**_TORCH_PADS, **_TORCH_EDGE_PADS}}
-    bases = [c.__name__ for c in cls.__mro__[1:] if c.__name__ in known.get(c.__module__, ())]
+    bases = [c.__name__ for c in cls.__mro__[1:]
+             if c.__name__ in _TORCH_MODULES.get(c.__module__, ())]
     hint = (f"; a subclass of nn.{bases[0]} may compute something else in its forward: "
             f"build the kconv layer by hand and load its weights with params_from_torch"
             if bases else "")
