@@ -48,6 +48,10 @@ _K = TypeVar("_K", bound="KerasObject")
 # Where Keras's own classes and functions live: Keras 3 (``keras.src...``), Keras 2.x
 # (``keras....``) and tf-keras.
 _KERAS_MODULES = ("keras.", "tf_keras.", "keras_core.", "tensorflow.python.keras.")
+# Keys of a Keras layer config that carry no meaning in kconv: its name, whether it
+# trains, and the input shape Keras 2 / tf-keras record on a model's first layer.
+IGNORED_KERAS_LAYER_KEYS = ("name", "trainable", "batch_input_shape", "batch_shape",
+                            "input_shape", "input_dim")
 
 
 def keras_builtin(obj: Any) -> bool:

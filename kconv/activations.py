@@ -33,7 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kconv._registry import KerasObject, Registry, keras_builtin, real_number
+from kconv._registry import (
+    IGNORED_KERAS_LAYER_KEYS,
+    KerasObject,
+    Registry,
+    keras_builtin,
+    real_number,
+)
 
 __all__ = [
     "celu",
@@ -621,9 +627,9 @@ class ActivationLayer(KerasObject):
             {k: v for k, v in config.items() if k not in _KERAS_LAYER_KEYS})
 
 
-# The keys every Keras layer's config carries (Keras 3 and tf-keras).
-_KERAS_LAYER_KEYS = frozenset({"name", "trainable", "dtype", "autocast", "input_shape",
-                               "batch_input_shape", "batch_size", "input_dim"})
+# The base-layer keys of a Keras activation layer's config, and its dtype policy (the
+# owning layer's dtype applies).
+_KERAS_LAYER_KEYS = frozenset(IGNORED_KERAS_LAYER_KEYS) | {"dtype", "autocast", "batch_size"}
 
 
 def _non_negative(owner: str, name: str, value: Any) -> Union[int, float]:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kconv import _args, activations, constraints, initializers, regularizers
+from kconv._registry import IGNORED_KERAS_LAYER_KEYS
 
 Params = dict[str, jax.Array]
 
@@ -36,10 +37,6 @@ _JAX_FIELDS: tuple[tuple[str, Any], ...] = (
     ("param_dtype", jnp.float32),
     ("precision", None),
 )
-# Keys of a Keras layer config that carry no meaning for a pure layer: its name, whether it
-# trains, and the input shape Keras 2 / tf-keras record on a model's first layer.
-_IGNORED_KERAS_KEYS = ("name", "trainable", "batch_input_shape", "batch_shape", "input_shape",
-                       "input_dim")
 # Arguments every Keras layer takes through ``**kwargs`` (its base ``Layer``'s), none of
 # which a pure layer has, with what does their job here. Refused with that hint rather than
 # Python's bare "unexpected keyword argument": a ported ``trainable=False`` must not pass
@@ -432,7 +429,7 @@ class Layer:
             config = config["config"]
         config = dict(config)
         known = {f.name for f in dataclasses.fields(cls)}
-        for key in _IGNORED_KERAS_KEYS + cls.unused_keras_keys:
+        for key in IGNORED_KERAS_LAYER_KEYS + cls.unused_keras_keys:
             config.pop(key, None)
         for key, neutral in _NEUTRAL_KERAS_KEYS.items():
             if key in config and key not in known and config[key] == neutral:
