@@ -1,8 +1,9 @@
-"""Interop: Keras layer configs and weight files both ways, and PyTorch layers and weights in
-(one module, or a whole model's).
+"""Interop: Keras layer configs and weight files both ways; PyTorch and Flax layers and
+weights in (one module, or a whole model's).
 
 Nothing here imports Keras, TensorFlow or PyTorch: files are read with ``h5py``, ``zipfile``
-and ``json``, tensors through NumPy; nothing is unpickled or executed.
+and ``json``, tensors through NumPy; nothing is unpickled or executed. Flax is imported
+when a Flax function is first called.
 
 Example:
     >>> from kconv import interop
@@ -11,6 +12,7 @@ Example:
     (3, 3)
 """
 
+from kconv.interop.flax import FlaxLayers, layer_from_flax, layers_from_flax, params_from_flax
 from kconv.interop.keras import (
     KerasWeights,
     layer_from_keras,
@@ -23,7 +25,8 @@ from kconv.interop.keras import (
 from kconv.interop.torch import TorchLayers, layer_from_torch, layers_from_torch, params_from_torch
 
 __all__ = [
-    "KerasWeights", "TorchLayers", "layer_from_keras", "layer_from_torch", "layers_from_torch",
-    "load_keras_layers", "load_keras_weights", "params_from_keras", "params_from_torch",
+    "FlaxLayers", "KerasWeights", "TorchLayers", "layer_from_flax", "layer_from_keras",
+    "layer_from_torch", "layers_from_flax", "layers_from_torch", "load_keras_layers",
+    "load_keras_weights", "params_from_flax", "params_from_keras", "params_from_torch",
     "save_keras_weights", "to_keras_weights",
 ]

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kconv import _args
+from kconv.interop._padding import keras_padding
 from kconv.interop.keras import KerasWeights
 from kconv.layers.base import Layer
 from kconv.layers.conv import Conv, Conv1D, Conv2D, Conv3D
@@ -672,8 +673,9 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
     get = lambda name: getattr(module, name)  # noqa: E731 - read in one place
     padding = get("padding")
     if not isinstance(padding, str) and issubclass(layer_cls, Conv):
-        padding = _keras_padding(tuple(int(p) for p in padding), tuple(get("stride")),
-                                 tuple(get("dilation")), tuple(get("kernel_size")))
+        padding = keras_padding(tuple((int(p), int(p)) for p in padding),
+                                tuple(get("stride")), tuple(get("dilation")),
+                                tuple(get("kernel_size")))
     elif not isinstance(padding, str):
         padding = tuple(int(p) for p in padding)
     kwargs: dict[str, Any] = dict(
@@ -688,20 +690,6 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
                              f"zeros only")
         kwargs.update(output_padding=tuple(get("output_padding")), groups=get("groups"))
     return layer_cls(get("out_channels"), tuple(get("kernel_size")), **kwargs)
-
-
-def _keras_padding(padding: tuple[int, ...], strides: tuple[int, ...],
-                   dilation: tuple[int, ...], kernel_size: tuple[int, ...]) -> Any:
-    """A forward convolution's torch amounts as Keras's string where one is the same
-    function for every input length (the config Keras reads): ``"valid"`` for none,
-    ``"same"`` at stride 1 where torch's ``p`` is half of an even ``d * (k - 1)``; else
-    the amounts."""
-    if not any(padding):
-        return "valid"
-    if all(s == 1 and d * (k - 1) == 2 * p
-           for p, s, d, k in zip(padding, strides, dilation, kernel_size)):
-        return "same"
-    return padding
 
 
 def _module_repr(module: Any) -> str:

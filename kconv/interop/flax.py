@@ -1,0 +1,610 @@
+"""Layers and weights from Flax's own convolutions: :func:`layer_from_flax` builds the kconv
+layer that computes what a ``flax.linen.Conv`` / ``ConvTranspose`` or ``flax.nnx.Conv`` /
+``ConvTranspose`` computes, :func:`params_from_flax` turns its params into kconv's, and
+:func:`layers_from_flax` does both for every such convolution of a whole Flax model.
+
+Flax's ``Conv`` kernel is Keras's layout already, ``(*k, in // groups, features)``; its
+``ConvTranspose`` is not: without ``transpose_kernel`` it is a plain convolution of the
+stride-dilated input (kernel ``(*k, in, features)``, not flipped), which is Keras's
+transposed convolution with the kernel flipped and its channel axes swapped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kconv import _args
+from kconv.interop._padding import keras_padding
+from kconv.interop.keras import KerasWeights
+from kconv.layers.base import Layer
+from kconv.layers.conv import Conv1D, Conv2D, Conv3D
+from kconv.layers.conv_transpose import Conv1DTranspose, Conv2DTranspose, Conv3DTranspose
+
+__all__ = ["FlaxLayers", "layer_from_flax", "layers_from_flax", "params_from_flax"]
+
+_CONV = {1: Conv1D, 2: Conv2D, 3: Conv3D}
+_TRANSPOSE = {1: Conv1DTranspose, 2: Conv2DTranspose, 3: Conv3DTranspose}
+# Flax's padding strings that pad the input by a fixed rule, and kconv's padding_mode for it.
+_EDGE_MODES = {"CIRCULAR": "circular", "REFLECT": "reflect"}
+# Settings that change what the module computes in ways kconv's layers have no argument
+# for, when they differ from the class's default.
+_HOOKS = ("conv_general_dilated", "conv_general_dilated_cls", "promote_dtype",
+          "preferred_element_type")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """A Flax convolution's arguments, read the same way from linen and NNX, broadcast to
+    the kernel's rank as Flax does."""
+
+    label: str  # "nn.Conv(features=8, kernel_size=(3, 3))", for messages
+    transposed: bool
+    features: int
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: Any
+    input_dilation: tuple[int, ...]
+    kernel_dilation: tuple[int, ...]
+    groups: int
+    use_bias: bool
+    transpose_kernel: bool
+    module: Any
+
+    @property
+    def rank(self) -> int:
+        return len(self.kernel_size)
+
+    @property
+    def dilated(self) -> tuple[int, ...]:
+        """The dilated kernel size ``d * (k - 1) + 1`` per axis."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.kernel_dilation))
+
+    @property
+    def direct_kernel(self) -> bool:
+        """Whether the Flax kernel is a forward kernel over the stride-dilated input (a
+        ``ConvTranspose`` without ``transpose_kernel``, a ``Conv`` with ``input_dilation``),
+        which kconv's transposed layer takes flipped, its channel axes swapped."""
+        return (not self.transposed and any(d != 1 for d in self.input_dilation)) or (
+            self.transposed and not self.transpose_kernel)
+
+
+def _flax() -> tuple[Any, Any]:
+    """``flax.linen`` and ``flax.nnx``, imported on first use (``import kconv.interop``
+    for Keras files does not load Flax)."""
+    from flax import linen, nnx
+
+    return linen, nnx
+
+
+@functools.cache
+def _classes() -> dict[type, tuple[str, bool]]:
+    """The Flax classes read, by API: ``{class: (prefix in messages, transposed)}``."""
+    linen, nnx = _flax()
+    return {linen.Conv: ("nn", False), linen.ConvTranspose: ("nn", True),
+            nnx.Conv: ("nnx", False), nnx.ConvTranspose: ("nnx", True)}
+
+
+@functools.cache
+def _defaults(cls: type) -> dict[str, Any]:
+    """A Flax class's defaults: linen's dataclass fields, NNX's ``__init__`` keywords."""
+    if dataclasses.is_dataclass(cls):
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
+
+
+def _flax_class(module: Any, where: str) -> tuple[str, bool]:
+    cls, classes = type(module), _classes()
+    if cls in classes:
+        return classes[cls]
+    bases = [f"{classes[c][0]}.{c.__name__}" for c in cls.__mro__[1:] if c in classes]
+    hint = (f"; a subclass of {bases[0]} may compute something else: build the kconv layer "
+            f"by hand" if bases else "")
+    if isinstance(module, _flax()[0].ConvLocal):
+        hint = "; nn.ConvLocal has a kernel per output position, which no kconv layer has"
+    raise TypeError(f"{where}: expected a flax.linen Conv or ConvTranspose or a flax.nnx "
+                    f"Conv or ConvTranspose module, got {cls.__name__}{hint}")
+
+
+def _read(module: Any, where: str) -> _Settings:
+    api, transposed = _flax_class(module, where)
+    get = functools.partial(getattr, module)
+    kernel_size = get("kernel_size")
+    kernel_size = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
+    rank = len(kernel_size)
+    features = get("features") if api == "nn" else get("out_features")
+    label = (f"{api}.{type(module).__name__}(features={features}, "
+             f"kernel_size={kernel_size})")
+    if not 1 <= rank <= 3:
+        raise ValueError(f"{where}: {label} has {rank} spatial axes; kconv's layers have 1 "
+                         f"to 3")
+
+    def broadcast(value: Any) -> tuple[int, ...]:  # Flax's maybe_broadcast
+        value = 1 if value is None else value
+        return (value,) * rank if isinstance(value, int) else tuple(value)
+
+    settings = _Settings(
+        label=label, transposed=transposed, features=features, kernel_size=kernel_size,
+        strides=broadcast(get("strides")), padding=get("padding"),
+        input_dilation=broadcast(getattr(module, "input_dilation", 1)),
+        kernel_dilation=broadcast(get("kernel_dilation")),
+        groups=getattr(module, "feature_group_count", 1), use_bias=bool(get("use_bias")),
+        transpose_kernel=bool(getattr(module, "transpose_kernel", False)), module=module)
+    defaults = _defaults(type(module))
+    for hook in _HOOKS:
+        if hook in defaults and getattr(module, hook) is not defaults[hook]:
+            raise ValueError(f"{where}: {label} has its own {hook}={getattr(module, hook)!r}, "
+                             f"which kconv's layer would not run; build the layer by hand")
+    if get("mask") is not None:
+        raise ValueError(f"{where}: {label} has a kernel mask, which kconv's layers do not "
+                         f"take (multiplying it into the kernel gives the same outputs, but "
+                         f"training would then update the masked entries)")
+    return settings
+
+
+# --- the layer --------------------------------------------------------------------------
+
+def layer_from_flax(module: Any) -> Layer:
+    """The kconv layer that computes what a Flax convolution module computes.
+
+    Reads ``flax.linen.Conv`` / ``ConvTranspose`` (the module need not be bound) and
+    ``flax.nnx.Conv`` / ``ConvTranspose``: ``features``, ``kernel_size``, ``strides``,
+    ``padding``, ``input_dilation``, ``kernel_dilation``, ``feature_group_count``,
+    ``use_bias``, ``dtype``, ``param_dtype``, ``precision``, ``kernel_init``,
+    ``bias_init`` and a transposed one's ``transpose_kernel``. Flax is channels-last, as
+    the layer is. With :func:`params_from_flax`'s params the layer gives the module's
+    outputs:
+
+    - ``Conv`` → ``ConvND`` (``groups=feature_group_count``): ``"SAME"`` / ``"VALID"`` /
+      ``"CAUSAL"`` as Keras's strings (the same rule as Flax's, which is XLA's), explicit
+      amounts as kconv's ``padding`` pairs (Keras's ``"valid"`` / ``"same"`` where one of
+      those is the same function for every input length), ``"CIRCULAR"`` / ``"REFLECT"``
+      as Flax's amounts ``((K - 1) // 2, K // 2)`` with ``padding_mode="circular"`` /
+      ``"reflect"`` (``K = d * (k - 1) + 1``).
+    - ``Conv`` with ``input_dilation`` (strides 1, explicit amounts: ``jax.lax`` takes
+      no string with it) → ``ConvNDTranspose(strides=input_dilation)``: a convolution of
+      the dilated input is a transposed convolution (the amounts as for ``ConvTranspose``).
+    - ``ConvTranspose`` → ``ConvNDTranspose``: ``"SAME"`` and ``"VALID"`` are Keras's
+      ``"same"`` and ``"valid"`` (XLA's and Keras's transposed padding rules agree, output
+      lengths ``n * s`` and ``n * s + max(K - s, 0)``); explicit amounts ``(a, b)``, which
+      pad the dilated input, are kconv's crops ``(K - 1 - a, K - 1 - b)`` of the full
+      output, with ``output_padding`` for zeros past its end.
+
+    ``dtype=None`` (Flax: promote the input with the params) becomes ``param_dtype``,
+    which is that promotion for any input no wider than the params. Flax's default
+    initializers become Keras's objects (``lecun_normal``, ``zeros``), so the layer's
+    config is one Keras reads; other initializers of a linen module are kept as the
+    callables they are (a transposed kernel's called in Flax's layout), so the layer
+    initializes as the module does. An NNX module does not keep its initializers: its
+    layer gets Flax's defaults.
+
+    Refused, with the reason: a kernel ``mask``, ``input_dilation`` with strides or a
+    padding string, negative amounts (crops),
+    a transposed ``"CIRCULAR"``, amounts that pad a transposed convolution's dilated
+    input by more than ``K - 1`` in front, ``"SAME_LOWER"`` with strides, more than 3
+    spatial axes, a module's own ``conv_general_dilated``, ``promote_dtype`` or
+    ``preferred_element_type``, ``nn.ConvLocal``, and subclasses (their ``__call__`` may
+    compute something else).
+
+    Args:
+      module: a ``flax.linen.Conv``, ``flax.linen.ConvTranspose``, ``flax.nnx.Conv`` or
+        ``flax.nnx.ConvTranspose`` instance.
+
+    Returns:
+      The pure-tier kconv layer.
+
+    Raises:
+      TypeError: ``module`` is not one of those classes (or is a subclass).
+      ValueError: a setting kconv cannot compute (see above).
+
+    Example:
+        >>> import flax.linen as nn, jax, numpy as np
+        >>> from kconv.interop import layer_from_flax, params_from_flax
+        >>> module = nn.Conv(8, (3, 3), strides=2, padding="CIRCULAR")
+        >>> x = np.random.default_rng(0).standard_normal((1, 9, 9, 3)).astype(np.float32)
+        >>> variables = module.init(jax.random.key(0), x)
+        >>> layer = layer_from_flax(module)
+        >>> layer.padding, layer.padding_mode
+        (((1, 1), (1, 1)), 'circular')
+        >>> params = params_from_flax(module, variables["params"])
+        >>> bool(np.allclose(layer(params, x), module.apply(variables, x), atol=1e-5))
+        True
+        >>> layer_from_flax(nn.ConvTranspose(4, (4, 4), strides=(2, 2))).padding
+        'same'
+    """
+    where = "layer_from_flax"
+    s = _read(module, where)
+    get = functools.partial(getattr, module)
+    param_dtype = get("param_dtype")
+    common = dict(use_bias=s.use_bias, dtype=param_dtype if get("dtype") is None else
+                  get("dtype"), param_dtype=param_dtype, precision=get("precision"),
+                  kernel_initializer=_initializer(s, "kernel_init"),
+                  bias_initializer=_initializer(s, "bias_init"))
+    if not s.transposed and not any(d != 1 for d in s.input_dilation):
+        padding, mode = _conv_padding(s, where)
+        return _CONV[s.rank](s.features, s.kernel_size, s.strides, padding,
+                             dilation_rate=s.kernel_dilation, groups=s.groups,
+                             padding_mode=mode, **common)
+    if s.transposed:
+        strides, pads = s.strides, _transpose_pads(s, where)
+    else:
+        strides, pads = s.input_dilation, _dilated_input_pads(s, where)
+    padding, output_padding = _transposed_padding(s, pads, strides, where)
+    return _TRANSPOSE[s.rank](s.features, s.kernel_size, strides, padding, output_padding,
+                              dilation_rate=s.kernel_dilation, groups=s.groups, **common)
+
+
+def _lax_string(padding: Any) -> Any:
+    """Flax's string as ``jax.lax`` reads it (any case for the strings lax handles)."""
+    if isinstance(padding, str) and padding.upper() in ("SAME", "VALID", "SAME_LOWER"):
+        return padding.upper()
+    return padding
+
+
+def _amounts(s: _Settings, where: str) -> tuple[tuple[int, int], ...]:
+    """Flax's explicit amounts as ``(lo, hi)`` pairs, by Flax's own rule."""
+    try:
+        pairs = _flax()[0].linear.canonicalize_padding(s.padding, s.rank)
+    except ValueError as e:
+        raise ValueError(f"{where}: {s.label}: {e}") from e
+    pairs = tuple((int(lo), int(hi)) for lo, hi in pairs)
+    if any(lo < 0 or hi < 0 for lo, hi in pairs):
+        raise ValueError(f"{where}: {s.label} has padding={s.padding!r}: negative amounts "
+                         f"crop the input, which kconv's convolutions do not (crop first "
+                         f"with a Cropping layer)")
+    return pairs
+
+
+def _conv_padding(s: _Settings, where: str) -> tuple[Any, str]:
+    """A forward ``Conv``'s padding and padding mode."""
+    padding = _lax_string(s.padding)
+    if not isinstance(padding, str):
+        pairs = _amounts(s, where)
+    elif padding in ("SAME", "VALID") or padding == "CAUSAL" and s.rank == 1:
+        return padding.lower(), "zeros"
+    elif padding in _EDGE_MODES:  # Flax pads the input so, then runs "VALID"
+        return tuple(((k - 1) // 2, k // 2) for k in s.dilated), _EDGE_MODES[padding]
+    elif padding == "SAME_LOWER":
+        if any(st != 1 for st in s.strides):
+            raise ValueError(f"{where}: {s.label} has padding='SAME_LOWER' with strides="
+                             f"{s.strides}: its amounts depend on the input length, and "
+                             f"kconv's 'same' puts the odd one after the input")
+        # XLA's amounts at stride 1: K - 1 in all, the odd one before the input.
+        pairs = tuple((k // 2, (k - 1) // 2) for k in s.dilated)
+    else:
+        raise ValueError(f"{where}: {s.label} has padding={s.padding!r}, which Flax does "
+                         f"not run on {s.rank} spatial axes")
+    return keras_padding(pairs, s.strides, s.kernel_dilation, s.kernel_size), "zeros"
+
+
+def _dilated_input_pads(s: _Settings, where: str) -> tuple[tuple[int, int], ...]:
+    """The amounts a ``Conv`` with ``input_dilation`` pads its dilated input by (explicit:
+    ``jax.lax`` runs no padding string with an input dilation)."""
+    if any(st != 1 for st in s.strides) or isinstance(s.padding, str):
+        what = (f"strides={s.strides}; kconv computes a dilated input as a transposed "
+                f"convolution of stride input_dilation, without more"
+                if any(st != 1 for st in s.strides) else
+                f"padding={s.padding!r}, which jax.lax does not run with an input "
+                f"dilation (Flax raises)")
+        raise ValueError(f"{where}: {s.label} has input_dilation={s.input_dilation} with "
+                         f"{what}")
+    return _amounts(s, where)
+
+
+def _transpose_pads(s: _Settings, where: str) -> Any:
+    """A ``ConvTranspose``'s amounts on its dilated input, or ``"SAME"`` / ``"VALID"``."""
+    padding = _lax_string(s.padding)
+    if padding in ("SAME", "VALID"):
+        return padding
+    if isinstance(padding, str):
+        why = ("Flax then sums the full output over periods of n * s, which no kconv layer "
+               "computes" if padding == "CIRCULAR" else "jax.lax.conv_transpose does not "
+               "take it")
+        raise ValueError(f"{where}: {s.label} has padding={s.padding!r}: {why}")
+    return _amounts(s, where)
+
+
+def _transposed_padding(s: _Settings, pads: Any, strides: tuple[int, ...], where: str
+                        ) -> tuple[Any, tuple[int, ...] | None]:
+    """Amounts on the stride-dilated input (the forward convolution that computes the
+    transposed one) as kconv's transposed ``padding`` and ``output_padding``."""
+    if isinstance(pads, str):
+        # XLA's "SAME" / "VALID" for a transposed convolution are Keras's (output
+        # lengths n * s and n * s + max(K - s, 0), the same amounts in front).
+        return pads.lower(), None
+    crops, extra = [], []
+    for (before, after), k in zip(pads, s.dilated):
+        if before > k - 1:
+            raise ValueError(f"{where}: {s.label} has padding={s.padding!r}: padding the "
+                             f"dilated input by {before} > K - 1 = {k - 1} in front puts "
+                             f"zeros before the transposed convolution's output, which "
+                             f"kconv's transposed layers do not")
+        crops.append((k - 1 - before, max(k - 1 - after, 0)))
+        extra.append(max(after - (k - 1), 0))
+    try:
+        _args.output_padding(tuple(extra), s.rank, strides, where, padding=tuple(crops),
+                             dilation=s.kernel_dilation)
+    except ValueError as e:
+        raise ValueError(f"{where}: {s.label} has padding={s.padding!r}: it pads {extra} "
+                         f"past the end of the full output, but kconv's output_padding "
+                         f"stays below max(strides, dilation) = "
+                         f"{tuple(map(max, strides, s.kernel_dilation))}") from e
+    return tuple(crops), tuple(extra) if any(extra) else None
+
+
+def _initializer(s: _Settings, arg: str) -> Any:
+    """Flax's default initializers as Keras's objects; others as they are (a kernel the
+    layer keeps in another layout, called in Flax's and converted)."""
+    default = _defaults(type(s.module))[arg]
+    value = getattr(s.module, arg, default)  # an NNX module does not keep its initializers
+    if value is default:
+        return "lecun_normal" if arg == "kernel_init" else "zeros"
+    if arg == "kernel_init" and s.direct_kernel:
+        return _FlaxLayoutInit(value, s.groups)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _FlaxLayoutInit:
+    """A Flax kernel initializer for a layer that keeps the kernel in kconv's transposed
+    layout: called with Flax's shape (its fans are Flax's), the result converted as
+    :func:`params_from_flax` converts the kernel."""
+
+    init: Callable
+    groups: int
+
+    def __call__(self, key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32
+                 ) -> jax.Array:
+        *k, out_per_group, cin = shape
+        flax_shape = (*k, cin // self.groups, out_per_group * self.groups)
+        return _to_transposed(self.init(key, flax_shape, dtype), self.groups)
+
+
+def _to_transposed(kernel: jax.Array, groups: int) -> jax.Array:
+    """A forward kernel ``(*k, in // g, out)`` over the stride-dilated input as kconv's
+    transposed kernel ``(*k, out // g, in)``: flipped in space, and per group the channel
+    axes swapped (group ``j``'s inputs ``j * in_g + i`` and outputs ``j * out_g + o``)."""
+    n = kernel.ndim - 2
+    *k, cin_g, out = kernel.shape
+    flipped = jnp.flip(kernel, axis=tuple(range(n)))
+    blocks = flipped.reshape(*k, cin_g, groups, out // groups)
+    return blocks.transpose(*range(n), n + 2, n + 1, n).reshape(*k, out // groups,
+                                                                 groups * cin_g)
+
+
+# --- the params -------------------------------------------------------------------------
+
+def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
+    """The params of :func:`layer_from_flax`'s layer from a Flax convolution's params.
+
+    ``Conv`` kernels ``(*k, in // groups, features)`` are Keras's layout and are kept as
+    they are. A ``ConvTranspose`` with ``transpose_kernel=True`` has Keras's layout too,
+    ``(*k, features, in)``; without it (Flax's default) its kernel ``(*k, in, features)``
+    is a forward kernel over the stride-dilated input, which kconv's transposed layer
+    takes flipped in space with the channel axes swapped (so does a ``Conv`` with
+    ``input_dilation``, per group). The bias is kept.
+
+    Args:
+      module: the ``flax.linen`` or ``flax.nnx`` ``Conv`` / ``ConvTranspose`` (what
+        :func:`layer_from_flax` reads; it raises what that raises).
+      params: a linen module's params, ``{"kernel": ..., "bias": ...}`` (the subtree of
+        ``variables["params"]`` at the module's name; ``{"params": {...}}`` too). An NNX
+        module holds its own: leave it out.
+
+    Returns:
+      ``{"kernel": ..., "bias": ...}`` (no ``bias`` without ``use_bias``) as
+      ``jax.Array``, in the params' dtype.
+
+    Raises:
+      TypeError: ``module`` is not one of those classes; ``params`` missing for a linen
+        module, given for an NNX one, or not a mapping.
+      ValueError: keys other than ``kernel`` and ``bias``, a missing one, or a kernel
+        whose shape does not fit the module (the message names both).
+
+    Example:
+        >>> import jax, numpy as np
+        >>> from flax import nnx
+        >>> from kconv.interop import layer_from_flax, params_from_flax
+        >>> module = nnx.ConvTranspose(3, 8, (3, 3), strides=(2, 2), rngs=nnx.Rngs(0))
+        >>> layer, params = layer_from_flax(module), params_from_flax(module)
+        >>> params["kernel"].shape        # Flax's (3, 3, 3, 8), flipped and swapped
+        (3, 3, 8, 3)
+        >>> x = np.random.default_rng(0).standard_normal((1, 5, 5, 3)).astype(np.float32)
+        >>> bool(np.allclose(layer(params, x), module(x), atol=1e-5))
+        True
+    """
+    where = "params_from_flax"
+    s = _read(module, where)
+    layer_from_flax(module)  # what it refuses, this refuses too
+    if isinstance(module, _flax()[1].Module):
+        if params is not None:
+            raise TypeError(f"{where}: {s.label} is an NNX module, which holds its params: "
+                            f"call params_from_flax(module)")
+        params = {"kernel": module.kernel[...]}
+        if module.bias is not None:
+            params["bias"] = module.bias[...]
+    elif params is None:
+        raise TypeError(f"{where}: {s.label} is a linen module: pass its params, "
+                        f"variables['params'][name]")
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{where}: params must be a mapping of 'kernel' (and 'bias'), got "
+                        f"{type(params).__name__}")
+    if set(params) == {"params"}:
+        params = params["params"]
+    want = ["kernel", "bias"] if s.use_bias else ["kernel"]
+    if sorted(params) != sorted(want):
+        raise ValueError(f"{where}: {s.label} (use_bias={s.use_bias}) has params {want}, got "
+                         f"keys {sorted(params)}")
+    kernel = _args.as_array(params["kernel"], "params['kernel']", where)
+    features_axis = -2 if s.transposed and s.transpose_kernel else -1
+    if (kernel.ndim != s.rank + 2 or kernel.shape[:s.rank] != s.kernel_size
+            or kernel.shape[features_axis] != s.features
+            or not s.transposed and kernel.shape[-1] % s.groups):
+        raise ValueError(f"{where}: {s.label}: params['kernel'] has shape "
+                         f"{tuple(kernel.shape)}, expected {_expected(s)}")
+    out = {"kernel": _to_transposed(kernel, s.groups) if s.direct_kernel else kernel}
+    if s.use_bias:
+        bias = _args.as_array(params["bias"], "params['bias']", where)
+        if bias.shape != (s.features,):
+            raise ValueError(f"{where}: {s.label}: params['bias'] has shape "
+                             f"{tuple(bias.shape)}, expected ({s.features},)")
+        out["bias"] = bias
+    return out
+
+
+def _expected(s: _Settings) -> str:
+    k = ", ".join(map(str, s.kernel_size))
+    if s.transposed:
+        return (f"({k}, {s.features}, in_features)" if s.transpose_kernel else
+                f"({k}, in_features, {s.features})")
+    return f"({k}, in_features // {s.groups}, {s.features})"
+
+
+# --- whole models -----------------------------------------------------------------------
+
+class FlaxLayers(KerasWeights):
+    """``{module_path: (layer, params)}`` of a Flax model, plus what was left out.
+
+    Attributes:
+      skipped: ``{module_path: why}`` for every leaf module kconv has no layer for: its
+        class name (``Dense``, ``BatchNorm``, ...), or the class name and the reason where
+        kconv's layer cannot compute this module's setting (e.g. a ``Conv`` with a mask).
+
+    Example:
+        >>> from flax import nnx
+        >>> model = nnx.Sequential(nnx.Conv(3, 8, (3, 3), rngs=nnx.Rngs(0)), nnx.relu,
+        ...                        nnx.Linear(8, 2, rngs=nnx.Rngs(0)))
+        >>> ported = layers_from_flax(model)
+        >>> list(ported), ported.skipped
+        (['layers/0'], {'layers/2': 'Linear'})
+    """
+
+
+def layers_from_flax(model: Any, variables: Any = None, *args: Any,
+                     **kwargs: Any) -> FlaxLayers:
+    """Every ``Conv`` and ``ConvTranspose`` of a Flax model, as kconv layers with their
+    params.
+
+    An NNX model's modules are walked as its graph (``nnx.iter_graph``); a linen model's
+    submodules exist only while it runs, so it is run abstractly (``jax.eval_shape``, no
+    arithmetic) with ``model.apply(variables, *args, **kwargs)``, recording each module it
+    calls. Each convolution becomes ``(layer, params)`` (:func:`layer_from_flax`,
+    :func:`params_from_flax`) under its path, the names joined with ``"/"``
+    (``"encoder/conv1"``, ``"layers/0"``: where its params are in the variables or the
+    NNX state). A convolution module called twice (shared weights) is listed once.
+
+    Args:
+      model: a ``flax.nnx.Module``, or a ``flax.linen.Module`` with submodules.
+      variables: a linen model's variables (what ``model.init`` returned, with
+        ``"params"``); none for an NNX model.
+      *args: what ``model.apply`` takes after the variables (a linen model): the inputs
+        (arrays, or ``jax.ShapeDtypeStruct``), with ``**kwargs`` such as ``train=False``,
+        ``method=``, ``rngs=``; ``mutable=True`` is added unless given (a model that
+        updates its batch statistics then runs).
+
+    Returns:
+      A :class:`FlaxLayers` of ``{path: (layer, params)}``, with ``.skipped``.
+
+    Raises:
+      TypeError: ``model`` is not a Flax module with submodules (for one module use
+        :func:`layer_from_flax`); variables or inputs for an NNX model, or no variables
+        for a linen one.
+
+    Example:
+        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> from kconv.interop import layers_from_flax
+        >>> class Net(nn.Module):
+        ...     @nn.compact
+        ...     def __call__(self, x):
+        ...         x = nn.relu(nn.Conv(8, (3, 3), name="conv")(x))
+        ...         return nn.ConvTranspose(4, (2, 2), strides=(2, 2), name="up")(x)
+        >>> x = jnp.ones((1, 8, 8, 3))
+        >>> variables = Net().init(jax.random.key(0), x)
+        >>> ported = layers_from_flax(Net(), variables, x)
+        >>> {path: type(layer).__name__ for path, (layer, params) in ported.items()}
+        {'conv': 'Conv2D', 'up': 'Conv2DTranspose'}
+    """
+    where = "layers_from_flax"
+    linen, nnx = _flax()
+    if type(model) in _classes():
+        raise TypeError(f"{where}: {type(model).__name__} is one convolution: use "
+                        f"layer_from_flax and params_from_flax")
+    if isinstance(model, nnx.Module):
+        if variables is not None or args or kwargs:
+            raise TypeError(f"{where}: {type(model).__name__} is an NNX model, which holds "
+                            f"its params and needs no inputs: call layers_from_flax(model)")
+        modules = {tuple(map(str, path)): node for path, node in nnx.iter_graph(model)
+                   if isinstance(node, nnx.Module)}
+        params_at = lambda path: None  # noqa: E731 - NNX modules hold theirs
+    elif isinstance(model, linen.Module):
+        if variables is None:
+            raise TypeError(f"{where}: {type(model).__name__} is a linen model: pass the "
+                            f"variables model.init returned and the inputs model.apply "
+                            f"takes")
+        modules = _linen_modules(model, variables, args, kwargs)
+        params_at = functools.partial(_params_at, variables)
+    else:
+        raise TypeError(f"{where}: expected a flax.nnx or flax.linen Module, got "
+                        f"{type(model).__name__}")
+    if len(modules) < 2:
+        raise TypeError(f"{where}: {type(model).__name__} has no submodules (a linen "
+                        f"model: none that it calls)")
+    found, skipped = {}, {}
+    for path, module in modules.items():
+        name = "/".join(path)
+        if type(module) in _classes():
+            try:
+                found[name] = (layer_from_flax(module),
+                               params_from_flax(module, params_at(path)))
+            except (ValueError, TypeError) as e:
+                why = str(e).partition(": ")[2]
+                skipped[name] = f"{type(module).__name__}: {why}"
+        elif path and not any(other[:len(path)] == path and other != path
+                              for other in modules):
+            skipped[name] = type(module).__name__
+    return FlaxLayers(found, skipped)
+
+
+def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
+                   ) -> dict[tuple[str, ...], Any]:
+    """Every module a linen model calls while it runs, by path (the first call's)."""
+    seen: dict[tuple[str, ...], Any] = {}
+
+    def record(call: Callable, call_args: tuple, call_kwargs: dict, context: Any) -> Any:
+        seen.setdefault(tuple(context.module.path), context.module)
+        return call(*call_args, **call_kwargs)
+
+    # Arrays (and shapes) among the inputs are traced; the rest (train=False, method=...)
+    # stay Python values the model may branch on.
+    leaves, tree = jax.tree.flatten((args, {"mutable": True, **kwargs}))
+    traced = [i for i, leaf in enumerate(leaves)
+              if isinstance(leaf, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))]
+
+    def run(v: Any, values: list) -> Any:
+        full = list(leaves)
+        for i, value in zip(traced, values):
+            full[i] = value
+        call_args, call_kwargs = jax.tree.unflatten(tree, full)
+        return model.apply(v, *call_args, **call_kwargs)
+
+    with _flax()[0].intercept_methods(record):
+        jax.eval_shape(run, variables, [leaves[i] for i in traced])
+    return seen
+
+
+def _params_at(variables: Any, path: tuple[str, ...]) -> Any:
+    """The subtree of ``variables["params"]`` at a module's path."""
+    node = variables.get("params") if isinstance(variables, Mapping) else None
+    for key in path:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    if node is None:
+        raise ValueError(f"layers_from_flax: no params under variables['params'] at "
+                         f"{'/'.join(path)!r}")
+    return node

@@ -1,0 +1,472 @@
+"""kconv.interop.flax: Flax's own convolutions (linen and NNX) → kconv layers and params.
+
+Flax is the oracle: each case builds a Flax module, initializes it with a random kernel and
+a non-zero bias, converts it with ``layer_from_flax`` / ``params_from_flax`` and compares
+kconv's output (and gradients) with the module's own, for every padding form, stride,
+dilation, group count and kernel layout Flax has. Then the refusals, and whole models.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import kconv
+from kconv.interop import FlaxLayers, layer_from_flax, layers_from_flax, params_from_flax
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+BIAS = jax.nn.initializers.uniform(1.0)  # a non-zero bias, so a bias slip shows
+
+
+def _x(shape, seed=1):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _linen(cls, x, *args, **kwargs):
+    """A linen module, its params and its output on ``x``."""
+    kwargs.setdefault("bias_init", BIAS)
+    module = cls(*args, **kwargs)
+    variables = module.init(jax.random.key(0), x)
+    return module, variables["params"], module.apply(variables, x)
+
+
+def _nnx(cls, in_features, x, *args, **kwargs):
+    """An NNX module (random bias) and its output on ``x``."""
+    module = cls(in_features, *args, rngs=nnx.Rngs(0), **kwargs)
+    if module.bias is not None:
+        module.bias[...] = jax.random.uniform(jax.random.key(1), module.bias.shape)
+    return module, module(x)
+
+
+def _check(module, params, want, x):
+    layer = layer_from_flax(module)
+    got = layer(params_from_flax(module, params), x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, **TOL)
+    return layer
+
+
+# --- Conv ---------------------------------------------------------------------------------
+
+CONV_CASES = [  # rank, kernel_size, kwargs, kconv padding expected (None: explicit pairs)
+    (1, (3,), dict(padding="SAME"), "same"),
+    (1, (4,), dict(padding="SAME", strides=3), "same"),
+    (1, (3,), dict(padding="CAUSAL", kernel_dilation=2), "causal"),
+    (1, (5,), dict(padding="VALID", strides=2), "valid"),
+    (1, (3,), dict(padding=2, kernel_dilation=2), "same"),
+    (1, (2,), dict(padding="SAME_LOWER"), None),
+    (1, (4,), dict(padding=[(3, 0)], strides=2), None),
+    (2, (3, 3), dict(padding="same"), "same"),
+    (2, (3, 2), dict(padding="CIRCULAR", strides=2), None),
+    (2, (4, 3), dict(padding="REFLECT", kernel_dilation=(1, 2)), None),
+    (2, (3, 3), dict(padding=((1, 2), 0), strides=(2, 1)), None),
+    (2, (3, 3), dict(padding=1, feature_group_count=2), "same"),
+    (2, (1, 1), dict(padding=0, use_bias=False), "valid"),
+    (3, (2, 3, 2), dict(padding="SAME", strides=2), "same"),
+    (3, (3, 3, 3), dict(padding="CIRCULAR", feature_group_count=2), None),
+]
+
+
+# NNX reads the same settings from other attribute names: every other case is enough.
+@pytest.mark.parametrize("api, rank, kernel_size, kwargs, padding",
+                         [("linen", *case) for case in CONV_CASES]
+                         + [("nnx", *case) for case in CONV_CASES[::3]])
+def test_conv(api, rank, kernel_size, kwargs, padding):
+    x = _x((2,) + (7, 6, 5)[:rank] + (4,))
+    if api == "linen":
+        module, params, want = _linen(nn.Conv, x, 6, kernel_size, **kwargs)
+    else:
+        module, want = _nnx(nnx.Conv, 4, x, 6, kernel_size, **kwargs)
+        params = None
+    layer = _check(module, params, want, x)
+    assert type(layer) is {1: kconv.Conv1D, 2: kconv.Conv2D, 3: kconv.Conv3D}[rank]
+    assert (layer.padding if padding is None or isinstance(layer.padding, str)
+            else None) == (padding or layer.padding)
+    assert layer.groups == kwargs.get("feature_group_count", 1)
+    assert layer.use_bias == kwargs.get("use_bias", True)
+
+
+def test_conv_edge_padding_modes():
+    # Flax pads CIRCULAR / REFLECT by ((K - 1) // 2, K // 2): the layer says so.
+    module = nn.Conv(2, (4, 3), padding="REFLECT", kernel_dilation=(1, 2))
+    layer = layer_from_flax(module)
+    assert layer.padding == ((1, 2), (2, 2)) and layer.padding_mode == "reflect"
+    assert layer_from_flax(nnx.Conv(1, 1, 3, padding="CIRCULAR",
+                                    rngs=nnx.Rngs(0))).padding_mode == "circular"
+
+
+def test_conv_extra_batch_dims_and_unbatched():
+    # Flax takes any number of leading batch dims (and none); so do kconv's layers.
+    x = _x((2, 3, 8, 5))
+    module, params, want = _linen(nn.Conv, x, 4, (3,), padding="SAME")
+    _check(module, params, want, x)
+    module, params, want = _linen(nn.Conv, x[0, 0], 4, (3,), padding="SAME")
+    _check(module, params, want, x[0, 0])
+
+
+# --- Conv with input_dilation: a transposed convolution -----------------------------------
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+@pytest.mark.parametrize("rank, kwargs", [
+    (1, dict(kernel_size=(3,), input_dilation=2, padding=1)),
+    (1, dict(kernel_size=(4,), input_dilation=3, padding=0, kernel_dilation=2)),
+    (1, dict(kernel_size=(2,), input_dilation=2, padding=[(1, 2)])),  # 1 zero after
+    (2, dict(kernel_size=(3, 3), input_dilation=(2, 1), padding=((2, 3), (0, 1)))),
+    (2, dict(kernel_size=(3, 2), input_dilation=2, padding=((1, 1), (0, 1)),
+             feature_group_count=2)),
+    (3, dict(kernel_size=(2, 2, 3), input_dilation=(1, 2, 2), padding=0,
+             feature_group_count=4, use_bias=False)),
+])
+def test_conv_input_dilation(api, rank, kwargs):
+    x = _x((2,) + (5, 4, 3)[:rank] + (4,))
+    kwargs = dict(kwargs)
+    kernel_size = kwargs.pop("kernel_size")
+    if api == "linen":
+        module, params, want = _linen(nn.Conv, x, 8, kernel_size, **kwargs)
+    else:
+        module, want = _nnx(nnx.Conv, 4, x, 8, kernel_size, **kwargs)
+        params = None
+    layer = _check(module, params, want, x)
+    assert isinstance(layer, kconv.layers.ConvTranspose)
+    assert layer.strides == tuple(np.broadcast_to(kwargs["input_dilation"], rank))
+    assert layer.groups == kwargs.get("feature_group_count", 1)
+
+
+# --- ConvTranspose ------------------------------------------------------------------------
+
+TRANSPOSE_CASES = [  # rank, kernel_size, kwargs
+    (1, (3,), dict(strides=(2,), padding="SAME")),
+    (1, (2,), dict(strides=(3,), padding="SAME")),     # k < s: zeros past the kernel
+    (1, (2,), dict(strides=(3,), padding="VALID")),
+    (1, (3,), dict(strides=(2,), padding="VALID", kernel_dilation=(2,))),
+    (1, (3,), dict(strides=(2,), padding=[(2, 2)])),    # = the full output
+    (1, (4,), dict(strides=(2,), padding=[(1, 4)])),    # crop 2 in front, 1 zero after
+    (1, (3,), dict(strides=(1,), padding=1)),
+    (2, (4, 4), dict(strides=(2, 2), padding="SAME")),
+    (2, (3, 3), dict(strides=(2, 1), padding="VALID", use_bias=False)),
+    (2, (3, 2), dict(strides=(2, 2), padding=((0, 1), (1, 2)))),
+    (3, (2, 3, 2), dict(strides=(2, 1, 2), padding="SAME")),
+    (3, (3, 3, 3), dict(strides=(1, 2, 1), padding="VALID", kernel_dilation=(1, 1, 2))),
+]
+
+
+@pytest.mark.parametrize("api, transpose_kernel, rank, kernel_size, kwargs",
+                         [("linen", t, *case) for t in (False, True) for case in TRANSPOSE_CASES]
+                         + [("nnx", t, *case) for t in (False, True)
+                            for case in TRANSPOSE_CASES[::4]])
+def test_conv_transpose(api, transpose_kernel, rank, kernel_size, kwargs):
+    x = _x((2,) + (5, 4, 3)[:rank] + (3,))
+    kwargs = dict(kwargs, transpose_kernel=transpose_kernel)
+    if api == "linen":
+        module, params, want = _linen(nn.ConvTranspose, x, 5, kernel_size, **kwargs)
+    else:
+        module, want = _nnx(nnx.ConvTranspose, 3, x, 5, kernel_size, **kwargs)
+        params = None
+    layer = _check(module, params, want, x)
+    assert type(layer) is {1: kconv.Conv1DTranspose, 2: kconv.Conv2DTranspose,
+                           3: kconv.Conv3DTranspose}[rank]
+    if isinstance(kwargs["padding"], str):  # XLA's strings are Keras's
+        assert layer.padding == kwargs["padding"].lower() and layer.output_padding is None
+
+
+def test_conv_transpose_kernel_layouts():
+    # transpose_kernel=True is Keras's layout as is; without it flipped and swapped.
+    x = _x((1, 4, 4, 3))
+    for transpose_kernel in (True, False):
+        module, params, _ = _linen(nn.ConvTranspose, x, 5, (3, 2), strides=(2, 2),
+                                   transpose_kernel=transpose_kernel)
+        got = params_from_flax(module, params)["kernel"]
+        want = params["kernel"] if transpose_kernel else np.swapaxes(
+            params["kernel"][::-1, ::-1], -1, -2)
+        np.testing.assert_array_equal(got, want)
+        assert got.shape == (3, 2, 5, 3)
+
+
+# --- gradients ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (nn.Conv, dict(strides=2, padding="CIRCULAR", feature_group_count=2)),
+    (nn.Conv, dict(input_dilation=2, padding=((1, 2), (2, 1)), feature_group_count=2)),
+    (nn.ConvTranspose, dict(strides=(2, 2), padding=((1, 3), (0, 2)))),
+])
+def test_gradients(cls, kwargs):
+    # The converted params are a differentiable function of Flax's: gradients with respect
+    # to Flax's params and the input, through params_from_flax and the layer, are Flax's.
+    x = _x((2, 5, 5, 4))
+    module, params, want = _linen(cls, x, 4, (3, 3), **kwargs)
+    layer = layer_from_flax(module)
+    w = jnp.asarray(_x(want.shape, seed=3))
+
+    def flax_loss(p, x):
+        return jnp.sum(module.apply({"params": p}, x) * w)
+
+    def kconv_loss(p, x):
+        return jnp.sum(layer(params_from_flax(module, p), x) * w)
+
+    want_grads = jax.grad(flax_loss, argnums=(0, 1))(params, x)
+    got_grads = jax.grad(kconv_loss, argnums=(0, 1))(params, x)
+    for got, want in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+# --- dtypes, precision, initializers ------------------------------------------------------
+
+def test_dtypes():
+    x16 = jnp.asarray(_x((1, 6, 6, 3)), jnp.bfloat16)
+    # dtype=None promotes the input with the params: float32 for a bfloat16 input.
+    module, params, want = _linen(nn.Conv, x16, 4, (3, 3))
+    layer = layer_from_flax(module)
+    got = layer(params_from_flax(module, params), x16)
+    assert layer.dtype == np.float32 and got.dtype == want.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, **TOL)
+    # Flax's 16-bit compute with float32 params is Keras's mixed policy.
+    module, params, want = _linen(nn.Conv, x16, 4, (3, 3), dtype=jnp.bfloat16,
+                                  bias_init=jax.nn.initializers.zeros)
+    layer = layer_from_flax(module)
+    assert (layer.dtype, layer.param_dtype) == (jnp.bfloat16, np.float32)
+    assert layer.get_config()["dtype"] == "mixed_bfloat16"
+    got = layer(params_from_flax(module, params), x16)
+    assert got.dtype == want.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=2e-2, atol=2e-2)
+    # bfloat16 params stay bfloat16.
+    module = nnx.Conv(3, 4, (3, 3), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16,
+                      rngs=nnx.Rngs(0))
+    layer, params = layer_from_flax(module), params_from_flax(module)
+    assert layer.param_dtype == jnp.bfloat16 and params["kernel"].dtype == jnp.bfloat16
+    assert layer.get_config()["dtype"] == "bfloat16"
+
+
+def test_precision_carried():
+    module = nn.Conv(4, (3,), precision=jax.lax.Precision.HIGHEST)
+    assert layer_from_flax(module).precision == jax.lax.Precision.HIGHEST
+
+
+def test_default_initializers_are_keras_objects():
+    keras = pytest.importorskip("keras")
+    layer = layer_from_flax(nn.Conv(8, (3, 3), padding="VALID"))
+    assert isinstance(layer.kernel_initializer, kconv.initializers.LecunNormal)
+    assert isinstance(layer.bias_initializer, kconv.initializers.Zeros)
+    config = layer.get_config()
+    assert config["kernel_initializer"]["class_name"] == "LecunNormal"
+    keras_layer = keras.layers.Conv2D.from_config(config)  # a config Keras reads
+    assert keras_layer.kernel_size == (3, 3) and keras_layer.padding == "valid"
+    assert isinstance(layer_from_flax(nnx.ConvTranspose(2, 4, (3,), rngs=nnx.Rngs(0)))
+                      .kernel_initializer, kconv.initializers.LecunNormal)
+
+
+def test_custom_initializers_kept():
+    init = jax.nn.initializers.normal(0.02)
+    layer = layer_from_flax(nn.Conv(8, (3,), kernel_init=init, bias_init=init))
+    assert layer.kernel_initializer is init and layer.bias_initializer is init
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transposed_initializer_uses_flax_fans(groups):
+    # A fresh lecun_normal (not Flax's default object) draws with Flax's fan_in: the
+    # transposed layer's kernel must have Flax's spread, 1 / sqrt(k * in / groups), not
+    # the one its own (k, out / g, in) layout would give.
+    kwargs = (dict(input_dilation=2, feature_group_count=groups, padding=1) if groups > 1
+              else dict(strides=(2,)))
+    cls = nn.Conv if groups > 1 else nn.ConvTranspose
+    module = cls(256, (3,), kernel_init=jax.nn.initializers.lecun_normal(), **kwargs)
+    layer = layer_from_flax(module)
+    kernel = layer.init(jax.random.key(0), (None, 8, 4))["kernel"]
+    assert kernel.shape == (3, 256 // groups, 4)
+    np.testing.assert_allclose(np.std(kernel), 1 / np.sqrt(3 * 4 / groups), rtol=0.1)
+
+
+def test_transposed_initializer_values_in_flax_layout():
+    # A deterministic initializer: the layer it initializes computes what the module it
+    # initializes computes.
+    def iota(key, shape, dtype=jnp.float32):
+        return jnp.arange(np.prod(shape), dtype=dtype).reshape(shape) / np.prod(shape)
+
+    x = _x((1, 5, 5, 4))
+    for cls, kwargs in ((nn.ConvTranspose, dict(strides=(2, 2))),
+                        (nn.Conv, dict(input_dilation=2, feature_group_count=2,
+                                       padding=1))):
+        module = cls(6, (3, 2), kernel_init=iota, **kwargs)
+        want = module.apply(module.init(jax.random.key(0), x), x)
+        layer = layer_from_flax(module)
+        params = layer.init(jax.random.key(0), x.shape)
+        np.testing.assert_allclose(layer(params, x), want, **TOL)
+
+
+# --- refusals -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("module, match", [
+    (nn.Conv(4, (3, 3), mask=jnp.ones((3, 3, 2, 4))), "kernel mask"),
+    (nn.Conv(4, (3,), input_dilation=2, strides=2), r"input_dilation=\(2,\) with strides"),
+    (nn.Conv(4, (3,), input_dilation=2), "which jax.lax does not run with an input"),
+    (nn.Conv(4, (3,), padding=-1), "negative amounts crop"),
+    (nn.Conv(4, (3,), padding="SAME_LOWER", strides=2), "SAME_LOWER"),
+    (nn.Conv(4, (3, 3), padding="CAUSAL"), "not run on 2 spatial axes"),
+    (nn.Conv(4, (3, 3, 3, 3)), "4 spatial axes"),
+    (nn.Conv(4, (3,), conv_general_dilated=jax.lax.conv_general_dilated),
+     "its own conv_general_dilated"),
+    (nn.ConvTranspose(4, (3,), preferred_element_type=jnp.float32),
+     "its own preferred_element_type"),
+    (nn.ConvTranspose(4, (3,), strides=(2,), padding="CIRCULAR"), "periods"),
+    (nn.ConvTranspose(4, (3,), padding=[(3, 0)]), r"by 3 > K - 1 = 2 in front"),
+    (nn.ConvTranspose(4, (3,), strides=(2,), padding=[(0, 4)]), "past the end"),
+    (nn.Conv(4, (3, 3), padding=[1, 2, 3]), "Invalid padding format"),
+])
+def test_refused(module, match):
+    with pytest.raises(ValueError, match=match) as info:
+        layer_from_flax(module)
+    assert str(info.value).startswith("layer_from_flax: nn.")
+
+
+def test_refused_classes():
+    with pytest.raises(TypeError, match="kernel per output position"):
+        layer_from_flax(nn.ConvLocal(4, (3,)))
+
+    class MyConv(nn.Conv):
+        pass
+
+    with pytest.raises(TypeError, match="a subclass of nn.Conv may compute something"):
+        layer_from_flax(MyConv(4, (3,)))
+    with pytest.raises(TypeError, match="got Dense"):
+        layer_from_flax(nn.Dense(4))
+    with pytest.raises(TypeError, match="got Conv2D"):
+        layer_from_flax(kconv.Conv2D(4, 3))
+
+
+def test_params_errors():
+    x = _x((1, 6, 3))
+    module, params, _ = _linen(nn.Conv, x, 4, (3,))
+    assert params_from_flax(module, {"params": params})["kernel"].shape == (3, 3, 4)
+    with pytest.raises(TypeError, match="is a linen module: pass its params"):
+        params_from_flax(module)
+    with pytest.raises(ValueError, match=r"has params \['kernel', 'bias'\], got keys "
+                                         r"\['kernel'\]"):
+        params_from_flax(module, {"kernel": params["kernel"]})
+    with pytest.raises(ValueError, match=r"params\['kernel'\] has shape \(3, 3, 5\), "
+                                         r"expected \(3, in_features // 1, 4\)"):
+        params_from_flax(module, {"kernel": np.zeros((3, 3, 5)), "bias": params["bias"]})
+    with pytest.raises(ValueError, match=r"params\['bias'\] has shape \(5,\)"):
+        params_from_flax(module, {"kernel": params["kernel"], "bias": np.zeros(5)})
+    with pytest.raises(TypeError, match="must be a mapping"):
+        params_from_flax(module, [params["kernel"]])
+    t = nn.ConvTranspose(4, (3,), transpose_kernel=True)
+    with pytest.raises(ValueError, match=r"expected \(3, 4, in_features\)"):
+        params_from_flax(t, {"kernel": np.zeros((3, 2, 4)), "bias": np.zeros(4)})
+    n = nnx.Conv(3, 4, (3,), rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="holds its params"):
+        params_from_flax(n, params)
+    with pytest.raises(ValueError, match="kernel mask"):  # what layer_from_flax refuses
+        params_from_flax(nn.Conv(4, (3,), mask=np.ones((3, 3, 4))), params)
+
+
+# --- whole models -------------------------------------------------------------------------
+
+class _Block(nn.Module):
+    features: int
+
+    def setup(self):
+        self.conv = nn.Conv(self.features, (3, 3), padding="SAME")
+        self.norm = nn.BatchNorm()
+
+    def __call__(self, x, train):
+        return nn.relu(self.norm(self.conv(x), use_running_average=not train))
+
+
+class _Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = _Block(8, name="block")(x, train)
+        shared = nn.Conv(8, (1, 1), name="shared")
+        x = shared(shared(x))
+        x = nn.Dropout(0.5, deterministic=not train)(x)
+        x = nn.ConvTranspose(4, (2, 2), strides=(2, 2), name="up")(x)
+        x = nn.Conv(4, (3, 3), mask=jnp.ones((3, 3, 4, 4)), name="masked")(x)
+        return nn.Dense(2)(x.mean(axis=(1, 2)))
+
+
+def test_layers_from_linen_model():
+    x = _x((2, 6, 6, 3))
+    net = _Net()
+    variables = net.init(jax.random.key(0), x)
+    ported = layers_from_flax(net, variables, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    assert isinstance(ported, FlaxLayers)
+    assert {k: type(v[0]).__name__ for k, v in ported.items()} == {
+        "block/conv": "Conv2D", "shared": "Conv2D", "up": "Conv2DTranspose"}
+    assert ported.skipped["block/norm"] == "BatchNorm"
+    assert ported.skipped["Dense_0"] == "Dense"
+    assert ported.skipped["Dropout_0"] == "Dropout"
+    assert ported.skipped["masked"].startswith("Conv: nn.Conv(features=4, kernel_size=(3, 3)) "
+                                               "has a kernel mask")
+    assert "block" not in ported.skipped  # containers are walked, not listed
+    # The ported layers, run in the model's order, compute the model's convolutions.
+    y = jnp.asarray(_x((2, 6, 6, 8), seed=4))
+    layer, params = ported["up"]
+    want = nn.ConvTranspose(4, (2, 2), strides=(2, 2)).apply(
+        {"params": variables["params"]["up"]}, y)
+    np.testing.assert_allclose(layer(params, y), want, **TOL)
+    # train=True (a keyword the model branches on) with an rng for the dropout runs too.
+    ported = layers_from_flax(net, variables, x, train=True, rngs={"dropout":
+                                                                    jax.random.key(1)})
+    assert set(ported) == {"block/conv", "shared", "up"}
+
+
+def test_layers_from_linen_sequential_equals_model():
+    x = _x((2, 8, 8, 3))
+    model = nn.Sequential([nn.Conv(8, (3, 3), strides=2, padding="CIRCULAR"), nn.relu,
+                           nn.ConvTranspose(3, (4, 4), strides=(2, 2), padding="SAME")])
+    variables = model.init(jax.random.key(0), x)
+    ported = layers_from_flax(model, variables, x)
+    assert list(ported) == ["layers_0", "layers_2"] and ported.skipped == {}
+    (conv, p0), (up, p2) = ported["layers_0"], ported["layers_2"]
+    np.testing.assert_allclose(up(p2, jax.nn.relu(conv(p0, x))), model.apply(variables, x),
+                               **TOL)
+
+
+def test_layers_from_nnx_model():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.stem = nnx.Sequential(nnx.Conv(3, 8, (3, 3), rngs=rngs), nnx.relu)
+            self.blocks = nnx.List([nnx.Conv(8, 8, (3, 3), feature_group_count=2, rngs=rngs),
+                                    nnx.BatchNorm(8, rngs=rngs)])
+            self.up = nnx.ConvTranspose(8, 4, (2, 2), strides=(2, 2), rngs=rngs)
+            self.head = nnx.Linear(4, 2, rngs=rngs)
+
+        def __call__(self, x):
+            x = self.blocks[1](self.blocks[0](self.stem(x)))
+            return self.head(self.up(x).mean(axis=(1, 2)))
+
+    net = Net(nnx.Rngs(0))
+    net.eval()
+    ported = layers_from_flax(net)
+    assert {k: type(v[0]).__name__ for k, v in ported.items()} == {
+        "stem/layers/0": "Conv2D", "blocks/0": "Conv2D", "up": "Conv2DTranspose"}
+    assert ported.skipped == {"blocks/1": "BatchNorm", "head": "Linear"}
+    layer, params = ported["up"]
+    y = jnp.asarray(_x((2, 6, 6, 8), seed=2))
+    np.testing.assert_allclose(layer(params, y), net.up(y), **TOL)
+
+
+def test_layers_from_flax_errors():
+    with pytest.raises(TypeError, match="one convolution: use layer_from_flax"):
+        layers_from_flax(nnx.Conv(1, 2, 3, rngs=nnx.Rngs(0)))
+    with pytest.raises(TypeError, match="one convolution"):
+        layers_from_flax(nn.Conv(2, (3,)), {}, np.zeros((1, 4, 1)))
+    with pytest.raises(TypeError, match="NNX model, which holds its params"):
+        layers_from_flax(nnx.Sequential(nnx.Conv(1, 2, 3, rngs=nnx.Rngs(0))), {})
+    with pytest.raises(TypeError, match="pass the variables"):
+        layers_from_flax(nn.Sequential([nn.Conv(2, (3,))]))
+    with pytest.raises(TypeError, match="expected a flax.nnx or flax.linen Module"):
+        layers_from_flax(kconv.Conv2D(2, 3))
+    with pytest.raises(TypeError, match="has no submodules"):
+        layers_from_flax(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+
+
+def test_layer_repr_fields_are_keras():
+    # The converted layer is an ordinary kconv layer: its config round-trips.
+    layer = layer_from_flax(nn.Conv(8, (3, 3), strides=2, padding=((1, 2), (0, 1)),
+                                    feature_group_count=2))
+    again = type(layer).from_config(layer.get_config())
+    assert dataclasses.asdict(again) == dataclasses.asdict(layer)
