@@ -162,9 +162,9 @@ def from_layer(layer: _layers.Layer, params: Mapping[str, Any] | None = None) ->
     """The NNX module of a pure-tier layer, holding ``params`` as its weights.
 
     How a ported model gets into NNX: the ``(layer, params)`` pairs of
-    :func:`kconv.interop.load_keras_layers`, or a layer with the params of
-    :func:`kconv.interop.params_from_keras` / :func:`kconv.interop.params_from_torch`,
-    become modules directly, with no random initialisation to overwrite. The params are
+    :func:`kconv.interop.load_keras_layers` (``layers_from_torch``, ``layers_from_flax``),
+    or a layer with the params of :func:`kconv.interop.params_from_keras` (``_torch``,
+    ``_flax``), become modules directly, with no random initialisation to overwrite. The params are
     checked against the layer's config (names and shapes, the input channels read off the
     kernel) and stored in the layer's ``param_dtype``; a LoRA layer's kernel becomes a
     :class:`FrozenParam`, as in a module built by its constructor.

@@ -17,7 +17,9 @@ gradients w.r.t. params and input, per layer and layout:
   the per-device gradients summed with ``lax.psum``);
 - ``explicit``: the batch over a mesh of ``Explicit`` axes (``jax.make_mesh``'s default)
   entered with ``jax.set_mesh``, forward only (lax's own convolution gradients do not take
-  explicit sharding in jax 0.10.2).
+  explicit sharding in jax 0.10.2);
+- ``flax-annotations``: ``kconv.linen`` / ``kconv.nnx`` modules whose kernel initializer
+  carries Flax's sharding annotation (``with_partitioning``), initialized sharded.
 
 The grouped cases run a second time on XLA's own convolution (``<case>-xla``), where that
 bug shows; kconv's CPU lowerings avoid feature_group_count and so the bug.
@@ -148,6 +150,47 @@ def run_explicit(layer, params, x, devices) -> dict[str, float]:
     return {"out": relerr(y2, y1)}
 
 
+def run_flax_partitioned(devices) -> dict[str, dict[str, float]]:
+    """kconv's Flax modules with Flax's own sharding annotations on the kernel's output
+    channels (``nn.with_partitioning`` / ``nnx.with_partitioning`` as the initializer):
+    initialized sharded over a 4-device "model" mesh, the kernels laid out as annotated,
+    and the outputs one device's."""
+    import flax.linen as nn
+    from flax import nnx
+
+    from kconv import linen as kl
+    from kconv import nnx as knnx
+
+    x = jax.random.normal(jax.random.key(0), (BATCH, 9, 9, 3))
+    results = {}
+    # linen: the annotations give the shardings of a jitted init (Flax's recipe).
+    mesh = Mesh(devices[:4], ("model",))
+    module = kl.Conv2D(8, 3, padding="same", kernel_initializer=nn.with_partitioning(
+        nn.initializers.lecun_normal(), (None, None, None, "model")))
+    specs = nn.get_partition_spec(jax.eval_shape(module.init, jax.random.key(1), x))
+    variables = jax.jit(module.init, out_shardings=jax.tree.map(
+        lambda spec: NamedSharding(mesh, spec), specs))(jax.random.key(1), x)
+    kernel = variables["params"]["kernel"].value
+    assert kernel.sharding.spec == P(None, None, None, "model"), kernel.sharding
+    params = jax.device_get(nn.meta.unbox(variables)["params"])
+    results["Conv2D-linen/flax-annotations"] = {
+        "out": relerr(jax.jit(module.apply)(variables, x), module.pure_layer(params, x))}
+    # NNX: weights are created sharded where the mesh is set (Flax's eager sharding).
+    mesh = jax.make_mesh((4,), ("model",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices[:4])
+    with jax.set_mesh(mesh):
+        m = knnx.Conv2DTranspose(8, 3, strides=2, in_channels=3, rngs=nnx.Rngs(0),
+                                 kernel_initializer=nnx.with_partitioning(
+                                     nnx.initializers.lecun_normal(),
+                                     (None, None, "model", None)))
+        kernel = m.kernel[...]
+        assert kernel.sharding.spec == P(None, None, "model", None), kernel.sharding
+        y = nnx.jit(lambda m, x: m(x))(m, x)
+    params = {"kernel": np.asarray(kernel), "bias": np.asarray(m.bias[...])}
+    results["Conv2DTranspose-nnx/flax-annotations"] = {"out": relerr(y, m.layer(params, x))}
+    return results
+
+
 def main() -> None:
     devices = np.array(jax.devices())
     if devices.size < 8:
@@ -177,6 +220,7 @@ def main() -> None:
         results[f"{name}-{i}/shard_map"] = run_shard_map(layer, params, x, meshes["data"][0],
                                                          check_vma=i not in UNCHECKED_CASES)
         results[f"{name}-{i}/explicit"] = run_explicit(layer, params, x, devices)
+    results.update(run_flax_partitioned(devices))
     print(json.dumps(results))
 
 

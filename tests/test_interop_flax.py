@@ -50,6 +50,17 @@ def _check(module, params, want, x):
     return layer
 
 
+def _ported(api, transposed, x, features, kernel_size, **kwargs):
+    """The layer ported from a linen or NNX module, checked against the module on ``x``."""
+    if api == "linen":
+        cls = nn.ConvTranspose if transposed else nn.Conv
+        module, params, want = _linen(cls, x, features, kernel_size, **kwargs)
+    else:
+        cls = nnx.ConvTranspose if transposed else nnx.Conv
+        (module, want), params = _nnx(cls, x.shape[-1], x, features, kernel_size, **kwargs), None
+    return _check(module, params, want, x)
+
+
 # --- Conv ---------------------------------------------------------------------------------
 
 CONV_CASES = [  # rank, kernel_size, kwargs, kconv padding expected (None: explicit pairs)
@@ -77,12 +88,7 @@ CONV_CASES = [  # rank, kernel_size, kwargs, kconv padding expected (None: expli
                          + [("nnx", *case) for case in CONV_CASES[::3]])
 def test_conv(api, rank, kernel_size, kwargs, padding):
     x = _x((2,) + (7, 6, 5)[:rank] + (4,))
-    if api == "linen":
-        module, params, want = _linen(nn.Conv, x, 6, kernel_size, **kwargs)
-    else:
-        module, want = _nnx(nnx.Conv, 4, x, 6, kernel_size, **kwargs)
-        params = None
-    layer = _check(module, params, want, x)
+    layer = _ported(api, False, x, 6, kernel_size, **kwargs)
     assert type(layer) is {1: kconv.Conv1D, 2: kconv.Conv2D, 3: kconv.Conv3D}[rank]
     assert (layer.padding if padding is None or isinstance(layer.padding, str)
             else None) == (padding or layer.padding)
@@ -125,12 +131,7 @@ def test_conv_input_dilation(api, rank, kwargs):
     x = _x((2,) + (5, 4, 3)[:rank] + (4,))
     kwargs = dict(kwargs)
     kernel_size = kwargs.pop("kernel_size")
-    if api == "linen":
-        module, params, want = _linen(nn.Conv, x, 8, kernel_size, **kwargs)
-    else:
-        module, want = _nnx(nnx.Conv, 4, x, 8, kernel_size, **kwargs)
-        params = None
-    layer = _check(module, params, want, x)
+    layer = _ported(api, False, x, 8, kernel_size, **kwargs)
     assert isinstance(layer, kconv.layers.ConvTranspose)
     assert layer.strides == tuple(np.broadcast_to(kwargs["input_dilation"], rank))
     assert layer.groups == kwargs.get("feature_group_count", 1)
@@ -161,16 +162,26 @@ TRANSPOSE_CASES = [  # rank, kernel_size, kwargs
 def test_conv_transpose(api, transpose_kernel, rank, kernel_size, kwargs):
     x = _x((2,) + (5, 4, 3)[:rank] + (3,))
     kwargs = dict(kwargs, transpose_kernel=transpose_kernel)
-    if api == "linen":
-        module, params, want = _linen(nn.ConvTranspose, x, 5, kernel_size, **kwargs)
-    else:
-        module, want = _nnx(nnx.ConvTranspose, 3, x, 5, kernel_size, **kwargs)
-        params = None
-    layer = _check(module, params, want, x)
+    layer = _ported(api, True, x, 5, kernel_size, **kwargs)
     assert type(layer) is {1: kconv.Conv1DTranspose, 2: kconv.Conv2DTranspose,
                            3: kconv.Conv3DTranspose}[rank]
     if isinstance(kwargs["padding"], str):  # XLA's strings are Keras's
         assert layer.padding == kwargs["padding"].lower() and layer.output_padding is None
+
+
+@pytest.mark.parametrize("kernel_size, strides, padding, want", [
+    (3, 2, [(2, 2)], "valid"), (3, 2, [(2, 1)], "same"), (2, 3, [(1, 2)], "valid"),
+    (1, 2, [(0, 1)], "valid"), (4, 2, [(2, 2)], "same"), (4, 2, [(3, 3)], "valid"),
+    (4, 2, [(2, 3)], ((1, 0),)), (5, 1, [(2, 2)], "same"),
+])
+def test_conv_transpose_amounts_as_keras_strings(kernel_size, strides, padding, want):
+    # Amounts that are Keras's "same" / "valid" ones are written as those strings (a
+    # config Keras reads), and compute what Flax's amounts do.
+    x = _x((1, 5, 2))
+    module, params, flax_out = _linen(nn.ConvTranspose, x, 3, (kernel_size,),
+                                      strides=(strides,), padding=padding)
+    layer = _check(module, params, flax_out, x)
+    assert layer.padding == want and layer.output_padding is None
 
 
 def test_conv_transpose_kernel_layouts():
@@ -358,7 +369,7 @@ def test_params_errors():
     n = nnx.Conv(3, 4, (3,), rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="holds its params"):
         params_from_flax(n, params)
-    with pytest.raises(ValueError, match="kernel mask"):  # what layer_from_flax refuses
+    with pytest.raises(ValueError, match="^params_from_flax: .* kernel mask"):
         params_from_flax(nn.Conv(4, (3,), mask=np.ones((3, 3, 4))), params)
 
 
@@ -447,6 +458,38 @@ def test_layers_from_nnx_model():
     layer, params = ported["up"]
     y = jnp.asarray(_x((2, 6, 6, 8), seed=2))
     np.testing.assert_allclose(layer(params, y), net.up(y), **TOL)
+
+
+def test_layers_from_flax_takes_kconv_modules():
+    # A model that already uses kconv's modules beside Flax's ports whole.
+    from kconv import linen as kl
+    from kconv import nnx as knnx
+
+    class Mixed(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = kl.ZeroPadding2D(1, name="pad")(x)
+            x = kl.Conv2D(4, 3, lora_rank=1, name="k")(x)
+            return nn.Conv(2, (1, 1), name="f")(x)
+
+    x = _x((1, 5, 5, 3))
+    variables = Mixed().init(jax.random.key(0), x)
+    ported = layers_from_flax(Mixed(), variables, x)
+    assert {k: type(v[0]).__name__ for k, v in ported.items()} == {
+        "pad": "ZeroPadding2D", "k": "Conv2D", "f": "Conv2D"}
+    assert ported["pad"][1] == {} and ported.skipped == {}
+    layer, params = ported["k"]
+    assert layer.lora_rank == 1 and sorted(params) == ["bias", "kernel", "lora_kernel_a",
+                                                       "lora_kernel_b"]
+    y = ported["f"][0](ported["f"][1], layer(params, ported["pad"][0]({}, x)))
+    np.testing.assert_allclose(y, Mixed().apply(variables, x), **TOL)
+
+    model = nnx.Sequential(knnx.Conv2D(4, 3, in_channels=3, rngs=nnx.Rngs(0)), nnx.relu,
+                           knnx.UpSampling2D(2), nnx.Conv(4, 2, (1, 1), rngs=nnx.Rngs(0)))
+    ported = layers_from_flax(model)
+    assert list(ported) == ["layers/0", "layers/2", "layers/3"] and ported.skipped == {}
+    (conv, p0), (up, p2), (last, p3) = ported.values()
+    np.testing.assert_allclose(last(p3, up(p2, jax.nn.relu(conv(p0, x)))), model(x), **TOL)
 
 
 def test_layers_from_flax_errors():

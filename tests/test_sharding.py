@@ -1,7 +1,8 @@
 """Every layer under jax.jit with its inputs sharded over a device mesh (data parallel), its
 kernels sharded over output channels (model parallel) and both (a 2-D mesh), and in a
 data-parallel step written per device with jax.shard_map (with and without check_vma), and
-forward with the batch over an Explicit mesh axis, against one device. Runs tests/sharding_check.py in a fresh process with 8 simulated CPU devices."""
+forward with the batch over an Explicit mesh axis, and the Flax modules initialized sharded
+by Flax's own annotations, against one device. Runs tests/sharding_check.py in a fresh process with 8 simulated CPU devices."""
 
 import json
 import os
@@ -44,8 +45,9 @@ def results():
 
 def test_every_layer_and_layout_was_run(results):
     layouts = {key.split("/")[1] for key in results}
-    assert layouts == {"data", "model", "data+model", BUG_LAYOUT, "shard_map", "explicit"}
-    assert len({key.split("/")[0] for key in results if "-xla" not in key}) >= 18
+    assert layouts == {"data", "model", "data+model", BUG_LAYOUT, "shard_map", "explicit",
+                       "flax-annotations"}
+    assert len({key.split("/")[0] for key in results if "-xla" not in key}) >= 20
     assert {key.split("/")[0] for key in results if "-xla" in key} == set(GROUPED_WEIGHTS)
 
 

@@ -68,12 +68,16 @@ class _Settings:
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.kernel_dilation))
 
     @property
+    def dilates_input(self) -> bool:
+        """A ``Conv`` with ``input_dilation``: kconv's transposed layer computes it."""
+        return not self.transposed and any(d != 1 for d in self.input_dilation)
+
+    @property
     def direct_kernel(self) -> bool:
         """Whether the Flax kernel is a forward kernel over the stride-dilated input (a
         ``ConvTranspose`` without ``transpose_kernel``, a ``Conv`` with ``input_dilation``),
         which kconv's transposed layer takes flipped, its channel axes swapped."""
-        return (not self.transposed and any(d != 1 for d in self.input_dilation)) or (
-            self.transposed and not self.transpose_kernel)
+        return self.dilates_input or self.transposed and not self.transpose_kernel
 
 
 def _flax() -> tuple[Any, Any]:
@@ -174,8 +178,9 @@ def layer_from_flax(module: Any) -> Layer:
     - ``ConvTranspose`` → ``ConvNDTranspose``: ``"SAME"`` and ``"VALID"`` are Keras's
       ``"same"`` and ``"valid"`` (XLA's and Keras's transposed padding rules agree, output
       lengths ``n * s`` and ``n * s + max(K - s, 0)``); explicit amounts ``(a, b)``, which
-      pad the dilated input, are kconv's crops ``(K - 1 - a, K - 1 - b)`` of the full
-      output, with ``output_padding`` for zeros past its end.
+      pad the dilated input, are Keras's ``"same"`` / ``"valid"`` where they are those
+      strings' amounts, else kconv's crops ``(K - 1 - a, K - 1 - b)`` of the full output,
+      with ``output_padding`` for zeros past its end.
 
     ``dtype=None`` (Flax: promote the input with the params) becomes ``param_dtype``,
     which is that promotion for any input no wider than the params. Flax's default
@@ -220,14 +225,17 @@ def layer_from_flax(module: Any) -> Layer:
         'same'
     """
     where = "layer_from_flax"
-    s = _read(module, where)
-    get = functools.partial(getattr, module)
+    return _layer(_read(module, where), where)
+
+
+def _layer(s: _Settings, where: str) -> Layer:
+    get = functools.partial(getattr, s.module)
     param_dtype = get("param_dtype")
     common = dict(use_bias=s.use_bias, dtype=param_dtype if get("dtype") is None else
                   get("dtype"), param_dtype=param_dtype, precision=get("precision"),
                   kernel_initializer=_initializer(s, "kernel_init"),
                   bias_initializer=_initializer(s, "bias_init"))
-    if not s.transposed and not any(d != 1 for d in s.input_dilation):
+    if not s.transposed and not s.dilates_input:
         padding, mode = _conv_padding(s, where)
         return _CONV[s.rank](s.features, s.kernel_size, s.strides, padding,
                              dilation_rate=s.kernel_dilation, groups=s.groups,
@@ -319,6 +327,9 @@ def _transposed_padding(s: _Settings, pads: Any, strides: tuple[int, ...], where
         # XLA's "SAME" / "VALID" for a transposed convolution are Keras's (output
         # lengths n * s and n * s + max(K - s, 0), the same amounts in front).
         return pads.lower(), None
+    for name in ("valid", "same"):  # Keras's strings where the amounts are theirs
+        if pads == _keras_transposed_pads(name, s.dilated, strides):
+            return name, None
     crops, extra = [], []
     for (before, after), k in zip(pads, s.dilated):
         if before > k - 1:
@@ -337,6 +348,22 @@ def _transposed_padding(s: _Settings, pads: Any, strides: tuple[int, ...], where
                          f"stays below max(strides, dilation) = "
                          f"{tuple(map(max, strides, s.kernel_dilation))}") from e
     return tuple(crops), tuple(extra) if any(extra) else None
+
+
+def _keras_transposed_pads(padding: str, dilated: tuple[int, ...],
+                           strides: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """The amounts Keras's transposed ``padding`` (``output_padding=None``) pads the
+    stride-dilated input by, per axis of dilated kernel size ``K`` and stride ``s``
+    (Keras's ``compute_conv_transpose_padding_args_for_jax``)."""
+    pads = []
+    for k, s in zip(dilated, strides):
+        if padding == "valid":
+            pads.append((k - 1, max(k, s) - 1))
+        else:
+            total = s + k - 2
+            before = min(total - total // 2, k - 1)
+            pads.append((before, total - before))
+    return tuple(pads)
 
 
 def _initializer(s: _Settings, arg: str) -> Any:
@@ -422,7 +449,7 @@ def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
     """
     where = "params_from_flax"
     s = _read(module, where)
-    layer_from_flax(module)  # what it refuses, this refuses too
+    _layer(s, where)  # what layer_from_flax refuses, this refuses too
     if isinstance(module, _flax()[1].Module):
         if params is not None:
             raise TypeError(f"{where}: {s.label} is an NNX module, which holds its params: "
@@ -498,7 +525,9 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     calls. Each convolution becomes ``(layer, params)`` (:func:`layer_from_flax`,
     :func:`params_from_flax`) under its path, the names joined with ``"/"``
     (``"encoder/conv1"``, ``"layers/0"``: where its params are in the variables or the
-    NNX state). A convolution module called twice (shared weights) is listed once.
+    NNX state); so does each ``kconv.linen`` / ``kconv.nnx`` module the model holds (its
+    pure layer and params as they are). A module called twice (shared weights) is listed
+    once.
 
     Args:
       model: a ``flax.nnx.Module``, or a ``flax.linen.Module`` with submodules.
@@ -566,10 +595,29 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
             except (ValueError, TypeError) as e:
                 why = str(e).partition(": ")[2]
                 skipped[name] = f"{type(module).__name__}: {why}"
+        elif isinstance(module, _kconv_modules()):
+            found[name] = _kconv_layer(module, params_at, path)
         elif path and not any(other[:len(path)] == path and other != path
                               for other in modules):
             skipped[name] = type(module).__name__
     return FlaxLayers(found, skipped)
+
+
+def _kconv_modules() -> tuple[type, type]:
+    """The bases of ``kconv.linen``'s and ``kconv.nnx``'s modules (loaded on first use)."""
+    from kconv import linen as kconv_linen
+    from kconv import nnx as kconv_nnx
+
+    return kconv_linen.KconvModule, kconv_nnx.KconvModule
+
+
+def _kconv_layer(module: Any, params_at: Callable, path: tuple[str, ...]
+                 ) -> tuple[Layer, dict[str, Any]]:
+    """A ``kconv.linen`` / ``kconv.nnx`` module's pure layer and params, as they are."""
+    if isinstance(module, _kconv_modules()[1]):
+        return module.layer, module._params()
+    layer = module.pure_layer
+    return layer, dict(params_at(path)) if layer.has_weights else {}
 
 
 def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
