@@ -211,6 +211,11 @@ def test_errors_come_from_the_shared_core():
         kl.Conv2D(2, 3, kernel_init=None)
     with pytest.raises(TypeError, match=r"^Conv2D: features=2 is Flax's name.*filters="):
         kn.Conv2D(features=2, kernel_size=3, in_channels=1, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match=r"^Conv2D: in_features=1: .*take in_channels="):
+        kn.Conv2D(2, 3, in_features=1, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match=r"^Conv2D: kernel_metadata=\{\} is a Flax .*"
+                                        r"kernel_initializer=nnx.with_partitioning"):
+        kn.Conv2D(2, 3, in_channels=1, kernel_metadata={}, rngs=nnx.Rngs(0))
     module = kl.Conv2D(2, 3)
     with pytest.raises(ValueError, match=r"Conv2D: expected an input of rank"):
         module.init(jax.random.key(0), jnp.ones((3,)))

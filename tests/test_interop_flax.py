@@ -249,6 +249,14 @@ def test_dtypes():
     layer, params = layer_from_flax(module), params_from_flax(module)
     assert layer.param_dtype == jnp.bfloat16 and params["kernel"].dtype == jnp.bfloat16
     assert layer.get_config()["dtype"] == "bfloat16"
+    # bfloat16 params with dtype=None: Flax computes a float32 input in float32 and a
+    # bfloat16 input in bfloat16; so does the layer.
+    module = nnx.Conv(3, 4, (3, 3), param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    layer, params = layer_from_flax(module), params_from_flax(module)
+    for x in (x16.astype(jnp.float32), x16):
+        got, want = layer(params, x), module(x)
+        assert got.dtype == want.dtype == x.dtype
+        np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=2e-2, atol=2e-2)
 
 
 def test_precision_carried():
@@ -490,6 +498,63 @@ def test_layers_from_flax_takes_kconv_modules():
     assert list(ported) == ["layers/0", "layers/2", "layers/3"] and ported.skipped == {}
     (conv, p0), (up, p2), (last, p3) = ported.values()
     np.testing.assert_allclose(last(p3, up(p2, jax.nn.relu(conv(p0, x)))), model(x), **TOL)
+
+
+def test_layers_from_linen_lifted_and_subclassed_convs():
+    # nn.remat / nn.jit run the module's own function on its own params: ported. A mapping
+    # transform (stacked params) and a subclass are skipped, with the reason.
+    class MyConv(nn.Conv):
+        pass
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.remat(nn.Conv)(4, (3,), name="remat")(x)
+            x = nn.jit(nn.ConvTranspose)(4, (2,), strides=(2,), name="jit")(x)
+            x = MyConv(4, (1,), name="mine")(x)
+            return nn.vmap(nn.Conv, variable_axes={"params": 0},
+                           split_rngs={"params": True}, in_axes=0)(4, (3,), name="vmap")(x)
+
+    x = _x((2, 6, 3))
+    variables = Net().init(jax.random.key(0), x)
+    ported = layers_from_flax(Net(), variables, x)
+    assert list(ported) == ["remat", "jit"]
+    layer, params = ported["jit"]
+    y = jnp.asarray(_x((2, 6, 4), seed=2))
+    want = nn.ConvTranspose(4, (2,), strides=(2,)).apply(
+        {"params": variables["params"]["jit"]}, y)
+    np.testing.assert_allclose(layer(params, y), want, **TOL)
+    assert "a subclass of nn.Conv may compute something else" in ported.skipped["mine"]
+    # (inside nn.vmap the module runs as a plain nn.Conv, on its stacked params)
+    assert ported.skipped["vmap"].startswith("Conv: nn.Conv(features=4, kernel_size=(3,)): "
+                                             "params['kernel'] has shape (2, 3, 4, 4)")
+    vmapped = nn.vmap(nn.Conv, variable_axes={"params": 0}, split_rngs={"params": True})
+    with pytest.raises(TypeError, match="VmapConv is nn.Conv under a lifted transform that "
+                                        "stacks its params"):
+        layer_from_flax(vmapped(4, (3,)))
+
+
+def test_partitioned_linen_params():
+    # Variables boxed by Flax's sharding annotations (nn.with_partitioning) port as well.
+    from kconv import linen as kl
+
+    def annotated(names):
+        return nn.with_partitioning(nn.initializers.lecun_normal(), names)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(4, (3,), kernel_init=annotated((None, None, "model")), name="f")(x)
+            return kl.Conv1D(2, 3, kernel_initializer=annotated((None, None, "model")),
+                             name="k")(x)
+
+    x = _x((2, 7, 3))
+    variables = Net().init(jax.random.key(0), x)
+    assert isinstance(variables["params"]["f"]["kernel"], nn.Partitioned)
+    ported = layers_from_flax(Net(), variables, x)
+    assert list(ported) == ["f", "k"] and ported.skipped == {}
+    (f, pf), (k, pk) = ported["f"], ported["k"]
+    np.testing.assert_allclose(k(pk, f(pf, x)), Net().apply(variables, x), **TOL)
 
 
 def test_layers_from_flax_errors():

@@ -287,6 +287,17 @@ def test_keras_layer_arguments_are_refused_with_what_to_use(name):
     (lambda: kconv.SeparableConv2D(8, 3, kernel_init=None),
      r"SeparableConv2D: kernel_init=None is Flax's.*depthwise_initializer="),
     (lambda: kconv.Conv3DTranspose(8, 3, bias_init=None), r"bias_init=None.*bias_initializer="),
+    (lambda: kconv.Conv2D(8, 3, out_features=8), r"out_features=8 is Flax NNX's.*filters="),
+    (lambda: kconv.Conv1D(8, 3, in_features=3),
+     r"Conv1D: in_features=3: a kconv layer reads its input channels.*take in_channels="),
+    (lambda: kconv.Conv2D(8, 3, input_dilation=2),
+     r"^Conv2D: input_dilation=2 is a Flax convolution's argument, which kconv's layers do "
+     r"not have: a convolution of the dilated input is a ConvNDTranspose"),
+    (lambda: kconv.Conv2DTranspose(8, 3, transpose_kernel=True), r"transpose_kernel=True .*"
+     r"Flax's transpose_kernel=True layout"),
+    (lambda: kconv.Conv1D(8, 3, mask=None), r"mask=None .*no kconv layer takes a kernel mask"),
+    (lambda: kconv.DepthwiseConv2D(3, bias_metadata={}),
+     r"bias_metadata=\{\} .*bias_initializer=nnx.with_partitioning"),
     # PyTorch's nn.ConvNd / nn.Upsample names
     (lambda: kconv.Conv2D(8, 3, stride=2), r"^Conv2D: stride=2 is PyTorch's.*: strides=\.\.\.$"),
     (lambda: kconv.Conv1DTranspose(8, 3, dilation=2), r"dilation=2 is PyTorch's.*dilation_rate="),

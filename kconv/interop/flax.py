@@ -104,13 +104,26 @@ def _defaults(cls: type) -> dict[str, Any]:
     return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
 
 
+# linen's lifted transforms that run the module's own function on its own params (the
+# classes nn.remat / nn.checkpoint / nn.jit derive: "CheckpointConv", "JitConv"); the others
+# (nn.vmap, nn.scan, ...) stack the params and map the function.
+_SAME_FUNCTION_LIFTS = ("Checkpoint", "Jit")
+
+
 def _flax_class(module: Any, where: str) -> tuple[str, bool]:
     cls, classes = type(module), _classes()
     if cls in classes:
         return classes[cls]
+    base = cls.__mro__[1]
+    lifted = cls.__module__ == "flax.linen.transforms" and base in classes
+    if lifted and cls.__name__ in {lift + base.__name__ for lift in _SAME_FUNCTION_LIFTS}:
+        return classes[base]
     bases = [f"{classes[c][0]}.{c.__name__}" for c in cls.__mro__[1:] if c in classes]
     hint = (f"; a subclass of {bases[0]} may compute something else: build the kconv layer "
             f"by hand" if bases else "")
+    if lifted:
+        hint = (f"; {cls.__name__} is nn.{base.__name__} under a lifted transform that "
+                f"stacks its params and maps it: port the module inside")
     if isinstance(module, _flax()[0].ConvLocal):
         hint = "; nn.ConvLocal has a kernel per output position, which no kconv layer has"
     raise TypeError(f"{where}: expected a flax.linen Conv or ConvTranspose or a flax.nnx "
@@ -182,8 +195,10 @@ def layer_from_flax(module: Any) -> Layer:
       strings' amounts, else kconv's crops ``(K - 1 - a, K - 1 - b)`` of the full output,
       with ``output_padding`` for zeros past its end.
 
-    ``dtype=None`` (Flax: promote the input with the params) becomes ``param_dtype``,
-    which is that promotion for any input no wider than the params. Flax's default
+    ``dtype=None`` (Flax: promote the input with the params) becomes ``param_dtype``
+    with 32-bit params (that promotion for any input up to float32), and stays ``None``
+    (the input's floating dtype) with 16-bit params (that promotion for float32 inputs
+    and inputs of the params' dtype). Flax's default
     initializers become Keras's objects (``lecun_normal``, ``zeros``), so the layer's
     config is one Keras reads; other initializers of a linen module are kept as the
     callables they are (a transposed kernel's called in Flax's layout), so the layer
@@ -191,16 +206,17 @@ def layer_from_flax(module: Any) -> Layer:
     layer gets Flax's defaults.
 
     Refused, with the reason: a kernel ``mask``, ``input_dilation`` with strides or a
-    padding string, negative amounts (crops),
-    a transposed ``"CIRCULAR"``, amounts that pad a transposed convolution's dilated
-    input by more than ``K - 1`` in front, ``"SAME_LOWER"`` with strides, more than 3
-    spatial axes, a module's own ``conv_general_dilated``, ``promote_dtype`` or
-    ``preferred_element_type``, ``nn.ConvLocal``, and subclasses (their ``__call__`` may
-    compute something else).
+    padding string, negative amounts (crops), a transposed ``"CIRCULAR"``, amounts that
+    pad a transposed convolution's dilated input by more than ``K - 1`` in front,
+    ``"SAME_LOWER"`` with strides, more than 3 spatial axes, a module's own
+    ``conv_general_dilated``, ``promote_dtype`` or ``preferred_element_type``,
+    ``nn.ConvLocal``, subclasses (their ``__call__`` may compute something else) and the
+    classes of linen's mapping transforms (``nn.vmap(nn.Conv)``: stacked params).
 
     Args:
       module: a ``flax.linen.Conv``, ``flax.linen.ConvTranspose``, ``flax.nnx.Conv`` or
-        ``flax.nnx.ConvTranspose`` instance.
+        ``flax.nnx.ConvTranspose`` instance; a linen one under ``nn.remat`` /
+        ``nn.checkpoint`` / ``nn.jit`` (the same function) too.
 
     Returns:
       The pure-tier kconv layer.
@@ -230,9 +246,15 @@ def layer_from_flax(module: Any) -> Layer:
 
 def _layer(s: _Settings, where: str) -> Layer:
     get = functools.partial(getattr, s.module)
-    param_dtype = get("param_dtype")
-    common = dict(use_bias=s.use_bias, dtype=param_dtype if get("dtype") is None else
-                  get("dtype"), param_dtype=param_dtype, precision=get("precision"),
+    param_dtype, dtype = get("param_dtype"), get("dtype")
+    if dtype is None and jnp.finfo(param_dtype).bits >= 32:
+        # Flax promotes the input with the params; no static kconv dtype is that for every
+        # input. With 32-bit params, the params' dtype is it for any input up to float32;
+        # with 16-bit params, kconv's None (the input's floating dtype) is it for float32
+        # inputs and for inputs of the params' dtype.
+        dtype = param_dtype
+    common = dict(use_bias=s.use_bias, dtype=dtype, param_dtype=param_dtype,
+                  precision=get("precision"),
                   kernel_initializer=_initializer(s, "kernel_init"),
                   bias_initializer=_initializer(s, "bias_init"))
     if not s.transposed and not s.dilates_input:
@@ -422,8 +444,8 @@ def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
       module: the ``flax.linen`` or ``flax.nnx`` ``Conv`` / ``ConvTranspose`` (what
         :func:`layer_from_flax` reads; it raises what that raises).
       params: a linen module's params, ``{"kernel": ..., "bias": ...}`` (the subtree of
-        ``variables["params"]`` at the module's name; ``{"params": {...}}`` too). An NNX
-        module holds its own: leave it out.
+        ``variables["params"]`` at the module's name; ``{"params": {...}}`` too; boxed by
+        ``nn.with_partitioning`` too). An NNX module holds its own: leave it out.
 
     Returns:
       ``{"kernel": ..., "bias": ...}`` (no ``bias`` without ``use_bias``) as
@@ -465,6 +487,7 @@ def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
                         f"{type(params).__name__}")
     if set(params) == {"params"}:
         params = params["params"]
+    params = _flax()[0].meta.unbox(params)  # nn.with_partitioning's boxes
     want = ["kernel", "bias"] if s.use_bias else ["kernel"]
     if sorted(params) != sorted(want):
         raise ValueError(f"{where}: {s.label} (use_bias={s.use_bias}) has params {want}, got "
@@ -588,7 +611,7 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     found, skipped = {}, {}
     for path, module in modules.items():
         name = "/".join(path)
-        if type(module) in _classes():
+        if isinstance(module, tuple(_classes())):  # a subclass says why it is skipped
             try:
                 found[name] = (layer_from_flax(module),
                                params_from_flax(module, params_at(path)))
@@ -617,7 +640,7 @@ def _kconv_layer(module: Any, params_at: Callable, path: tuple[str, ...]
     if isinstance(module, _kconv_modules()[1]):
         return module.layer, module._params()
     layer = module.pure_layer
-    return layer, dict(params_at(path)) if layer.has_weights else {}
+    return layer, dict(_flax()[0].meta.unbox(params_at(path))) if layer.has_weights else {}
 
 
 def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict

@@ -62,6 +62,7 @@ _KERAS_LAYER_ARGS = {
 # "unexpected keyword argument".
 _FOREIGN_ARGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "features": ("Flax's", ("filters", "depth_multiplier")),
+    "out_features": ("Flax NNX's", ("filters", "depth_multiplier")),
     "kernel_dilation": ("Flax's", ("dilation_rate",)),
     "feature_group_count": ("Flax's", ("groups",)),
     "kernel_init": ("Flax's", ("kernel_initializer", "depthwise_initializer")),
@@ -72,6 +73,22 @@ _FOREIGN_ARGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "bias": ("PyTorch's", ("use_bias",)),
     "scale_factor": ("PyTorch's", ("size",)),
     "mode": ("PyTorch's", ("interpolation",)),
+}
+
+
+# Flax's nn.Conv / nnx.Conv arguments no kconv layer has, with what does their job.
+_FLAX_ONLY_ARGS = {
+    "input_dilation": "a convolution of the dilated input is a ConvNDTranspose with "
+                      "strides=input_dilation (kconv.interop.layer_from_flax builds it from "
+                      "such a Flax module)",
+    "transpose_kernel": "a kconv transposed convolution's kernel is (*k, filters, in), Flax's "
+                        "transpose_kernel=True layout (kconv.interop.params_from_flax "
+                        "converts Flax's default one)",
+    "mask": "no kconv layer takes a kernel mask",
+    "kernel_metadata": "annotate the weight through its initializer instead: "
+                       "kernel_initializer=nnx.with_partitioning(init, names)",
+    "bias_metadata": "annotate the weight through its initializer instead: "
+                     "bias_initializer=nnx.with_partitioning(init, names)",
 }
 
 
@@ -89,10 +106,14 @@ def refuse_foreign_args(cls: type, where: str, allowed: Sequence[str] = ()) -> N
             raise TypeError(f"{where}: {arg}={kwargs[arg]!r} is a Keras Layer argument that "
                             f"kconv's layers do not take: {_KERAS_LAYER_ARGS[arg]}")
         for arg in sorted(kwargs.keys() - accepted):
-            if arg == "in_channels":
-                raise TypeError(f"{where}: in_channels={kwargs[arg]!r}: a kconv layer reads "
+            if arg in ("in_channels", "in_features"):
+                raise TypeError(f"{where}: {arg}={kwargs[arg]!r}: a kconv layer reads "
                                 f"its input channels from the input (layer.init(key, "
                                 f"input_shape)); the kconv.nnx modules take in_channels=")
+            if arg in _FLAX_ONLY_ARGS:
+                raise TypeError(f"{where}: {arg}={kwargs[arg]!r} is a Flax convolution's "
+                                f"argument, which kconv's layers do not have: "
+                                f"{_FLAX_ONLY_ARGS[arg]}")
             library, names = _FOREIGN_ARGS.get(arg, ("", ()))
             ours = next((name for name in names if name in accepted), None)
             if ours is not None:
