@@ -365,7 +365,8 @@ def test_params_errors():
                                          r"\['kernel'\]"):
         params_from_flax(module, {"kernel": params["kernel"]})
     with pytest.raises(ValueError, match=r"params\['kernel'\] has shape \(3, 3, 5\), "
-                                         r"expected \(3, in_features // 1, 4\)"):
+                                         r"expected \(3, in_features // 1, 4\) \(after any "
+                                         r"leading stack axes\)"):
         params_from_flax(module, {"kernel": np.zeros((3, 3, 5)), "bias": params["bias"]})
     with pytest.raises(ValueError, match=r"params\['bias'\] has shape \(5,\)"):
         params_from_flax(module, {"kernel": params["kernel"], "bias": np.zeros(5)})
@@ -501,8 +502,9 @@ def test_layers_from_flax_takes_kconv_modules():
 
 
 def test_layers_from_linen_lifted_and_subclassed_convs():
-    # nn.remat / nn.jit run the module's own function on its own params: ported. A mapping
-    # transform (stacked params) and a subclass are skipped, with the reason.
+    # nn.remat / nn.jit run the module's own function on its own params, nn.vmap maps it
+    # over stacked params: ported (the stack's params with their leading axis). A subclass
+    # and a transform that may change the params are skipped, with the reason.
     class MyConv(nn.Conv):
         pass
 
@@ -512,26 +514,57 @@ def test_layers_from_linen_lifted_and_subclassed_convs():
             x = nn.remat(nn.Conv)(4, (3,), name="remat")(x)
             x = nn.jit(nn.ConvTranspose)(4, (2,), strides=(2,), name="jit")(x)
             x = MyConv(4, (1,), name="mine")(x)
-            return nn.vmap(nn.Conv, variable_axes={"params": 0},
-                           split_rngs={"params": True}, in_axes=0)(4, (3,), name="vmap")(x)
+            x = nn.vmap(nn.ConvTranspose, variable_axes={"params": 0},
+                        split_rngs={"params": True}, in_axes=0)(4, (3,), name="vmap")(x)
+            return nn.map_variables(nn.Conv, "params", trans_in_fn=lambda v: v,
+                                    init=True)(2, (1,), name="mapped")(x)
 
     x = _x((2, 6, 3))
     variables = Net().init(jax.random.key(0), x)
     ported = layers_from_flax(Net(), variables, x)
-    assert list(ported) == ["remat", "jit"]
+    assert list(ported) == ["remat", "jit", "vmap"]
     layer, params = ported["jit"]
     y = jnp.asarray(_x((2, 6, 4), seed=2))
     want = nn.ConvTranspose(4, (2,), strides=(2,)).apply(
         {"params": variables["params"]["jit"]}, y)
     np.testing.assert_allclose(layer(params, y), want, **TOL)
+    layer, params = ported["vmap"]
+    assert params["kernel"].shape == (2, 3, 4, 4) and params["bias"].shape == (2, 4)
+    vmapped = nn.vmap(nn.ConvTranspose, variable_axes={"params": 0},
+                      split_rngs={"params": True}, in_axes=0)(4, (3,))
+    want = vmapped.apply({"params": variables["params"]["vmap"]}, y)
+    np.testing.assert_allclose(jax.vmap(layer)(params, y), want, **TOL)
+    assert isinstance(layer_from_flax(vmapped), kconv.Conv1DTranspose)
     assert "a subclass of nn.Conv may compute something else" in ported.skipped["mine"]
-    # (inside nn.vmap the module runs as a plain nn.Conv, on its stacked params)
-    assert ported.skipped["vmap"].startswith("Conv: nn.Conv(features=4, kernel_size=(3,)): "
-                                             "params['kernel'] has shape (2, 3, 4, 4)")
-    vmapped = nn.vmap(nn.Conv, variable_axes={"params": 0}, split_rngs={"params": True})
-    with pytest.raises(TypeError, match="VmapConv is nn.Conv under a lifted transform that "
-                                        "stacks its params"):
-        layer_from_flax(vmapped(4, (3,)))
+    assert ported.skipped["mapped"].startswith(
+        "Map_variablesConv: expected a flax.linen Conv or ConvTranspose or a flax.nnx Conv "
+        "or ConvTranspose module, got Map_variablesConv; Map_variablesConv is Conv under a "
+        "lifted transform that may change its params (Map_variables)")
+
+
+def test_stacked_nnx_convs_scan():
+    # NNX's scan over layers: convolutions made under nnx.vmap, run with nnx.scan; the
+    # ported stack runs under jax.lax.scan.
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(key):
+        return nnx.ConvTranspose(4, 4, (3, 3), padding="SAME", rngs=nnx.Rngs(key))
+
+    stack = make(jax.random.split(jax.random.key(0), 3))
+
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+    def run(h, conv):
+        return jnp.tanh(conv(h))
+
+    x = jnp.asarray(_x((2, 5, 5, 4)))
+    want = run(x, stack)
+    layer, params = layer_from_flax(stack), params_from_flax(stack)
+    assert params["kernel"].shape == (3, 3, 3, 4, 4)
+    got, _ = jax.lax.scan(lambda h, p: (jnp.tanh(layer(p, h)), None), x, params)
+    np.testing.assert_allclose(got, want, **TOL)
+    with pytest.raises(ValueError, match=r"params\['bias'\] has shape \(4,\), expected "
+                                         r"\(3, 4\)"):
+        params_from_flax(nn.ConvTranspose(4, (3, 3)),
+                         {"kernel": params["kernel"], "bias": np.zeros(4)})
 
 
 def test_partitioned_linen_params():

@@ -104,26 +104,40 @@ def _defaults(cls: type) -> dict[str, Any]:
     return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
 
 
-# linen's lifted transforms that run the module's own function on its own params (the
-# classes nn.remat / nn.checkpoint / nn.jit derive: "CheckpointConv", "JitConv"); the others
-# (nn.vmap, nn.scan, ...) stack the params and map the function.
-_SAME_FUNCTION_LIFTS = ("Checkpoint", "Jit")
+# linen's lifted transforms whose module is the convolution: nn.remat / nn.checkpoint /
+# nn.jit run its own function on its own params ("CheckpointConv", "JitConv"), nn.vmap
+# maps it over a stack of params ("VmapConv": params_from_flax keeps the stack axes). The
+# others (nn.map_variables, ...) may change the params on the way in.
+_READ_LIFTS = ("Checkpoint", "Jit", "Vmap")
+
+
+def _lift(module: Any) -> str | None:
+    """The linen lifted transform a module's class comes from (``"Vmap"`` for
+    ``nn.vmap(nn.Conv)``'s ``VmapConv``), or ``None``."""
+    cls = type(module)
+    if cls.__module__ != "flax.linen.transforms" or len(cls.__mro__) < 2:
+        return None
+    return cls.__name__.removesuffix(cls.__mro__[1].__name__)
+
+
+def _lift_refused(module: Any) -> str:
+    cls = type(module)
+    return (f"{cls.__name__} is {cls.__mro__[1].__name__} under a lifted transform that may "
+            f"change its params ({_lift(module)}): port the module inside by hand")
 
 
 def _flax_class(module: Any, where: str) -> tuple[str, bool]:
     cls, classes = type(module), _classes()
     if cls in classes:
         return classes[cls]
-    base = cls.__mro__[1]
-    lifted = cls.__module__ == "flax.linen.transforms" and base in classes
-    if lifted and cls.__name__ in {lift + base.__name__ for lift in _SAME_FUNCTION_LIFTS}:
-        return classes[base]
+    lift = _lift(module)
+    if lift in _READ_LIFTS and cls.__mro__[1] in classes:
+        return classes[cls.__mro__[1]]
     bases = [f"{classes[c][0]}.{c.__name__}" for c in cls.__mro__[1:] if c in classes]
     hint = (f"; a subclass of {bases[0]} may compute something else: build the kconv layer "
             f"by hand" if bases else "")
-    if lifted:
-        hint = (f"; {cls.__name__} is nn.{base.__name__} under a lifted transform that "
-                f"stacks its params and maps it: port the module inside")
+    if lift is not None and cls.__mro__[1] in classes:
+        hint = f"; {_lift_refused(module)}"
     if isinstance(module, _flax()[0].ConvLocal):
         hint = "; nn.ConvLocal has a kernel per output position, which no kconv layer has"
     raise TypeError(f"{where}: expected a flax.linen Conv or ConvTranspose or a flax.nnx "
@@ -211,12 +225,13 @@ def layer_from_flax(module: Any) -> Layer:
     ``"SAME_LOWER"`` with strides, more than 3 spatial axes, a module's own
     ``conv_general_dilated``, ``promote_dtype`` or ``preferred_element_type``,
     ``nn.ConvLocal``, subclasses (their ``__call__`` may compute something else) and the
-    classes of linen's mapping transforms (``nn.vmap(nn.Conv)``: stacked params).
+    classes of linen's other lifted transforms (``nn.map_variables(nn.Conv, ...)``).
 
     Args:
       module: a ``flax.linen.Conv``, ``flax.linen.ConvTranspose``, ``flax.nnx.Conv`` or
         ``flax.nnx.ConvTranspose`` instance; a linen one under ``nn.remat`` /
-        ``nn.checkpoint`` / ``nn.jit`` (the same function) too.
+        ``nn.checkpoint`` / ``nn.jit`` (the same function) or ``nn.vmap`` (the layer of
+        one slice of the stack) too.
 
     Returns:
       The pure-tier kconv layer.
@@ -438,7 +453,9 @@ def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
     ``(*k, features, in)``; without it (Flax's default) its kernel ``(*k, in, features)``
     is a forward kernel over the stride-dilated input, which kconv's transposed layer
     takes flipped in space with the channel axes swapped (so does a ``Conv`` with
-    ``input_dilation``, per group). The bias is kept.
+    ``input_dilation``, per group). The bias is kept. The params of a stack of the
+    module (``nn.scan``, ``nn.vmap``, a module made under ``nnx.vmap``) keep their
+    leading stack axes: run the layer under ``jax.lax.scan`` or ``jax.vmap`` over them.
 
     Args:
       module: the ``flax.linen`` or ``flax.nnx`` ``Conv`` / ``ConvTranspose`` (what
@@ -493,18 +510,26 @@ def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
         raise ValueError(f"{where}: {s.label} (use_bias={s.use_bias}) has params {want}, got "
                          f"keys {sorted(params)}")
     kernel = _args.as_array(params["kernel"], "params['kernel']", where)
+    # A stack of the module (nn.scan, nn.vmap, nnx.vmap) has leading axes before its own.
+    stack = tuple(kernel.shape[:max(kernel.ndim - s.rank - 2, 0)])
+    own = tuple(kernel.shape[len(stack):])
     features_axis = -2 if s.transposed and s.transpose_kernel else -1
-    if (kernel.ndim != s.rank + 2 or kernel.shape[:s.rank] != s.kernel_size
-            or kernel.shape[features_axis] != s.features
-            or not s.transposed and kernel.shape[-1] % s.groups):
+    if (len(own) != s.rank + 2 or own[:s.rank] != s.kernel_size
+            or own[features_axis] != s.features
+            or not s.transposed and own[-1] % s.groups):
         raise ValueError(f"{where}: {s.label}: params['kernel'] has shape "
-                         f"{tuple(kernel.shape)}, expected {_expected(s)}")
-    out = {"kernel": _to_transposed(kernel, s.groups) if s.direct_kernel else kernel}
+                         f"{tuple(kernel.shape)}, expected {_expected(s)} (after any "
+                         f"leading stack axes)")
+    if s.direct_kernel:
+        flat = jax.vmap(functools.partial(_to_transposed, groups=s.groups))(
+            kernel.reshape((-1,) + own))
+        kernel = flat.reshape(stack + flat.shape[1:])
+    out = {"kernel": kernel}
     if s.use_bias:
         bias = _args.as_array(params["bias"], "params['bias']", where)
-        if bias.shape != (s.features,):
+        if bias.shape != stack + (s.features,):
             raise ValueError(f"{where}: {s.label}: params['bias'] has shape "
-                             f"{tuple(bias.shape)}, expected ({s.features},)")
+                             f"{tuple(bias.shape)}, expected {stack + (s.features,)}")
         out["bias"] = bias
     return out
 
@@ -550,7 +575,8 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     (``"encoder/conv1"``, ``"layers/0"``: where its params are in the variables or the
     NNX state); so does each ``kconv.linen`` / ``kconv.nnx`` module the model holds (its
     pure layer and params as they are). A module called twice (shared weights) is listed
-    once.
+    once; a stack of one (under ``nn.scan``, ``nn.vmap``, ``nnx.vmap``) once, its params
+    with the stack's leading axes (:func:`params_from_flax`).
 
     Args:
       model: a ``flax.nnx.Module``, or a ``flax.linen.Module`` with submodules.
@@ -619,7 +645,10 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
                 why = str(e).partition(": ")[2]
                 skipped[name] = f"{type(module).__name__}: {why}"
         elif isinstance(module, _kconv_modules()):
-            found[name] = _kconv_layer(module, params_at, path)
+            if _lift(module) not in (None, *_READ_LIFTS):
+                skipped[name] = _lift_refused(module)
+            else:
+                found[name] = _kconv_layer(module, params_at, path)
         elif path and not any(other[:len(path)] == path and other != path
                               for other in modules):
             skipped[name] = type(module).__name__
@@ -645,11 +674,19 @@ def _kconv_layer(module: Any, params_at: Callable, path: tuple[str, ...]
 
 def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
                    ) -> dict[tuple[str, ...], Any]:
-    """Every module a linen model calls while it runs, by path (the first call's)."""
+    """Every module a linen model calls while it runs, by path (the first call's). A
+    module under a lifted transform (``nn.vmap(nn.Conv)``) is recorded as the transform's
+    class: its instance runs (outside the model's scope) just before the module inside."""
     seen: dict[tuple[str, ...], Any] = {}
+    lifted: list[Any] = []
 
     def record(call: Callable, call_args: tuple, call_kwargs: dict, context: Any) -> Any:
-        seen.setdefault(tuple(context.module.path), context.module)
+        module = context.module
+        if _lift(module) is not None:
+            lifted.append(module)
+        else:
+            outer = lifted.pop() if lifted and lifted[-1].name == module.name else None
+            seen.setdefault(tuple(module.path), module if outer is None else outer)
         return call(*call_args, **call_kwargs)
 
     # Arrays (and shapes) among the inputs are traced; the rest (train=False, method=...)
