@@ -536,10 +536,45 @@ def test_layers_from_linen_lifted_and_subclassed_convs():
     np.testing.assert_allclose(jax.vmap(layer)(params, y), want, **TOL)
     assert isinstance(layer_from_flax(vmapped), kconv.Conv1DTranspose)
     assert "a subclass of nn.Conv may compute something else" in ported.skipped["mine"]
-    assert ported.skipped["mapped"].startswith(
-        "Map_variablesConv: expected a flax.linen Conv or ConvTranspose or a flax.nnx Conv "
-        "or ConvTranspose module, got Map_variablesConv; Map_variablesConv is Conv under a "
-        "lifted transform that may change its params (Map_variables)")
+    assert ported.skipped["mapped"] == (
+        "Map_variablesConv: Map_variablesConv is Conv under a lifted transform that may "
+        "change the params of what it holds (Map_variables): port by hand")
+    with pytest.raises(TypeError, match=r"got Map_variablesConv; Map_variablesConv is Conv"):
+        layer_from_flax(nn.map_variables(nn.Conv, "params", trans_in_fn=lambda v: v)(2, (1,)))
+
+
+def test_layers_under_map_variables_are_not_ported_with_stored_weights():
+    # nn.map_variables changes the params on their way in (here a weight standardization
+    # of everything inside the block): the convolutions inside are skipped, not ported
+    # with the stored weights, which are not what the model computes with.
+    from kconv import linen as kl
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return kl.Conv1D(2, 1, name="k")(nn.Conv(4, (3,), name="conv")(x))
+
+    def standardize(tree):
+        return jax.tree.map(lambda w: (w - w.mean()) / (w.std() + 1e-5), tree)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.map_variables(Block, "params", trans_in_fn=standardize,
+                                 init=True)(name="std")(x)
+            x = nn.remat(nn.map_variables(nn.Conv, "params", trans_in_fn=standardize,
+                                          init=True))(2, (1,), name="nested")(x)
+            return nn.jit(nn.remat(nn.Conv))(2, (1,), name="plain")(x)
+
+    x = _x((1, 6, 3))
+    variables = Net().init(jax.random.key(0), x)
+    ported = layers_from_flax(Net(), variables, x)
+    assert list(ported) == ["plain"]
+    assert ported.skipped["nested"].startswith("Map_variablesConv: Map_variablesConv is Conv")
+    for name in ("std/conv", "std/k"):
+        assert ported.skipped[name].endswith(
+            "Map_variablesBlock is Block under a lifted transform that may change the params "
+            "of what it holds (Map_variables): port by hand")
 
 
 def test_stacked_nnx_convs_scan():

@@ -104,11 +104,12 @@ def _defaults(cls: type) -> dict[str, Any]:
     return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
 
 
-# linen's lifted transforms whose module is the convolution: nn.remat / nn.checkpoint /
-# nn.jit run its own function on its own params ("CheckpointConv", "JitConv"), nn.vmap
-# maps it over a stack of params ("VmapConv": params_from_flax keeps the stack axes). The
-# others (nn.map_variables, ...) may change the params on the way in.
-_READ_LIFTS = ("Checkpoint", "Jit", "Vmap")
+# linen's lifted transforms that keep each param's values: nn.remat / nn.checkpoint /
+# nn.jit run the module's own function on its own params ("CheckpointConv", "JitConv"),
+# nn.vmap / nn.scan map it over a stack of params ("VmapConv": params_from_flax keeps the
+# stack axes). The others (nn.map_variables, ...) may change the params on the way in,
+# for the module and for every module inside it.
+_READ_LIFTS = ("Checkpoint", "Jit", "Vmap", "Scan")
 
 
 def _lift(module: Any) -> str | None:
@@ -123,7 +124,7 @@ def _lift(module: Any) -> str | None:
 def _lift_refused(module: Any) -> str:
     cls = type(module)
     return (f"{cls.__name__} is {cls.__mro__[1].__name__} under a lifted transform that may "
-            f"change its params ({_lift(module)}): port the module inside by hand")
+            f"change the params of what it holds ({_lift(module)}): port by hand")
 
 
 def _flax_class(module: Any, where: str) -> tuple[str, bool]:
@@ -576,7 +577,9 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     NNX state); so does each ``kconv.linen`` / ``kconv.nnx`` module the model holds (its
     pure layer and params as they are). A module called twice (shared weights) is listed
     once; a stack of one (under ``nn.scan``, ``nn.vmap``, ``nnx.vmap``) once, its params
-    with the stack's leading axes (:func:`params_from_flax`).
+    with the stack's leading axes (:func:`params_from_flax`). A convolution in or under a
+    lifted transform that may change its params on the way in (``nn.map_variables``:
+    weight standardization, say) is skipped, never ported with the stored weights.
 
     Args:
       model: a ``flax.nnx.Module``, or a ``flax.linen.Module`` with submodules.
@@ -637,7 +640,12 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     found, skipped = {}, {}
     for path, module in modules.items():
         name = "/".join(path)
-        if isinstance(module, tuple(_classes())):  # a subclass says why it is skipped
+        is_conv = isinstance(module, tuple(_classes()))
+        changer = next((modules[path[:i]] for i in range(len(path), 0, -1)
+                        if _lift(modules.get(path[:i])) not in (None, *_READ_LIFTS)), None)
+        if changer is not None and (is_conv or isinstance(module, _kconv_modules())):
+            skipped[name] = f"{type(module).__name__}: {_lift_refused(changer)}"
+        elif is_conv:  # a subclass says why it is skipped
             try:
                 found[name] = (layer_from_flax(module),
                                params_from_flax(module, params_at(path)))
@@ -645,10 +653,7 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
                 why = str(e).partition(": ")[2]
                 skipped[name] = f"{type(module).__name__}: {why}"
         elif isinstance(module, _kconv_modules()):
-            if _lift(module) not in (None, *_READ_LIFTS):
-                skipped[name] = _lift_refused(module)
-            else:
-                found[name] = _kconv_layer(module, params_at, path)
+            found[name] = _kconv_layer(module, params_at, path)
         elif path and not any(other[:len(path)] == path and other != path
                               for other in modules):
             skipped[name] = type(module).__name__
@@ -684,9 +689,13 @@ def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
         module = context.module
         if _lift(module) is not None:
             lifted.append(module)
-        else:
-            outer = lifted.pop() if lifted and lifted[-1].name == module.name else None
-            seen.setdefault(tuple(module.path), module if outer is None else outer)
+            return call(*call_args, **call_kwargs)
+        # The wrappers (nested lifts: several) just before this call are this module's.
+        chain = [outer for outer in lifted if outer.name == module.name]
+        lifted.clear()
+        outer = next((o for o in chain if _lift(o) not in _READ_LIFTS),
+                     chain[-1] if chain else module)
+        seen.setdefault(tuple(module.path), outer)
         return call(*call_args, **call_kwargs)
 
     # Arrays (and shapes) among the inputs are traced; the rest (train=False, method=...)
