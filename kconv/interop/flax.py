@@ -27,6 +27,7 @@ from kconv.interop.keras import KerasWeights
 from kconv.layers.base import Layer
 from kconv.layers.conv import Conv1D, Conv2D, Conv3D
 from kconv.layers.conv_transpose import Conv1DTranspose, Conv2DTranspose, Conv3DTranspose
+from kconv.ops.shapes import conv_transpose_padding
 
 __all__ = ["FlaxLayers", "layer_from_flax", "layers_from_flax", "params_from_flax"]
 
@@ -366,7 +367,8 @@ def _transposed_padding(s: _Settings, pads: Any, strides: tuple[int, ...], where
         # lengths n * s and n * s + max(K - s, 0), the same amounts in front).
         return pads.lower(), None
     for name in ("valid", "same"):  # Keras's strings where the amounts are theirs
-        if pads == _keras_transposed_pads(name, s.dilated, strides):
+        if pads == tuple(conv_transpose_padding(k, st, name, None, d) for k, st, d in
+                         zip(s.kernel_size, strides, s.kernel_dilation)):
             return name, None
     crops, extra = [], []
     for (before, after), k in zip(pads, s.dilated):
@@ -386,22 +388,6 @@ def _transposed_padding(s: _Settings, pads: Any, strides: tuple[int, ...], where
                          f"stays below max(strides, dilation) = "
                          f"{tuple(map(max, strides, s.kernel_dilation))}") from e
     return tuple(crops), tuple(extra) if any(extra) else None
-
-
-def _keras_transposed_pads(padding: str, dilated: tuple[int, ...],
-                           strides: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
-    """The amounts Keras's transposed ``padding`` (``output_padding=None``) pads the
-    stride-dilated input by, per axis of dilated kernel size ``K`` and stride ``s``
-    (Keras's ``compute_conv_transpose_padding_args_for_jax``)."""
-    pads = []
-    for k, s in zip(dilated, strides):
-        if padding == "valid":
-            pads.append((k - 1, max(k, s) - 1))
-        else:
-            total = s + k - 2
-            before = min(total - total // 2, k - 1)
-            pads.append((before, total - before))
-    return tuple(pads)
 
 
 def _initializer(s: _Settings, arg: str) -> Any:
