@@ -6,6 +6,7 @@ padding conventions coincide (the docstring of ``params_from_torch`` says where;
 brute-force tests below check that statement). Then every error path.
 """
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -21,6 +22,7 @@ import pytest
 import kconv
 from kconv.interop.torch import layer_from_torch, params_from_torch
 from tests import reference as ref
+from tests.util import x64 as _x64
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -627,6 +629,32 @@ def test_layer_from_torch_reads_keras_strings_and_reparametrized_modules():
         np.testing.assert_allclose(
             _kconv_out(layer, params_from_torch(layer, module.state_dict()), x),
             _torch_out(module, x), **TOL)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
+def test_layer_from_torch_computes_in_the_modules_dtype(dtype):
+    # A module made .half() / .to(torch.bfloat16) holds its weights in that dtype and takes
+    # inputs of it only: the layer computes and keeps its params in it too, and its config
+    # is Keras's dtype policy of that name.
+    tdtype = getattr(torch, dtype)
+    for module in (_seeded(torch.nn.Conv2d, 3, 4, (3, 3), padding=1).to(tdtype),
+                   _seeded(torch.nn.ConvTranspose1d, 3, 4, (3,), stride=2).to(tdtype)):
+        layer = layer_from_torch(module, data_format="channels_first")
+        assert layer.dtype == layer.param_dtype == jnp.dtype(dtype)
+        assert layer.get_config()["dtype"] == dtype
+        with _x64() if dtype == "float64" else contextlib.nullcontext():
+            params = params_from_torch(layer, module)
+            assert {p.dtype for p in params.values()} == {jnp.dtype(dtype)}
+            x = torch.from_numpy(_input((2, 3) + (6, 5)[:layer.rank])).to(tdtype)
+            got = layer(params, jnp.asarray(x.double().numpy()).astype(dtype))
+            assert got.dtype == jnp.dtype(dtype)
+            want = module(x).detach().double().numpy()
+            tol = 1e-12 if dtype == "float64" else 2e-2
+            np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol)
+    # float32 is kconv's default and stays unwritten
+    assert "dtype" not in layer_from_torch(torch.nn.Conv1d(3, 4, 3)).get_config()
+    with pytest.raises(ValueError, match=r"nn.Conv1d\(.*complex64.*floating dtype"):
+        layer_from_torch(torch.nn.Conv1d(3, 4, 3).to(torch.complex64))
 
 
 def test_layer_from_torch_refuses_what_it_cannot_read():

@@ -589,7 +589,10 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
     every input length: none, or at stride 1 half of an even ``d * (k - 1)``), and
     ``nn.ConvTransposeNd`` → ``ConvNDTranspose``. A module under torch's weight norm or
     spectral norm is its convolution (its state dict holds the factors, which
-    :func:`params_from_torch` multiplies out).
+    :func:`params_from_torch` multiplies out). A module in another floating dtype than
+    float32 (``.half()``, ``.to(torch.bfloat16)``, ``.double()``) computes in its weights'
+    dtype, so the layer gets that ``dtype`` and ``param_dtype`` (Keras's policy of that
+    name; float64 needs ``jax_enable_x64``, as any float64 JAX array does).
 
     The weightless modules a ported model has between its convolutions (their
     ``params_from_torch`` is ``{}``):
@@ -680,7 +683,8 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
         padding = tuple(int(p) for p in padding)
     kwargs: dict[str, Any] = dict(
         strides=tuple(get("stride")), padding=padding, data_format=data_format,
-        dilation_rate=tuple(get("dilation")), use_bias=get("bias") is not None)
+        dilation_rate=tuple(get("dilation")), use_bias=get("bias") is not None,
+        **_module_dtype(module))
     if issubclass(layer_cls, Conv):
         kwargs.update(groups=get("groups"), padding_mode=get("padding_mode"))
     else:
@@ -690,6 +694,27 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
                              f"zeros only")
         kwargs.update(output_padding=tuple(get("output_padding")), groups=get("groups"))
     return layer_cls(get("out_channels"), tuple(get("kernel_size")), **kwargs)
+
+
+# torch's floating dtypes (by name: torch is not imported) as JAX's.
+_TORCH_DTYPES = {"torch.float32": "float32", "torch.float16": "float16",
+                 "torch.bfloat16": "bfloat16", "torch.float64": "float64"}
+
+
+def _module_dtype(module: Any) -> dict[str, str]:
+    """``dtype`` and ``param_dtype``: the weight's, which a torch module computes in.
+
+    A module made ``.half()`` or ``.to(torch.bfloat16)`` holds its weights in that dtype and
+    takes inputs of it only; the layer computes and keeps its params in it too (Keras's
+    ``"bfloat16"`` policy). ``float32`` is kconv's default and stays unwritten.
+    """
+    weight = getattr(module, "weight", None)
+    name = _TORCH_DTYPES.get(str(getattr(weight, "dtype", "")))
+    if weight is not None and name is None:
+        raise ValueError(f"layer_from_torch: {_module_repr(module)} holds its weight in "
+                         f"{weight.dtype}; kconv's layers compute in a floating dtype "
+                         f"(float16, bfloat16, float32 or float64)")
+    return {} if name in (None, "float32") else {"dtype": name, "param_dtype": name}
 
 
 def _module_repr(module: Any) -> str:
