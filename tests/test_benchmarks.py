@@ -12,6 +12,9 @@ import pytest
 
 from tests.util import held_bytes
 
+# Programs as users run them: compiled with XLA's full optimization (conftest.py).
+pytestmark = pytest.mark.optimized
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

@@ -18,6 +18,9 @@ import pytest
 
 from kconv import linen as kl
 
+# Programs as users run them: compiled with XLA's full optimization (conftest.py).
+pytestmark = pytest.mark.optimized
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
@@ -46,6 +49,11 @@ def assert_trees_equal_leafwise(saved, restored):
 
 
 # --------------------------------------------------------------------------- _common
+
+
+def test_examples_compile_with_full_optimization():
+    # The rest of the suite compiles with XLA's LLVM backend at -O0 (conftest.py).
+    assert jax.config.values["jax_disable_most_optimizations"] is False
 
 
 def test_batch_indices_equal_sizes_cover_without_repeats():

@@ -8,6 +8,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+# Programs as users run them: compiled with XLA's full optimization (conftest.py).
+pytestmark = pytest.mark.optimized
+
 NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 
 
