@@ -631,6 +631,7 @@ def test_layer_from_torch_reads_keras_strings_and_reparametrized_modules():
             _torch_out(module, x), **TOL)
 
 
+@pytest.mark.filterwarnings("ignore:Complex modules:UserWarning")
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
 def test_layer_from_torch_computes_in_the_modules_dtype(dtype):
     # A module made .half() / .to(torch.bfloat16) holds its weights in that dtype and takes

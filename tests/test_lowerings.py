@@ -6,8 +6,10 @@ across each lowering's configuration cross-product, low-precision dtypes,
 grad-of-grad, remat), the choice rule itself (which path a call takes, read from the
 lowered StableHLO) and the switch."""
 
+import contextlib
 import dataclasses
 import importlib
+import io
 import itertools
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name, print_saved_residuals
 import numpy as np
 import pytest
 
@@ -1536,6 +1539,39 @@ def test_transformations(two_cores, monkeypatch, name, mode):
     op = ("upsample" if name == "bilinear_stencil" else "conv_transpose"
           if lowered in ("subpixel_transpose", "strided_dual") else "conv")
     _check_transformed(transforms, args, (op, lowered), mode)
+
+
+def test_remat_policies_and_named_outputs(two_cores):
+    # Under jax.checkpoint with a policy the gradients stay XLA's; a name on a layer's
+    # output (checkpoint_name) saves it under save_only_these_names whatever lowering made
+    # it. JAX's dots_saveable saves dot_general / conv_general_dilated outputs by primitive,
+    # so kconv's own primitives (depthwise_taps, the 2-D sub-pixel form) are recomputed
+    # under it (README, "Remat policies"); their gradients are unchanged.
+    rng = np.random.default_rng(23)
+    x = _x(rng, 2, 8, "channels_last", spatial=(8, 8))
+    policies = {"dots": jax.checkpoint_policies.dots_saveable,
+                "named": jax.checkpoint_policies.save_only_these_names("y")}
+    for layer in (kconv.DepthwiseConv2D(3, padding="same"),
+                  kconv.Conv2DTranspose(5, 3, strides=2, padding="same"),
+                  kconv.Conv2D(20, 3, padding="same")):
+        params = layer.init(jax.random.key(0), x.shape)
+
+        def loss(p, x, layer=layer):
+            return jnp.sum(jnp.sin(checkpoint_name(layer(p, x), "y")))
+
+        with config.conv_lowering("xla"):
+            want = jax.grad(loss, argnums=(0, 1))(params, x)
+        with lowering.recorded_choices() as calls:
+            for name, policy in policies.items():
+                got = jax.grad(jax.checkpoint(loss, policy=policy), argnums=(0, 1))(params, x)
+                jax.tree.map(_assert_close, got, want)
+        assert any(choice != "xla" for _, choice in calls), (layer, calls)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            print_saved_residuals(jax.checkpoint(loss, policy=policies["named"]), params, x)
+        shape = "f32[" + ",".join(map(str, layer.compute_output_shape(x.shape))) + "]"
+        assert any(line.startswith(shape) and "'y'" in line
+                   for line in out.getvalue().splitlines()), (layer, out.getvalue())
 
 
 def test_layers_take_the_lowerings(two_cores):
