@@ -577,6 +577,83 @@ def test_layers_under_map_variables_are_not_ported_with_stored_weights():
             "of what it holds (Map_variables): port by hand")
 
 
+def _randomized(tree, seed):
+    """Every float array of a pytree replaced by normal draws (so that nothing passes by
+    being ones, zeros or already normalized)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), a.dtype)
+                        if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def test_linen_spectral_and_weight_norm_ported_with_the_params_they_compute_with():
+    # nn.SpectralNorm / nn.WeightNorm rescale the params of the module they wrap at every
+    # call (from the stored u and sigma / scale): the convolutions inside are ported with
+    # the params Flax hands them in the call described (update_stats=False: eval), read
+    # from a jitted run of Flax's own arithmetic; the wrappers are not listed as skipped.
+    from kconv import linen as kl
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.SpectralNorm(nn.Conv(4, (3, 3)), n_steps=2)(x, update_stats=train)
+            x = nn.WeightNorm(nn.ConvTranspose(3, (3, 3), strides=(2, 2)))(nn.relu(x))
+            x = nn.SpectralNorm(kl.Conv2D(2, 1, name="k"))(x, update_stats=train)
+            return nn.Conv(2, (1, 1), name="plain")(x)
+
+    x = _x((2, 8, 8, 3))
+    variables = _randomized(Net().init(jax.random.key(0), x), 3)
+    want = Net().apply(variables, x)
+    for inputs in (x, jax.ShapeDtypeStruct(x.shape, x.dtype)):
+        ported = layers_from_flax(Net(), variables, inputs)
+        assert list(ported) == ["Conv_0", "ConvTranspose_0", "k", "plain"]
+        assert ported.skipped == {}
+        h = x
+        for name, (layer, params) in ported.items():
+            h = layer(params, jax.nn.relu(h) if name == "ConvTranspose_0" else h)
+        np.testing.assert_allclose(h, want, **TOL)
+    # The stored kernels are not what the model computes with (the test could fail).
+    stored = variables["params"]["Conv_0"]["kernel"]
+    assert not np.allclose(ported["Conv_0"][1]["kernel"], stored, rtol=1e-3)
+
+
+def test_nnx_spectral_and_weight_norm_ported_with_the_params_they_compute_with():
+    # nnx.SpectralNorm / nnx.WeightNorm rescale the wrapped module's params in place before
+    # every call: the convolution is ported as the next call computes it (a copy of the
+    # wrapper called once; the model is not touched). What a wrapper holds deeper is
+    # refused with the reason, never ported with stored weights.
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.sn = nnx.SpectralNorm(nnx.Conv(3, 4, (3, 3), rngs=rngs), n_steps=3,
+                                       update_stats=False, rngs=rngs)
+            self.wn = nnx.WeightNorm(nnx.ConvTranspose(4, 3, (3, 3), strides=2, rngs=rngs),
+                                     rngs=rngs)
+            self.deep = nnx.SpectralNorm(nnx.Sequential(nnx.Conv(3, 3, (1, 1), rngs=rngs)),
+                                         rngs=rngs)
+            self.masked = nnx.WeightNorm(nnx.Conv(3, 3, (1, 1), mask=jnp.ones((1, 1, 3, 3)),
+                                                  rngs=rngs), rngs=rngs)
+
+        def __call__(self, x):
+            return self.wn(nnx.relu(self.sn(x)))
+
+    net = Net(nnx.Rngs(0))
+    nnx.update(net, _randomized(nnx.state(net), 4))
+    before = jax.tree.map(np.asarray, nnx.state(net))
+    ported = layers_from_flax(net)
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, nnx.state(net)),
+                 before)
+    assert list(ported) == ["sn/layer_instance", "wn/layer_instance"]
+    assert ported.skipped["deep/layer_instance/layers/0"] == (
+        "Conv: inside nnx.SpectralNorm, which rescales its params at every call: port the "
+        "module it wraps by hand")
+    assert "has a kernel mask" in ported.skipped["masked/layer_instance"]
+    assert len(ported.skipped) == 2
+    (sn, p_sn), (wn, p_wn) = ported["sn/layer_instance"], ported["wn/layer_instance"]
+    x = _x((2, 8, 8, 3))
+    np.testing.assert_allclose(wn(p_wn, jax.nn.relu(sn(p_sn, x))), net(x), **TOL)
+    assert not np.allclose(p_sn["kernel"], before["sn"]["layer_instance"]["kernel"].value,
+                           rtol=1e-3)
+
+
 def test_stacked_nnx_convs_scan():
     # NNX's scan over layers: convolutions made under nnx.vmap, run with nnx.scan; the
     # ported stack runs under jax.lax.scan.

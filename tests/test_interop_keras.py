@@ -372,6 +372,87 @@ def test_time_distributed_layers(tmp_path):
             **named, "td_conv/second": named["c3"]}, containers=containers)
 
 
+def _model_spectral_norm(head=True):
+    inp = keras.Input((8, 8, 3))
+    x = L.SpectralNormalization(L.Conv2D(4, 3, padding="same", activation="relu",
+                                         name="c"), name="sn_c")(inp)
+    x = L.SpectralNormalization(L.Conv2DTranspose(3, 3, strides=2, padding="same",
+                                                  name="up"), name="sn_up")(x)
+    x = L.SpectralNormalization(L.DepthwiseConv2D(3, depth_multiplier=2, name="dw"),
+                                power_iterations=2, name="sn_dw")(x)
+    x = L.Conv2D(2, 1, name="plain")(x)
+    if not head:
+        return keras.Model(inp, x)
+    y = L.SpectralNormalization(L.Dense(3, name="d"), name="sn_dense")(x)
+    return keras.Model(inp, [x, y])
+
+
+def test_spectral_normalization_layers(tmp_path):
+    """SpectralNormalization (GAN discriminators): at inference Keras calls the wrapped layer
+    with its stored kernel, which training normalized in place, so the kconv layer is the
+    wrapped one, named along the path (``"sn_c/c"``), from every file kind that says what the
+    wrapper holds and from the live model; the wrapper's own weights (the kernel again and
+    the power iteration's vector_u) are neither params nor listed as skipped. Written back
+    with ``containers={"sn_c": "SpectralNormalization", ...}``, Keras reads the weights, with
+    a vector_u from which its power iteration gives the kernel's spectral norm."""
+    keras.utils.set_random_seed(11)
+    model = _model_spectral_norm()
+    _randomize(model, 11)
+    x = np.random.default_rng(11).normal(size=(4, 8, 8, 3)).astype("float32")
+    # A training step: Keras normalizes each wrapped kernel in place and moves vector_u.
+    model.compile("sgd", "mse")
+    model.train_on_batch(x, [np.zeros((4, 14, 14, 2)), np.zeros((4, 14, 14, 3))])
+    want = np.asarray(model(x)[0])
+    order = ["sn_c/c", "sn_up/up", "sn_dw/dw", "plain"]
+    paths = {"keras": tmp_path / "sn.keras", "legacy": tmp_path / "sn.h5",
+             "weights": tmp_path / "sn.weights.h5"}
+    model.save(paths["keras"])
+    model.save(paths["legacy"])
+    model.save_weights(paths["weights"])
+    for source in ("keras", "legacy", "live"):
+        named = interop.load_keras_layers(model if source == "live" else paths[source])
+        assert list(named) == order, source
+        assert "sn_dense/d" in named.skipped and not {"sn_c", "sn_up", "sn_dw"} & set(
+            named.skipped), (source, named.skipped)
+        np.testing.assert_allclose(_run_chain(named, order, x), want, **TOL)
+    for wrapper, name in (("sn_c", "c"), ("sn_up", "up"), ("sn_dw", "dw")):
+        keras_wrapper = model.get_layer(wrapper)
+        layer, params = named[f"{wrapper}/{name}"]
+        assert interop.layer_from_keras(keras_wrapper) == layer
+        assert interop.layer_from_keras(keras_wrapper.get_config()) == layer
+        for ours, theirs in zip(interop.params_from_keras(layer, keras_wrapper).values(),
+                                params.values(), strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+    weights = interop.load_keras_weights(paths["weights"])
+    assert list(weights) == ["plain"]
+    assert {"sn_c/c", "sn_up/up", "sn_dw/dw"} <= set(weights.skipped)
+    # Back to Keras: each wrapper's kernel and vector_u, its layer under "layer".
+    out = tmp_path / "back.weights.h5"
+    containers = {w: "SpectralNormalization" for w in ("sn_c", "sn_up", "sn_dw")}
+    interop.save_keras_weights(out, named, containers=containers)
+    keras.utils.set_random_seed(12)
+    fresh = _model_spectral_norm(head=False)
+    fresh.load_weights(out)
+    np.testing.assert_array_equal(np.asarray(fresh(x)), want)
+    for wrapper in containers:
+        sn = fresh.get_layer(wrapper)
+        kernel = np.asarray(sn.layer.kernel)
+        matrix = kernel.reshape(-1, kernel.shape[-1]).astype(np.float64)
+        sigma = np.linalg.norm(kernel) / np.linalg.norm(np.asarray(sn.normalized_weights()[1]))
+        np.testing.assert_allclose(sigma, np.linalg.norm(matrix, 2), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"'sn' is a SpectralNormalization, which wraps a "
+                                         r"layer with a kernel; a SeparableConv2D has"):
+        sep = kconv.SeparableConv2D(2, 3)
+        interop.save_keras_weights(tmp_path / "sep.weights.h5", {
+            "sn/sep": (sep, sep.init(jax.random.key(0), (None, 8, 8, 3)))},
+            containers={"sn": "SpectralNormalization"})
+    with pytest.raises(ValueError, match=r"'sn' is a SpectralNormalization, which wraps a "
+                                         r"layer with a kernel, not the nested model 'sn/b'"):
+        interop.save_keras_weights(tmp_path / "nest.weights.h5", {"sn/b/c": named["plain"]},
+                                   containers={"sn": "SpectralNormalization",
+                                               "sn/b": "Sequential"})
+
+
 def _model_time_distributed_block():
     block = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(3, 3, padding="same", name="c"),
                               L.DepthwiseConv2D(3, name="dw")], name="block")

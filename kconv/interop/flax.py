@@ -113,6 +113,15 @@ def _defaults(cls: type) -> dict[str, Any]:
 _READ_LIFTS = ("Checkpoint", "Jit", "Vmap", "Scan")
 
 
+@functools.cache
+def _weight_wrappers() -> tuple[type, ...]:
+    """Flax's modules that rescale the params of the module they wrap at every call
+    (spectral and weight normalization, linen and NNX): a convolution inside one
+    computes with the params the wrapper gives it, not its stored ones."""
+    linen, nnx = _flax()
+    return linen.SpectralNorm, linen.WeightNorm, nnx.SpectralNorm, nnx.WeightNorm
+
+
 def _lift(module: Any) -> str | None:
     """The linen lifted transform a module's class comes from (``"Vmap"`` for
     ``nn.vmap(nn.Conv)``'s ``VmapConv``), or ``None``."""
@@ -565,7 +574,14 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     once; a stack of one (under ``nn.scan``, ``nn.vmap``, ``nnx.vmap``) once, its params
     with the stack's leading axes (:func:`params_from_flax`). A convolution in or under a
     lifted transform that may change its params on the way in (``nn.map_variables``:
-    weight standardization, say) is skipped, never ported with the stored weights.
+    weight standardization, say) is skipped, never ported with the stored weights. A
+    convolution inside ``SpectralNorm`` or ``WeightNorm`` (linen or NNX), which rescale
+    the params of what they wrap at every call, is ported with the params it computes
+    with: a linen one's in the call described (``update_stats=False``: eval), from one
+    jitted run of Flax's own arithmetic that returns only them (XLA drops the rest of the
+    model; the inputs are zeros of their shapes); an NNX one's at its next call (a copy of
+    the wrapper called once; the model is not touched). What an NNX wrapper holds deeper
+    than its ``layer_instance`` is skipped with the reason.
 
     Args:
       model: a ``flax.nnx.Module``, or a ``flax.linen.Module`` with submodules.
@@ -610,13 +626,20 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
         modules = {tuple(map(str, path)): node for path, node in nnx.iter_graph(model)
                    if isinstance(node, nnx.Module)}
         params_at = lambda path: None  # noqa: E731 - NNX modules hold theirs
+        modules, refused = _nnx_wrapped(modules)
     elif isinstance(model, linen.Module):
         if variables is None:
             raise TypeError(f"{where}: {type(model).__name__} is a linen model: pass the "
                             f"variables model.init returned and the inputs model.apply "
                             f"takes")
-        modules = _linen_modules(model, variables, args, kwargs)
+        modules, wrapped = _linen_modules(model, variables, args, kwargs)
         params_at = functools.partial(_params_at, variables)
+        refused = {}
+        if wrapped:  # the wrappers' own variables are read into the params they hand on
+            seen = _params_seen(model, variables, args, kwargs, set(wrapped))
+            modules = {path: m for path, m in modules.items() if path not in wrapped.values()}
+            params_at = lambda path: seen[path] if path in seen else _params_at(  # noqa: E731
+                variables, path)
     else:
         raise TypeError(f"{where}: expected a flax.nnx or flax.linen Module, got "
                         f"{type(model).__name__}")
@@ -629,7 +652,9 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
         is_conv = isinstance(module, tuple(_classes()))
         changer = next((modules[path[:i]] for i in range(len(path), 0, -1)
                         if _lift(modules.get(path[:i])) not in (None, *_READ_LIFTS)), None)
-        if changer is not None and (is_conv or isinstance(module, _kconv_modules())):
+        if path in refused:
+            skipped[name] = f"{type(module).__name__}: {refused[path]}"
+        elif changer is not None and (is_conv or isinstance(module, _kconv_modules())):
             skipped[name] = f"{type(module).__name__}: {_lift_refused(changer)}"
         elif is_conv:  # a subclass says why it is skipped
             try:
@@ -663,13 +688,47 @@ def _kconv_layer(module: Any, params_at: Callable, path: tuple[str, ...]
     return layer, dict(_flax()[0].meta.unbox(params_at(path))) if layer.has_weights else {}
 
 
+def _nnx_wrapped(modules: dict[tuple[str, ...], Any]
+                 ) -> tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], str]]:
+    """An NNX model's modules with each Flax convolution that an ``nnx.SpectralNorm`` /
+    ``nnx.WeightNorm`` wraps replaced by the convolution as its next call computes: the
+    wrapper rescales the params in place before every call, so a copy of it is called
+    once (on zeros; Flax's own arithmetic) and its convolution read. What such a wrapper
+    holds deeper (a Sequential of convolutions, a kconv module) is refused, with the
+    reason, by path."""
+    nnx = _flax()[1]
+    modules, refused = dict(modules), {}
+    for path, module in list(modules.items()):
+        wrapper = next((modules[path[:i]] for i in range(len(path) - 1, 0, -1)
+                        if isinstance(modules.get(path[:i]), _weight_wrappers())), None)
+        if wrapper is None or not isinstance(module, (*_classes(), *_kconv_modules())):
+            continue
+        if path[-1] != "layer_instance" or modules[path[:-1]] is not wrapper or \
+                isinstance(module, _kconv_modules()):
+            refused[path] = (f"inside nnx.{type(wrapper).__name__}, which rescales its params "
+                             f"at every call: port the module it wraps by hand")
+            continue
+        try:
+            s = _read(module, "layers_from_flax")
+        except (ValueError, TypeError):
+            continue  # what layer_from_flax refuses is skipped with its reason
+        copy = nnx.clone(wrapper)
+        copy(jnp.zeros((1, *s.dilated, module.in_features), jnp.float32))
+        modules[path] = copy.layer_instance
+    return modules, refused
+
+
 def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
-                   ) -> dict[tuple[str, ...], Any]:
+                   ) -> tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], tuple[str, ...]]]:
     """Every module a linen model calls while it runs, by path (the first call's). A
     module under a lifted transform (``nn.vmap(nn.Conv)``) is recorded as the transform's
-    class: its instance runs (outside the model's scope) just before the module inside."""
+    class: its instance runs (outside the model's scope) just before the module inside.
+    Also the convolutions (Flax's, kconv's) that run inside an ``nn.SpectralNorm`` /
+    ``nn.WeightNorm``, which hands them rescaled params: ``{path: the wrapper's path}``."""
     seen: dict[tuple[str, ...], Any] = {}
+    wrapped: dict[tuple[str, ...], tuple[str, ...]] = {}
     lifted: list[Any] = []
+    calling: list[Any] = []  # the modules whose methods are running, outermost first
 
     def record(call: Callable, call_args: tuple, call_kwargs: dict, context: Any) -> Any:
         module = context.module
@@ -682,24 +741,63 @@ def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
         outer = next((o for o in chain if _lift(o) not in _READ_LIFTS),
                      chain[-1] if chain else module)
         seen.setdefault(tuple(module.path), outer)
-        return call(*call_args, **call_kwargs)
+        wrapper = next((m for m in reversed(calling) if isinstance(m, _weight_wrappers())),
+                       None)
+        if wrapper is not None and isinstance(module, (*_classes(), *_kconv_modules())):
+            wrapped.setdefault(tuple(module.path), tuple(wrapper.path))
+        calling.append(module)
+        try:
+            return call(*call_args, **call_kwargs)
+        finally:
+            calling.pop()
 
-    # Arrays (and shapes) among the inputs are traced; the rest (train=False, method=...)
-    # stay Python values the model may branch on.
+    leaves, traced, apply = _linen_apply(model, args, kwargs)
+    with _flax()[0].intercept_methods(record):
+        jax.eval_shape(apply, variables, [leaves[i] for i in traced])
+    return seen, wrapped
+
+
+def _linen_apply(model: Any, args: tuple, kwargs: dict) -> tuple[list, list[int], Callable]:
+    """``model.apply(variables, *args, **kwargs)`` as a function of the variables and the
+    array leaves among the inputs (arrays and shapes: traced), with the flattened inputs
+    and those leaves' positions; the rest (``train=False``, ``method=``) stays Python
+    values the model may branch on. ``mutable=True`` unless given."""
     leaves, tree = jax.tree.flatten((args, {"mutable": True, **kwargs}))
     traced = [i for i, leaf in enumerate(leaves)
               if isinstance(leaf, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))]
 
-    def run(v: Any, values: list) -> Any:
+    def apply(v: Any, values: list) -> Any:
         full = list(leaves)
         for i, value in zip(traced, values):
             full[i] = value
         call_args, call_kwargs = jax.tree.unflatten(tree, full)
         return model.apply(v, *call_args, **call_kwargs)
 
-    with _flax()[0].intercept_methods(record):
-        jax.eval_shape(run, variables, [leaves[i] for i in traced])
-    return seen
+    return leaves, traced, apply
+
+
+def _params_seen(model: Any, variables: Any, args: tuple, kwargs: dict,
+                 paths: set[tuple[str, ...]]) -> dict[tuple[str, ...], Any]:
+    """The params the modules at ``paths`` compute with in this call (an
+    ``nn.SpectralNorm`` / ``nn.WeightNorm`` rescales them on the way in), computed by Flax
+    itself: one jitted run that returns only them, so XLA drops the rest of the model. The
+    wrappers read only the variables, so the inputs are zeros of their shapes."""
+    leaves, traced, apply = _linen_apply(model, args, kwargs)
+
+    def collect(v: Any) -> dict[tuple[str, ...], Any]:
+        captured: dict[tuple[str, ...], Any] = {}
+
+        def grab(call: Callable, call_args: tuple, call_kwargs: dict, context: Any) -> Any:
+            path = tuple(context.module.path)
+            if path in paths and path not in captured and context.method_name == "__call__":
+                captured[path] = dict(context.module.variables.get("params", {}))
+            return call(*call_args, **call_kwargs)
+
+        with _flax()[0].intercept_methods(grab):
+            apply(v, [jnp.zeros(leaves[i].shape, leaves[i].dtype) for i in traced])
+        return captured
+
+    return jax.jit(collect)(variables)
 
 
 def _params_at(variables: Any, path: tuple[str, ...]) -> Any:

@@ -60,8 +60,15 @@ _CONTAINERS = ("Sequential", "Functional", "Model")
 #: Wrappers whose config holds one sub-layer under ``layer`` (and Keras 3's file its weights
 #: under a ``layer`` group): a wrapped layer is named along the path (``"td/conv"``).
 #: TimeDistributed's inner layer over ``(batch, time, ...)`` is the kconv layer itself,
-#: which takes extra leading batch dims.
-_WRAPPERS = ("TimeDistributed",)
+#: which takes extra leading batch dims. SpectralNormalization's, at inference, is its
+#: layer with the stored kernel: Keras (3, and tf-keras 2.13+) normalizes the kernel in
+#: place while training (``kernel.assign(kernel / sigma)``) and calls the layer as it is
+#: otherwise.
+_WRAPPERS = ("TimeDistributed", "SpectralNormalization")
+#: A SpectralNormalization wrapper's own weights: the wrapped kernel again (the same
+#: variable) and the power iteration's ``vector_u``, training state that inference never
+#: reads.
+_SPECTRAL_NORM = "SpectralNormalization"
 
 
 def _snake(class_name: str) -> str:
@@ -71,6 +78,7 @@ def _snake(class_name: str) -> str:
 
 
 _BY_SNAKE = {_snake(name): cls for name, cls in _CLASSES.items() if name in _layers.LAYER_NAMES}
+_WRAPPER_BY_SNAKE = {_snake(name): name for name in _WRAPPERS}
 
 
 # --- configs ------------------------------------------------------------------------
@@ -84,7 +92,9 @@ def layer_from_keras(obj: Any, *,
         ...}`` dict as Keras 3, tf-keras 2.x and Keras 2.x write it in model configs; or a
         layer's bare ``get_config()`` dict, whose class is then read from its keys. A
         ``TimeDistributed`` wrapper gives the layer it wraps, which takes the extra time
-        dim itself (a leading batch dim).
+        dim itself (a leading batch dim); a ``SpectralNormalization`` wrapper the layer it
+        wraps too (at inference Keras calls it with its stored kernel, which training
+        normalized in place).
       custom_objects: keyword-only, as ``keras.models.load_model`` takes it: the objects
         of your own a config names (a registered activation, initializer, regularizer or
         constraint, which kconv cannot know), by Keras's registered name
@@ -115,13 +125,18 @@ def layer_from_keras(obj: Any, *,
         class_name, config = type(obj).__name__, obj.get_config()
     elif isinstance(obj, Mapping) and "class_name" in obj and "config" in obj:
         class_name, config = obj["class_name"], obj["config"]
+    elif isinstance(obj, Mapping) and isinstance(obj.get("layer"), Mapping) \
+            and "class_name" in obj["layer"]:
+        # A wrapper's bare get_config() (TimeDistributed, SpectralNormalization): its layer.
+        return layer_from_keras(obj["layer"], custom_objects=custom_objects)
     elif isinstance(obj, Mapping):
         class_name, config = _class_of_config(obj), obj
     else:
         raise TypeError("kconv.interop.layer_from_keras: expected a Keras layer, its "
                         f"get_config() dict or its serialized form, got {type(obj).__name__}")
     if class_name in _WRAPPERS and isinstance(config, Mapping) and "layer" in config:
-        # TimeDistributed(layer): the kconv layer itself takes the extra (time) dim.
+        # TimeDistributed(layer): the kconv layer itself takes the extra (time) dim;
+        # SpectralNormalization(layer): the layer, with the kernel training left in it.
         return layer_from_keras(config["layer"], custom_objects=custom_objects)
     cls = _CLASSES.get(class_name)
     if cls is None:
@@ -261,7 +276,9 @@ def _flatten_model_config(config: Any, prefix: str = "") -> dict[str, Mapping[st
                 out.update(_flatten_model_config(layer, f"{prefix}{name}/"))
             elif layer.get("class_name") in _WRAPPERS and isinstance(
                     inner_cfg.get("layer"), Mapping):
-                # A container of one layer (which may be a model, named along the path).
+                # A container of one layer (which may be a model, named along the path);
+                # the wrapper listed too, for its own weights (SpectralNormalization's).
+                out[f"{prefix}{name}"] = layer
                 out.update(_flatten_model_config(
                     {"class_name": layer["class_name"], "config": {"layers": [
                         inner_cfg["layer"]]}}, f"{prefix}{name}/"))
@@ -450,8 +467,9 @@ def _read_keras3(f: Any, path: str, config: Mapping[str, Any] | None) -> list[_E
             if config is not None and full in config:
                 class_name = config[full].get("class_name")
             elif in_list:
-                cls = _BY_SNAKE.get(re.sub(r"_\d+$", "", key))
-                class_name = cls.__name__ if cls is not None else None
+                snake = re.sub(r"_\d+$", "", key)
+                cls = _BY_SNAKE.get(snake)
+                class_name = cls.__name__ if cls is not None else _WRAPPER_BY_SNAKE.get(snake)
             arrays = []
             if vars_group is not None:
                 try:
@@ -619,6 +637,8 @@ def _collect(path: Any, need_config: bool) -> tuple[dict, dict, dict | None]:
         names = _kconv_names(cls, entry.names, len(entry.arrays),
                              f"{where}, layer {entry.name!r}")
         found[entry.name] = (cls, {n: a for n, a in zip(names, entry.arrays)})
+    for name in [name for name, kind in skipped.items() if kind == _SPECTRAL_NORM]:
+        del skipped[name]  # its own weights are training state; its layer is read or listed
     if config is not None:
         for name, layer_cfg in config.items():
             cls = _CLASSES.get(layer_cfg.get("class_name"))
@@ -654,8 +674,9 @@ def load_keras_weights(path: Any) -> KerasWeights:
       A :class:`KerasWeights`: ``{layer_name: params}`` with kconv's (Keras 3's) weight
       names (``kernel``/``bias``; ``depthwise_kernel``/``pointwise_kernel``/``bias``);
       layers of nested models are named along the path (``"block/conv"``), and so is a
-      layer inside a ``TimeDistributed`` wrapper (``"td/conv"``; a weights-only Keras 3
-      file does not say what a wrapper holds: skipped); weightless
+      layer inside a ``TimeDistributed`` or ``SpectralNormalization`` wrapper
+      (``"td/conv"``; a weights-only Keras 3 file does not say what a wrapper holds:
+      skipped; SpectralNormalization's own ``vector_u``, training state, is not read); weightless
       family layers (ZeroPadding2D, ...) map to ``{}`` where the file names their class.
       ``.skipped`` lists the layers outside the family.
 
@@ -761,7 +782,8 @@ def params_from_keras(layer: _layers.Layer, weights: Any) -> dict[str, Any]:
       weights: the list ``keras_layer.get_weights()`` returns -- arrays in Keras's order:
         the layer's weights as ``init`` names them (``kernel, bias``; ``depthwise_kernel,
         pointwise_kernel, bias``), then ``lora_kernel_a, lora_kernel_b`` after
-        ``enable_lora`` -- or the live Keras layer itself (its ``get_weights()`` is read).
+        ``enable_lora`` -- or the live Keras layer itself (its ``get_weights()`` is read;
+        a ``TimeDistributed`` or ``SpectralNormalization`` wrapper's: its layer's).
 
     Returns:
       ``{weight_name: jax array}``, checked against the layer's config (the count, and
@@ -779,6 +801,8 @@ def params_from_keras(layer: _layers.Layer, weights: Any) -> dict[str, Any]:
         {'kernel': (3, 2, 4), 'bias': (4,)}
     """
     where = f"kconv.interop.params_from_keras({type(layer).__name__})"
+    if type(weights).__name__ in _WRAPPERS and hasattr(weights, "layer"):
+        weights = weights.layer  # the wrapped layer's weights are the kconv layer's
     if hasattr(weights, "get_weights"):
         weights = weights.get_weights()
     if isinstance(weights, Mapping) or not isinstance(weights, (list, tuple)):
@@ -812,8 +836,12 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any], *,
         matter. Layers of nested models are named along the path (``"block/conv"``).
       containers: for nested names, the Keras class of each nested model by its path
         (``{"block": "Sequential"}``; ``"Functional"`` for a ``keras.Model(inputs,
-        outputs)``), which Keras's file layout names them by; ``"TimeDistributed"`` for a
-        wrapper of one layer (``{"td": "TimeDistributed"}`` with the layer ``"td/conv"``).
+        outputs)``), which Keras's file layout names them by; ``"TimeDistributed"`` or
+        ``"SpectralNormalization"`` for a wrapper of one layer (``{"td":
+        "TimeDistributed"}`` with the layer ``"td/conv"``). A SpectralNormalization's own
+        weights are written as Keras lays them out: the kernel, and the power iteration's
+        ``vector_u`` at its fixed point (the kernel's leading right singular vector, so
+        that Keras's next training step divides by the kernel's spectral norm).
 
     Example:
         >>> import tempfile, os, jax, kconv
@@ -854,10 +882,20 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any], *,
                 raise ValueError(f"{where}: {prefix!r} is a nested model; pass its Keras "
                                  f"class: containers={{{prefix!r}: 'Sequential', "
                                  f"'Functional' or 'TimeDistributed'}}")
+            if node.class_name == _SPECTRAL_NORM:
+                raise ValueError(f"{where}: {'/'.join(outer[:depth])!r} is a "
+                                 f"SpectralNormalization, which wraps a layer with a kernel, "
+                                 f"not the nested model {prefix!r}")
             node = node.children.setdefault(outer[depth], _Container(containers[prefix]))
         if node.class_name in _WRAPPERS and node.children:
             raise ValueError(f"{where}: {'/'.join(outer)!r} is a {node.class_name}, which "
                              f"wraps one layer; it already holds {next(iter(node.children))!r}")
+        weight_names = layer._names() if layer.has_weights else []
+        if node.class_name == _SPECTRAL_NORM and "kernel" not in weight_names:
+            # Keras's SpectralNormalization normalizes a layer's `kernel` (refusing others).
+            raise ValueError(f"{where}: {'/'.join(outer)!r} is a SpectralNormalization, "
+                             f"which wraps a layer with a kernel; a {type(layer).__name__} "
+                             f"has the weights {weight_names}")
         node.children[leaf] = (layer, to_keras_weights(layer, params))
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".kconv-", suffix=".weights.h5.tmp", dir=folder)
@@ -889,6 +927,10 @@ def _write_container(group: Any, container: _Container) -> None:
     wrapper's one layer under ``group/layer``)."""
     if container.class_name in _WRAPPERS:
         ((name, child),) = container.children.items()
+        if container.class_name == _SPECTRAL_NORM:
+            kernel = child[1][0]  # Keras's order: kernel first
+            for i, array in enumerate((kernel, _spectral_vector(kernel))):
+                group["vars"].create_dataset(str(i), data=array)
         _write_layer(group.create_group("layer"), name, child)
         return
     layers_group = group.create_group("layers")
@@ -902,6 +944,15 @@ def _write_container(group: Any, container: _Container) -> None:
         used[snake] = count + 1
         _write_layer(layers_group.create_group(snake if count == 0 else f"{snake}_{count}"),
                      name, child)
+
+
+def _spectral_vector(kernel: np.ndarray) -> np.ndarray:
+    """SpectralNormalization's ``vector_u`` (shape ``(1, kernel.shape[-1])``) at the
+    fixed point of Keras's power iteration on the kernel as a ``(-1, out)`` matrix: its
+    leading right singular vector (the sign does not matter: sigma = v W uᵀ is even in u)."""
+    matrix = np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])
+    _, _, vt = np.linalg.svd(matrix, full_matrices=False)
+    return vt[:1].astype(kernel.dtype)
 
 
 def _write_layer(entry: Any, name: str, child: Any) -> None:
