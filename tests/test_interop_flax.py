@@ -596,6 +596,7 @@ def test_linen_spectral_and_weight_norm_ported_with_the_params_they_compute_with
         @nn.compact
         def __call__(self, x, train=False):
             x = nn.SpectralNorm(nn.Conv(4, (3, 3)), n_steps=2)(x, update_stats=train)
+            x = nn.Dropout(0.5, deterministic=not train)(x)
             x = nn.WeightNorm(nn.ConvTranspose(3, (3, 3), strides=(2, 2)))(nn.relu(x))
             x = nn.SpectralNorm(kl.Conv2D(2, 1, name="k"))(x, update_stats=train)
             return nn.Conv(2, (1, 1), name="plain")(x)
@@ -606,7 +607,7 @@ def test_linen_spectral_and_weight_norm_ported_with_the_params_they_compute_with
     for inputs in (x, jax.ShapeDtypeStruct(x.shape, x.dtype)):
         ported = layers_from_flax(Net(), variables, inputs)
         assert list(ported) == ["Conv_0", "ConvTranspose_0", "k", "plain"]
-        assert ported.skipped == {}
+        assert ported.skipped == {"Dropout_0": "Dropout"}  # the wrappers are not listed
         h = x
         for name, (layer, params) in ported.items():
             h = layer(params, jax.nn.relu(h) if name == "ConvTranspose_0" else h)
@@ -614,6 +615,13 @@ def test_linen_spectral_and_weight_norm_ported_with_the_params_they_compute_with
     # The stored kernels are not what the model computes with (the test could fail).
     stored = variables["params"]["Conv_0"]["kernel"]
     assert not np.allclose(ported["Conv_0"][1]["kernel"], stored, rtol=1e-3)
+    # A training call (keys among the inputs, given or as shapes) hands the convolutions
+    # the same params: the statistics are updated after they are computed.
+    key = jax.random.key(1)
+    for rngs in ({"dropout": key}, {"dropout": jax.ShapeDtypeStruct(key.shape, key.dtype)}):
+        trained = layers_from_flax(Net(), variables, x, train=True, rngs=rngs)
+        for name, (_, params) in ported.items():
+            jax.tree.map(np.testing.assert_array_equal, trained[name][1], params)
 
 
 def test_nnx_spectral_and_weight_norm_ported_with_the_params_they_compute_with():

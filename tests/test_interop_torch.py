@@ -658,6 +658,21 @@ def test_layer_from_torch_computes_in_the_modules_dtype(dtype):
         layer_from_torch(torch.nn.Conv1d(3, 4, 3).to(torch.complex64))
 
 
+def test_layer_from_torch_takes_a_compiled_module():
+    # torch.compile(module) returns an OptimizedModule that runs the module's own forward,
+    # its state dict the module's under "_orig_mod.": the layer and params are the module's.
+    for module in (_seeded(torch.nn.Conv2d, 3, 4, (3, 3), stride=2, padding=1),
+                   _seeded(torch.nn.ConvTranspose1d, 3, 4, (3,), stride=2),
+                   torch.nn.ZeroPad2d((1, 2, 0, 1))):
+        compiled = torch.compile(module)
+        assert type(compiled).__name__ == "OptimizedModule"
+        layer = layer_from_torch(compiled, data_format="channels_first")
+        assert layer == layer_from_torch(module, data_format="channels_first")
+        params = params_from_torch(layer, compiled)
+        x = _input((2, 3) + (6, 5)[:layer.rank])
+        np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(module, x), **TOL)
+
+
 def test_layer_from_torch_refuses_what_it_cannot_read():
     class Causal(torch.nn.Conv1d):  # a forward of its own: not nn.Conv1d's function
         pass
@@ -795,6 +810,40 @@ def test_a_ported_torch_model_computes_the_model():
     x = _input((2, 3, 9, 11))
     np.testing.assert_allclose(np.moveaxis(np.asarray(forward(np.moveaxis(x, 1, -1))), -1, 1),
                                _torch_out(model, x), **TOL)
+
+
+def test_a_parametrization_of_its_own_is_read_from_the_module():
+    # torch.nn.utils.parametrize with a parametrization torch's state dict cannot describe
+    # (orthogonal, a user's): the live module computes its weight and bias on access, and
+    # that is what its forward reads; a state dict alone is refused, saying so. A module
+    # whose weights params_from_torch cannot read is skipped by layers_from_torch with the
+    # reason, the rest of the model ported.
+    from torch.nn.utils import parametrizations, parametrize
+
+    class Doubled(torch.nn.Module):
+        def forward(self, w):
+            return 2.0 * w
+
+    doubled = _seeded(torch.nn.Conv2d, 3, 4, (3, 3), padding=1)
+    parametrize.register_parametrization(doubled, "weight", Doubled())
+    biased = _seeded(torch.nn.ConvTranspose1d, 3, 4, (3,), stride=2)
+    parametrize.register_parametrization(biased, "bias", Doubled())
+    ortho = parametrizations.orthogonal(_seeded(torch.nn.Conv2d, 4, 4, (1, 1)))
+    for module in (doubled, biased, ortho):
+        layer = layer_from_torch(module, data_format="channels_first")
+        x = _input((2, module.in_channels) + (6, 5)[:layer.rank])
+        np.testing.assert_allclose(_kconv_out(layer, params_from_torch(layer, module), x),
+                                   _torch_out(module, x), **TOL)
+        with pytest.raises(ValueError, match=r"parametrization of the module's own.*pass the "
+                                             r"module"):
+            params_from_torch(layer, module.state_dict())
+    buffered = torch.nn.Conv2d(4, 4, 1)
+    buffered.register_buffer("mask", torch.ones(1))
+    ported = kconv.interop.layers_from_torch(torch.nn.Sequential(doubled, buffered),
+                                             data_format="channels_first")
+    assert list(ported) == ["0"]
+    assert ported.skipped["1"].startswith("Conv2d: Conv2D(filters=4, kernel_size=(1, 1)): "
+                                          "unknown state_dict keys ['mask']")
 
 
 def test_layers_from_torch_walks_nested_models_and_lists_what_it_leaves():

@@ -781,10 +781,13 @@ def _params_seen(model: Any, variables: Any, args: tuple, kwargs: dict,
     """The params the modules at ``paths`` compute with in this call (an
     ``nn.SpectralNorm`` / ``nn.WeightNorm`` rescales them on the way in), computed by Flax
     itself: one jitted run that returns only them, so XLA drops the rest of the model. The
-    wrappers read only the variables, so the inputs are zeros of their shapes."""
+    wrappers read only the variables, so inputs given as shapes are zeros of them (keys:
+    a key)."""
     leaves, traced, apply = _linen_apply(model, args, kwargs)
+    given = [i for i in traced if not isinstance(leaves[i], jax.ShapeDtypeStruct)]
 
-    def collect(v: Any) -> dict[tuple[str, ...], Any]:
+    def collect(v: Any, arrays: list) -> dict[tuple[str, ...], Any]:
+        values = dict(zip(given, arrays))
         captured: dict[tuple[str, ...], Any] = {}
 
         def grab(call: Callable, call_args: tuple, call_kwargs: dict, context: Any) -> Any:
@@ -794,10 +797,17 @@ def _params_seen(model: Any, variables: Any, args: tuple, kwargs: dict,
             return call(*call_args, **call_kwargs)
 
         with _flax()[0].intercept_methods(grab):
-            apply(v, [jnp.zeros(leaves[i].shape, leaves[i].dtype) for i in traced])
+            apply(v, [values[i] if i in values else _stand_in(leaves[i]) for i in traced])
         return captured
 
-    return jax.jit(collect)(variables)
+    return jax.jit(collect)(variables, [leaves[i] for i in given])
+
+
+def _stand_in(shape: jax.ShapeDtypeStruct) -> jax.Array:
+    """An array of a ``ShapeDtypeStruct``'s shape and dtype: zeros, or a key."""
+    if jax.dtypes.issubdtype(shape.dtype, jax.dtypes.prng_key):
+        return jax.random.split(jax.random.key(0), shape.shape)
+    return jnp.zeros(shape.shape, shape.dtype)
 
 
 def _params_at(variables: Any, path: tuple[str, ...]) -> Any:

@@ -147,9 +147,12 @@ def params_from_torch(layer: Layer, state_dict: Any, *, prefix: str = "",
         ``depth_multiplier``), ``groups`` and ``use_bias`` are checked against the weights.
       state_dict: ``module.state_dict()`` (or the module itself): ``weight`` (or its
         weight-norm or spectral-norm factors) and, when the module has a bias, ``bias``, as
-        torch tensors or NumPy arrays. A weightless layer (``ZeroPadding``, ``Cropping``,
-        ``UpSampling``: what :func:`layer_from_torch` makes of torch's padding and
-        upsampling modules) takes their empty state dict and gives ``{}``.
+        torch tensors or NumPy arrays. A module under a parametrization of its own
+        (``torch.nn.utils.parametrize``: ``orthogonal``, a user's), which no state dict
+        describes, gives the weight and bias it computes on access. A weightless layer
+        (``ZeroPadding``, ``Cropping``, ``UpSampling``: what :func:`layer_from_torch` makes
+        of torch's padding and upsampling modules) takes their empty state dict and gives
+        ``{}``.
       prefix: keyword-only; the keys' common prefix, e.g. ``"conv."`` or ``"features.0."``
         (a missing final ``"."`` is added). Keys outside it are ignored, so a whole model's
         state dict can be passed; keys under it other than ``weight``/``bias`` raise.
@@ -366,7 +369,16 @@ def _as_mapping(layer: Any, state_dict: Any, prefix: Any) -> Mapping[str, Any]:
     if not isinstance(prefix, str):
         raise TypeError(f"{_WHERE}: prefix must be a str, got {prefix!r}")
     if not isinstance(state_dict, Mapping) and callable(getattr(state_dict, "state_dict", None)):
-        state_dict = state_dict.state_dict()  # a module (torch is not imported: by its method)
+        # A module (torch is not imported: by its method); torch.compile's, its module's.
+        module = _compiled(state_dict)
+        state_dict = module.state_dict()
+        if hasattr(module, "parametrizations") and not any(
+                set(state_dict) - {"bias"} == set(form) for form in _WEIGHT_FORMS):
+            # A parametrization of its own (torch.nn.utils.parametrize: orthogonal, a
+            # user's): the module computes its weight and bias on access, as its forward
+            # reads them.
+            state_dict = {name: getattr(module, name).detach()
+                          for name in ("weight", "bias") if getattr(module, name) is not None}
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"{_WHERE}: {_describe(layer)}: state_dict must be a mapping of "
                         f"names to tensors (or the torch module), got "
@@ -399,6 +411,9 @@ def _select(layer: Layer, state_dict: Mapping[str, Any], prefix: str) -> dict[st
                             - {prefix})
         hint = (f"; for one layer of a larger model pass prefix=, one of {candidates[:8]}"
                 if candidates else "")
+        if any(key.startswith("parametrizations.") for key in unknown):
+            hint += ("; a parametrization of the module's own (torch.nn.utils.parametrize): "
+                     "pass the module, whose weight and bias are computed on access")
         raise ValueError(f"{_WHERE}: {_describe(layer)}: unknown state_dict keys {shown}{more}"
                          f" (a torch conv has only 'weight' (or its weight-norm or "
                          f"spectral-norm factors) and 'bias'"
@@ -432,7 +447,10 @@ def _weight(layer: Layer, family: type, state: Mapping[str, Any],
         raise ValueError(
             f"{_WHERE}: {_describe(layer)}: the weight keys "
             f"{[prefix + key for key in present]} are none of the forms a torch module "
-            f"keeps its weight in ({forms})")
+            f"keeps its weight in ({forms})"
+            + ("; a parametrization of the module's own (torch.nn.utils.parametrize): pass "
+               "the module, whose weight is computed on access"
+               if any(key.startswith("parametrizations.") for key in present) else ""))
     key = prefix + form[0]
     values = [_read(layer, state[name], prefix + name) for name in form]
     if len(form) == 1:
@@ -592,7 +610,9 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
     :func:`params_from_torch` multiplies out). A module in another floating dtype than
     float32 (``.half()``, ``.to(torch.bfloat16)``, ``.double()``) computes in its weights'
     dtype, so the layer gets that ``dtype`` and ``param_dtype`` (Keras's policy of that
-    name; float64 needs ``jax_enable_x64``, as any float64 JAX array does).
+    name; float64 needs ``jax_enable_x64``, as any float64 JAX array does). A
+    ``torch.compile``'d module is the module it compiles (``params_from_torch`` takes
+    either).
 
     The weightless modules a ported model has between its convolutions (their
     ``params_from_torch`` is ``{}``):
@@ -657,6 +677,7 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
     """
     if rank is not None:
         rank = _args.positive_int(rank, "rank", "layer_from_torch")
+    module = _compiled(module)
     cls = type(module)
     if cls.__module__ == "torch.nn.modules.padding" and cls.__name__ in _TORCH_PADS:
         return _from_pad(module, _fixed_rank(module, _TORCH_PADS[cls.__name__], rank),
@@ -861,7 +882,8 @@ def layers_from_torch(model: Any, *, data_format: str | None = None,
         ``nn.Upsample`` with one ``scale_factor``); without it they are in ``.skipped``.
 
     Returns:
-      A :class:`TorchLayers` of ``{module_name: (layer, params)}``, with ``.skipped``.
+      A :class:`TorchLayers` of ``{module_name: (layer, params)}``, with ``.skipped`` (a
+      module whose weights :func:`params_from_torch` cannot read too, with the reason).
 
     Raises:
       TypeError: ``model`` is not a torch module with submodules (for one module use
@@ -898,11 +920,9 @@ def layers_from_torch(model: Any, *, data_format: str | None = None,
                 try:
                     layer = layer_from_torch(child, data_format=data_format,
                                              rank=rank if _rank_free(child) else None)
-                except ValueError as e:
-                    skipped[path] = (f"{type(child).__name__}: "
-                                     f"{str(e).removeprefix('layer_from_torch: ')}")
-                    continue
-                found[path] = (layer, params_from_torch(layer, child))
+                    found[path] = (layer, params_from_torch(layer, child))
+                except ValueError as e:  # what kconv cannot compute, or weights it cannot read
+                    skipped[path] = f"{type(child).__name__}: {str(e).partition(': ')[2]}"
             elif next(iter(child.named_children()), None) is not None:
                 walk(child, path + ".")
             else:
@@ -944,6 +964,17 @@ def _rank_free(module: Any) -> bool:
     factors = getattr(module, "scale_factor", None)
     return (type(module).__name__ == "Upsample" and module.mode not in _MODE_RANKS
             and not (isinstance(factors, (tuple, list)) and len(factors) > 1))
+
+
+def _compiled(module: Any) -> Any:
+    """The module ``torch.compile(module)`` compiles (its ``OptimizedModule`` runs the
+    module's own forward, whose state dict is the module's under ``_orig_mod.``), or
+    ``module`` itself."""
+    cls = type(module)
+    if cls.__name__ == "OptimizedModule" and cls.__module__.startswith("torch._dynamo") \
+            and hasattr(module, "_orig_mod"):
+        return module._orig_mod
+    return module
 
 
 def _torch_class(module: Any) -> type:
