@@ -579,7 +579,7 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     the params of what they wrap at every call, is ported with the params it computes
     with: a linen one's in the call described (``update_stats=False``: eval), from one
     jitted run of Flax's own arithmetic that returns only them (XLA drops the rest of the
-    model; the inputs are zeros of their shapes); an NNX one's at its next call (a copy of
+    model; inputs given as shapes stand in as zeros); an NNX one's at its next call (a copy of
     the wrapper called once; the model is not touched). What an NNX wrapper holds deeper
     than its ``layer_instance`` is skipped with the reason.
 
