@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import sys
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -129,6 +131,37 @@ def _lift(module: Any) -> str | None:
     if cls.__module__ != "flax.linen.transforms" or len(cls.__mro__) < 2:
         return None
     return cls.__name__.removesuffix(cls.__mro__[1].__name__)
+
+
+def _in_mapped_function() -> bool:
+    """Whether the running code is inside linen's ``nn.map_variables`` applied to a function
+    of a module (``nn.map_variables(lambda conv, x: conv(x), "params", trans_in_fn=...)
+    (conv, x)``, as Flax's ``SpectralNorm`` is written). Unlike the class form
+    (``Map_variablesConv``), the function form leaves no mark on the modules it runs: the
+    module is cloned into a scope of the transformed variables. Read from the call stack:
+    linen's function-form lift runs the transform from one function of its own
+    (``decorator_lift_transform``'s ``wrapped_fn``), whose frame holds it."""
+    lift = _function_lift()
+    target = sys.modules["flax.core.lift"].map_variables
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is lift and frame.f_locals.get("transform") is target:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@functools.cache
+def _function_lift() -> types.CodeType:
+    """The code of the function through which linen runs every transform applied to a
+    function of a module (``decorator_lift_transform``'s inner ``wrapped_fn``)."""
+    outer = _flax()[0].transforms.decorator_lift_transform.__code__
+    return next(c for c in outer.co_consts
+                if isinstance(c, types.CodeType) and c.co_name == "wrapped_fn")
+
+
+_MAPPED_REFUSED = ("called inside nn.map_variables (a function of the module), which may "
+                   "change its params on the way in: port by hand")
 
 
 def _lift_refused(module: Any) -> str:
@@ -293,8 +326,9 @@ def _layer(s: _Settings, where: str) -> Layer:
     else:
         strides, pads = s.input_dilation, _dilated_input_pads(s, where)
     padding, output_padding = _transposed_padding(s, pads, strides, where)
-    return _TRANSPOSE[s.rank](s.features, s.kernel_size, strides, padding, output_padding,
-                              dilation_rate=s.kernel_dilation, groups=s.groups, **common)
+    return _TRANSPOSE[s.rank](s.features, s.kernel_size, strides, padding,
+                              output_padding=output_padding, dilation_rate=s.kernel_dilation,
+                              groups=s.groups, **common)
 
 
 def _lax_string(padding: Any) -> Any:
@@ -356,9 +390,19 @@ def _dilated_input_pads(s: _Settings, where: str) -> tuple[tuple[int, int], ...]
 
 def _transpose_pads(s: _Settings, where: str) -> Any:
     """A ``ConvTranspose``'s amounts on its dilated input, or ``"SAME"`` / ``"VALID"``."""
-    padding = _lax_string(s.padding)
-    if padding in ("SAME", "VALID"):
+    padding = s.padding
+    if padding in ("SAME", "VALID"):  # jax.lax.conv_transpose's own rule: these two only
         return padding
+    if _lax_string(padding) in ("SAME", "VALID", "SAME_LOWER"):
+        # Any other spelling lax passes on as a forward convolution's padding of the
+        # dilated input: at stride 1, that rule's amounts; with strides, lax refuses it.
+        if any(st != 1 for st in s.strides):
+            raise ValueError(f"{where}: {s.label} has padding={padding!r} with strides "
+                             f"{s.strides}: jax.lax.conv_transpose takes only 'SAME' and "
+                             f"'VALID' (upper case) as its own rules, and runs no other "
+                             f"string with strides (Flax raises)")
+        return tuple(map(tuple, jax.lax.padtype_to_pads(
+            s.dilated, s.dilated, (1,) * s.rank, _lax_string(padding))))
     if isinstance(padding, str):
         why = ("Flax then sums the full output over periods of n * s, which no kconv layer "
                "computes" if padding == "CIRCULAR" else "jax.lax.conv_transpose does not "
@@ -574,7 +618,8 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     once; a stack of one (under ``nn.scan``, ``nn.vmap``, ``nnx.vmap``) once, its params
     with the stack's leading axes (:func:`params_from_flax`). A convolution in or under a
     lifted transform that may change its params on the way in (``nn.map_variables``:
-    weight standardization, say) is skipped, never ported with the stored weights. A
+    weight standardization, say; of a module class, or of a function the module or a
+    module above it is passed to) is skipped, never ported with the stored weights. A
     convolution inside ``SpectralNorm`` or ``WeightNorm`` (linen or NNX), which rescale
     the params of what they wrap at every call, is ported with the params it computes
     with: a linen one's in the call described (``update_stats=False``: eval), from one
@@ -632,9 +677,9 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
             raise TypeError(f"{where}: {type(model).__name__} is a linen model: pass the "
                             f"variables model.init returned and the inputs model.apply "
                             f"takes")
-        modules, wrapped = _linen_modules(model, variables, args, kwargs)
+        modules, wrapped, mapped = _linen_modules(model, variables, args, kwargs)
         params_at = functools.partial(_params_at, variables)
-        refused = {}
+        refused = {path: _MAPPED_REFUSED for path in mapped}
         if wrapped:  # the wrappers' own variables are read into the params they hand on
             seen = _params_seen(model, variables, args, kwargs, set(wrapped))
             modules = {path: m for path, m in modules.items() if path not in wrapped.values()}
@@ -719,14 +764,18 @@ def _nnx_wrapped(modules: dict[tuple[str, ...], Any]
 
 
 def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
-                   ) -> tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], tuple[str, ...]]]:
+                   ) -> tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], tuple[str, ...]],
+                              set[tuple[str, ...]]]:
     """Every module a linen model calls while it runs, by path (the first call's). A
     module under a lifted transform (``nn.vmap(nn.Conv)``) is recorded as the transform's
     class: its instance runs (outside the model's scope) just before the module inside.
     Also the convolutions (Flax's, kconv's) that run inside an ``nn.SpectralNorm`` /
-    ``nn.WeightNorm``, which hands them rescaled params: ``{path: the wrapper's path}``."""
+    ``nn.WeightNorm``, which hands them rescaled params: ``{path: the wrapper's path}``;
+    and those that run (in any call) inside a function-form ``nn.map_variables``, which
+    may change them on the way in."""
     seen: dict[tuple[str, ...], Any] = {}
     wrapped: dict[tuple[str, ...], tuple[str, ...]] = {}
+    mapped: set[tuple[str, ...]] = set()
     lifted: list[Any] = []
     calling: list[Any] = []  # the modules whose methods are running, outermost first
 
@@ -743,8 +792,11 @@ def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
         seen.setdefault(tuple(module.path), outer)
         wrapper = next((m for m in reversed(calling) if isinstance(m, _weight_wrappers())),
                        None)
-        if wrapper is not None and isinstance(module, (*_classes(), *_kconv_modules())):
-            wrapped.setdefault(tuple(module.path), tuple(wrapper.path))
+        if isinstance(module, (*_classes(), *_kconv_modules())):
+            if wrapper is not None:
+                wrapped.setdefault(tuple(module.path), tuple(wrapper.path))
+            elif module.path and not chain and _in_mapped_function():
+                mapped.add(tuple(module.path))
         calling.append(module)
         try:
             return call(*call_args, **call_kwargs)
@@ -754,7 +806,7 @@ def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
     leaves, traced, apply = _linen_apply(model, args, kwargs)
     with _flax()[0].intercept_methods(record):
         jax.eval_shape(apply, variables, [leaves[i] for i in traced])
-    return seen, wrapped
+    return seen, wrapped, mapped
 
 
 def _linen_apply(model: Any, args: tuple, kwargs: dict) -> tuple[list, list[int], Callable]:
