@@ -846,6 +846,80 @@ def test_a_parametrization_of_its_own_is_read_from_the_module():
                                           "unknown state_dict keys ['mask']")
 
 
+
+def test_a_module_gives_the_weights_its_forward_computes():
+    # A live module is read as its forward reads it. Spectral norm along another axis than
+    # torch's default (which its state dict does not record: both axes fit a square
+    # weight) was divided along the default one; a parametrization chained after weight
+    # norm (same state dict keys as weight norm alone) was dropped; pruning (the original
+    # times a mask, by a hook) was refused. The read leaves a training-mode module's power
+    # iteration where it was.
+    from torch.nn.utils import parametrizations, parametrize, prune, spectral_norm
+
+    class Doubled(torch.nn.Module):
+        def forward(self, w):
+            return 2.0 * w
+
+    x = _input((2, 4, 7, 6))
+    spectral = [parametrizations.spectral_norm(_seeded(torch.nn.Conv2d, 4, 4, 3), dim=1),
+                spectral_norm(_seeded(torch.nn.Conv2d, 4, 4, 3), dim=1),
+                parametrizations.spectral_norm(_seeded(torch.nn.ConvTranspose2d, 4, 4, 3),
+                                               dim=0)]
+    for module in spectral:
+        module.train()
+        with torch.no_grad():
+            module(torch.from_numpy(x))  # the power iteration moved on from its start
+    chained = parametrizations.weight_norm(_seeded(torch.nn.Conv2d, 4, 3, 3, padding=1))
+    parametrize.register_parametrization(chained, "weight", Doubled())
+    pruned = _seeded(torch.nn.Conv2d, 4, 3, 3)
+    prune.l1_unstructured(pruned, "weight", amount=0.5)
+    prune.random_unstructured(pruned, "bias", amount=0.5)
+    prune.l1_unstructured(pruned, "weight", amount=0.3)  # a PruningContainer
+    for module in (*spectral, chained, pruned):
+        training = module.training
+        u = {k: v.clone() for k, v in module.state_dict().items() if k.endswith("u")}
+        layer = layer_from_torch(module, data_format="channels_first")
+        params = params_from_torch(layer, module)
+        assert module.training == training and all(
+            torch.equal(module.state_dict()[k], v) for k, v in u.items())
+        np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(module.eval(), x),
+                                   **TOL)
+    from_state = params_from_torch(layer, pruned.state_dict())  # the mask applied: zeros
+    assert float(np.mean(np.asarray(from_state["kernel"]) == 0)) > 0.6
+    np.testing.assert_allclose(_kconv_out(layer, from_state, x), _torch_out(pruned, x), **TOL)
+
+
+def test_layer_from_torch_reads_settings_as_the_forward_does():
+    # A plain int set on a built module (torch's forward takes it) was a bare TypeError; a
+    # padding changed after construction with padding_mode="reflect" was read from
+    # .padding, which torch's forward does not read for that mode; forward hooks were
+    # silently not run: now named in a warning.
+    module = _seeded(torch.nn.Conv2d, 3, 4, 3, padding=1)
+    module.stride, module.dilation, module.padding = 2, 2, 2
+    reflect = _seeded(torch.nn.Conv2d, 3, 4, 3, padding=1, padding_mode="reflect")
+    reflect.padding = (2, 2)  # torch pads by the amounts it computed when made: 1
+    x = _input((2, 3, 9, 8))
+    for m in (module, reflect):
+        layer = layer_from_torch(m, data_format="channels_first")
+        np.testing.assert_allclose(_kconv_out(layer, params_from_torch(layer, m), x),
+                                   _torch_out(m, x), **TOL)
+    assert layer.padding == "same"
+    module.stride = (1, 2, 3)
+    with pytest.raises(ValueError, match=r"stride=\(1, 2, 3\) is not an int or 2 ints"):
+        layer_from_torch(module)
+
+    def doubled(mod, inputs, output):
+        return 2 * output
+
+    reflect.register_forward_hook(doubled)
+    with pytest.warns(UserWarning, match=r"nn.Conv2d\(3, 4, .*\) has forward hooks \(test_lay"
+                                         r"er_from_torch_reads_settings_as_the_forward_does."
+                                         r"<locals>.doubled\) that the kconv layer does not run"):
+        layer_from_torch(reflect)
+    with pytest.warns(UserWarning, match="has forward hooks"):
+        ported = kconv.interop.layers_from_torch(torch.nn.Sequential(reflect))
+    assert list(ported) == ["0"]
+
 def test_layers_from_torch_walks_nested_models_and_lists_what_it_leaves():
     class MyConv(torch.nn.Conv2d):  # its own forward may differ: never guessed
         pass
@@ -918,7 +992,8 @@ B8 = np.zeros(8, np.float32)
     (kconv.Conv2D(8, 3), {"c.weight": W2, "c.bias": B8, "c.running_mean": B8},
      {"prefix": "c."},
      ValueError, r"unknown state_dict keys \['c.running_mean'\] \(a torch conv has only "
-                 r"'weight' \(or its weight-norm or spectral-norm factors\) and 'bias' under "
+                 r"'weight' \(or its weight-norm or spectral-norm factors, or pruning's original and "
+                 r"mask\) and 'bias' under "
                  r"prefix 'c.'\)$"),
     # reparametrized weights: a form's keys mixed or incomplete, factors that do not fit
     (kconv.Conv2D(8, 3), {"c.weight": W2, "c.bias": B8, "c.weight_g": B8}, {"prefix": "c."},

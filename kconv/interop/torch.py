@@ -11,6 +11,8 @@ PyTorch is never imported: kconv does not depend on it. Tensors are recognised b
 from __future__ import annotations
 
 import dataclasses
+import functools
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -146,10 +148,13 @@ def params_from_torch(layer: Layer, state_dict: Any, *, prefix: str = "",
         ``DepthwiseConv1D/2D`` (or a weightless one). Its ``kernel_size``, ``filters`` (or
         ``depth_multiplier``), ``groups`` and ``use_bias`` are checked against the weights.
       state_dict: ``module.state_dict()`` (or the module itself): ``weight`` (or its
-        weight-norm or spectral-norm factors) and, when the module has a bias, ``bias``, as
-        torch tensors or NumPy arrays. A module under a parametrization of its own
-        (``torch.nn.utils.parametrize``: ``orthogonal``, a user's), which no state dict
-        describes, gives the weight and bias it computes on access. A weightless layer
+        weight-norm or spectral-norm factors, or ``torch.nn.utils.prune``'s original and
+        mask) and, when the module has a bias, ``bias``, as torch tensors or NumPy arrays.
+        A module whose weights are reparametrized gives the weight and bias its forward
+        computes in eval mode, read from the module: a parametrization of its own
+        (``torch.nn.utils.parametrize``: ``orthogonal``, a user's, a chain of several),
+        which no state dict describes, and spectral norm along another axis than torch's
+        default, which a state dict does not record, included. A weightless layer
         (``ZeroPadding``, ``Cropping``, ``UpSampling``: what :func:`layer_from_torch` makes
         of torch's padding and upsampling modules) takes their empty state dict and gives
         ``{}``.
@@ -371,19 +376,70 @@ def _as_mapping(layer: Any, state_dict: Any, prefix: Any) -> Mapping[str, Any]:
     if not isinstance(state_dict, Mapping) and callable(getattr(state_dict, "state_dict", None)):
         # A module (torch is not imported: by its method); torch.compile's, its module's.
         module = _compiled(state_dict)
-        state_dict = module.state_dict()
-        if hasattr(module, "parametrizations") and not any(
-                set(state_dict) - {"bias"} == set(form) for form in _WEIGHT_FORMS):
-            # A parametrization of its own (torch.nn.utils.parametrize: orthogonal, a
-            # user's): the module computes its weight and bias on access, as its forward
-            # reads them.
-            state_dict = {name: getattr(module, name).detach()
-                          for name in ("weight", "bias") if getattr(module, name) is not None}
+        state_dict = _forward_weights(layer, module)
+        if state_dict is None:
+            state_dict = module.state_dict()
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"{_WHERE}: {_describe(layer)}: state_dict must be a mapping of "
                         f"names to tensors (or the torch module), got "
                         f"{type(state_dict).__name__}")
     return state_dict
+
+
+# The modules of torch's hooks that compute a weight before each forward: the old weight
+# norm and spectral norm APIs, and pruning (the weight times a mask).
+_REPARAMETRIZING_HOOKS = ("torch.nn.utils.weight_norm", "torch.nn.utils.spectral_norm",
+                          "torch.nn.utils.prune")
+
+
+def _forward_weights(layer: Any, module: Any) -> dict[str, Any] | None:
+    """The weight and bias a live module's forward computes with in eval mode, where they
+    are reparametrized (``None`` where not): under ``torch.nn.utils.parametrize`` (torch's
+    weight norm, spectral norm, orthogonal, a user's, a chain of several: the module
+    computes them on access) or the hooks of the old weight-norm and spectral-norm APIs
+    and of pruning (each recomputes its tensor before the forward: computed the same way).
+    Read from the module itself, not its state dict: the state dict does not say what a
+    parametrization of the user's computes, nor along which axis spectral norm divides.
+    The parametrizations are put in eval mode for the read (spectral norm's power
+    iteration, which would move its stored vectors, runs in training mode only), then
+    back in their mode."""
+    reparametrizing = [hook for hook in getattr(module, "_forward_pre_hooks", {}).values()
+                       if type(hook).__module__ in _REPARAMETRIZING_HOOKS]
+    hooks = {_hooked_name(hook): hook for hook in reparametrizing}
+    chains = getattr(module, "parametrizations", None)
+    if not hooks and chains is None:
+        return None
+    if len(hooks) < len(reparametrizing) or (hooks and chains is not None):
+        raise ValueError(f"{_WHERE}: {_describe(layer)}: the module's weights are "
+                         f"reparametrized by several hooks, or by hooks and "
+                         f"torch.nn.utils.parametrize together: port them by hand")
+    steps = [step for chain in (chains.values() if chains is not None else ()) for step in chain]
+    modes = [step.training for step in steps]
+    try:
+        for step in steps:
+            step.train(False)
+        values = {}
+        for name in ("weight", "bias"):
+            hook = hooks.get(name)
+            if hook is None:
+                value = getattr(module, name)
+            elif type(hook).__module__ == "torch.nn.utils.prune":
+                value = hook.apply_mask(module)
+            elif type(hook).__name__ == "SpectralNorm":
+                value = hook.compute_weight(module, do_power_iteration=False)
+            else:
+                value = hook.compute_weight(module)
+            if value is not None:
+                values[name] = value.detach()
+        return values
+    finally:
+        for step, mode in zip(steps, modes):
+            step.train(mode)
+
+
+def _hooked_name(hook: Any) -> str:
+    """The tensor a reparametrizing hook computes (``"weight"``)."""
+    return getattr(hook, "name", None) or getattr(hook, "_tensor_name", "")
 
 
 def _no_weights(layer: Layer, state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -402,6 +458,11 @@ def _select(layer: Layer, state_dict: Mapping[str, Any], prefix: str) -> dict[st
     prefix = _norm_prefix(prefix)
     state = {key[len(prefix):]: value for key, value in state_dict.items()
              if isinstance(key, str) and key.startswith(prefix)}
+    for name in ("weight", "bias"):  # pruned (torch.nn.utils.prune): the original times a mask
+        orig, mask = name + "_orig", name + "_mask"
+        if orig in state and mask in state:
+            values = [_read(layer, state.pop(key), prefix + key) for key in (orig, mask)]
+            state[name] = values[0] * values[1].astype(values[0].dtype)
     unknown = sorted(key for key in state if key not in _KEYS)
     if unknown:
         shown = [prefix + key for key in unknown[:8]]
@@ -416,7 +477,7 @@ def _select(layer: Layer, state_dict: Mapping[str, Any], prefix: str) -> dict[st
                      "pass the module, whose weight and bias are computed on access")
         raise ValueError(f"{_WHERE}: {_describe(layer)}: unknown state_dict keys {shown}{more}"
                          f" (a torch conv has only 'weight' (or its weight-norm or "
-                         f"spectral-norm factors) and 'bias'"
+                         f"spectral-norm factors, or pruning's original and mask) and 'bias'"
                          f"{f' under prefix {prefix!r}' if prefix else ''}){hint}")
     if not set(state) - {"bias"}:
         keys = sorted(map(str, state_dict))
@@ -605,9 +666,14 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
     is ``ConvND(groups=in_channels)``, which the depthwise lowerings run; torch's amounts
     as Keras's ``"valid"`` or ``"same"`` where one of those is the same function for
     every input length: none, or at stride 1 half of an even ``d * (k - 1)``), and
-    ``nn.ConvTransposeNd`` → ``ConvNDTranspose``. A module under torch's weight norm or
-    spectral norm is its convolution (its state dict holds the factors, which
-    :func:`params_from_torch` multiplies out). A module in another floating dtype than
+    ``nn.ConvTransposeNd`` → ``ConvNDTranspose``. A module under torch's weight norm,
+    spectral norm, pruning or a parametrization of the user's is its convolution (the
+    weights its forward computes: :func:`params_from_torch`). Torch's settings are read as
+    its forward reads them: a plain int set on the module afterwards (``module.stride =
+    2``) for every axis, and the amounts of a ``padding_mode`` other than ``"zeros"`` as
+    torch computed them when the module was made. Forward hooks other than those
+    reparametrizations are not run by the layer: they are named in a warning (a hook that
+    returns a value changes what the module computes). A module in another floating dtype than
     float32 (``.half()``, ``.to(torch.bfloat16)``, ``.double()``) computes in its weights'
     dtype, so the layer gets that ``dtype`` and ``param_dtype`` (Keras's policy of that
     name; float64 needs ``jax_enable_x64``, as any float64 JAX array does). A
@@ -677,6 +743,13 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
     """
     if rank is not None:
         rank = _args.positive_int(rank, "rank", "layer_from_torch")
+    layer = _layer(module, data_format, rank)
+    _warn_hooks(module)
+    return layer
+
+
+def _layer(module: Any, data_format: str | None, rank: int | None) -> Layer:
+    """:func:`layer_from_torch`'s layer, without its checks of the module's hooks."""
     module = _compiled(module)
     cls = type(module)
     if cls.__module__ == "torch.nn.modules.padding" and cls.__name__ in _TORCH_PADS:
@@ -694,27 +767,65 @@ def layer_from_torch(module: Any, *, data_format: str | None = None,
             f"convolution with padding={pairs}, padding_mode={mode!r}")
     layer_cls = _torch_class(module)
     _fixed_rank(module, layer_cls.rank, rank)
-    get = lambda name: getattr(module, name)  # noqa: E731 - read in one place
-    padding = get("padding")
-    if not isinstance(padding, str) and issubclass(layer_cls, Conv):
-        padding = keras_padding(tuple((int(p), int(p)) for p in padding),
-                                tuple(get("stride")), tuple(get("dilation")),
-                                tuple(get("kernel_size")))
+    get = functools.partial(_ints, module, layer_cls.rank)
+    padding, mode = module.padding, module.padding_mode
+    edge = getattr(module, "_reversed_padding_repeated_twice", None)
+    if issubclass(layer_cls, Conv) and mode != "zeros" and edge is not None:
+        # Torch pads in these modes by the amounts it computed when the module was made
+        # (from the last axis back), not by .padding, which it reads for zeros only.
+        flat = tuple(int(p) for p in edge)
+        padding = keras_padding(tuple(zip(flat[-2::-2], flat[::-2])), get("stride"),
+                                get("dilation"), get("kernel_size"))
+    elif not isinstance(padding, str) and issubclass(layer_cls, Conv):
+        padding = keras_padding(tuple((p, p) for p in get("padding")), get("stride"),
+                                get("dilation"), get("kernel_size"))
     elif not isinstance(padding, str):
-        padding = tuple(int(p) for p in padding)
+        padding = get("padding")
     kwargs: dict[str, Any] = dict(
-        strides=tuple(get("stride")), padding=padding, data_format=data_format,
-        dilation_rate=tuple(get("dilation")), use_bias=get("bias") is not None,
+        strides=get("stride"), padding=padding, data_format=data_format,
+        dilation_rate=get("dilation"), use_bias=module.bias is not None,
         **_module_dtype(module))
     if issubclass(layer_cls, Conv):
-        kwargs.update(groups=get("groups"), padding_mode=get("padding_mode"))
+        kwargs.update(groups=module.groups, padding_mode=mode)
     else:
-        if get("padding_mode") != "zeros":  # torch refuses it too
+        if mode != "zeros":  # torch refuses it too
             raise ValueError(f"layer_from_torch: {type(module).__name__} has padding_mode="
-                             f"{get('padding_mode')!r}; a transposed convolution pads with "
-                             f"zeros only")
-        kwargs.update(output_padding=tuple(get("output_padding")), groups=get("groups"))
-    return layer_cls(get("out_channels"), tuple(get("kernel_size")), **kwargs)
+                             f"{mode!r}; a transposed convolution pads with zeros only")
+        kwargs.update(output_padding=get("output_padding"), groups=module.groups)
+    return layer_cls(module.out_channels, get("kernel_size"), **kwargs)
+
+
+def _ints(module: Any, rank: int, name: str) -> tuple[int, ...]:
+    """A convolution module's per-axis setting as a tuple: torch's constructor stores
+    tuples, but its forward takes a plain int set afterwards (``module.stride = 2``) too."""
+    value = getattr(module, name)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value),) * rank
+    try:
+        values = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != rank:
+        raise ValueError(f"layer_from_torch: {_module_repr(module)}: {name}={value!r} is not "
+                         f"an int or {rank} ints, one per spatial axis")
+    return values
+
+
+def _warn_hooks(module: Any) -> None:
+    """Warn of forward hooks (a hook may return another output or input) that the layer
+    does not run; those that reparametrize the weights (weight norm, spectral norm,
+    pruning) are read by :func:`params_from_torch`."""
+    hooks = [hook for holder in {id(module): module, id(_compiled(module)): _compiled(module)
+                                 }.values()
+             for name in ("_forward_pre_hooks", "_forward_hooks")
+             for hook in getattr(holder, name, {}).values()
+             if type(hook).__module__ not in _REPARAMETRIZING_HOOKS]
+    if hooks:
+        names = ", ".join(getattr(hook, "__qualname__", type(hook).__name__) for hook in hooks)
+        warnings.warn(f"layer_from_torch: {_module_repr(_compiled(module))} has forward hooks "
+                      f"({names}) that the kconv layer does not run: where one returns a "
+                      f"value, the module computes something else (remove them, or apply "
+                      f"their function around the layer)", UserWarning, stacklevel=3)
 
 
 # torch's floating dtypes (by name: torch is not imported) as JAX's.
@@ -729,7 +840,11 @@ def _module_dtype(module: Any) -> dict[str, str]:
     takes inputs of it only; the layer computes and keeps its params in it too (Keras's
     ``"bfloat16"`` policy). ``float32`` is kconv's default and stays unwritten.
     """
-    weight = getattr(module, "weight", None)
+    chains = getattr(module, "parametrizations", None)
+    if chains is not None and "weight" in chains:  # not computed: training mode would
+        weight = next(chains["weight"].parameters())  # run a spectral norm's power iteration
+    else:
+        weight = getattr(module, "weight", None)
     name = _TORCH_DTYPES.get(str(getattr(weight, "dtype", "")))
     if weight is not None and name is None:
         raise ValueError(f"layer_from_torch: {_module_repr(module)} holds its weight in "
@@ -739,7 +854,11 @@ def _module_dtype(module: Any) -> dict[str, str]:
 
 
 def _module_repr(module: Any) -> str:
-    return f"nn.{type(module).__name__}({module.extra_repr()})"
+    try:
+        settings = module.extra_repr()
+    except (TypeError, ValueError, AttributeError):  # torch's own fails on some settings
+        settings = "..."
+    return f"nn.{type(module).__name__}({settings})"
 
 
 def _fixed_rank(module: Any, fixed: int, rank: int | None) -> int:
