@@ -493,6 +493,106 @@ def _twice_tanh(x):
     return 2.0 * keras.ops.tanh(x)
 
 
+
+def test_bfloat16_weights_read_and_written_as_keras_marks_them(tmp_path):
+    # HDF5 has no bfloat16: Keras writes it as 2-byte opaque values marked
+    # attrs["dtype"] = "bfloat16" (its legacy writer unmarked). Reading them crashed in
+    # JAX; kconv wrote them unmarked, which Keras's load_weights refused.
+    def make():
+        inp = keras.Input((7, 3))
+        x = L.Conv1D(4, 3, dtype="bfloat16", name="conv")(inp)
+        return keras.Model(inp, L.SeparableConv1D(2, 3, dtype="bfloat16", name="sep")(x))
+
+    model = make()
+    _randomize(model)
+    x = np.random.default_rng(1).normal(size=(2, 7, 3)).astype("float32")
+    for name in ("m.weights.h5", "m.keras", "m.h5"):
+        model.save_weights(tmp_path / name) if name.endswith(".weights.h5") \
+            else model.save(tmp_path / name)
+        read = interop.load_keras_weights(tmp_path / name)
+        assert {k: {n: a.dtype for n, a in p.items()} for k, p in read.items()} == {
+            "conv": {"kernel": jnp.bfloat16, "bias": jnp.bfloat16},
+            "sep": dict.fromkeys(["depthwise_kernel", "pointwise_kernel", "bias"],
+                                 jnp.bfloat16)}
+        np.testing.assert_array_equal(np.asarray(read["conv"]["kernel"], np.float32),
+                                      model.get_layer("conv").kernel.numpy().astype(np.float32))
+    named = interop.load_keras_layers(tmp_path / "m.keras")
+    got = _run_chain(named, ["conv", "sep"], x)
+    np.testing.assert_allclose(np.asarray(got, np.float32),
+                               np.asarray(model(x), np.float32), rtol=1e-2, atol=1e-2)
+    interop.save_keras_weights(tmp_path / "back.weights.h5", named)
+    fresh = make()
+    fresh.load_weights(tmp_path / "back.weights.h5")
+    for a, b in zip(fresh.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def test_legacy_h5_weights_named_by_other_scopes_than_their_models(tmp_path):
+    # Keras 3's legacy writer names a weight by the scopes it was made in: a Functional
+    # model nested two deep writes 'c/kernel' under 'g' for 'g/f/c'; a layer shared by two
+    # Sequentials is written as 'b1/shared/kernel' under 'b2'. Both were refused ("the file
+    # holds no weights for it"); Keras's load_model reads them.
+    i = keras.Input((6, 6, 2))
+    f = keras.Model(i, L.Conv2D(2, 1, name="c")(i), name="f")
+    i = keras.Input((6, 6, 2))
+    g = keras.Model(i, f(i), name="g")
+    i = keras.Input((6, 6, 2))
+    deep = keras.Model(i, L.Conv2D(3, 1, name="c")(g(i)), name="top")
+    shared = L.Conv2D(2, 3, padding="same", name="shared")
+    b1 = keras.Sequential([keras.Input((6, 6, 2)), shared], name="b1")
+    b2 = keras.Sequential([keras.Input((6, 6, 2)), shared,
+                           L.Conv2D(2, 1, name="other")], name="b2")
+    i = keras.Input((6, 6, 2))
+    twice = keras.Model(i, b2(b1(i)), name="twice")
+    x = np.random.default_rng(1).normal(size=(1, 6, 6, 2)).astype("float32")
+    for model, order in ((deep, ["g/f/c", "c"]), (twice, ["b1/shared", "b2/shared", "b2/other"])):
+        _randomize(model)
+        model.save(tmp_path / f"{model.name}.h5")
+        named = interop.load_keras_layers(tmp_path / f"{model.name}.h5")
+        assert sorted(named) == sorted(order)
+        np.testing.assert_allclose(_run_chain(named, order, x), model(x), **TOL)
+
+
+def test_a_legacy_h5_does_not_guess_what_its_config_names(tmp_path):
+    # A MultiHeadAttention's output projection (an EinsumDense, kernel (heads, key_dim,
+    # dim): a Conv1D's shapes) was listed as a Conv1D from a full-model .h5, whose config
+    # says the layer is a MultiHeadAttention.
+    inp = keras.Input((5, 8))
+    model = keras.Model(inp, L.Conv1D(3, 2, name="conv")(
+        L.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")(inp, inp)))
+    model.save(tmp_path / "full.h5")
+    read = interop.load_keras_weights(tmp_path / "full.h5")
+    assert list(read) == ["conv"]
+    assert {k: v for k, v in read.skipped.items() if k.startswith("mha")} == dict.fromkeys(
+        ["mha/attention_output", "mha/key", "mha/query", "mha/value"], "MultiHeadAttention")
+
+
+def test_sharded_weights(tmp_path):
+    # model.save_weights("m.weights.json", max_shard_size=...) writes an index and shards,
+    # each holding part of one .weights.h5 tree (a layer's weights in one, its name in
+    # another): read through the index; one shard alone is refused, naming the index.
+    def make():
+        return keras.Sequential([keras.Input((8, 8, 4)), L.Conv2D(8, 3, name="a"),
+                                 L.Conv2D(8, 3, name="b"), L.Conv2D(8, 3, name="c")])
+
+    model = make()
+    _randomize(model)
+    model.save_weights(tmp_path / "m.weights.json", max_shard_size=0.000003)
+    shards = sorted(p.name for p in tmp_path.glob("m_*.weights.h5"))
+    assert len(shards) == 3
+    named = interop.load_keras_weights(tmp_path / "m.weights.json")
+    assert list(named) == ["a", "b", "c"]
+    for name, params in named.items():
+        layer = model.get_layer(name)
+        np.testing.assert_array_equal(params["kernel"], layer.kernel.numpy())
+        np.testing.assert_array_equal(params["bias"], layer.bias.numpy())
+    with pytest.raises(ValueError, match=r"is one shard of the sharded weights .*m\.weights"
+                                         r"\.json': read that index"):
+        interop.load_keras_weights(tmp_path / shards[-1])
+    (tmp_path / "other.json").write_text('{"not": "an index"}')
+    with pytest.raises(ValueError, match="is JSON but not the index of Keras's sharded"):
+        interop.load_keras_weights(tmp_path / "other.json")
+
 def test_custom_objects_map_a_models_own_objects(tmp_path):
     """A model with objects of its own (a registered initializer, activation, regularizer):
     refused, naming what to pass, until custom_objects maps them — by registered or plain

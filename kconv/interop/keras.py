@@ -326,8 +326,11 @@ def _sniff(path: str) -> str:
         return "hdf5"
     if head.startswith(_ZIP_SIGNATURE):
         return "zip"
-    raise ValueError(f"kconv.interop: {path!r} is neither an HDF5 file (.weights.h5, .h5) nor "
-                     f"a zip archive (.keras); it starts with {head!r}")
+    if head.lstrip().startswith(b"{"):
+        return "json"
+    raise ValueError(f"kconv.interop: {path!r} is neither an HDF5 file (.weights.h5, .h5), "
+                     f"a zip archive (.keras) nor the index of sharded weights "
+                     f"(.weights.json); it starts with {head!r}")
 
 
 def _h5py() -> Any:
@@ -369,6 +372,12 @@ def _read(path: Any) -> tuple[list[_Entry], dict[str, Mapping[str, Any]] | None]
         with open(os.path.join(path, "config.json"), "rb") as f:
             return _read_archive(path, f.read(), os.path.join(path, "model.weights.h5"))
     kind = _sniff(path)
+    if kind == "json":
+        merged = _sharded(path)
+        try:
+            return _read_keras3(merged, path, None), None
+        finally:
+            merged.close()
     if kind == "zip":
         try:
             with zipfile.ZipFile(path) as archive:
@@ -387,10 +396,65 @@ def _read(path: Any) -> tuple[list[_Entry], dict[str, Mapping[str, Any]] | None]
         if "layer_names" in f.attrs or "model_weights" in f:
             return _read_legacy(f, path)
         if "layers" in f or "vars" in f:
+            _check_not_a_shard(path)
             return _read_keras3(f, path, None), None
         raise ValueError(f"kconv.interop: {path!r} is HDF5 but not a Keras weights file (no "
                          f"'layers' group, no 'layer_names' attribute); top-level keys "
                          f"{sorted(f)[:8]}")
+
+
+def _shard_index(path: str) -> tuple[dict[str, Any], list[str]]:
+    """A sharded weights index (``model.save_weights("m.weights.json",
+    max_shard_size=...)``): its JSON and its shard files, in the order it names them."""
+    try:
+        with open(path, encoding="utf8") as f:
+            index = json.load(f)
+        shards = [name for files in index["weight_map"].values()
+                  for name in ([files] if isinstance(files, str) else files)]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) \
+            as e:
+        raise ValueError(f"kconv.interop: {path!r} is JSON but not the index of Keras's "
+                         f"sharded weights (a 'weight_map' of groups to shard files): "
+                         f"{e!r}") from e
+    return index, list(dict.fromkeys(shards))
+
+
+def _sharded(path: str) -> Any:
+    """Keras's sharded weights as one HDF5 file in memory: its shards hold parts of one
+    ``.weights.h5`` tree (a layer's weights in one shard, its name in another), merged
+    group by group."""
+    h5py = _h5py()
+    _, shards = _shard_index(path)
+    merged = h5py.File(io.BytesIO(), "w")
+
+    def merge(source: Any, target: Any) -> None:
+        target.attrs.update(source.attrs)
+        for key, item in source.items():
+            if isinstance(item, h5py.Group):
+                merge(item, target.require_group(key))
+            elif key not in target:
+                source.copy(item, target, name=key)
+
+    for shard in shards:
+        where = os.path.join(os.path.dirname(path), shard)
+        with _open_h5(where, where) as f:
+            merge(f, merged)
+    return merged
+
+
+def _check_not_a_shard(path: str) -> None:
+    """Refuses one shard of sharded weights (it may hold a layer's weights without its
+    name, which another shard holds): the index beside it is what to read."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".weights.json"):  # Keras's name for a sharded index
+            try:
+                _, shards = _shard_index(os.path.join(folder, name))
+            except (ValueError, OSError):
+                continue
+            if os.path.basename(path) in shards:
+                raise ValueError(f"kconv.interop: {path!r} is one shard of the sharded "
+                                 f"weights {os.path.join(folder, name)!r}: read that index")
 
 
 def _is_live_model(obj: Any) -> bool:
@@ -476,7 +540,7 @@ def _read_keras3(f: Any, path: str, config: Mapping[str, Any] | None) -> list[_E
                     order = sorted(vars_group, key=int)
                 except ValueError:
                     order = list(vars_group)
-                arrays = [np.asarray(vars_group[k]) for k in order]
+                arrays = [_array(vars_group[k]) for k in order]
             children = [k for k in group if k != "vars"]
             if not children or class_name in _CLASSES:
                 entries.append(_Entry(full, class_name, arrays, None))
@@ -500,6 +564,22 @@ def _read_keras3(f: Any, path: str, config: Mapping[str, Any] | None) -> list[_E
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"kconv.interop: {path!r}: corrupt weights ({e})") from e
     return entries
+
+
+def _array(dataset: Any) -> np.ndarray:
+    """A stored weight as NumPy. HDF5 has no bfloat16: Keras keeps it as 2-byte opaque
+    values, marked ``attrs["dtype"] = "bfloat16"`` in a ``.weights.h5`` (its legacy writer
+    leaves the mark out; bfloat16 is the only such type it writes)."""
+    array = np.asarray(dataset)
+    if array.dtype.kind == "V":
+        mark = _text(dataset.attrs.get("dtype", "bfloat16"))
+        if array.dtype.itemsize != 2 or mark != "bfloat16":
+            raise ValueError(f"{dataset.name!r} holds {array.dtype.itemsize}-byte opaque "
+                             f"values (dtype mark {mark!r}), which kconv does not read")
+        import ml_dtypes  # JAX's own dependency
+
+        array = array.view(ml_dtypes.bfloat16)
+    return array
 
 
 def _keras_order(key: str) -> tuple[str, int]:
@@ -529,7 +609,7 @@ def _read_legacy(f: Any, path: str) -> tuple[list[_Entry], dict[str, Mapping[str
                 full = _legacy_owner(layer_name, parts[:-1], config)
                 names, arrays = owners.setdefault(full, ([], []))
                 names.append(re.sub(r":\d+$", "", parts[-1]))
-                arrays.append(np.asarray(group[weight_name]))
+                arrays.append(_array(group[weight_name]))
             if not owners:
                 owners[layer_name] = ([], [])
             for full, (names, arrays) in owners.items():
@@ -554,7 +634,21 @@ def _legacy_owner(layer_name: str, owner: list[str],
     candidates = [layer_name + "".join(f"/{p}" for p in owner[i + 1:])
                   for i, part in enumerate(owner) if part == layer_name]
     if not candidates:  # a path that does not pass through the layer: below it
-        return "/".join([layer_name, *owner]) if owner else layer_name
+        below = "/".join([layer_name, *owner]) if owner else layer_name
+        if config is None or below in config or not owner:
+            return below
+        # Keras 3 names a weight by the scopes it was made in, which need not be the
+        # models that hold the layer now: a Functional model nested in another writes
+        # 'conv/kernel' under 'outer' for 'outer/inner/conv'; a layer shared by two
+        # models is named after the first. The config's one layer under this top-level
+        # layer whose path ends as the weight's does (the longest such ending) is it.
+        for start in range(len(owner)):
+            ending = "/" + "/".join(owner[start:])
+            known = [name for name in config
+                     if name.startswith(layer_name + "/") and name.endswith(ending)]
+            if len(known) == 1:
+                return known[0]
+        return below
     if config is not None:
         known = [name for name in candidates if name in config]
         if known:
@@ -628,11 +722,12 @@ def _collect(path: Any, need_config: bool) -> tuple[dict, dict, dict | None]:
     skipped: dict[str, str] = {}
     for entry in entries:
         cls = _CLASSES.get(entry.class_name) if entry.class_name else None
-        if cls is None and entry.class_name is None and entry.names is not None:
+        if cls is None and entry.class_name is None and entry.names is not None \
+                and config is None:
             cls = _structural_class(entry)
         if cls is None:
             if entry.name:
-                skipped[entry.name] = entry.class_name or "unknown"
+                skipped[entry.name] = entry.class_name or _owner_class(entry.name, config)
             continue
         names = _kconv_names(cls, entry.names, len(entry.arrays),
                              f"{where}, layer {entry.name!r}")
@@ -653,6 +748,18 @@ def _collect(path: Any, need_config: bool) -> tuple[dict, dict, dict | None]:
     return found, skipped, config
 
 
+def _owner_class(name: str, config: Mapping[str, Any] | None) -> str:
+    """The class of the layer the config lists that holds ``name`` (a layer's own
+    sublayer, which the config does not list: a ``MultiHeadAttention``'s projections), or
+    ``"unknown"``."""
+    parts = name.split("/")
+    for end in range(len(parts) - 1, 0, -1):
+        owner = (config or {}).get("/".join(parts[:end]))
+        if owner is not None:
+            return str(owner.get("class_name"))
+    return "unknown"
+
+
 def _as_jax(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
     import jax.numpy as jnp
 
@@ -665,8 +772,11 @@ def load_keras_weights(path: Any) -> KerasWeights:
     Args:
       path: a Keras 3 ``.weights.h5`` or ``.keras`` file (or the folder
         ``model.save(folder, zipped=False)`` writes: the ``.keras``, unzipped), or a legacy
-        HDF5 ``.h5`` (Keras 2 / tf-keras, full model or weights only). The format is read
-        from the file's first bytes, not its name. Nothing is written. Or a live Keras
+        HDF5 ``.h5`` (Keras 2 / tf-keras, full model or weights only), or the index of
+        Keras's sharded weights (``model.save_weights("m.weights.json",
+        max_shard_size=...)``: its shards beside it; one shard alone is refused). The
+        format is read from the file's first bytes, not its name. Nothing is written. Or a
+        live Keras
         model, read as it is: its layers walked (a subclassed model's too), a LoRA layer's
         weights unmerged.
 
@@ -681,8 +791,8 @@ def load_keras_weights(path: Any) -> KerasWeights:
       ``.skipped`` lists the layers outside the family.
 
     Raises:
-      ValueError: the file is not HDF5 or zip, is truncated or corrupt, or a layer's
-        weights do not fit its class (the message names the file and the layer).
+      ValueError: the file is not HDF5, zip or a shard index, is truncated or corrupt, or a
+        layer's weights do not fit its class (the message names the file and the layer).
 
     Example:
         >>> import tempfile, os, jax, kconv
@@ -930,7 +1040,7 @@ def _write_container(group: Any, container: _Container) -> None:
         if container.class_name == _SPECTRAL_NORM:
             kernel = child[1][0]  # Keras's order: kernel first
             for i, array in enumerate((kernel, _spectral_vector(kernel))):
-                group["vars"].create_dataset(str(i), data=array)
+                _write_array(group["vars"], str(i), array)
         _write_layer(group.create_group("layer"), name, child)
         return
     layers_group = group.create_group("layers")
@@ -963,4 +1073,13 @@ def _write_layer(entry: Any, name: str, child: Any) -> None:
         _write_container(entry, child)
         return
     for i, array in enumerate(child[1]):
-        vars_group.create_dataset(str(i), data=array)
+        _write_array(vars_group, str(i), array)
+
+
+def _write_array(group: Any, key: str, array: Any) -> None:
+    """One weight, as Keras's ``H5IOStore`` writes it: bfloat16 (no HDF5 type) as its
+    2-byte values, marked ``attrs["dtype"] = "bfloat16"``, which Keras reads back."""
+    array = np.asarray(array)
+    dataset = group.create_dataset(key, data=array)
+    if array.dtype.name == "bfloat16":
+        dataset.attrs["dtype"] = "bfloat16"
