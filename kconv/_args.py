@@ -22,7 +22,7 @@ DATA_FORMATS = ("channels_last", "channels_first")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     # bool is an int subclass; Keras users passing True for a size are making a mistake.
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -57,10 +57,10 @@ def int_tuple(
     """
     kind = what or ("positive integers" if minimum == 1 else f"integers >= {minimum}")
     value = _as_items(value)
-    if _is_int(value):
+    if is_int(value):
         items = (int(value),) * n
     elif isinstance(value, Sequence) and not isinstance(value, str):
-        if not all(_is_int(v) for v in value):
+        if not all(is_int(v) for v in value):
             raise TypeError(f"{where}: {arg} must be an int or a tuple of {n} ints, "
                             f"got {value!r}")
         if len(value) != n:
@@ -80,7 +80,7 @@ def positive_int(value: Any, arg: str, where: str) -> int:
     >>> positive_int(4, "filters", "Conv2D")
     4
     """
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(f"{where}: {arg} must be a positive integer, got {value!r}")
     if value < 1:
         raise ValueError(f"{where}: {arg} must be a positive integer, got {value!r}")
@@ -187,12 +187,12 @@ def shape_dims(shape: Any, where: str) -> tuple[Any, ...]:
                 f"{what}, got a traced value in {dims}: shapes are static, so under "
                 f"jax.jit / jax.eval_shape close over the shape or mark it static "
                 f"(static_argnums)")
-        if not (d is None or _is_int(d) or jax.export.is_symbolic_dim(d)):
+        if not (d is None or is_int(d) or jax.export.is_symbolic_dim(d)):
             raise TypeError(f"{what}, got {d!r} in {dims}")
-        if _is_int(d) and d < 0:
+        if is_int(d) and d < 0:
             raise ValueError(f"{where}: input_shape dims must be non-negative (None where "
                              f"unknown), got {dims}")
-    return tuple(int(d) if _is_int(d) else d for d in dims)
+    return tuple(int(d) if is_int(d) else d for d in dims)
 
 
 def spatial_shape(shape: Any, where: str) -> tuple[Any, ...]:
@@ -290,17 +290,17 @@ def int_pairs(value: Any, n: int, arg: str, where: str, *,
     def is_seq(v: Any) -> bool:
         return isinstance(v, Sequence) and not isinstance(v, str)
 
-    if _is_int(value):
+    if is_int(value):
         entries = [value] * n
     elif not is_seq(value):
         raise bad_type()
-    elif n == 1 and not bare_pair_1d and len(value) == 2 and all(_is_int(v) for v in value):
+    elif n == 1 and not bare_pair_1d and len(value) == 2 and all(is_int(v) for v in value):
         raise ValueError(
             f"{where}: {arg}={value!r} is ambiguous for a 1-D convolution: write "
             f"(({value[0]}, {value[1]}),) for lo={value[0]}, hi={value[1]} (or an int / "
             f"(p,) for the same amount on both sides)")
     elif n == 1 and bare_pair_1d and not any(is_seq(_as_items(v)) for v in value):
-        if not all(_is_int(v) for v in value):
+        if not all(is_int(v) for v in value):
             raise bad_type()
         if len(value) != 2:
             raise bad_value("")
@@ -312,9 +312,9 @@ def int_pairs(value: Any, n: int, arg: str, where: str, *,
     pairs = []
     for entry in entries:
         entry = _as_items(entry)
-        if _is_int(entry):
+        if is_int(entry):
             pairs.append((int(entry), int(entry)))
-        elif is_seq(entry) and all(_is_int(v) for v in entry):
+        elif is_seq(entry) and all(is_int(v) for v in entry):
             if len(entry) != 2:
                 raise bad_value(f" (an entry of {len(entry)} ints instead of a pair)")
             pairs.append((int(entry[0]), int(entry[1])))
@@ -374,6 +374,30 @@ def conv_padding_mode(value: Any, where: str, *, transposed: bool = False) -> st
                          f"convolution (its padding crops the output; there is no input "
                          f"border to fill), got {value!r}")
     return mode
+
+
+def precision(value: Any, where: str) -> Any:
+    """A layer's ``precision`` as ``jax.lax`` takes it (checked by lax's own rule, in an
+    abstract call: no arithmetic), a list made a tuple (the layers are hashable).
+
+    >>> precision(["highest", "default"], "Conv2D")
+    ('highest', 'default')
+    """
+    if value is None:
+        return None
+    if isinstance(value, list):
+        value = tuple(value)
+    import jax.numpy as jnp  # local: keeps this module importable without initialising jax
+
+    try:
+        hash(value)
+        jax.eval_shape(lambda a: jax.lax.dot(a, a, precision=value),
+                       jax.ShapeDtypeStruct((1,), jnp.float32))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{where}: precision must be None, a jax.lax.Precision or its name "
+                         f"('default', 'high', 'highest'), a pair of them, or a "
+                         f"jax.lax.DotAlgorithmPreset, got {value!r}") from e
+    return value
 
 
 def as_array(value: Any, arg: str, where: str) -> Any:

@@ -731,10 +731,12 @@ class Orthogonal(_RandomInitializer):
                 f"shape={shape} of rank {len(shape)}."
             )
         key = _seeded_key("Orthogonal", key, self.seed)
-        # Same draw, QR and sign fix as Keras's Orthogonal (so seeded values agree).
-        return jax.nn.initializers.orthogonal(self.gain, column_axis=-1, dtype=dtype)(
-            key, shape, dtype
-        )
+        # Same draw, QR and sign fix as Keras's Orthogonal (so seeded values agree). XLA's
+        # QR takes no 16-bit dtype (Keras's raises there): drawn in float32, then rounded.
+        work = jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
+        return jax.nn.initializers.orthogonal(self.gain, column_axis=-1, dtype=work)(
+            key, shape, work
+        ).astype(dtype)
 
 
 _CLASSES: tuple[type[Initializer], ...] = (

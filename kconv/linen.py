@@ -7,8 +7,9 @@ collection under the pure tier's (Keras's) names and shapes, and calls the pure 
 
 The layer's penalty (weight regularizers plus the activity regularizer of this call's
 output, exactly :meth:`kconv.layers.Layer.regularization_losses`) is recorded with
-``self.sow("losses", "regularization", ...)`` when the layer has any regularizer;
-:func:`total_loss` sums such a collection.
+``self.sow("losses", "regularization", ...)`` when the layer has any regularizer, one
+entry per call; a layer called again (shared) adds its activity penalty only, as Keras
+counts a layer's weight penalty once. :func:`total_loss` sums such a collection.
 
 Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -37,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kconv import _sown
 from kconv import layers as _layers
 from kconv.layers._examples import EXAMPLES
 from kconv.layers.base import refuse_foreign_args
@@ -81,19 +83,32 @@ class KconvModule(nn.Module):
         params = {}
         if layer.has_weights:
             weights = layer.weights_for_channels(layer.input_channels(jnp.shape(x)))
-            params = {name: self.param(name, w.initializer, w.shape, layer.weight_dtype(w))
+            params = {name: self.param(name, _in_dtype(w.initializer), w.shape,
+                                       layer.weight_dtype(w))
                       for name, w in weights.items()}
+        unused = sorted(set(self.variables.get("params", {})) - set(params))
+        if unused:  # ported weights the layer's config does not use (a bias, LoRA factors)
+            raise ValueError(f"{type(layer).__name__}: the params hold {unused}, which this "
+                             f"layer does not use (its weights: {sorted(params)}): its "
+                             f"config does not match the weights given")
         y = layer.apply(params, x)
         # Not while initializing: the variables init returns would otherwise carry a
         # penalty that a later apply(..., mutable=["losses"]) appends to (counted twice).
-        if _has_penalty(layer) and not self.is_initializing():
-            self.sow("losses", "regularization", layer.regularization_losses(params, y))
+        if _sown.has_penalty(layer) and not self.is_initializing():
+            self.sow("losses", "regularization", _sown.call_penalties(layer, params, y),
+                     reduce_fn=_sown.weights_once)
         return y
 
 
-def _has_penalty(layer: _layers.Layer) -> bool:
-    return any(getattr(layer, f.name) is not None for f in dataclasses.fields(layer)
-               if f.name.endswith("_regularizer"))
+def _in_dtype(initializer: Any) -> Any:
+    """``initializer`` whose result is cast to the dtype asked for (as the pure tier's
+    ``init`` casts it): a user's initializer may ignore ``dtype``. Boxed values
+    (``nn.with_partitioning``) pass as they are."""
+    def init(key: jax.Array, shape: tuple, dtype: Any) -> Any:
+        value = initializer(key, shape, dtype)
+        return value.astype(dtype) if isinstance(value, jax.Array) else value
+
+    return init
 
 
 def _make(pure_cls: type) -> type:

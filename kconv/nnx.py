@@ -10,7 +10,9 @@ the pure tier's ``apply``; the module parses no argument and does no arithmetic 
 Penalties, the NNX way: inside ``nnx.capture(model, kconv.nnx.Penalty)``, a call of a
 layer with any regularizer sows its penalty (weight regularizers plus the activity
 regularizer of that call's output, exactly :meth:`kconv.layers.Layer.regularization_losses`)
-as a :class:`Penalty` (an ``nnx.Intermediate``), once per call; :func:`regularization_loss`
+as a :class:`Penalty` (an ``nnx.Intermediate``), once per call (a call of a layer already
+called adds its activity penalty only: Keras counts weight penalties once a layer);
+:func:`regularization_loss`
 sums the captured state. Outside ``nnx.capture`` nothing is sown (Flax deprecates ``sow``
 there), and ``m.regularization_losses(outputs=None)`` gives the pure tier's penalty for the
 module's current weights directly.
@@ -39,6 +41,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from kconv import _sown
 from kconv import layers as _layers
 from kconv.layers._examples import EXAMPLES
 
@@ -99,8 +102,11 @@ class KconvModule(nnx.Module):
                             f"nnx.Rngs(0)), got {rngs!r}")
         for name, w in self.layer.weights_for_channels(in_channels).items():
             kind = nnx.Param if w.trainable else FrozenParam
-            setattr(self, name, kind(w.initializer(rngs.params(), w.shape,
-                                                   self.layer.weight_dtype(w))))
+            dtype = self.layer.weight_dtype(w)
+            value = w.initializer(rngs.params(), w.shape, dtype)
+            if isinstance(value, jax.Array):  # an initializer may ignore dtype: cast (not
+                value = value.astype(dtype)   # nnx.with_partitioning's metadata box)
+            setattr(self, name, kind(value))
 
     def _params(self) -> dict[str, jax.Array]:
         return {name: getattr(self, name)[...] for name in self._param_names()}
@@ -115,8 +121,9 @@ class KconvModule(nnx.Module):
         y = self.layer.apply(params, x)
         # Only inside nnx.capture: Flax 0.12 deprecates sow() outside it, where the value
         # would also linger on the module as state.
-        if _has_penalty(self.layer) and hasattr(self, "__captures__"):
-            self.sow(Penalty, "regularization", self.layer.regularization_losses(params, y))
+        if _sown.has_penalty(self.layer) and hasattr(self, "__captures__"):
+            self.sow(Penalty, "regularization", _sown.call_penalties(self.layer, params, y),
+                     reduce_fn=_sown.weights_once)
         return y
 
     def regularization_losses(self, outputs: jax.Array | None = None) -> jax.Array:
@@ -129,9 +136,6 @@ class KconvModule(nnx.Module):
             getattr(self, name)[...] = value
 
 
-def _has_penalty(layer: _layers.Layer) -> bool:
-    return any(getattr(layer, f.name) is not None for f in dataclasses.fields(layer)
-               if f.name.endswith("_regularizer"))
 
 
 def _make(pure_cls: type) -> type:

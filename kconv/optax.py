@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +104,16 @@ def _per_layer(layers: dict[Path, Layer], tree: Any,
     ``Param``'s trailing ``.value`` looked through) replaced by ``fn(layer, weights)``."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     values = [leaf for _, leaf in leaves]
+    for module_path, index in _groups(layers, leaves).items():
+        mapped = fn(layers[module_path], {n: values[i] for n, i in index.items()})
+        for name, i in index.items():
+            values[i] = mapped[name]
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def _groups(layers: dict[Path, Layer], leaves: list) -> dict[Path, dict[str, int]]:
+    """For each layer path that has weights among ``leaves`` (``(path, leaf)`` pairs),
+    its weights' names and positions."""
     groups: dict[Path, dict[str, int]] = {}
     for i, (path, _) in enumerate(leaves):
         if path and type(path[-1]).__name__ == "GetAttrKey" and path[-1].name == "value":
@@ -110,11 +121,23 @@ def _per_layer(layers: dict[Path, Layer], tree: Any,
         keys = tuple(_key(k) for k in path)
         if keys[:-1] in layers:
             groups.setdefault(keys[:-1], {})[keys[-1]] = i
-    for module_path, index in groups.items():
-        mapped = fn(layers[module_path], {n: values[i] for n, i in index.items()})
-        for name, i in index.items():
-            values[i] = mapped[name]
-    return jax.tree_util.tree_unflatten(treedef, values)
+    return groups
+
+
+def _check_params(layers: dict[Path, Layer], params: Any, what: str,
+                  acts: Callable[[Layer], bool]) -> None:
+    """Refuses params in which none of the layers this transformation acts on has its
+    weights (the whole linen variables, an optimizer over a submodule of the model
+    given): the transformation would silently do nothing."""
+    wanted = [path for path, layer in layers.items() if acts(layer)]
+    found = _groups(layers, jax.tree_util.tree_flatten_with_path(params)[0])
+    if wanted and not any(path in found for path in wanted):
+        shown = ["/".join(map(str, path)) or "(the top)" for path in wanted[:4]]
+        raise ValueError(
+            f"kconv.optax.{what}: none of the layers it acts on ({shown}"
+            f"{' ...' if len(wanted) > 4 else ''}) has its weights in the params at their "
+            f"paths in the model given (a linen model's params are variables['params']; an "
+            f"optimizer over a submodule needs {what} of that submodule)")
 
 
 def freeze(model: Any, *example_args: Any,
@@ -143,11 +166,16 @@ def freeze(model: Any, *example_args: Any,
         return {name: u if trainable[name] else jax.numpy.zeros_like(u)
                 for name, u in updates.items()}
 
+    def init_fn(params: Any) -> _optax.EmptyState:
+        _check_params(layers, params, "freeze",  # LoRA freezes the kernel (Keras)
+                      lambda layer: bool(getattr(layer, "lora_rank", None)))
+        return _optax.EmptyState()
+
     def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         del params
         return _per_layer(layers, updates, keep_frozen), state
 
-    return _optax.GradientTransformation(lambda params: _optax.EmptyState(), update_fn)
+    return _optax.GradientTransformation(init_fn, update_fn)
 
 
 def _found(model: Any, example_args: tuple, example_kwargs: dict,
@@ -177,7 +205,7 @@ def constrain(model: Any, *example_args: Any,
     layers = _found(model, example_args, example_kwargs, "constrain")
 
     def init_fn(params: Any) -> _optax.EmptyState:
-        del params
+        _check_params(layers, params, "constrain", _has_constraint)
         return _optax.EmptyState()
 
     def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
@@ -189,3 +217,8 @@ def constrain(model: Any, *example_args: Any,
         return jax.tree.map(lambda p, q: q - p, params, projected), state
 
     return _optax.GradientTransformation(init_fn, update_fn)
+
+
+def _has_constraint(layer: Layer) -> bool:
+    return any(getattr(layer, f.name, None) is not None
+               for f in dataclasses.fields(layer) if f.name.endswith("_constraint"))

@@ -517,3 +517,103 @@ def test_constrain_stacked_layers_one_layer_at_a_time():
     for i in range(3):
         want = stack.layer.constrain({"kernel": before[i], "bias": stack.bias[...][i]})
         np.testing.assert_allclose(stack.kernel[...][i], want["kernel"], rtol=1e-6, atol=1e-6)
+
+
+def test_linen_refuses_params_its_layer_does_not_use():
+    # Ported weights that do not fit the config (a bias with use_bias=False, LoRA factors
+    # on a layer without LoRA, a kernel for a padding layer) were silently ignored.
+    x = jnp.ones((1, 6, 6, 3))
+    params = kconv.Conv2D(4, 3).init(jax.random.key(0), x.shape)
+    with pytest.raises(ValueError, match=r"^Conv2D: the params hold \['bias'\], which this "
+                                         r"layer does not use \(its weights: \['kernel'\]\)"):
+        kl.Conv2D(4, 3, use_bias=False).apply({"params": params}, x)
+    with pytest.raises(ValueError, match=r"^ZeroPadding2D: the params hold \['kernel'\]"):
+        kl.ZeroPadding2D(1).apply({"params": {"kernel": params["kernel"]}}, x)
+    y = kl.Conv2D(4, 3).apply({"params": params}, x)
+    np.testing.assert_array_equal(y, kconv.Conv2D(4, 3)(params, x))
+
+
+def test_flax_tiers_keep_params_in_param_dtype_whatever_the_initializer_returns():
+    # An initializer that ignores dtype: the pure tier's init casts to param_dtype; linen
+    # and NNX kept its float32.
+    def float32_ones(key, shape, dtype=jnp.float32):
+        return jnp.ones(shape, jnp.float32)
+
+    args = dict(kernel_initializer=float32_ones, param_dtype="bfloat16")
+    x = jnp.ones((1, 6, 3))
+    pure = kconv.Conv1D(2, 3, **args).init(jax.random.key(0), x.shape)
+    linen = kl.Conv1D(2, 3, **args).init(jax.random.key(0), x)["params"]
+    module = kn.Conv1D(2, 3, **args, in_channels=3, rngs=nnx.Rngs(0))
+    assert pure["kernel"].dtype == linen["kernel"].dtype == module.kernel.dtype == jnp.bfloat16
+
+
+def test_constrain_and_freeze_refuse_params_where_they_find_no_layer():
+    # The whole linen variables instead of variables["params"], or an optimizer over a
+    # submodule with constrain of the whole model: no path matched, and the constraint
+    # silently did nothing.
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return kl.Conv1D(2, 3, kernel_constraint="non_neg", lora_rank=None)(x)
+
+    x = jnp.ones((1, 6, 3))
+    variables = Net().init(jax.random.key(0), x)
+    tx = optax.chain(optax.sgd(0.1), constrain(Net(), x))
+    tx.init(variables["params"])
+    with pytest.raises(ValueError, match=r"kconv.optax.constrain: none of the layers it acts "
+                                         r"on \(\['Conv1D_0'\]\) has its weights in the params"):
+        tx.init(variables)
+    lora = kconv.Conv1D(2, 3, lora_rank=1)
+    with pytest.raises(ValueError, match="kconv.optax.freeze: none of the layers"):
+        kconv.optax.freeze({"a": lora}).init({"b": lora.init(jax.random.key(0), (None, 6, 3))})
+
+
+def test_a_shared_layers_weight_penalty_counts_once_as_in_keras():
+    # A layer called twice: Keras's model.losses holds its weight penalty once and its
+    # activity penalty per call; both Flax tiers counted the weight penalty per call.
+    import keras  # conftest.py has set KERAS_BACKEND=jax
+
+    args = dict(padding="same", kernel_regularizer=kconv.regularizers.L2(0.01),
+                activity_regularizer="l1")
+    x = np.random.default_rng(0).normal(size=(2, 6, 2)).astype(np.float32)
+    inp = keras.Input((6, 2))
+    shared = keras.layers.Conv1D(2, 3, padding="same", kernel_regularizer=keras.regularizers.L2(
+        0.01), activity_regularizer="l1")
+    model = keras.Model(inp, shared(shared(inp)))
+    params = {"kernel": shared.kernel.numpy(), "bias": shared.bias.numpy()}
+    model(x)
+    want = float(sum(model.losses))
+
+    class Twice(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            conv = kl.Conv1D(2, 3, **args)
+            return conv(conv(x))
+
+    _, state = Twice().apply({"params": {"Conv1D_0": params}}, x, mutable=["losses"])
+    _allclose(kl.total_loss(state["losses"]), want)
+    module = kn.from_layer(kconv.Conv1D(2, 3, **args), params)
+    _, penalties = nnx.capture(lambda m, x: m(m(x)), kn.Penalty)(module, x)
+    _allclose(kn.regularization_loss(penalties), want)
+
+
+def test_penalty_of_an_nnx_stack_is_each_layers():
+    # regularization_losses of a module made under nnx.vmap took the stack axis for a
+    # batch axis (the activity penalty divided by the stack size too).
+    layer = kconv.Conv1D(2, 3, kernel_regularizer="l2", activity_regularizer="l1")
+
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(key):
+        return kn.Conv1D(2, 3, kernel_regularizer="l2", activity_regularizer="l1",
+                         in_channels=2, rngs=nnx.Rngs(key))
+
+    stack = make(jax.random.split(jax.random.key(0), 3))
+    xs = jax.random.normal(jax.random.key(1), (3, 2, 6, 2))
+    ys = nnx.vmap(lambda m, x: m(x))(stack, xs)
+    params = {"kernel": stack.kernel[...], "bias": stack.bias[...]}
+    want = sum(layer.regularization_losses(jax.tree.map(lambda p: p[i], params), ys[i])
+               for i in range(3))
+    _allclose(stack.regularization_losses(ys), want)
+    _allclose(layer.regularization_losses(params, ys), want)
+    _allclose(stack.regularization_losses(), sum(
+        layer.regularization_losses(jax.tree.map(lambda p: p[i], params)) for i in range(3)))

@@ -522,3 +522,17 @@ def test_unknown_names_and_bad_identifiers():
         initializers.deserialize({"class_name": "Zeros", "config": "x"})
     with pytest.raises(TypeError, match="Cannot serialize"):
         initializers.serialize(jax.nn.initializers.zeros)
+
+
+def test_orthogonal_in_16_bit_dtypes():
+    # XLA's QR has no 16-bit dtype (Keras's Orthogonal raises NotImplementedError there):
+    # the float32 matrix, rounded.
+    init = kconv.initializers.Orthogonal(seed=3)
+    want = init(None, (3, 3, 3, 4), jnp.float32)
+    for dtype in (jnp.bfloat16, jnp.float16):
+        got = init(None, (3, 3, 3, 4), dtype)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, want.astype(dtype))
+    params = kconv.Conv2D(4, 3, kernel_initializer="orthogonal", param_dtype="bfloat16").init(
+        jax.random.key(0), (None, 8, 8, 3))
+    assert params["kernel"].dtype == jnp.bfloat16

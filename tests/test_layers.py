@@ -500,3 +500,48 @@ def test_precision_is_passed_to_lax():
     params = layer.init(jax.random.key(0), (None, 5, 5, 2))
     hlo = jax.jit(layer).lower(params, jnp.ones((1, 5, 5, 2))).as_text()
     assert "HIGHEST" in hlo.upper()
+
+
+def test_precision_checked_at_construction_and_hashable():
+    # precision="ultra" built and initialized, failing only when applied with lax's
+    # message; a list made the layer unhashable.
+    with pytest.raises(ValueError, match=r"^Conv2D: precision must be None, a jax.lax."
+                                         r"Precision or its name .* got 'ultra'"):
+        kconv.Conv2D(4, 3, precision="ultra")
+    with pytest.raises(ValueError, match="^ZeroPadding2D: precision must be"):
+        kconv.ZeroPadding2D(1, precision="ultra")
+    layer = kconv.Conv2D(4, 3, precision=["highest", "highest"])
+    assert layer.precision == ("highest", "highest") and hash(layer) == hash(
+        kconv.Conv2D(4, 3, precision=("highest", "highest")))
+    assert kconv.Conv2D(4, 3, precision=jax.lax.Precision.HIGH).precision is \
+        jax.lax.Precision.HIGH
+
+
+def test_lora_alpha_takes_numpy_scalars_as_keras_does():
+    for alpha in (np.float32(2.0), np.int64(2), np.float16(2.0)):
+        layer = kconv.Conv2D(4, 3, lora_rank=2, lora_alpha=alpha)
+        assert layer.lora_alpha == 2 and type(layer.lora_alpha) in (int, float)
+        json.dumps(layer.get_config())
+    for alpha in (True, np.float32(0.0), np.float32("nan"), "2"):
+        with pytest.raises(ValueError, match="lora_alpha must be a positive number"):
+            kconv.Conv2D(4, 3, lora_rank=2, lora_alpha=alpha)
+
+
+def test_weights_that_are_not_arrays_and_complex_values():
+    # A list kernel was a bare AttributeError ('list' object has no attribute 'shape');
+    # complex inputs and weights were cast to real, the imaginary part dropped.
+    x = np.ones((1, 5, 5, 2), np.float32)
+    for layer in (kconv.Conv2D(3, 3), kconv.DepthwiseConv2D(3), kconv.SeparableConv2D(3, 3),
+                  kconv.Conv2DTranspose(3, 3)):
+        params = layer.init(jax.random.key(0), x.shape)
+        name = layer._names()[0]
+        as_list = dict(params, **{name: np.asarray(params[name]).tolist()})
+        np.testing.assert_allclose(layer(as_list, x), layer(params, x), rtol=1e-6)
+        for bad in (None, "abc"):
+            with pytest.raises(TypeError, match=rf"^{type(layer).__name__}: params\['{name}'\] "
+                                                r"must be an array"):
+                layer(dict(params, **{name: bad}), x)
+        with pytest.raises(TypeError, match=rf"^{type(layer).__name__}: inputs must be real"):
+            layer(params, x + 1j)
+        with pytest.raises(TypeError, match=rf"params\['{name}'\] must be real"):
+            layer(dict(params, **{name: params[name] * 1j}), x)

@@ -259,3 +259,49 @@ def test_argument_errors_are_clear():
         ops.conv(x, w, data_format="NHWC")
     with pytest.raises(ValueError, match="pointwise_kernel"):
         ops.separable_conv(x, jnp.ones((3, 3, 4, 1)), jnp.ones((1, 1, 5, 2)))
+
+
+def test_shape_functions_check_their_arguments_as_the_layers_do():
+    # The public shape functions took what a user types unchecked: any data_format but
+    # exactly "channels_last" read as channels_first (None too, which means the default),
+    # a zero stride divided by zero, a kernel_size of the wrong length gave another rank.
+    assert ops.conv_output_shape((None, 8, 8, 3), 4, 3, data_format=None) == (None, 6, 6, 4)
+    assert ops.conv_output_shape((None, 8, 8, 3), 4, 3, data_format="Channels_Last") == (
+        None, 6, 6, 4)
+    assert ops.conv_transpose_output_shape((None, 8, 8, 3), 4, 3, data_format=None) == (
+        None, 10, 10, 4)
+    name = "kconv.ops.conv_output_shape"
+    for kwargs, error, match in [
+        (dict(data_format="NHWC"), ValueError, "data_format must be one of"),
+        (dict(strides=0), ValueError, "strides must be positive integers, got 0"),
+        (dict(kernel_size=(3,)), ValueError, r"kernel_size must be an int or a tuple of 2"),
+        (dict(kernel_size=2.5), TypeError, "kernel_size must be an int"),
+        (dict(filters=-1), ValueError, "filters must be a positive integer, got -1"),
+        (dict(dilation_rate=0), ValueError, "dilation_rate must be positive integers"),
+        (dict(padding="causal"), ValueError, r"padding must be one of \('valid', 'same'\)"),
+    ]:
+        args = dict(filters=4, kernel_size=3) | kwargs
+        with pytest.raises(error, match=f"^{name}: {match}"):
+            ops.conv_output_shape((None, 8, 8, 3), **args)
+    with pytest.raises(ValueError, match="depth_multiplier must be a positive integer"):
+        ops.depthwise_conv_output_shape((None, 8, 8, 3), 3, depth_multiplier=-2)
+    with pytest.raises(ValueError, match="output_padding must be smaller than strides"):
+        ops.conv_transpose_output_shape((None, 8, 8, 3), 4, 3, strides=2, output_padding=5)
+    with pytest.raises(ValueError, match=r"conv_output_length: stride must be a positive"):
+        ops.conv_output_length(8, 3, 0, "valid")
+    with pytest.raises(ValueError, match=r"conv_output_length: length must be a non-neg"):
+        ops.conv_output_length(-1, 3, 1, "same")
+    with pytest.raises(ValueError, match=r"padding must be 'valid', 'same', 'causal' or"):
+        ops.conv_output_length(8, 3, 1, "full")
+    assert ops.conv_output_length(np.int64(8), 3, 1, "valid") == 6
+
+
+def test_a_kernel_with_an_empty_spatial_dim_is_refused_before_xla():
+    x = jnp.ones((1, 6, 6, 3))
+    with pytest.raises(ValueError, match=r"kconv.ops.conv: the kernel's spatial dims must be "
+                                         r"at least 1, got shape \(0, 3, 3, 4\)"):
+        ops.conv(x, jnp.ones((0, 3, 3, 4)))
+    with pytest.raises(ValueError, match="kconv.ops.depthwise_conv: the kernel's spatial"):
+        ops.depthwise_conv(x, jnp.ones((3, 0, 3, 1)))
+    with pytest.raises(ValueError, match="kconv.ops.conv_transpose: the kernel's spatial"):
+        ops.conv_transpose(x, jnp.ones((0, 3, 4, 3)))

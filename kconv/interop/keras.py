@@ -447,7 +447,7 @@ def _check_not_a_shard(path: str) -> None:
     name, which another shard holds): the index beside it is what to read."""
     folder = os.path.dirname(os.path.abspath(path))
     for name in sorted(os.listdir(folder)):
-        if name.endswith(".weights.json"):  # Keras's name for a sharded index
+        if name.endswith("weights.json"):  # the name Keras requires of a sharded index
             try:
                 _, shards = _shard_index(os.path.join(folder, name))
             except (ValueError, OSError):

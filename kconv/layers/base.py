@@ -230,6 +230,7 @@ class Layer:
                              f"mixed policy), got param_dtype={values['param_dtype'].name!r}")
         if values["param_dtype"] is None:
             raise ValueError(f"{where}: param_dtype must be a floating dtype, got None")
+        values["precision"] = _args.precision(values["precision"], where)
         return values
 
     # --- the pure-tier contract ---------------------------------------------------
@@ -336,18 +337,47 @@ class Layer:
         when ``outputs`` is given, is ``activity_regularizer(outputs) / batch_size`` (as
         Keras 3 divides it), with ``batch_size`` the product of the leading dims before
         the ``rank + 1`` sample dims (``outputs.shape[0]`` for a batched output).
+
+        Params stacked along leading axes (the layers of an ``nnx.vmap`` / ``nn.scan``
+        stack, as :meth:`constrain` takes them) give the sum of each layer's penalty:
+        each slice of a weight regularized alone, and the outputs' same leading axes are
+        the stack's, not the batch's.
         """
+        return self._weight_penalty(params) + self._activity_penalty(params, outputs)
+
+    def _stack_ndim(self, params: Mapping[str, jax.Array]) -> int:
+        """How many leading axes of ``params`` stack several layers' weights."""
+        ranks = self._weight_ranks()
+        return next((jnp.ndim(params[name]) - rank for name, rank in ranks.items()
+                     if name in params), 0)
+
+    def _weight_penalty(self, params: Mapping[str, jax.Array]) -> jax.Array:
+        """The weight regularizers' part of :meth:`regularization_losses`."""
         total = jnp.zeros((), jnp.float32)
+        stack = self._stack_ndim(params)
         for name, weight in self._weights_from_params(params).items():
             # Keras sums the penalties of its trainable weights only.
             if weight.regularizer is not None and weight.trainable:
-                total = total + jnp.asarray(weight.regularizer(params[name]), jnp.float32)
-        activity = getattr(self, "activity_regularizer", None)
-        if outputs is not None and activity is not None:
-            batch = math.prod(outputs.shape[: max(outputs.ndim - self.rank - 1, 0)])
-            penalty = jnp.asarray(activity(outputs), jnp.float32)
-            total = total + penalty / jnp.float32(max(batch, 1))
+                value = params[name]
+                value = jnp.reshape(value, (-1, *jnp.shape(value)[stack:])) if stack else value
+                penalty = jax.vmap(weight.regularizer)(value) if stack else \
+                    weight.regularizer(value)
+                total = total + jnp.sum(jnp.asarray(penalty, jnp.float32))
         return total
+
+    def _activity_penalty(self, params: Mapping[str, jax.Array],
+                          outputs: jax.Array | None) -> jax.Array:
+        """The activity regularizer's part of :meth:`regularization_losses` (0 without
+        ``outputs``)."""
+        activity = getattr(self, "activity_regularizer", None)
+        if outputs is None or activity is None:
+            return jnp.zeros((), jnp.float32)
+        stack = self._stack_ndim(params)
+        one = outputs.shape[stack:]  # one layer's outputs
+        batch = math.prod(one[: max(len(one) - self.rank - 1, 0)])
+        penalty = (jax.vmap(activity)(jnp.reshape(outputs, (-1, *one))) if stack
+                   else activity(outputs))
+        return jnp.sum(jnp.asarray(penalty, jnp.float32)) / jnp.float32(max(batch, 1))
 
     def constrain(self, params: Mapping[str, jax.Array]) -> Params:
         """Projects each weight with its constraint (what Keras does after each update).

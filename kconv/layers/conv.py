@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 
 import jax.numpy as jnp
+import numpy as np
 
 from kconv import _args, initializers, ops
 from kconv.layers._docs import layer_doc
@@ -48,9 +50,13 @@ class Conv(BaseConv):
             alpha = values["lora_alpha"]
             if alpha is None:
                 values["lora_alpha"] = values["lora_rank"]  # Keras's default
-            elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+            elif isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) \
+                    or not alpha > 0:  # NumPy scalars too, as Keras takes them
                 raise ValueError(f"{where}: lora_alpha must be a positive number, got "
                                  f"{alpha!r}")
+            else:  # a Python number: the config is JSON
+                values["lora_alpha"] = (int(alpha) if isinstance(alpha, numbers.Integral)
+                                        else float(alpha))
         elif values["lora_alpha"] is not None:
             raise ValueError(f"{where}: lora_alpha={values['lora_alpha']!r} needs lora_rank")
         return values

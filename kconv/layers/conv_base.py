@@ -148,7 +148,14 @@ class BaseConv(Layer):
         """
         where = type(self).__name__
         self._check_params(params, where)
+        params = {name: _args.as_array(value, f"params[{name!r}]", where)
+                  for name, value in params.items()}
         x = _args.as_array(x, "inputs", where)
+        for name, value in (("inputs", x), *((f"params[{k!r}]", v) for k, v in params.items())):
+            if jnp.iscomplexobj(value):  # astype would drop the imaginary part silently
+                raise TypeError(f"{where}: {name} must be real (floating or integer), got "
+                                f"dtype {value.dtype}; Keras's convolution layers compute "
+                                f"on real inputs")
         if x.ndim < self.rank + 1:
             raise ValueError(
                 f"{where}: expected an input of rank {self.rank + 2} (or {self.rank + 1} "

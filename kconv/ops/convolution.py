@@ -68,6 +68,9 @@ class _Call:
         if rank not in (1, 2, 3):
             raise ValueError(f"{name}: kernel must have rank 3, 4 or 5 (N spatial dims + 2), "
                              f"got shape {kernel.shape}")
+        if any(k < 1 for k in kernel.shape[:rank]):
+            raise ValueError(f"{name}: the kernel's spatial dims must be at least 1, got "
+                             f"shape {kernel.shape}")
         self.data_format = _args.data_format(data_format, name)
         self.strides = _args.int_tuple(strides, rank, "strides", name)
         self.dilation = _args.int_tuple(dilation_rate, rank, "dilation_rate", name)
@@ -416,15 +419,15 @@ def conv_transpose(
         )
     kernel_size = kernel.shape[:-2]
     _check_bias(name, bias, kernel.shape[-2] * groups)
-    out_pad = _args.output_padding(output_padding, rank, call.strides, name,
+    checked = _args.output_padding(output_padding, rank, call.strides, name,
                                    padding=call.padding, dilation=call.dilation)
-    out_pad = out_pad if out_pad is not None else (None,) * rank
+    out_pad = checked if checked is not None else (None,) * rank
     axis_pads = shapes._axis_paddings(call.padding, rank)
     if not isinstance(call.padding, str):
         # Only explicit amounts can crop the whole output away; say so here, not in XLA.
         shapes.conv_transpose_output_shape(
             call.x.shape, kernel.shape[-2] * groups, kernel_size, call.strides,
-            call.padding, out_pad, call.data_format, call.dilation, name=name)
+            call.padding, checked, call.data_format, call.dilation, name=name)
     pads = [shapes.conv_transpose_padding(k, s, p, op, d) for k, s, p, op, d in
             zip(kernel_size, call.strides, axis_pads, out_pad, call.dilation)]
     spec = call.spec(kernel, pads, groups, preferred_element_type, bias)

@@ -41,10 +41,16 @@ __all__ = [
 ]
 
 
-def _tuple(value: Any, n: int) -> tuple:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return tuple(value)
-    return (value,) * n
+def _axis(length: Any, kernel_size: Any, stride: Any, dilation: Any, where: str) -> None:
+    """Refuses one axis's settings that no convolution has (a zero stride, a negative
+    length), naming the function: these are public, and take what a user types."""
+    for value, arg in ((kernel_size, "kernel_size"), (stride, "stride"),
+                       (dilation, "dilation")):
+        _args.positive_int(value, arg, where)
+    if not (length is None or jax.export.is_symbolic_dim(length)
+            or (_args.is_int(length) and length >= 0)):
+        raise ValueError(f"{where}: length must be a non-negative int or None, got "
+                         f"{length!r}")
 
 
 def _axis_paddings(padding: Padding, n: int, name: str = "kconv.ops.shapes") -> tuple:
@@ -72,6 +78,7 @@ def conv_padding(
         >>> conv_padding(10, 3, 1, "causal", dilation=4)
         (8, 0)
     """
+    _axis(length, kernel_size, stride, dilation, "kconv.ops.shapes.conv_padding")
     k_eff = dilation * (kernel_size - 1) + 1
     if not isinstance(padding, str):
         lo, hi = padding
@@ -90,7 +97,8 @@ def conv_padding(
             # max_dim: max as well for a symbolic length (jax.export).
             total = jax.core.max_dim((out - 1) * stride + k_eff - length, 0)
         return total // 2, total - total // 2
-    raise ValueError(f"unknown padding {padding!r}")
+    raise ValueError(f"kconv.ops.shapes: padding must be 'valid', 'same', 'causal' or a "
+                     f"(lo, hi) pair, got {padding!r}")
 
 
 def conv_output_length(
@@ -107,6 +115,7 @@ def conv_output_length(
         >>> conv_output_length(None, 3, 2, "same") is None
         True
     """
+    _axis(length, kernel_size, stride, dilation, "kconv.ops.shapes.conv_output_length")
     if length is None:
         return None
     k_eff = dilation * (kernel_size - 1) + 1
@@ -155,6 +164,10 @@ def conv_transpose_padding(
         >>> conv_transpose_padding(4, 2, "causal", None)
         (3, 1)
     """
+    _axis(None, kernel_size, stride, dilation, "kconv.ops.shapes.conv_transpose_padding")
+    if output_padding is not None:
+        _args.int_tuple(output_padding, 1, "output_padding",
+                        "kconv.ops.shapes.conv_transpose_padding", minimum=0)
     k_eff = dilation * (kernel_size - 1) + 1
     if not isinstance(padding, str):
         lo, hi = padding
@@ -198,6 +211,8 @@ def conv_transpose_output_length(
         >>> conv_transpose_output_length(16, 4, 2, (1, 1))   # torch: (n - 1) * s - 2p + k
         32
     """
+    _axis(length, kernel_size, stride, dilation,
+          "kconv.ops.shapes.conv_transpose_output_length")
     if length is None:
         return None
     k_eff = dilation * (kernel_size - 1) + 1
@@ -212,6 +227,22 @@ def _split(input_shape: Sequence, data_format: str, name: str) -> tuple[Any, Any
     return shape[0], shape[1], list(shape[2:])
 
 
+def _settings(input_shape: Sequence, kernel_size: Any, strides: Any, padding: Padding,
+              data_format: Any, dilation_rate: Any, name: str) -> tuple:
+    """The batch, channels and spatial dims of ``input_shape`` and the settings as the
+    layers hold them (checked and canonicalized as their constructors do: these functions
+    take what a user types): ``(batch, channels, spatial, fmt, ks, ss, ds, padding)``."""
+    fmt = _args.data_format(data_format, name)
+    batch, channels, spatial = _split(input_shape, fmt, name)
+    n = len(spatial)
+    ks = _args.int_tuple(kernel_size, n, "kernel_size", name)
+    ss = _args.int_tuple(strides, n, "strides", name)
+    ds = _args.int_tuple(dilation_rate, n, "dilation_rate", name)
+    allowed = ("valid", "same", "causal") if n == 1 else ("valid", "same")
+    padding = _args.conv_padding(padding, n, name, allowed)
+    return batch, channels, spatial, fmt, ks, ss, ds, padding
+
+
 def _join(batch: Any, channels: Any, spatial: Sequence, data_format: str) -> Shape:
     if data_format == "channels_last":
         return (batch, *spatial, channels)
@@ -219,12 +250,10 @@ def _join(batch: Any, channels: Any, spatial: Sequence, data_format: str) -> Sha
 
 
 def _forward_spatial(
-    input_shape: Sequence, spatial: list, kernel_size: Any, strides: Any, padding: Padding,
-    dilation_rate: Any, name: str,
+    input_shape: Sequence, spatial: list, ks: tuple, ss: tuple, padding: Padding,
+    ds: tuple, name: str,
 ) -> list:
-    n = len(spatial)
-    ks, ss, ds = _tuple(kernel_size, n), _tuple(strides, n), _tuple(dilation_rate, n)
-    pads = _axis_paddings(padding, n, name)
+    pads = _axis_paddings(padding, len(spatial), name)
     out = [conv_output_length(*args) for args in zip(spatial, ks, ss, pads, ds)]
     if any(o is not None and _args.at_most(o, 0) for o in out):
         raise ValueError(
@@ -251,10 +280,11 @@ def conv_output_shape(
         >>> conv_output_shape((8, 3, None, 10), 4, (3, 3), data_format="channels_first")
         (8, 4, None, 8)
     """
-    batch, _, spatial = _split(input_shape, data_format, name)
-    out = _forward_spatial(input_shape, spatial, kernel_size, strides, padding, dilation_rate,
-                           name)
-    return _join(batch, filters, out, data_format)
+    batch, _, spatial, fmt, ks, ss, ds, padding = _settings(
+        input_shape, kernel_size, strides, padding, data_format, dilation_rate, name)
+    filters = _args.positive_int(filters, "filters", name)
+    return _join(batch, filters, _forward_spatial(input_shape, spatial, ks, ss, padding, ds,
+                                                  name), fmt)
 
 
 def depthwise_conv_output_shape(
@@ -268,11 +298,12 @@ def depthwise_conv_output_shape(
         >>> depthwise_conv_output_shape((2, 10, 10, 3), 3, depth_multiplier=2)
         (2, 8, 8, 6)
     """
-    batch, channels, spatial = _split(input_shape, data_format, name)
-    out = _forward_spatial(input_shape, spatial, kernel_size, strides, padding, dilation_rate,
-                           name)
+    batch, channels, spatial, fmt, ks, ss, ds, padding = _settings(
+        input_shape, kernel_size, strides, padding, data_format, dilation_rate, name)
+    depth_multiplier = _args.positive_int(depth_multiplier, "depth_multiplier", name)
+    out = _forward_spatial(input_shape, spatial, ks, ss, padding, ds, name)
     out_channels = None if channels is None else channels * depth_multiplier
-    return _join(batch, out_channels, out, data_format)
+    return _join(batch, out_channels, out, fmt)
 
 
 def separable_conv_output_shape(
@@ -312,10 +343,12 @@ def conv_transpose_output_shape(
         >>> conv_transpose_output_shape((None, 8, 8, 3), 2, 4, strides=2, padding=1)
         (None, 16, 16, 2)
     """
-    batch, _, spatial = _split(input_shape, data_format, name)
+    batch, _, spatial, fmt, ks, ss, ds, padding = _settings(
+        input_shape, kernel_size, strides, padding, data_format, dilation_rate, name)
+    filters = _args.positive_int(filters, "filters", name)
     n = len(spatial)
-    ks, ss, ds = _tuple(kernel_size, n), _tuple(strides, n), _tuple(dilation_rate, n)
-    ops_ = _tuple(output_padding, n)
+    ops_ = _args.output_padding(output_padding, n, ss, name, padding=padding, dilation=ds)
+    ops_ = (None,) * n if ops_ is None else ops_
     pads = _axis_paddings(padding, n, name)
     out = [conv_transpose_output_length(length, k, s, p, op, d)
            for length, k, s, p, op, d in zip(spatial, ks, ss, pads, ops_, ds)]
@@ -326,5 +359,5 @@ def conv_transpose_output_shape(
             f"{tuple(input_shape)}, kernel_size {ks}, strides {ss}, padding {padding!r}, "
             f"dilation_rate {ds} give spatial output {tuple(out)}"
         )
-    return _join(batch, filters, out, data_format)
+    return _join(batch, filters, out, fmt)
 
