@@ -305,3 +305,16 @@ def test_a_kernel_with_an_empty_spatial_dim_is_refused_before_xla():
         ops.depthwise_conv(x, jnp.ones((3, 0, 3, 1)))
     with pytest.raises(ValueError, match="kconv.ops.conv_transpose: the kernel's spatial"):
         ops.conv_transpose(x, jnp.ones((0, 3, 4, 3)))
+
+
+def test_precision_and_preferred_element_type_checked_by_the_op():
+    x, kernel = jnp.ones((1, 6, 6, 3)), jnp.ones((3, 3, 3, 4))
+    with pytest.raises(ValueError, match=r"^kconv.ops.conv: precision must be None"):
+        ops.conv(x, kernel, precision="ultra")
+    with pytest.raises(ValueError, match=r"^kconv.ops.conv_transpose: precision must be"):
+        ops.conv_transpose(x, jnp.ones((3, 3, 4, 3)), precision="ultra")
+    with pytest.raises(TypeError, match=r"^kconv.ops.depthwise_conv: preferred_element_type "
+                                        r"must be a dtype, got 'foo'"):
+        ops.depthwise_conv(x, jnp.ones((3, 3, 3, 1)), preferred_element_type="foo")
+    assert ops.conv(x, kernel, precision=["highest", "highest"],
+                    preferred_element_type=jnp.float32).dtype == jnp.float32

@@ -135,8 +135,17 @@ class _Call:
             )
 
     def spec(self, kernel: Array, padding: Sequence[tuple[int, int]], groups: int,
-             preferred_element_type: Any, bias: Any = None) -> lowering.ConvSpec:
-        """The static facts :func:`kconv.ops.lowering.choose` decides on."""
+             preferred_element_type: Any, bias: Any = None, *,
+             precision: Any = None) -> lowering.ConvSpec:
+        """The static facts :func:`kconv.ops.lowering.choose` decides on (``precision``
+        and ``preferred_element_type`` checked here, naming the op, not in lax)."""
+        _args.precision(precision, self.name)
+        if preferred_element_type is not None:
+            try:
+                jnp.dtype(preferred_element_type)
+            except TypeError as e:
+                raise TypeError(f"{self.name}: preferred_element_type must be a dtype, got "
+                                f"{preferred_element_type!r}") from e
         return lowering.ConvSpec(
             rank=self.rank, data_format=self.data_format, input_shape=self.x.shape,
             kernel_shape=kernel.shape, strides=self.strides, padding=tuple(padding),
@@ -230,7 +239,8 @@ def conv(
     call.check_output(kernel_size)
     _check_bias(name, bias, filters)
     padding = call.forward_padding(kernel_size)  # pads call.x itself for padding_mode
-    spec = call.spec(call.kernel, padding, groups, preferred_element_type, bias)
+    spec = call.spec(call.kernel, padding, groups, preferred_element_type, bias,
+                     precision=precision)
     return call.unfold(lowering.conv(call.x, call.kernel, spec, precision=precision,
                                      bias=bias))
 
@@ -281,7 +291,8 @@ def depthwise_conv(
     # C-group convolution holds exactly kernel[..., c, :].
     grouped = call.kernel.reshape(kernel_size + (1, kernel.shape[-2] * kernel.shape[-1]))
     padding = call.forward_padding(kernel_size)  # pads call.x itself for padding_mode
-    spec = call.spec(grouped, padding, call.channels, preferred_element_type, bias)
+    spec = call.spec(grouped, padding, call.channels, preferred_element_type, bias,
+                     precision=precision)
     return call.unfold(lowering.conv(call.x, grouped, spec, precision=precision, bias=bias))
 
 
@@ -430,6 +441,7 @@ def conv_transpose(
             call.padding, checked, call.data_format, call.dilation, name=name)
     pads = [shapes.conv_transpose_padding(k, s, p, op, d) for k, s, p, op, d in
             zip(kernel_size, call.strides, axis_pads, out_pad, call.dilation)]
-    spec = call.spec(kernel, pads, groups, preferred_element_type, bias)
+    spec = call.spec(kernel, pads, groups, preferred_element_type, bias,
+                     precision=precision)
     return call.unfold(lowering.conv_transpose(call.x, kernel, spec, precision=precision,
                                                bias=bias))
