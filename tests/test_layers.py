@@ -545,3 +545,25 @@ def test_weights_that_are_not_arrays_and_complex_values():
             layer(params, x + 1j)
         with pytest.raises(TypeError, match=rf"params\['{name}'\] must be real"):
             layer(dict(params, **{name: params[name] * 1j}), x)
+
+
+def test_a_keras_dtype_policy_object_means_what_it_means_in_keras():
+    # dtype=keras.DTypePolicy("bfloat16") kept float32 params and wrote "mixed_bfloat16":
+    # Keras's layer (and kconv's from_config of its config) keeps bfloat16 params.
+    import keras  # conftest.py has set KERAS_BACKEND=jax
+
+    policy = keras.DTypePolicy("bfloat16")
+    ours = kconv.Conv1D(2, 3, dtype=policy)
+    theirs = keras.layers.Conv1D(2, 3, dtype=policy)
+    theirs.build((None, 7, 3))
+    assert ours.param_dtype == ours.dtype == jnp.bfloat16
+    assert ours.init(jax.random.key(0), (None, 7, 3))["kernel"].dtype == theirs.kernel.dtype
+    assert ours == kconv.interop.layer_from_keras(theirs) == kconv.Conv1D(
+        2, 3, dtype={"class_name": "DTypePolicy", "config": {"name": "bfloat16"}})
+    assert ours.get_config()["dtype"] == "bfloat16"
+    mixed = kconv.Conv1D(2, 3, dtype=keras.DTypePolicy("mixed_bfloat16"))
+    assert (mixed.dtype, mixed.param_dtype) == (jnp.bfloat16, jnp.float32)
+    assert kconv.Conv1D(2, 3, dtype="bfloat16").param_dtype == jnp.float32  # Flax's meaning
+    with pytest.raises(ValueError, match=r"dtype='bfloat16' is a Keras dtype policy, which "
+                                         r"keeps the params in its dtype too"):
+        kconv.Conv1D(2, 3, dtype=policy, param_dtype="float16")

@@ -446,7 +446,11 @@ def _check_not_a_shard(path: str) -> None:
     """Refuses one shard of sharded weights (it may hold a layer's weights without its
     name, which another shard holds): the index beside it is what to read."""
     folder = os.path.dirname(os.path.abspath(path))
-    for name in sorted(os.listdir(folder)):
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:  # a folder that cannot be listed holds no index we could read
+        return
+    for name in names:
         if name.endswith("weights.json"):  # the name Keras requires of a sharded index
             try:
                 _, shards = _shard_index(os.path.join(folder, name))
@@ -776,9 +780,8 @@ def load_keras_weights(path: Any) -> KerasWeights:
         Keras's sharded weights (``model.save_weights("m.weights.json",
         max_shard_size=...)``: its shards beside it; one shard alone is refused). The
         format is read from the file's first bytes, not its name. Nothing is written. Or a
-        live Keras
-        model, read as it is: its layers walked (a subclassed model's too), a LoRA layer's
-        weights unmerged.
+        live Keras model, read as it is: its layers walked (a subclassed model's too), a
+        LoRA layer's weights unmerged.
 
     Returns:
       A :class:`KerasWeights`: ``{layer_name: params}`` with kconv's (Keras 3's) weight

@@ -815,14 +815,14 @@ def _warn_hooks(module: Any) -> None:
     """Warn of forward hooks (a hook may return another output or input) that the layer
     does not run; those that reparametrize the weights (weight norm, spectral norm,
     pruning) are read by :func:`params_from_torch`."""
-    hooks = [hook for holder in {id(module): module, id(_compiled(module)): _compiled(module)
-                                 }.values()
+    inner = _compiled(module)  # a torch.compile wrapper runs its own hooks, then the module's
+    hooks = [hook for holder in ([module] if inner is module else [module, inner])
              for name in ("_forward_pre_hooks", "_forward_hooks")
              for hook in getattr(holder, name, {}).values()
              if type(hook).__module__ not in _REPARAMETRIZING_HOOKS]
     if hooks:
         names = ", ".join(getattr(hook, "__qualname__", type(hook).__name__) for hook in hooks)
-        warnings.warn(f"layer_from_torch: {_module_repr(_compiled(module))} has forward hooks "
+        warnings.warn(f"layer_from_torch: {_module_repr(inner)} has forward hooks "
                       f"({names}) that the kconv layer does not run: where one returns a "
                       f"value, the module computes something else (remove them, or apply "
                       f"their function around the layer)", UserWarning, stacklevel=3)

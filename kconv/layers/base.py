@@ -223,8 +223,17 @@ class Layer:
     def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
         """Returns canonical field values; raises naming the layer, argument and value."""
         where = type(self).__name__
-        values["dtype"], mixed = _compute_dtype(values["dtype"], where)
+        policy = values["dtype"]
+        values["dtype"], mixed = _compute_dtype(policy, where)
         values["param_dtype"] = _args.dtype(values["param_dtype"], "param_dtype", where)
+        if _policy_name(policy) is not policy and not mixed and values["dtype"] is not None:
+            # A Keras DTypePolicy (live or serialized), not a dtype's name: Keras's meaning,
+            # its variables in its dtype too (a bare "bfloat16" is the compute dtype only).
+            if values["param_dtype"] not in (np.float32, values["dtype"]):
+                raise ValueError(f"{where}: dtype={_policy_name(policy)!r} is a Keras dtype "
+                                 f"policy, which keeps the params in its dtype too, got "
+                                 f"param_dtype={values['param_dtype'].name!r}")
+            values["param_dtype"] = values["dtype"]
         if mixed and values["param_dtype"] != np.float32:
             raise ValueError(f"{where}: dtype={mixed!r} keeps params in float32 (a Keras "
                              f"mixed policy), got param_dtype={values['param_dtype'].name!r}")
@@ -348,7 +357,7 @@ class Layer:
     def _stack_ndim(self, params: Mapping[str, jax.Array]) -> int:
         """How many leading axes of ``params`` stack several layers' weights."""
         ranks = self._weight_ranks()
-        return next((jnp.ndim(params[name]) - rank for name, rank in ranks.items()
+        return next((max(jnp.ndim(params[name]) - rank, 0) for name, rank in ranks.items()
                      if name in params), 0)
 
     def _weight_penalty(self, params: Mapping[str, jax.Array]) -> jax.Array:
