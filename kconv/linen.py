@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from kconv import _sown
 from kconv import layers as _layers
 from kconv.layers._examples import EXAMPLES
-from kconv.layers.base import refuse_foreign_args
+from kconv.layers.base import in_dtype, refuse_foreign_args
 
 __all__ = ["KconvModule", "total_loss"] + list(_layers.LAYER_NAMES)
 
@@ -83,7 +83,7 @@ class KconvModule(nn.Module):
         params = {}
         if layer.has_weights:
             weights = layer.weights_for_channels(layer.input_channels(jnp.shape(x)))
-            params = {name: self.param(name, _in_dtype(w.initializer), w.shape,
+            params = {name: self.param(name, in_dtype(w.initializer), w.shape,
                                        layer.weight_dtype(w))
                       for name, w in weights.items()}
         unused = sorted(set(self.variables.get("params", {})) - set(params))
@@ -98,17 +98,6 @@ class KconvModule(nn.Module):
             self.sow("losses", "regularization", _sown.call_penalties(layer, params, y),
                      reduce_fn=_sown.weights_once)
         return y
-
-
-def _in_dtype(initializer: Any) -> Any:
-    """``initializer`` whose result is cast to the dtype asked for (as the pure tier's
-    ``init`` casts it): a user's initializer may ignore ``dtype``. Boxed values
-    (``nn.with_partitioning``) pass as they are."""
-    def init(key: jax.Array, shape: tuple, dtype: Any) -> Any:
-        value = initializer(key, shape, dtype)
-        return value.astype(dtype) if isinstance(value, jax.Array) else value
-
-    return init
 
 
 def _make(pure_cls: type) -> type:

@@ -44,6 +44,7 @@ from flax import nnx
 from kconv import _sown
 from kconv import layers as _layers
 from kconv.layers._examples import EXAMPLES
+from kconv.layers.base import in_dtype
 
 __all__ = ["FrozenParam", "KconvModule", "Penalty", "from_layer", "regularization_loss"] + list(
     _layers.LAYER_NAMES)
@@ -102,10 +103,7 @@ class KconvModule(nnx.Module):
                             f"nnx.Rngs(0)), got {rngs!r}")
         for name, w in self.layer.weights_for_channels(in_channels).items():
             kind = nnx.Param if w.trainable else FrozenParam
-            dtype = self.layer.weight_dtype(w)
-            value = w.initializer(rngs.params(), w.shape, dtype)
-            if isinstance(value, jax.Array):  # an initializer may ignore dtype: cast (not
-                value = value.astype(dtype)   # nnx.with_partitioning's metadata box)
+            value = in_dtype(w.initializer)(rngs.params(), w.shape, self.layer.weight_dtype(w))
             setattr(self, name, kind(value))
 
     def _params(self) -> dict[str, jax.Array]:

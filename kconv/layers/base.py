@@ -150,6 +150,25 @@ class Weight(NamedTuple):
     trainable: bool = True
 
 
+def in_dtype(initializer: Callable) -> Callable:
+    """``initializer`` whose result is cast to the dtype asked for, as :meth:`Layer.init`
+    casts it (a user's initializer may ignore ``dtype``); the Flax tiers create their
+    params with it. Boxed values (``nn.with_partitioning``, ``nnx.with_partitioning``)
+    pass as they are.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> ones = in_dtype(lambda key, shape, dtype: jnp.ones(shape, jnp.float32))
+        >>> ones(jax.random.key(0), (2,), jnp.bfloat16).dtype
+        dtype(bfloat16)
+    """
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any) -> Any:
+        value = initializer(key, shape, dtype)
+        return value.astype(dtype) if isinstance(value, jax.Array) else value
+
+    return init
+
+
 def weight_initializer(initializer: Callable | None) -> Callable:
     """The initializer a weight is made with: ``None`` (which Keras accepts for every
     ``*_initializer`` and keeps in its config) is Keras's ``add_weight`` default for a

@@ -165,9 +165,10 @@ def conv_transpose_padding(
         (3, 1)
     """
     _axis(None, kernel_size, stride, dilation, "kconv.ops.shapes.conv_transpose_padding")
-    if output_padding is not None:
-        _args.int_tuple(output_padding, 1, "output_padding",
-                        "kconv.ops.shapes.conv_transpose_padding", minimum=0)
+    if output_padding is not None and not (_args.is_int(output_padding)
+                                           and output_padding >= 0):
+        raise ValueError(f"kconv.ops.shapes.conv_transpose_padding: output_padding must be "
+                         f"None or a non-negative int, got {output_padding!r}")
     k_eff = dilation * (kernel_size - 1) + 1
     if not isinstance(padding, str):
         lo, hi = padding
