@@ -83,9 +83,15 @@ class KconvModule(nn.Module):
         params = {}
         if layer.has_weights:
             weights = layer.weights_for_channels(layer.input_channels(jnp.shape(x)))
-            params = {name: self.param(name, in_dtype(w.initializer), w.shape,
-                                       layer.weight_dtype(w))
-                      for name, w in weights.items()}
+            # Params given are taken as they are, for the layer's own checks to name what
+            # does not fit or is missing (self.param would raise Flax's ScopeParamShapeError
+            # / ScopeParamNotFoundError, which name neither the layer nor its config).
+            for name, w in weights.items():
+                if self.has_variable("params", name):
+                    params[name] = nn.meta.unbox(self.get_variable("params", name))
+                elif self.is_mutable_collection("params"):
+                    params[name] = self.param(name, in_dtype(w.initializer), w.shape,
+                                              layer.weight_dtype(w))
         unused = sorted(set(self.variables.get("params", {})) - set(params))
         if unused:  # ported weights the layer's config does not use (a bias, LoRA factors)
             raise ValueError(f"{type(layer).__name__}: the params hold {unused}, which this "

@@ -533,6 +533,26 @@ def test_linen_refuses_params_its_layer_does_not_use():
     np.testing.assert_array_equal(y, kconv.Conv2D(4, 3)(params, x))
 
 
+def test_linen_names_params_that_do_not_fit():
+    # Params of the wrong shape, or a missing one, get the layer's own message (Flax's
+    # ScopeParamShapeError / ScopeParamNotFoundError named neither the layer nor its config).
+    x = jnp.ones((1, 6, 6, 3))
+    params = kconv.Conv2D(4, 3).init(jax.random.key(0), x.shape)
+    with pytest.raises(ValueError, match=r"^Conv2D: params\['bias'\] has shape \(5,\), where "
+                                         r"the layer's config and 3 input channels imply "
+                                         r"\(4,\)"):
+        kl.Conv2D(4, 3).apply({"params": {**params, "bias": jnp.zeros(5)}}, x)
+    with pytest.raises(ValueError, match=r"^Conv2D: the params expect 6 input channels"):
+        kl.Conv2D(4, 3).apply({"params": {**params, "kernel": jnp.zeros((3, 3, 6, 4))}}, x)
+    with pytest.raises(ValueError, match=r"^Conv2D: params are missing \['bias'\]"):
+        kl.Conv2D(4, 3).apply({"params": {"kernel": params["kernel"]}}, x)
+    # Partitioned (boxed) params are read through their boxes.
+    boxed = {"kernel": nn.Partitioned(params["kernel"], (None, None, None, "model")),
+             "bias": params["bias"]}
+    np.testing.assert_array_equal(kl.Conv2D(4, 3).apply({"params": boxed}, x),
+                                  kconv.Conv2D(4, 3)(params, x))
+
+
 def test_flax_tiers_keep_params_in_param_dtype_whatever_the_initializer_returns():
     # An initializer that ignores dtype: the pure tier's init casts to param_dtype; linen
     # and NNX kept its float32.

@@ -382,8 +382,8 @@ def test_params_errors():
                                          r"\['kernel'\]"):
         params_from_flax(module, {"kernel": params["kernel"]})
     with pytest.raises(ValueError, match=r"params\['kernel'\] has shape \(3, 3, 5\), "
-                                         r"expected \(3, in_features // 1, 4\) \(after any "
-                                         r"leading stack axes\)"):
+                                         r"expected \(3, in_features // 1, 4\) \(with any "
+                                         r"stack axes\)"):
         params_from_flax(module, {"kernel": np.zeros((3, 3, 5)), "bias": params["bias"]})
     with pytest.raises(ValueError, match=r"params\['bias'\] has shape \(5,\)"):
         params_from_flax(module, {"kernel": params["kernel"], "bias": np.zeros(5)})
@@ -753,6 +753,107 @@ def test_stacked_nnx_convs_scan():
                                          r"\(3, 4\)"):
         params_from_flax(nn.ConvTranspose(4, (3, 3)),
                          {"kernel": params["kernel"], "bias": np.zeros(4)})
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_linen_stack_on_another_axis(axis):
+    # nn.vmap(..., variable_axes={"params": axis}) stores the stack on that axis, which
+    # linen keeps only in the lifted class: read from there, the stack moved to the front.
+    # A stack of 3 beside a 3×3 kernel and no bias: the shapes alone could not tell.
+    lifted = nn.vmap(nn.Conv, variable_axes={"params": axis}, split_rngs={"params": True},
+                     in_axes=0)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return lifted(3, (3, 3), use_bias=False, name="stack")(x)
+
+    x = jnp.asarray(_x((3, 2, 5, 5, 3)))
+    variables = Net().init(jax.random.key(0), x)
+    stored = variables["params"]["stack"]["kernel"]
+    layer, params = layers_from_flax(Net(), variables, x)["stack"]
+    np.testing.assert_allclose(jax.vmap(layer)(params, x), Net().apply(variables, x), **TOL)
+    np.testing.assert_array_equal(params["kernel"], np.moveaxis(stored, axis, 0))
+    alone = params_from_flax(lifted(3, (3, 3), use_bias=False), {"kernel": stored})
+    np.testing.assert_array_equal(alone["kernel"], params["kernel"])
+
+
+def test_linen_scanned_block_stack_axis():
+    # A plain Conv inside a block that nn.scan stacks on axis 1: the block's lift says
+    # where the conv's stack is.
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, h, _):
+            return jnp.tanh(nn.Conv(4, (3,), bias_init=BIAS, name="conv")(h)), None
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.scan(Block, variable_axes={"params": 1}, split_rngs={"params": True},
+                           length=3)(name="blocks")(x, None)[0]
+
+    x = jnp.asarray(_x((2, 7, 4)))
+    variables = Net().init(jax.random.key(0), x)
+    assert variables["params"]["blocks"]["conv"]["kernel"].shape == (3, 3, 4, 4)
+    layer, params = layers_from_flax(Net(), variables, x)["blocks/conv"]
+    got, _ = jax.lax.scan(lambda h, p: (jnp.tanh(layer(p, h)), None), x, params)
+    np.testing.assert_allclose(got, Net().apply(variables, x), **TOL)
+
+
+def test_nnx_stack_on_another_axis():
+    # NNX keeps no record of nnx.vmap's out_axes: the one axis whose removal leaves the
+    # module's own shapes is the stack's; where several fit and 0 is not among them, refused.
+    def stack(out_axes, n, in_features, features):
+        @nnx.vmap(in_axes=0, out_axes=out_axes)
+        def make(key):
+            return nnx.Conv(in_features, features, (3, 3), bias_init=BIAS,
+                            rngs=nnx.Rngs(key))
+        return make(jax.random.split(jax.random.key(0), n))
+
+    x = jnp.asarray(_x((4, 2, 6, 6, 3)))
+    for out_axes in (1, -1):
+        module = stack(out_axes, 4, 3, 5)
+        want = nnx.vmap(lambda m, x: m(x), in_axes=(out_axes, 0))(module, x)
+        params = params_from_flax(module)
+        assert params["kernel"].shape == (4, 3, 3, 3, 5) and params["bias"].shape == (4, 5)
+        np.testing.assert_allclose(jax.vmap(layer_from_flax(module))(params, x), want, **TOL)
+    with pytest.raises(ValueError, match=r"nnx.Conv\(features=3, kernel_size=\(3, 3\)\): a "
+                                         r"stack of params of shapes .*which 2 out_axes of "
+                                         r"nnx.vmap fit alike"):
+        params_from_flax(stack(-1, 3, 5, 3))  # (3, 3, 5, 3, 3): the last two fit
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+def test_kconv_module_stack_on_another_axis(api):
+    # kconv's own modules under linen's nn.vmap / nnx.vmap with the stack on axis 1.
+    from kconv import linen as kl
+    from kconv import nnx as kn
+
+    x = jnp.asarray(_x((3, 2, 6, 6, 4)))
+    if api == "linen":
+        lifted = nn.vmap(kl.SeparableConv2D, variable_axes={"params": 1},
+                         split_rngs={"params": True}, in_axes=0)
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return lifted(5, 3, depth_multiplier=2, bias_initializer="ones",
+                              name="sep")(x)
+
+        variables = Net().init(jax.random.key(0), x)
+        want, (layer, params) = (Net().apply(variables, x),
+                                 layers_from_flax(Net(), variables, x)["sep"])
+    else:
+        @nnx.vmap(in_axes=0, out_axes=1)
+        def make(key):
+            return kn.SeparableConv2D(5, 3, depth_multiplier=2, bias_initializer="ones",
+                                      in_channels=4, rngs=nnx.Rngs(key))
+
+        module = make(jax.random.split(jax.random.key(0), 3))
+        want = nnx.vmap(lambda m, x: m(x), in_axes=(1, 0))(module, x)
+        layer, params = layers_from_flax(nnx.Sequential(module, nnx.relu))["layers/0"]
+    assert params["depthwise_kernel"].shape == (3, 3, 3, 4, 2)
+    np.testing.assert_allclose(jax.vmap(layer)(params, x), want, **TOL)
 
 
 def test_partitioned_linen_params():

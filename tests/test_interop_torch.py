@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import kconv
-from kconv.interop.torch import layer_from_torch, params_from_torch
+from kconv.interop.torch import layer_from_torch, layers_from_torch, params_from_torch
 from tests import reference as ref
 from tests.util import x64 as _x64
 
@@ -671,6 +671,35 @@ def test_layer_from_torch_takes_a_compiled_module():
         params = params_from_torch(layer, compiled)
         x = _input((2, 3) + (6, 5)[:layer.rank])
         np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(module, x), **TOL)
+
+
+def test_layers_from_torch_names_a_compiled_model_as_its_module():
+    # layers_from_torch(torch.compile(model)) named every layer "_orig_mod.<name>", names
+    # params_from_torch then refused with the compiled model (which it reads as its module).
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+                                torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1)))
+    compiled = torch.compile(model)
+    ported = layers_from_torch(compiled)
+    assert list(ported) == list(layers_from_torch(model)) == ["0", "2.0"]
+    layer, params = ported["2.0"]
+    for got, want in zip(params.values(), params_from_torch(layer, compiled, prefix="2.0")
+                         .values()):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_params_from_torch_are_copies():
+    # On the CPU jnp.asarray may alias a NumPy buffer, and .numpy() is the tensor's own
+    # memory: torch's in-place updates (an optimizer step) changed the params kconv returned.
+    model = torch.nn.Sequential(_seeded(torch.nn.Conv2d, 1, 4, 1), torch.nn.ReLU())
+    layer, params = layers_from_torch(model)["0"]
+    direct = params_from_torch(layer, model[0].state_dict())
+    before = {name: np.array(v) for name, v in params.items()}
+    with torch.no_grad():
+        model[0].weight.mul_(0.0)
+        model[0].bias.add_(100.0)
+    for got in (params, direct):
+        for name, value in got.items():
+            np.testing.assert_array_equal(value, before[name])
 
 
 def test_layer_from_torch_refuses_what_it_cannot_read():

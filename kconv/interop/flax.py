@@ -109,9 +109,9 @@ def _defaults(cls: type) -> dict[str, Any]:
 
 # linen's lifted transforms that keep each param's values: nn.remat / nn.checkpoint /
 # nn.jit run the module's own function on its own params ("CheckpointConv", "JitConv"),
-# nn.vmap / nn.scan map it over a stack of params ("VmapConv": params_from_flax keeps the
-# stack axes). The others (nn.map_variables, ...) may change the params on the way in,
-# for the module and for every module inside it.
+# nn.vmap / nn.scan map it over a stack of params ("VmapConv": params_from_flax moves the
+# stack axes to the front). The others (nn.map_variables, ...) may change the params on the
+# way in, for the module and for every module inside it.
 _READ_LIFTS = ("Checkpoint", "Jit", "Vmap", "Scan")
 
 
@@ -494,8 +494,12 @@ def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
     is a forward kernel over the stride-dilated input, which kconv's transposed layer
     takes flipped in space with the channel axes swapped (so does a ``Conv`` with
     ``input_dilation``, per group). The bias is kept. The params of a stack of the
-    module (``nn.scan``, ``nn.vmap``, a module made under ``nnx.vmap``) keep their
-    leading stack axes: run the layer under ``jax.lax.scan`` or ``jax.vmap`` over them.
+    module (``nn.scan``, ``nn.vmap``, a module made under ``nnx.vmap``) come with the
+    stack axes first, wherever the lift put them: a linen lift's ``variable_axes`` are read
+    from its class; NNX keeps no record of ``out_axes``, so the stack is on the one axis
+    whose removal leaves the module's own shapes (``0`` where several fit alike and ``0``
+    is one of them; refused where it is not). Run the layer under ``jax.lax.scan`` or
+    ``jax.vmap`` over them.
 
     Args:
       module: the ``flax.linen`` or ``flax.nnx`` ``Conv`` / ``ConvTranspose`` (what
@@ -527,6 +531,12 @@ def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
         True
     """
     where = "params_from_flax"
+    return _params(module, params, where, _stack_axes([module], where))
+
+
+def _params(module: Any, params: Any, where: str, axes: list[int]) -> dict[str, jax.Array]:
+    """:func:`params_from_flax`, given the stack axes the linen lifts holding the module
+    put its params on (:func:`_stack_axes`, outermost first)."""
     s = _read(module, where)
     _layer(s, where)  # what layer_from_flax refuses, this refuses too
     if isinstance(module, _flax()[1].Module):
@@ -550,7 +560,21 @@ def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
         raise ValueError(f"{where}: {s.label} (use_bias={s.use_bias}) has params {want}, got "
                          f"keys {sorted(params)}")
     kernel = _args.as_array(params["kernel"], "params['kernel']", where)
-    # A stack of the module (nn.scan, nn.vmap, nnx.vmap) has leading axes before its own.
+    bias = _args.as_array(params["bias"], "params['bias']", where) if s.use_bias else None
+    given = {"kernel": tuple(kernel.shape), "bias": None if bias is None else tuple(bias.shape)}
+    if kernel.ndim > s.rank + 2:  # a stack of the module (nn.scan, nn.vmap, nnx.vmap)
+        if isinstance(module, _flax()[1].Module) and kernel.ndim == s.rank + 3:
+            own = {"kernel": tuple(module.kernel_shape), "bias": (s.features,)}
+            at = _nnx_stack_axes(
+                {"kernel": kernel.shape} | ({} if bias is None else {"bias": bias.shape}),
+                lambda shapes: all(own[name] == shape for name, shape in shapes.items()),
+                s.label, where)
+            kernel, bias = (None if w is None else jnp.moveaxis(w, at.get(name, 0), 0)
+                            for name, w in (("kernel", kernel), ("bias", bias)))
+        else:
+            kernel = _stacks_first(kernel, axes, s.rank + 2)
+            bias = None if bias is None else _stacks_first(bias, axes, 1)
+    # The stack axes lead now, before the module's own.
     stack = tuple(kernel.shape[:max(kernel.ndim - s.rank - 2, 0)])
     own = tuple(kernel.shape[len(stack):])
     features_axis = -2 if s.transposed and s.transpose_kernel else -1
@@ -558,20 +582,90 @@ def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
             or own[features_axis] != s.features
             or not s.transposed and own[-1] % s.groups):
         raise ValueError(f"{where}: {s.label}: params['kernel'] has shape "
-                         f"{tuple(kernel.shape)}, expected {_expected(s)} (after any "
-                         f"leading stack axes)")
+                         f"{given['kernel']}, expected {_expected(s)} (with any stack axes)")
     if s.direct_kernel:
         flat = jax.vmap(functools.partial(_to_transposed, groups=s.groups))(
             kernel.reshape((-1,) + own))
         kernel = flat.reshape(stack + flat.shape[1:])
     out = {"kernel": kernel}
     if s.use_bias:
-        bias = _args.as_array(params["bias"], "params['bias']", where)
         if bias.shape != stack + (s.features,):
             raise ValueError(f"{where}: {s.label}: params['bias'] has shape "
-                             f"{tuple(bias.shape)}, expected {stack + (s.features,)}")
+                             f"{given['bias']}, expected {stack + (s.features,)} (stack "
+                             f"axes first)")
         out["bias"] = bias
     return out
+
+
+def _stack_axes(lifted: list[Any], where: str) -> list[int]:
+    """The axes on which the linen ``nn.vmap`` / ``nn.scan`` module classes among
+    ``lifted`` (a module and the modules holding it, outermost first) stack their params
+    (``variable_axes={"params": axis}``), in that order; a lift that broadcasts them
+    (``None``, ``variable_broadcast="params"``) has none. Linen keeps ``variable_axes``
+    only in the closure of the lifted class's methods (``module_class_lift_transform``),
+    so it is read from there; a class it cannot be read from is refused, not guessed."""
+    axes = []
+    for module in lifted:
+        if _lift(module) not in ("Vmap", "Scan"):
+            continue
+        cls = type(module)
+        try:
+            found = inspect.getclosurevars(cls.__dict__["__call__"]).nonlocals
+            bound = inspect.signature(found["transform"]).bind(
+                None, *found["trafo_args"], **found["trafo_kwargs"]).arguments
+        except (KeyError, TypeError):
+            raise ValueError(f"{where}: {cls.__name__}: the variable_axes of its "
+                             f"nn.{_lift(module).lower()} cannot be read: port by hand") from None
+        in_filter = sys.modules["flax.core.scope"].in_filter
+        axis = next((a for f, a in bound.get("variable_axes", {}).items()
+                     if in_filter(f, "params")), None)
+        if axis is not None and not isinstance(axis, int):
+            raise ValueError(f"{where}: {cls.__name__}: its nn.{_lift(module).lower()} maps "
+                             f"params along {axis!r}, not one axis: port by hand")
+        if axis is not None:
+            axes.append(axis)
+    return axes
+
+
+def _nnx_stack_axes(shapes: Mapping[str, tuple[int, ...]],
+                    fits: Callable[[dict[str, tuple[int, ...]]], bool], label: str,
+                    where: str) -> dict[str, int]:
+    """Where an NNX module made under ``nnx.vmap`` / ``nnx.scan`` holds its stack, by
+    param name (``shapes``: each param's, one stack axis more than its own). NNX keeps no
+    record of ``out_axes``: it is the one ``out_axes`` (one int for every param, as
+    ``jax.vmap`` places it; negative: from each param's end) whose removal leaves shapes
+    that ``fits`` the module. Where several fit alike (a stack of 3 beside a kernel size of
+    3, say), ``out_axes=0`` (nnx.vmap's default) is taken; where that is not among them,
+    refused. ``{}`` where none fits (the shape checks name what is wrong)."""
+    layouts: dict[tuple[int, ...], dict[str, int]] = {}
+    for out_axes in range(-min(map(len, shapes.values())), min(map(len, shapes.values()))):
+        axes = {name: out_axes % len(shape) for name, shape in shapes.items()}
+        own = {name: shape[:axes[name]] + shape[axes[name] + 1:]
+               for name, shape in shapes.items()}
+        if fits(own):
+            layouts.setdefault(tuple(axes.values()), axes)
+    leading = layouts.get(tuple(0 for _ in shapes))
+    if len(layouts) > 1 and leading is None:
+        raise ValueError(f"{where}: {label}: a stack of params of shapes {dict(shapes)}, "
+                         f"which {len(layouts)} out_axes of nnx.vmap fit alike, and NNX "
+                         f"keeps no record of which one made them: port by hand")
+    return leading if len(layouts) > 1 else next(iter(layouts.values()), {})
+
+
+def _stacks_first(w: jax.Array, axes: list[int], own_rank: int) -> jax.Array:
+    """``w`` with its stack axes moved to the front, outermost first: ``axes`` are where
+    the lifts holding the module put them (outermost first, each counted in the array as
+    the lifts inside it left it); stack axes beyond those (lifts not seen) lead already.
+    Shapes that do not fit are left for the shape check to name."""
+    extra = w.ndim - own_rank
+    if extra < len(axes):
+        return w
+    for lead, axis in enumerate([0] * (extra - len(axes)) + list(axes)):
+        here = w.ndim - lead
+        if not -here <= axis < here:
+            return w
+        w = jnp.moveaxis(w, lead + axis % here, lead)
+    return w
 
 
 def _expected(s: _Settings) -> str:
@@ -615,8 +709,9 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     (``"encoder/conv1"``, ``"layers/0"``: where its params are in the variables or the
     NNX state); so does each ``kconv.linen`` / ``kconv.nnx`` module the model holds (its
     pure layer and params as they are). A module called twice (shared weights) is listed
-    once; a stack of one (under ``nn.scan``, ``nn.vmap``, ``nnx.vmap``) once, its params
-    with the stack's leading axes (:func:`params_from_flax`). A convolution in or under a
+    once; a stack of one (under ``nn.scan``, ``nn.vmap``, ``nnx.vmap``; a block holding
+    it under one) once, its params with the stack's axes first (:func:`params_from_flax`;
+    a linen block's ``variable_axes`` too). A convolution in or under a
     lifted transform that may change its params on the way in (``nn.map_variables``:
     weight standardization, say; of a module class, or of a function the module or a
     module above it is passed to) is skipped, never ported with the stored weights. A
@@ -695,6 +790,7 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     for path, module in modules.items():
         name = "/".join(path)
         is_conv = isinstance(module, tuple(_classes()))
+        lifts = [modules.get(path[:i]) for i in range(1, len(path) + 1)]  # outermost first
         changer = next((modules[path[:i]] for i in range(len(path), 0, -1)
                         if _lift(modules.get(path[:i])) not in (None, *_READ_LIFTS)), None)
         if path in refused:
@@ -703,13 +799,18 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
             skipped[name] = f"{type(module).__name__}: {_lift_refused(changer)}"
         elif is_conv:  # a subclass says why it is skipped
             try:
+                axes = _stack_axes(lifts, "params_from_flax")
                 found[name] = (layer_from_flax(module),
-                               params_from_flax(module, params_at(path)))
+                               _params(module, params_at(path), "params_from_flax", axes))
             except (ValueError, TypeError) as e:
                 why = str(e).partition(": ")[2]
                 skipped[name] = f"{type(module).__name__}: {why}"
         elif isinstance(module, _kconv_modules()):
-            found[name] = _kconv_layer(module, params_at, path)
+            try:
+                found[name] = _kconv_layer(module, params_at, path,
+                                           _stack_axes(lifts, "layers_from_flax"))
+            except ValueError as e:
+                skipped[name] = f"{type(module).__name__}: {str(e).partition(': ')[2]}"
         elif path and not any(other[:len(path)] == path and other != path
                               for other in modules):
             skipped[name] = type(module).__name__
@@ -724,13 +825,34 @@ def _kconv_modules() -> tuple[type, type]:
     return kconv_linen.KconvModule, kconv_nnx.KconvModule
 
 
-def _kconv_layer(module: Any, params_at: Callable, path: tuple[str, ...]
+def _kconv_layer(module: Any, params_at: Callable, path: tuple[str, ...], axes: list[int]
                  ) -> tuple[Layer, dict[str, Any]]:
-    """A ``kconv.linen`` / ``kconv.nnx`` module's pure layer and params, as they are."""
+    """A ``kconv.linen`` / ``kconv.nnx`` module's pure layer and params, a stack's axes
+    moved to the front as :func:`params_from_flax` does (``axes``: a linen one's lifts')."""
     if isinstance(module, _kconv_modules()[1]):
-        return module.layer, module._params()
-    layer = module.pure_layer
-    return layer, dict(_flax()[0].meta.unbox(params_at(path))) if layer.has_weights else {}
+        layer, params = module.layer, module._params()
+    else:
+        layer = module.pure_layer
+        params = dict(_flax()[0].meta.unbox(params_at(path))) if layer.has_weights else {}
+    if not params:
+        return layer, params
+    own = {name: len(w.shape) for name, w in
+           layer.weights_for_channels(getattr(layer, "groups", 1)).items()}
+    if isinstance(module, _kconv_modules()[1]) and all(
+            np.ndim(v) == own.get(name, -1) + 1 for name, v in params.items()):
+        def fits(shapes: dict[str, tuple[int, ...]]) -> bool:
+            try:
+                layer._check_weights({name: np.broadcast_to(np.float32(0), shape)
+                                      for name, shape in shapes.items()}, "")
+            except (ValueError, TypeError):
+                return False
+            return True
+
+        at = _nnx_stack_axes({name: np.shape(v) for name, v in params.items()}, fits,
+                             type(layer).__name__, "layers_from_flax")
+        return layer, {name: jnp.moveaxis(v, at.get(name, 0), 0) for name, v in params.items()}
+    return layer, {name: _stacks_first(jnp.asarray(v), axes, own.get(name, np.ndim(v)))
+                   for name, v in params.items()}
 
 
 def _nnx_wrapped(modules: dict[tuple[str, ...], Any]

@@ -169,7 +169,8 @@ def params_from_torch(layer: Layer, state_dict: Any, *, prefix: str = "",
 
     Returns:
       ``{"kernel": ..., "bias": ...}`` (no ``bias`` when ``use_bias=False``), with kconv's
-      shapes, as ``jax.Array`` in ``layer.param_dtype``; ``{}`` for a weightless layer.
+      shapes, as ``jax.Array`` in ``layer.param_dtype`` (copies: torch's later in-place
+      updates, an optimizer's step, do not reach them); ``{}`` for a weightless layer.
 
     Raises:
       TypeError: ``layer`` is not a supported kconv layer, ``state_dict`` is neither a
@@ -230,14 +231,17 @@ def params_from_torch(layer: Layer, state_dict: Any, *, prefix: str = "",
         kernel, out = _transpose_kernel(layer, weight, wkey, in_channels, groups)
     else:
         kernel, out = _depthwise_kernel(layer, weight, wkey, in_channels, groups)
-    params = {"kernel": jnp.asarray(kernel, layer.param_dtype)}
+    # Copies (jnp.array): on the CPU jnp.asarray may alias a NumPy buffer, and a torch
+    # tensor's .numpy() is the tensor's own memory: torch's in-place updates (an optimizer's
+    # step) would change the params kconv returned.
+    params = {"kernel": jnp.array(kernel, layer.param_dtype, copy=True)}
     if "bias" in state:
         bias = _read(layer, state["bias"], bkey)
         if bias.shape != (out,):
             raise ValueError(
                 f"{_WHERE}: {_describe(layer)}: {bkey!r} has shape {bias.shape}, "
                 f"expected ({out},) for {wkey!r} of shape {weight.shape}")
-        params["bias"] = jnp.asarray(bias, layer.param_dtype)
+        params["bias"] = jnp.array(bias, layer.param_dtype, copy=True)
     return params
 
 
@@ -990,7 +994,9 @@ def layers_from_torch(model: Any, *, data_format: str | None = None,
     (``nn.Sequential``, ``nn.ModuleList``, your own ``nn.Module`` classes) entered, and
     each module :func:`layer_from_torch` reads becomes ``(layer, params)`` under its
     qualified name, the prefix of its keys in ``model.state_dict()`` (``"enc.0"``,
-    ``"blocks.2.conv"``); its params are :func:`params_from_torch`'s. The torch model's
+    ``"blocks.2.conv"``; a ``torch.compile``'d model is named as the module it compiles,
+    without ``_orig_mod.``, as :func:`params_from_torch` reads it); its params are
+    :func:`params_from_torch`'s. The torch model's
     ``forward`` (what runs between these layers, in which order) is not read: a Flax
     model written to the same plan takes them by name.
 
@@ -1021,6 +1027,7 @@ def layers_from_torch(model: Any, *, data_format: str | None = None,
         >>> ported.skipped
         {'1': 'ReLU'}
     """
+    model = _compiled(model)  # named as the module it compiles, as params_from_torch reads it
     children = getattr(model, "named_children", None)
     if not callable(children) or not callable(getattr(model, "state_dict", None)):
         raise TypeError(f"layers_from_torch: expected a torch nn.Module, got "
