@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 import zipfile
 
 import h5py
@@ -201,6 +202,50 @@ def test_weights_file_names_and_skips(tmp_path):
     weights = interop.load_keras_weights(tmp_path / "m.weights.h5")
     assert sorted(weights) == ["first", "second"]
     assert "dense_head" in weights.skipped and "flat" in weights.skipped
+
+
+def test_load_keras_layers_names_frozen_layers(tmp_path):
+    # A layer Keras holds frozen (trainable=False: its own, or a nested model's, which Keras
+    # writes into its layers' configs too) was ported with no word: a plain-JAX loop then
+    # trained what Keras leaves alone. Listed in .frozen, with a warning; live and files.
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.Input((8, 2)), L.Conv1D(2, 3, name="a"),
+                              L.Conv1D(2, 1, name="b")], name="inner")
+    frozen = L.Conv1D(2, 3, padding="same", name="frozen")
+    model = keras.Sequential([keras.Input((8, 2)), frozen, inner,
+                              L.Conv1D(2, 3, name="head")])
+    frozen.trainable = False
+    inner.trainable = False  # Keras writes it into a's and b's flags too
+    inner.get_layer("b").trainable = True  # Keras 3 trains it again: its own flag counts
+    assert [v.path for v in model.trainable_weights] == [
+        "inner/b/kernel", "inner/b/bias", "sequential/head/kernel", "sequential/head/bias"]
+    model.save(tmp_path / "m.keras")
+    model.save(tmp_path / "m.h5")
+    for source in (model, tmp_path / "m.keras", tmp_path / "m.h5"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ported = interop.load_keras_layers(source)
+        assert [str(w.message) for w in caught if w.category is UserWarning] == [
+            f"kconv.interop: {interop.keras._source(source)}: Keras holds the layers "
+            f"['frozen', 'inner/a'] frozen (trainable=False); kconv's layers have no "
+            f"trainable flag: keep their params where they are (optax.set_to_zero on them, "
+            f"chained after the optimizer; they are listed in .frozen)"]
+        assert list(ported) == ["frozen", "inner/a", "inner/b", "head"]
+        assert ported.frozen == ["frozen", "inner/a"]
+    # One layer: layer_from_keras warns of it too (live or its config); once, not per layer
+    # in load_keras_layers (checked above: one warning each).
+    for source in (frozen, frozen.get_config(), {"class_name": "TimeDistributed", "config": {
+            "layer": {"class_name": "Conv1D", "config": frozen.get_config()}}}):
+        with pytest.warns(UserWarning, match=r"layer_from_keras: Keras holds the Conv1D "
+                                             r"'frozen' frozen \(trainable=False\)"):
+            assert interop.layer_from_keras(source) == interop.layer_from_keras(
+                {**frozen.get_config(), "trainable": True})
+    model.get_layer("inner").trainable = True
+    model.get_layer("frozen").trainable = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert interop.load_keras_layers(model).frozen == []
+        interop.layer_from_keras(L.ZeroPadding1D(1, trainable=False))  # nothing to train
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))

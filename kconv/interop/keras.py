@@ -35,7 +35,7 @@ import re
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -105,7 +105,9 @@ def layer_from_keras(obj: Any, *,
 
     Returns:
       The kconv layer, built by ``Layer.from_config`` (nested initializer, regularizer and
-      constraint configs, dtype policies and tf-keras quirks are understood there).
+      constraint configs, dtype policies and tf-keras quirks are understood there). A
+      layer with weights that Keras holds frozen (``trainable=False``) warns: a kconv
+      layer has no trainable flag, so its params are for you to keep out of training.
 
     Raises:
       ValueError: the class is not one kconv implements, the config has a key kconv
@@ -121,6 +123,13 @@ def layer_from_keras(obj: Any, *,
         >>> type(layer_from_keras({"cropping": [[1, 1], [2, 2]]})).__name__
         'Cropping2D'
     """
+    return _layer_from_keras(obj, custom_objects, warn_frozen=True)
+
+
+def _layer_from_keras(obj: Any, custom_objects: Mapping[str, Any] | None,
+                      warn_frozen: bool) -> _layers.Layer:
+    """:func:`layer_from_keras`; ``warn_frozen=False`` where the caller names the frozen
+    layers itself (:func:`load_keras_layers`)."""
     if hasattr(obj, "get_config") and not isinstance(obj, Mapping):
         class_name, config = type(obj).__name__, obj.get_config()
     elif isinstance(obj, Mapping) and "class_name" in obj and "config" in obj:
@@ -128,7 +137,7 @@ def layer_from_keras(obj: Any, *,
     elif isinstance(obj, Mapping) and isinstance(obj.get("layer"), Mapping) \
             and "class_name" in obj["layer"]:
         # A wrapper's bare get_config() (TimeDistributed, SpectralNormalization): its layer.
-        return layer_from_keras(obj["layer"], custom_objects=custom_objects)
+        return _layer_from_keras(obj["layer"], custom_objects, warn_frozen)
     elif isinstance(obj, Mapping):
         class_name, config = _class_of_config(obj), obj
     else:
@@ -137,14 +146,21 @@ def layer_from_keras(obj: Any, *,
     if class_name in _WRAPPERS and isinstance(config, Mapping) and "layer" in config:
         # TimeDistributed(layer): the kconv layer itself takes the extra (time) dim;
         # SpectralNormalization(layer): the layer, with the kernel training left in it.
-        return layer_from_keras(config["layer"], custom_objects=custom_objects)
+        return _layer_from_keras(config["layer"], custom_objects, warn_frozen)
     cls = _CLASSES.get(class_name)
     if cls is None:
         raise ValueError(f"kconv.interop.layer_from_keras: {class_name!r} is not a layer kconv "
                          f"implements; kconv has {sorted(_layers.LAYER_NAMES)}")
     if isinstance(config, Mapping):
         config = _with_custom_objects(config, custom_objects or {})
-    return cls.from_config({"class_name": class_name, "config": config})
+    layer = cls.from_config({"class_name": class_name, "config": config})
+    if warn_frozen and cls.has_weights and isinstance(config, Mapping) \
+            and config.get("trainable") is False:
+        warnings.warn(f"kconv.interop.layer_from_keras: Keras holds the {class_name} "
+                      f"{config.get('name', '')!r} frozen (trainable=False); kconv's layers "
+                      f"have no trainable flag: keep its params where they are (optax."
+                      f"set_to_zero on them, chained after the optimizer)", stacklevel=3)
+    return layer
 
 
 # The object-valued keys of a layer config (by name or suffix): what kconv calls each,
@@ -295,6 +311,10 @@ class KerasWeights(dict):
     Attributes:
       skipped: ``{layer_name: class name or "unknown"}`` of every layer in the file outside
         the convolution family (Dense, BatchNormalization, Lambda, ...), which are not read.
+      frozen: the names of the layers read whose weights Keras does not train
+        (``trainable=False``; a frozen model's layers too), in the model's order:
+        :func:`load_keras_layers` lists them (a kconv layer has no trainable flag);
+        empty elsewhere.
 
     Example:
         >>> weights = KerasWeights({"conv": {"kernel": np.zeros((3, 3, 1, 4))}},
@@ -303,9 +323,11 @@ class KerasWeights(dict):
         (['conv'], {'dense': 'Dense'})
     """
 
-    def __init__(self, items: Mapping[str, Any] = (), skipped: Mapping[str, str] = ()):
+    def __init__(self, items: Mapping[str, Any] = (), skipped: Mapping[str, str] = (),
+                 frozen: Iterable[str] = ()):
         super().__init__(items)
         self.skipped = dict(skipped)
+        self.frozen = list(frozen)
 
 
 class _Entry:
@@ -828,11 +850,35 @@ def load_keras_layers(path: Any, *,
       against the shape the config implies. Layers the model config does not list (a
       model class that writes its own config, as KerasHub backbones and Functional
       subclasses do) are in ``.skipped`` under their class, with a ``UserWarning``.
+      Layers Keras holds frozen (``trainable=False``) are named in ``.frozen``, with a
+      ``UserWarning``: a kconv layer has no trainable flag, so keep their params out of
+      the optimizer (``optax.set_to_zero`` on them, chained after it; see the example).
 
     Raises:
       ValueError: no model config, a config layer without weights, a weight whose shape
         does not match the config, or a config kconv cannot honour (naming file, layer and
         key).
+
+    Example:
+        >>> import warnings, jax, keras, optax
+        >>> from kconv.interop import load_keras_layers
+        >>> base = keras.layers.Conv1D(4, 3, name="base")
+        >>> base.trainable = False  # fine-tune the head only
+        >>> model = keras.Sequential([keras.Input((8, 1)), base,
+        ...                           keras.layers.Conv1D(2, 3, name="head")])
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # the warning naming the frozen layer
+        ...     ported = load_keras_layers(model)
+        >>> list(ported), ported.frozen
+        (['base', 'head'], ['base'])
+        >>> params = {name: p for name, (layer, p) in ported.items()}
+        >>> frozen = {name: jax.tree.map(lambda _: name in ported.frozen, p)
+        ...           for name, p in params.items()}
+        >>> tx = optax.chain(optax.sgd(0.1), optax.masked(optax.set_to_zero(), frozen))
+        >>> grads = jax.tree.map(jax.numpy.ones_like, params)
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> bool((updates["base"]["kernel"] == 0).all()), bool((updates["head"]["bias"] != 0).all())
+        (True, True)
     """
     found, skipped, config = _collect(path, need_config=True)
     where = f"kconv.interop: {_source(path)}"
@@ -853,7 +899,7 @@ def load_keras_layers(path: Any, *,
     out = {}
     for name, (_, params) in found.items():
         try:
-            layer = layer_from_keras(config[name], custom_objects=custom_objects)
+            layer = _layer_from_keras(config[name], custom_objects, warn_frozen=False)
         except (ValueError, TypeError) as e:
             raise type(e)(f"{where}, layer {name!r}: {e}") from e
         if getattr(layer, "lora_rank", None):
@@ -864,7 +910,29 @@ def load_keras_layers(path: Any, *,
                 params.setdefault(lora_name, np.zeros(weight.shape, layer.weight_dtype(weight)))
         layer._check_weights(params, f"{where}, layer {name!r}")
         out[name] = (layer, _as_jax(params))
-    return KerasWeights(out, skipped)
+    frozen = _frozen(path, config, list(out))
+    if frozen:
+        warnings.warn(
+            f"{where}: Keras holds the layers {frozen} frozen (trainable=False); kconv's "
+            f"layers have no trainable flag: keep their params where they are (optax."
+            f"set_to_zero on them, chained after the optimizer; they are listed in .frozen)",
+            stacklevel=2)
+    return KerasWeights(out, skipped, frozen)
+
+
+def _frozen(path: Any, config: Mapping[str, Any], names: list[str]) -> list[str]:
+    """Those of ``names`` whose weights Keras does not train: a live model's, those in
+    none of its ``trainable_weights``; a file's, a layer whose config says ``trainable:
+    false``. (Keras 3 collects a model's trainable weights from each layer's own flag; a
+    model's ``trainable = False`` is written into each of its layers' flags too.)"""
+    if _is_live_model(path):
+        trained = {id(v) for v in path.trainable_weights}
+        layers = dict(_live_layers(path.layers))
+        return [name for name in names
+                if not any(id(v) in trained for v in layers[name].weights)]
+    return [name for name in names
+            if isinstance(inner := config[name].get("config"), Mapping)
+            and inner.get("trainable") is False]
 
 
 # --- writing --------------------------------------------------------------------------
