@@ -42,6 +42,7 @@ from kconv import _sown
 from kconv import layers as _layers
 from kconv.layers._examples import EXAMPLES
 from kconv.layers.base import in_dtype, refuse_foreign_args
+from kconv.layers.conv import LORA_WEIGHTS
 
 __all__ = ["KconvModule", "total_loss"] + list(_layers.LAYER_NAMES)
 
@@ -55,6 +56,15 @@ def total_loss(losses: Any) -> jax.Array:
     """
     return sum((jnp.sum(leaf) for leaf in jax.tree.leaves(losses)),
                jnp.zeros((), jnp.float32))
+
+
+# Every weight name of kconv's layers (Keras's). A param by one of these names that the
+# layer's config does not use is a ported weight that does not fit it (a bias for
+# use_bias=False); a param by any other name is another module's (nn.share_scope puts a
+# wrapper's own params beside those of the layer whose scope it shares).
+_WEIGHT_NAMES = frozenset(LORA_WEIGHTS).union(
+    *(getattr(_layers, name).weight_args for name in _layers.LAYER_NAMES
+      if hasattr(getattr(_layers, name), "weight_args")))
 
 
 class KconvModule(nn.Module):
@@ -92,7 +102,7 @@ class KconvModule(nn.Module):
                 elif self.is_mutable_collection("params"):
                     params[name] = self.param(name, in_dtype(w.initializer), w.shape,
                                               layer.weight_dtype(w))
-        unused = sorted(set(self.variables.get("params", {})) - set(params))
+        unused = sorted((set(self.variables.get("params", {})) & _WEIGHT_NAMES) - set(params))
         if unused:  # ported weights the layer's config does not use (a bias, LoRA factors)
             raise ValueError(f"{type(layer).__name__}: the params hold {unused}, which this "
                              f"layer does not use (its weights: {sorted(params)}): its "

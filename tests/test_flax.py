@@ -533,6 +533,32 @@ def test_linen_refuses_params_its_layer_does_not_use():
     np.testing.assert_array_equal(y, kconv.Conv2D(4, 3)(params, x))
 
 
+def test_linen_module_under_share_scope_beside_a_wrappers_params():
+    # Flax's nn.share_scope idiom: a wrapper adds params of its own (a LoRA A, B) to the
+    # scope it shares with the layer. Those are another module's, not a ported weight that
+    # does not fit (which still raises: test above).
+    class LoRA(nn.Module):
+        base: nn.Module
+
+        def setup(self):
+            nn.share_scope(self, self.base)
+
+        @nn.compact
+        def __call__(self, x):
+            a = self.param("A", nn.initializers.normal(0.1), (x.shape[-1], 2))
+            b = self.param("B", nn.initializers.normal(0.1), (2, 4))
+            return self.base(x) + x @ a @ b
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 6, 6, 3)), jnp.float32)
+    model = LoRA(kl.Conv2D(4, 3, padding="same"))
+    variables = model.init(jax.random.key(0), x)
+    params = variables["params"]
+    assert sorted(params) == ["A", "B", "bias", "kernel"]
+    want = kconv.Conv2D(4, 3, padding="same")(
+        {"kernel": params["kernel"], "bias": params["bias"]}, x) + x @ params["A"] @ params["B"]
+    np.testing.assert_allclose(model.apply(variables, x), want, rtol=1e-6, atol=1e-6)
+
+
 def test_linen_names_params_that_do_not_fit():
     # Params of the wrong shape, or a missing one, get the layer's own message (Flax's
     # ScopeParamShapeError / ScopeParamNotFoundError named neither the layer nor its config).

@@ -856,6 +856,72 @@ def test_kconv_module_stack_on_another_axis(api):
     np.testing.assert_allclose(jax.vmap(layer)(params, x), want, **TOL)
 
 
+def test_layers_from_linen_share_scope():
+    # nn.share_scope gives a module and the convolution whose scope it shares one path: the
+    # convolution was dropped (the module recorded first took the path). Flax's Conv beside
+    # a wrapper's own params is refused with its keys; kconv's takes its own.
+    from kconv import linen as kl
+
+    def net(make, extra):
+        class Inner(nn.Module):
+            def setup(self):
+                self.conv = make()
+                nn.share_scope(self, self.conv)
+
+            @nn.compact
+            def __call__(self, x):
+                y = self.conv(x)
+                return y + self.param("A", nn.initializers.ones, (4,)) if extra else y
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(2, name="fc")(Inner(name="inner")(x).mean((1, 2)))
+
+        return Net()
+
+    x = jnp.asarray(_x((1, 8, 8, 3)))
+    for make in (lambda: nn.Conv(4, (3, 3), bias_init=BIAS),
+                 lambda: kl.Conv2D(4, 3, padding="same", bias_initializer="ones")):
+        for extra in (False, True):
+            model = net(make, extra)
+            variables = model.init(jax.random.key(0), x)
+            ported = layers_from_flax(model, variables, x)
+            assert ported.skipped.get("fc") == "Dense"
+            stored = variables["params"]["inner"]
+            if extra and isinstance(make(), nn.Conv):
+                assert list(ported) == [] and "got keys ['A', 'bias', 'kernel']" in \
+                    ported.skipped["inner"]
+                continue
+            layer, params = ported["inner"]
+            assert sorted(params) == ["bias", "kernel"]
+            want = make().apply({"params": {"kernel": stored["kernel"],
+                                            "bias": stored["bias"]}}, x)
+            np.testing.assert_allclose(layer(params, x), want, **TOL)
+
+    # The other way round: a wrapper given a convolution made beside it moves onto the
+    # convolution's scope (Flax's docstring's first example).
+    class Twice(nn.Module):
+        base: nn.Module
+
+        def setup(self):
+            nn.share_scope(self, self.base)
+
+        def __call__(self, x):
+            return 2 * self.base(x)
+
+    class Outer(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return Twice(nn.Conv(4, (3, 3), bias_init=BIAS))(x)
+
+    variables = Outer().init(jax.random.key(0), x)
+    ported = layers_from_flax(Outer(), variables, x)
+    assert list(ported) == ["Conv_0"] and ported.skipped == {"Twice_0": "Twice"}
+    layer, params = ported["Conv_0"]
+    np.testing.assert_allclose(2 * layer(params, x), Outer().apply(variables, x), **TOL)
+
+
 def test_partitioned_linen_params():
     # Variables boxed by Flax's sharding annotations (nn.with_partitioning) port as well.
     from kconv import linen as kl

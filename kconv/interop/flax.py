@@ -711,7 +711,8 @@ def layers_from_flax(model: Any, variables: Any = None, *args: Any,
     pure layer and params as they are). A module called twice (shared weights) is listed
     once; a stack of one (under ``nn.scan``, ``nn.vmap``, ``nnx.vmap``; a block holding
     it under one) once, its params with the stack's axes first (:func:`params_from_flax`;
-    a linen block's ``variable_axes`` too). A convolution in or under a
+    a linen block's ``variable_axes`` too); one sharing its scope with another module
+    (``nn.share_scope``) is read at that path. A convolution in or under a
     lifted transform that may change its params on the way in (``nn.map_variables``:
     weight standardization, say; of a module class, or of a function the module or a
     module above it is passed to) is skipped, never ported with the stored weights. A
@@ -834,6 +835,8 @@ def _kconv_layer(module: Any, params_at: Callable, path: tuple[str, ...], axes: 
     else:
         layer = module.pure_layer
         params = dict(_flax()[0].meta.unbox(params_at(path))) if layer.has_weights else {}
+        # Its own: a module sharing its scope (nn.share_scope) may hold params beside them.
+        params = {name: value for name, value in params.items() if name in layer._names()}
     if not params:
         return layer, params
     own = {name: len(w.shape) for name, w in
@@ -911,10 +914,17 @@ def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
         lifted.clear()
         outer = next((o for o in chain if _lift(o) not in _READ_LIFTS),
                      chain[-1] if chain else module)
-        seen.setdefault(tuple(module.path), outer)
+        path = tuple(module.path)
+        is_conv = isinstance(module, (*_classes(), *_kconv_modules()))
+        if is_conv and path and path in seen and not isinstance(
+                seen[path], (*_classes(), *_kconv_modules())):
+            # nn.share_scope: a module and the convolution whose scope it shares have one
+            # path; the convolution is what is read there (its params are the scope's).
+            seen[path] = outer
+        seen.setdefault(path, outer)
         wrapper = next((m for m in reversed(calling) if isinstance(m, _weight_wrappers())),
                        None)
-        if isinstance(module, (*_classes(), *_kconv_modules())):
+        if is_conv:
             if wrapper is not None:
                 wrapped.setdefault(tuple(module.path), tuple(wrapper.path))
             elif module.path and not chain and _in_mapped_function():
