@@ -2228,3 +2228,32 @@ def test_switch_block_is_this_threads():
     finally:
         config.set_conv_lowering("auto")
     assert seen["process"] == "portable"
+
+
+def test_input_dilated_3d_convolution_that_xla_cpu_aborts_on():
+    # jaxlib 0.10.2's XLA:CPU aborts the process compiling this input-dilated 3-D
+    # convolution (its operand swap keeps a window dimension of size 2 against an input of
+    # 3: "Window dimensions do not match RHS shape"): Keras's layer and lax.conv_transpose
+    # do, and so does kconv under set_conv_lowering("xla"). kconv's CPU lowering (the
+    # sub-pixel form) never hands XLA that convolution: a regression kills this test's
+    # worker. Forward against the float64 reference; gradients by the adjoint identity
+    # (the layer is linear in its input and in its kernel).
+    from tests import reference as ref
+
+    rng = np.random.default_rng(0)
+    layer = kconv.Conv3DTranspose(30, (3, 2, 3), strides=(1, 2, 1), padding="same",
+                                  use_bias=False)
+    x = rng.standard_normal((1, 2, 3, 4, 35)).astype(np.float32)
+    kernel = rng.standard_normal((3, 2, 3, 30, 35)).astype(np.float32)
+    with lowering.recorded_choices() as calls:
+        y = jax.jit(layer)({"kernel": kernel}, x)
+    assert calls and all(choice != "xla" for _, choice in calls)
+    want = ref.conv_transpose(x, kernel, (1, 2, 1), "same")
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-4)
+    ct = rng.standard_normal(y.shape).astype(np.float32)
+    grads = jax.jit(jax.grad(lambda p, x: jnp.vdot(layer(p, x), ct), argnums=(0, 1)))(
+        {"kernel": kernel}, x)
+    np.testing.assert_allclose(np.vdot(grads[1].astype(np.float64), x), np.vdot(want, ct),
+                               rtol=1e-4)
+    np.testing.assert_allclose(np.vdot(grads[0]["kernel"].astype(np.float64), kernel),
+                               np.vdot(want, ct), rtol=1e-4)
