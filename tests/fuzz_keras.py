@@ -27,7 +27,8 @@ layer and the lowerings reached. The exit status is 1 if anything disagreed.
 
 jaxlib 0.10.2's XLA:CPU aborts the whole process compiling some input-dilated 3-D
 convolutions that Keras's transposed layers hand it (seed 3225, configuration 145: a
-``Conv3DTranspose`` with kernel ``(3, 2, 3)``, strides ``(1, 2, 1)``, ``"same"``, on a
+``Conv3DTranspose`` with kernel ``(3, 2, 3)``, strides ``(1, 2, 1)``, ``"same"``,
+``output_padding=(0, 0, 0)``, on a
 ``(1, 2, 3, 4, 35)`` input; see the README's lowering modes): such a run ends there, on the
 Keras side (kconv's lowering computes it). Go on with the next seed.
 """

@@ -2242,13 +2242,13 @@ def test_input_dilated_3d_convolution_that_xla_cpu_aborts_on():
 
     rng = np.random.default_rng(0)
     layer = kconv.Conv3DTranspose(30, (3, 2, 3), strides=(1, 2, 1), padding="same",
-                                  use_bias=False)
+                                  output_padding=(0, 0, 0), use_bias=False)
     x = rng.standard_normal((1, 2, 3, 4, 35)).astype(np.float32)
     kernel = rng.standard_normal((3, 2, 3, 30, 35)).astype(np.float32)
     with lowering.recorded_choices() as calls:
         y = jax.jit(layer)({"kernel": kernel}, x)
     assert calls and all(choice != "xla" for _, choice in calls)
-    want = ref.conv_transpose(x, kernel, (1, 2, 1), "same")
+    want = ref.conv_transpose(x, kernel, (1, 2, 1), "same", output_padding=(0, 0, 0))
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-4)
     ct = rng.standard_normal(y.shape).astype(np.float32)
     grads = jax.jit(jax.grad(lambda p, x: jnp.vdot(layer(p, x), ct), argnums=(0, 1)))(
