@@ -25,12 +25,12 @@ layer refuses what kconv accepts on purpose (``strides > 1`` with ``dilation_rat
 Every mismatch is printed with a standalone reproducer; the summary gives the outcomes per
 layer and the lowerings reached. The exit status is 1 if anything disagreed.
 
-jaxlib 0.10.2's XLA:CPU aborts the whole process compiling some input-dilated 3-D
+jaxlib 0.10.2's XLA:CPU aborts the whole process compiling some input-dilated
 convolutions that Keras's transposed layers hand it (seed 3225, configuration 145: a
 ``Conv3DTranspose`` with kernel ``(3, 2, 3)``, strides ``(1, 2, 1)``, ``"same"``,
-``output_padding=(0, 0, 0)``, on a
-``(1, 2, 3, 4, 35)`` input; see the README's lowering modes): such a run ends there, on the
-Keras side (kconv's lowering computes it). Go on with the next seed.
+``output_padding=(0, 0, 0)``, on a ``(1, 2, 3, 4, 35)`` input; see the README's lowering
+modes): such a run ends there, on the Keras side (kconv steps around it). Go on with the
+next seed.
 """
 
 from __future__ import annotations

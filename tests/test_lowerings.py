@@ -2230,30 +2230,50 @@ def test_switch_block_is_this_threads():
     assert seen["process"] == "portable"
 
 
-def test_input_dilated_3d_convolution_that_xla_cpu_aborts_on():
-    # jaxlib 0.10.2's XLA:CPU aborts the process compiling this input-dilated 3-D
-    # convolution (its operand swap keeps a window dimension of size 2 against an input of
-    # 3: "Window dimensions do not match RHS shape"): Keras's layer and lax.conv_transpose
-    # do, and so does kconv under set_conv_lowering("xla"). kconv's CPU lowering (the
-    # sub-pixel form) never hands XLA that convolution: a regression kills this test's
-    # worker. Forward against the float64 reference; gradients by the adjoint identity
-    # (the layer is linear in its input and in its kernel).
+@pytest.mark.parametrize("mode", ["auto", "xla"])
+@pytest.mark.parametrize("rank", [2, 3])
+def test_input_dilated_convolution_that_xla_cpu_aborts_on(rank, mode):
+    # jaxlib 0.10.2's XLA:CPU aborts the process compiling these input-dilated convolutions
+    # (its operand swap keeps a window dimension of size 2 against an input of 3: "Window
+    # dimensions do not match RHS shape"), as Keras's layers and lax.conv_transpose hand
+    # them. kconv's one lax.conv_general_dilated call pads such an axis by one more output
+    # and slices it off (_swap_abort_axes); the 2-D forward is XLA's under "auto" too.
+    # Without it this test's worker dies. Forward against the float64 reference; gradients
+    # by the adjoint identity (the layer is linear in its input and in its kernel).
     from tests import reference as ref
 
     rng = np.random.default_rng(0)
-    layer = kconv.Conv3DTranspose(30, (3, 2, 3), strides=(1, 2, 1), padding="same",
-                                  output_padding=(0, 0, 0), use_bias=False)
-    x = rng.standard_normal((1, 2, 3, 4, 35)).astype(np.float32)
-    kernel = rng.standard_normal((3, 2, 3, 30, 35)).astype(np.float32)
-    with lowering.recorded_choices() as calls:
+    kernel_size, strides = ((3, 2), (1, 2)) if rank == 2 else ((3, 2, 3), (1, 2, 1))
+    layer = getattr(kconv, f"Conv{rank}DTranspose")(
+        30, kernel_size, strides=strides, padding="same", output_padding=0, use_bias=False)
+    x = rng.standard_normal((1,) + (2, 3, 4)[:rank] + (35,)).astype(np.float32)
+    kernel = rng.standard_normal(kernel_size + (30, 35)).astype(np.float32)
+    with config.conv_lowering(mode):
         y = jax.jit(layer)({"kernel": kernel}, x)
-    assert calls and all(choice != "xla" for _, choice in calls)
-    want = ref.conv_transpose(x, kernel, (1, 2, 1), "same", output_padding=(0, 0, 0))
+        ct = rng.standard_normal(y.shape).astype(np.float32)
+        grads = jax.jit(jax.grad(lambda p, x: jnp.vdot(layer(p, x), ct), argnums=(0, 1)))(
+            {"kernel": kernel}, x)
+    want = ref.conv_transpose(x, kernel, strides, "same", output_padding=(0,) * rank)
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-4)
-    ct = rng.standard_normal(y.shape).astype(np.float32)
-    grads = jax.jit(jax.grad(lambda p, x: jnp.vdot(layer(p, x), ct), argnums=(0, 1)))(
-        {"kernel": kernel}, x)
     np.testing.assert_allclose(np.vdot(grads[1].astype(np.float64), x), np.vdot(want, ct),
                                rtol=1e-4)
     np.testing.assert_allclose(np.vdot(grads[0]["kernel"].astype(np.float64), kernel),
                                np.vdot(want, ct), rtol=1e-4)
+
+
+def test_swap_abort_axes_only_where_xla_would_swap():
+    # The guard pads only an axis XLA takes for a "group" axis, and only where XLA's swap
+    # test would swap: a plain Conv2DTranspose(k=2, s=2), the usual upsampling, is left
+    # as it is (no extra output computed).
+    from kconv.ops.convolution import _swap_abort_axes
+
+    dn = lax.conv_dimension_numbers((1, 2, 3, 4), (3, 2, 4, 5), ("NHWC", "HWIO", "NHWC"))
+    args = dict(strides=(1, 1), lhs_dilation=(1, 2), rhs_dilation=(1, 1),
+                dimension_numbers=dn, feature_group_count=1)
+    x, k = jnp.ones((1, 2, 3, 4)), jnp.ones((3, 2, 4, 5))
+    assert _swap_abort_axes(x, k, padding=((1, 1), (0, 0)), **args) == [1]
+    assert _swap_abort_axes(x, k, padding=((1, 1), (1, 1)), **args) == []
+    assert _swap_abort_axes(jnp.ones((1, 5, 3, 4)), k, padding=((1, 1), (0, 0)), **args) == []
+    assert _swap_abort_axes(x, jnp.ones((2, 2, 4, 5)), padding=((0, 0), (0, 0)),
+                            **dict(args, lhs_dilation=(2, 2))) == []
+    assert _swap_abort_axes(x, k, padding="SAME", **args) == []

@@ -36,17 +36,59 @@ def _conv_general_dilated(
     x: Array, kernel: Array, *, strides: Sequence[int],
     padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int],
     rhs_dilation: Sequence[int],
-    dimension_numbers: lax.ConvDimensionNumbers, feature_group_count: int,
+    dimension_numbers: Any, feature_group_count: int,
     precision: Any, preferred_element_type: Any,
 ) -> Array:
     # The single call site of lax.conv_general_dilated in the package.
-    return lax.conv_general_dilated(
-        x, kernel, window_strides=tuple(strides),
-        padding=padding if isinstance(padding, str) else tuple(padding),
+    padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
+    extended = _swap_abort_axes(x, kernel, strides, padding, lhs_dilation, rhs_dilation,
+                                dimension_numbers, feature_group_count)
+    if extended:  # one more output on each, sliced off below: the same values
+        padding = tuple((lo, hi + strides[i]) if i in extended else (lo, hi)
+                        for i, (lo, hi) in enumerate(padding))
+    y = lax.conv_general_dilated(
+        x, kernel, window_strides=tuple(strides), padding=padding,
         lhs_dilation=tuple(lhs_dilation), rhs_dilation=tuple(rhs_dilation),
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         precision=precision, preferred_element_type=preferred_element_type,
     )
+    out = lax.conv_dimension_numbers(x.shape, kernel.shape, dimension_numbers).out_spec
+    for i in extended:
+        y = lax.slice_in_dim(y, 0, y.shape[out[2 + i]] - 1, axis=out[2 + i])
+    return y
+
+
+def _swap_abort_axes(x: Array, kernel: Array, strides: Sequence[int], padding: Any,
+                     lhs_dilation: Sequence[int], rhs_dilation: Sequence[int],
+                     dimension_numbers: Any, feature_group_count: int) -> list[int]:
+    """The spatial axes to pad by one more output where XLA would abort the process.
+
+    XLA (jaxlib 0.10.2; its ConvOperandSwapper, run by XLA:CPU) swaps a convolution's
+    operands where the kernel's window is larger than the input's, keeping as they are the
+    axes it takes for a "group" axis (input dilation = kernel size, stride = kernel size - 1,
+    no padding, no kernel dilation): but it keeps their window size, the kernel's, against
+    the swapped kernel (the input), of another size, and the invalid program it builds aborts
+    the process ("Window dimensions do not match RHS shape"). A transposed convolution with
+    kernel = stride = 2 and no padding on one axis beside a kernel larger than its input on
+    another is one (Conv2DTranspose(30, (3, 2), strides=(1, 2), padding="same",
+    output_padding=0) on a (1, 2, 3, C) input). The swap's own test is mirrored here; where
+    it would swap with such an axis, that axis gets one more output, which XLA then swaps
+    correctly (padded, it is no group axis), and which is sliced off."""
+    if isinstance(padding, str) or feature_group_count != 1:
+        return []
+    dn = lax.conv_dimension_numbers(x.shape, kernel.shape, dimension_numbers)
+    lhs, rhs = dn.lhs_spec, dn.rhs_spec
+    group, kept, swapped = [], 1, 1
+    for i, (lo, hi) in enumerate(padding):
+        k, n = kernel.shape[rhs[2 + i]], x.shape[lhs[2 + i]]
+        plain = (lo, hi) == (0, 0) and rhs_dilation[i] == 1
+        if plain and lhs_dilation[i] == k and strides[i] == k - 1:
+            group.append(i)
+        elif not (plain and k == n and lhs_dilation[i] == 1 and strides[i] == 1):
+            kept *= k
+            swapped *= k if (n == 1 and strides[i] == 1 and rhs_dilation[i] == 1
+                             and lo == hi == k - 1) else n
+    return group if group and kept > swapped else []
 
 
 def _check_bias(name: str, bias: Any, filters: int) -> None:
