@@ -2261,6 +2261,34 @@ def test_input_dilated_convolution_that_xla_cpu_aborts_on(rank, mode):
                                np.vdot(want, ct), rtol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["auto", "xla"])
+def test_strided_convolution_whose_input_gradient_xla_cpu_aborts_on(mode):
+    # The input gradient JAX builds for a forward convolution with kernel = stride = 2 and a
+    # low padding of 1 is an input-dilated convolution of kernel 2 without low padding, the
+    # axis XLA's operand swap mishandles: beside an axis whose kernel is larger than its
+    # input it aborted the process (explicit padding; torch's Conv2d(k=2, s=2, padding=1)).
+    # That low padding is moved into the input. Forward against the float64 reference,
+    # gradients by the adjoint identity.
+    from tests import reference as ref
+
+    rng = np.random.default_rng(0)
+    padding = ((1, 1), (1, 1))
+    layer = kconv.Conv2D(30, (3, 2), strides=(1, 2), padding=padding, use_bias=False)
+    x = rng.standard_normal((1, 2, 4, 35)).astype(np.float32)
+    kernel = rng.standard_normal((3, 2, 35, 30)).astype(np.float32)
+    with config.conv_lowering(mode):
+        y = jax.jit(layer)({"kernel": kernel}, x)
+        ct = rng.standard_normal(y.shape).astype(np.float32)
+        grads = jax.jit(jax.grad(lambda p, x: jnp.vdot(layer(p, x), ct), argnums=(0, 1)))(
+            {"kernel": kernel}, x)
+    want = ref.conv(x, kernel, (1, 2), padding)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.vdot(grads[1].astype(np.float64), x), np.vdot(want, ct),
+                               rtol=1e-4)
+    np.testing.assert_allclose(np.vdot(grads[0]["kernel"].astype(np.float64), kernel),
+                               np.vdot(want, ct), rtol=1e-4)
+
+
 def test_swap_abort_axes_only_where_xla_would_swap():
     # The guard pads only an axis XLA takes for a "group" axis, and only where XLA's swap
     # test would swap: a plain Conv2DTranspose(k=2, s=2), the usual upsampling, is left

@@ -41,6 +41,16 @@ def _conv_general_dilated(
 ) -> Array:
     # The single call site of lax.conv_general_dilated in the package.
     padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
+    moved = _gradient_swap_abort_axes(kernel, strides, padding, lhs_dilation, rhs_dilation,
+                                      dimension_numbers, x.shape)
+    if moved:  # their low padding as the input's own: the same values
+        lhs = lax.conv_dimension_numbers(x.shape, kernel.shape, dimension_numbers).lhs_spec
+        widths = [(0, 0, 0)] * x.ndim
+        for i in moved:
+            widths[lhs[2 + i]] = (padding[i][0], 0, 0)
+        x = lax.pad(x, jnp.zeros((), x.dtype), widths)
+        padding = tuple((0, hi) if i in moved else (lo, hi)
+                        for i, (lo, hi) in enumerate(padding))
     extended = _swap_abort_axes(x, kernel, strides, padding, lhs_dilation, rhs_dilation,
                                 dimension_numbers, feature_group_count)
     if extended:  # one more output on each, sliced off below: the same values
@@ -56,6 +66,23 @@ def _conv_general_dilated(
     for i in extended:
         y = lax.slice_in_dim(y, 0, y.shape[out[2 + i]] - 1, axis=out[2 + i])
     return y
+
+
+def _gradient_swap_abort_axes(kernel: Array, strides: Sequence[int], padding: Any,
+                              lhs_dilation: Sequence[int], rhs_dilation: Sequence[int],
+                              dimension_numbers: Any, x_shape: Sequence[int]) -> list[int]:
+    """The spatial axes of a forward convolution whose input gradient, as JAX builds it
+    (outside this call, so outside :func:`_swap_abort_axes`), would have the axis XLA's
+    operand swap mishandles: kernel = stride = 2 and a low padding of 1 make it an
+    input-dilated convolution of kernel 2 without low padding. Their low padding is moved
+    into the input (``lax.pad``, whose transpose is a slice), which leaves the gradient's
+    axis padded."""
+    if isinstance(padding, str) or any(d != 1 for d in lhs_dilation):
+        return []
+    rhs = lax.conv_dimension_numbers(x_shape, kernel.shape, dimension_numbers).rhs_spec
+    return [i for i, (lo, _) in enumerate(padding)
+            if kernel.shape[rhs[2 + i]] == strides[i] == 2 and rhs_dilation[i] == 1
+            and lo >= 1]
 
 
 def _swap_abort_axes(x: Array, kernel: Array, strides: Sequence[int], padding: Any,
