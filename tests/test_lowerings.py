@@ -2296,8 +2296,8 @@ def test_swap_abort_axes_only_where_xla_would_swap():
     from kconv.ops.convolution import _swap_abort_axes
 
     dn = lax.conv_dimension_numbers((1, 2, 3, 4), (3, 2, 4, 5), ("NHWC", "HWIO", "NHWC"))
-    args = dict(strides=(1, 1), lhs_dilation=(1, 2), rhs_dilation=(1, 1),
-                dimension_numbers=dn, feature_group_count=1)
+    args = dict(strides=(1, 1), lhs_dilation=(1, 2), rhs_dilation=(1, 1), dn=dn,
+                feature_group_count=1)
     x, k = jnp.ones((1, 2, 3, 4)), jnp.ones((3, 2, 4, 5))
     assert _swap_abort_axes(x, k, padding=((1, 1), (0, 0)), **args) == [1]
     assert _swap_abort_axes(x, k, padding=((1, 1), (1, 1)), **args) == []

@@ -41,28 +41,27 @@ def _conv_general_dilated(
 ) -> Array:
     # The single call site of lax.conv_general_dilated in the package.
     padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
-    moved = _gradient_swap_abort_axes(kernel, strides, padding, lhs_dilation, rhs_dilation,
-                                      dimension_numbers, x.shape)
+    dn = lax.conv_dimension_numbers(x.shape, kernel.shape, dimension_numbers)
+    moved = _gradient_swap_abort_axes(kernel, strides, padding, lhs_dilation, rhs_dilation, dn)
     if moved:  # their low padding as the input's own: the same values
-        lhs = lax.conv_dimension_numbers(x.shape, kernel.shape, dimension_numbers).lhs_spec
         widths = [(0, 0, 0)] * x.ndim
         for i in moved:
-            widths[lhs[2 + i]] = (padding[i][0], 0, 0)
+            widths[dn.lhs_spec[2 + i]] = (padding[i][0], 0, 0)
         x = lax.pad(x, jnp.zeros((), x.dtype), widths)
         padding = tuple((0, hi) if i in moved else (lo, hi)
                         for i, (lo, hi) in enumerate(padding))
     extended = _swap_abort_axes(x, kernel, strides, padding, lhs_dilation, rhs_dilation,
-                                dimension_numbers, feature_group_count)
+                                dn, feature_group_count)
     if extended:  # one more output on each, sliced off below: the same values
         padding = tuple((lo, hi + strides[i]) if i in extended else (lo, hi)
                         for i, (lo, hi) in enumerate(padding))
     y = lax.conv_general_dilated(
         x, kernel, window_strides=tuple(strides), padding=padding,
         lhs_dilation=tuple(lhs_dilation), rhs_dilation=tuple(rhs_dilation),
-        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        dimension_numbers=dn, feature_group_count=feature_group_count,
         precision=precision, preferred_element_type=preferred_element_type,
     )
-    out = lax.conv_dimension_numbers(x.shape, kernel.shape, dimension_numbers).out_spec
+    out = dn.out_spec
     for i in extended:
         y = lax.slice_in_dim(y, 0, y.shape[out[2 + i]] - 1, axis=out[2 + i])
     return y
@@ -70,7 +69,7 @@ def _conv_general_dilated(
 
 def _gradient_swap_abort_axes(kernel: Array, strides: Sequence[int], padding: Any,
                               lhs_dilation: Sequence[int], rhs_dilation: Sequence[int],
-                              dimension_numbers: Any, x_shape: Sequence[int]) -> list[int]:
+                              dn: lax.ConvDimensionNumbers) -> list[int]:
     """The spatial axes of a forward convolution whose input gradient, as JAX builds it
     (outside this call, so outside :func:`_swap_abort_axes`), would have the axis XLA's
     operand swap mishandles: kernel = stride = 2 and a low padding of 1 make it an
@@ -79,15 +78,14 @@ def _gradient_swap_abort_axes(kernel: Array, strides: Sequence[int], padding: An
     axis padded."""
     if isinstance(padding, str) or any(d != 1 for d in lhs_dilation):
         return []
-    rhs = lax.conv_dimension_numbers(x_shape, kernel.shape, dimension_numbers).rhs_spec
     return [i for i, (lo, _) in enumerate(padding)
-            if kernel.shape[rhs[2 + i]] == strides[i] == 2 and rhs_dilation[i] == 1
+            if kernel.shape[dn.rhs_spec[2 + i]] == strides[i] == 2 and rhs_dilation[i] == 1
             and lo >= 1]
 
 
 def _swap_abort_axes(x: Array, kernel: Array, strides: Sequence[int], padding: Any,
                      lhs_dilation: Sequence[int], rhs_dilation: Sequence[int],
-                     dimension_numbers: Any, feature_group_count: int) -> list[int]:
+                     dn: lax.ConvDimensionNumbers, feature_group_count: int) -> list[int]:
     """The spatial axes to pad by one more output where XLA would abort the process.
 
     XLA (jaxlib 0.10.2; its ConvOperandSwapper, run by XLA:CPU) swaps a convolution's
@@ -103,7 +101,6 @@ def _swap_abort_axes(x: Array, kernel: Array, strides: Sequence[int], padding: A
     correctly (padded, it is no group axis), and which is sliced off."""
     if isinstance(padding, str) or feature_group_count != 1:
         return []
-    dn = lax.conv_dimension_numbers(x.shape, kernel.shape, dimension_numbers)
     lhs, rhs = dn.lhs_spec, dn.rhs_spec
     group, kept, swapped = [], 1, 1
     for i, (lo, hi) in enumerate(padding):
