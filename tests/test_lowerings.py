@@ -8,6 +8,7 @@ lowered StableHLO) and the switch."""
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import io
 import itertools
@@ -2237,7 +2238,7 @@ def test_input_dilated_convolution_that_xla_cpu_aborts_on(rank, mode):
     # (its operand swap keeps a window dimension of size 2 against an input of 3: "Window
     # dimensions do not match RHS shape"), as Keras's layers and lax.conv_transpose hand
     # them. kconv's one lax.conv_general_dilated call pads such an axis by one more output
-    # and slices it off (_swap_abort_axes); the 2-D forward is XLA's under "auto" too.
+    # and slices it off (_swap_safe); the 2-D forward is XLA's under "auto" too.
     # Without it this test's worker dies. Forward against the float64 reference; gradients
     # by the adjoint identity (the layer is linear in its input and in its kernel).
     from tests import reference as ref
@@ -2289,19 +2290,80 @@ def test_strided_convolution_whose_input_gradient_xla_cpu_aborts_on(mode):
                                np.vdot(want, ct), rtol=1e-4)
 
 
-def test_swap_abort_axes_only_where_xla_would_swap():
-    # The guard pads only an axis XLA takes for a "group" axis, and only where XLA's swap
-    # test would swap: a plain Conv2DTranspose(k=2, s=2), the usual upsampling, is left
-    # as it is (no extra output computed).
-    from kconv.ops.convolution import _swap_abort_axes
+def test_swap_guard_only_where_xla_would_swap():
+    # The guard's mirror of XLA's swap test names only axes XLA takes for a "group" axis,
+    # and only where it would swap; the guard then changes the least it can. A plain
+    # Conv2DTranspose(k=2, s=2), the usual upsampling, and its derivatives are left as
+    # they are (no extra output computed).
+    from kconv.ops.convolution import _Axis, _swap_group_axes, _swap_safe
 
-    dn = lax.conv_dimension_numbers((1, 2, 3, 4), (3, 2, 4, 5), ("NHWC", "HWIO", "NHWC"))
-    args = dict(strides=(1, 1), lhs_dilation=(1, 2), rhs_dilation=(1, 1), dn=dn,
-                feature_group_count=1)
-    x, k = jnp.ones((1, 2, 3, 4)), jnp.ones((3, 2, 4, 5))
-    assert _swap_abort_axes(x, k, padding=((1, 1), (0, 0)), **args) == [1]
-    assert _swap_abort_axes(x, k, padding=((1, 1), (1, 1)), **args) == []
-    assert _swap_abort_axes(jnp.ones((1, 5, 3, 4)), k, padding=((1, 1), (0, 0)), **args) == []
-    assert _swap_abort_axes(x, jnp.ones((2, 2, 4, 5)), padding=((0, 0), (0, 0)),
-                            **dict(args, lhs_dilation=(2, 2))) == []
-    assert _swap_abort_axes(x, k, padding="SAME", **args) == []
+    # Conv2DTranspose(30, (3, 2), strides=(1, 2), "same", output_padding=0) on (1, 2, 3, C):
+    tall, group = _Axis(2, 3, 1, 1, 1, 1, 1), _Axis(3, 2, 1, 2, 1, 0, 0)
+    assert _swap_group_axes([tall, group]) == [1]
+    assert _swap_group_axes([tall, group._replace(lo=1, hi=1)]) == []  # padded: no group
+    assert _swap_group_axes([tall._replace(n=5), group]) == []  # no larger kernel: no swap
+    assert _swap_group_axes([group._replace(k=2, n=2), group]) == []
+    assert _swap_safe([tall, group]) == [tall, group._replace(hi=1)]  # one more output
+    # Conv2D(30, (3, 2), strides=(1, 2), padding=((1, 1), (1, 1))) on (1, 2, 4, C): its
+    # input gradient has the group axis; the low padding goes into the input.
+    forward = [tall, _Axis(4, 2, 2, 1, 1, 1, 1)]
+    assert _swap_group_axes(forward) == []
+    assert _swap_safe(forward) == [tall, _Axis(5, 2, 2, 1, 1, 0, 1)]
+    up = [_Axis(8, 2, 1, 2, 1, 1, 1)] * 2
+    assert _swap_safe(up) == up
+
+
+#: Found by a search of kconv's derivatives for XLA:CPU aborts (stop 44): convolutions
+#: JAX's transpose rules build outside kconv's call, with explicit (PyTorch-style) padding.
+_DERIVATIVE_ABORTS = {
+    # the kernel gradient of a transposed convolution (window 2 = its input dilation)
+    "transposed, kernel gradient": (
+        "conv_transpose", (1, 3, 2, 4), (4, 3, 4, 4), {"strides": (2, 1),
+                                                       "padding": ((3, 3), (0, 0))}),
+    # the same with a dilation: "auto" gives it to XLA's convolution
+    "dilated transposed, kernel gradient": (
+        "conv_transpose", (1, 3, 1, 4), (4, 2, 4, 4), {"strides": (2, 1),
+                                                       "dilation_rate": (1, 2),
+                                                       "padding": ((3, 3), (0, 0))}),
+    # the kernel gradient of a strided convolution's input gradient (a second derivative)
+    "strided, second derivative": (
+        "conv", (1, 2, 5, 4), (4, 3, 4, 4), {"strides": (2, 1),
+                                             "padding": ((3, 3), (0, 0))}),
+}
+
+
+@pytest.mark.parametrize("mode", ["auto", "portable", "xla"])
+@pytest.mark.parametrize("case", list(_DERIVATIVE_ABORTS))
+def test_derivatives_that_xla_cpu_aborts_on(case, mode):
+    # jaxlib 0.10.2's XLA:CPU aborted the process compiling these derivatives (plain lax
+    # too): kconv's call takes a form whose derivatives, to the second order, have no
+    # group axis for XLA's operand swap (_swap_safe). Without it this test's worker dies.
+    # Forward against the float64 reference; first derivatives by the adjoint identity;
+    # the second-order kernel gradient against forward mode (a jvp, which builds no
+    # transposed convolution).
+    from tests import reference as ref
+
+    op, x_shape, k_shape, kwargs = _DERIVATIVE_ABORTS[case]
+    rng = np.random.default_rng(0)
+    x, kernel = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, k_shape))
+    f = functools.partial(getattr(ops, op), **kwargs)
+    with config.conv_lowering(mode):
+        y = jax.jit(f)(x, kernel)
+        ct = rng.standard_normal(y.shape).astype(np.float32)
+        gx, gk = jax.jit(jax.grad(lambda x, k: jnp.vdot(f(x, k), ct), argnums=(0, 1)))(
+            x, kernel)
+
+        def penalty(k):  # |dL/dx|^2, a gradient penalty
+            return jnp.sum(jax.grad(lambda x: jnp.vdot(f(x, k), ct))(x) ** 2)
+
+        second = jax.jit(jax.grad(penalty))(kernel)
+        v = rng.standard_normal(k_shape).astype(np.float32)
+        forward_mode = jax.jit(lambda k, v: jax.jvp(penalty, (k,), (v,))[1])(kernel, v)
+    want = getattr(ref, op)(x, kernel, **kwargs)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.vdot(np.asarray(gx, np.float64), x), np.vdot(want, ct),
+                               rtol=1e-4)
+    np.testing.assert_allclose(np.vdot(np.asarray(gk, np.float64), kernel), np.vdot(want, ct),
+                               rtol=1e-4)
+    np.testing.assert_allclose(np.vdot(np.asarray(second, np.float64), v), forward_mode,
+                               rtol=1e-4)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,127 @@ __all__ = ["conv", "conv_transpose", "depthwise_conv", "separable_conv"]
 Array = jax.Array
 
 
+def _dilated(n: int, dilation: int) -> int:
+    return 0 if n == 0 else dilation * (n - 1) + 1
+
+
+class _Axis(NamedTuple):
+    """One spatial axis of a convolution, as XLA's operand swap reads it: the input's and
+    the kernel's lengths, the stride, the input and kernel dilations, the padding."""
+
+    n: int
+    k: int
+    s: int
+    ld: int
+    rd: int
+    lo: int
+    hi: int
+
+    @property
+    def out(self) -> int:
+        span = _dilated(self.n, self.ld) + self.lo + self.hi - _dilated(self.k, self.rd)
+        return max(0, span // self.s + 1)
+
+    def input_transpose(self) -> _Axis:
+        """This axis in the input gradient's convolution, as JAX's transpose rule builds it
+        (``_conv_general_dilated_transpose_lhs``: the cotangent against the kernel)."""
+        lo = _dilated(self.k, self.rd) - self.lo - 1
+        hi = (_dilated(self.n, self.ld) + _dilated(self.k, self.rd) - 1
+              - _dilated(self.out, self.s) - lo)
+        return _Axis(self.out, self.k, self.ld, self.s, self.rd, lo, hi)
+
+    def kernel_transpose(self) -> _Axis:
+        """This axis in the kernel gradient's convolution, as JAX's transpose rule builds it
+        (``_conv_general_dilated_transpose_rhs``: the input against the cotangent)."""
+        hi = (_dilated(self.out, self.s) - _dilated(self.n, self.ld)
+              + _dilated(self.k, self.rd) - self.lo - 1)
+        return _Axis(self.n, self.out, self.rd, self.ld, self.s, self.lo, hi)
+
+
+#: How many derivatives deep kconv keeps the convolutions JAX builds clear of XLA's
+#: operand-swap abort: gradients and gradients of gradients (Hessians, gradient penalties).
+_GUARDED_ORDER = 2
+
+
+def _swap_group_axes(axes: Sequence[_Axis]) -> list[int]:
+    """The axes XLA:CPU's operand swap (jaxlib 0.10.2's ConvOperandSwapper) would keep as
+    "group" axes while swapping this ungrouped convolution's operands: the swap mishandles
+    them and the process aborts.
+
+    The swap's test, mirrored: it swaps where the kernel's window is larger than the input's
+    (the products of their lengths over the axes it swaps), keeping as they are the axes it
+    takes for a "group" axis (input dilation = kernel length, stride = kernel length - 1, no
+    padding, no kernel dilation) — but with their window length, the kernel's, against the
+    swapped kernel (the input), of another length: "Window dimensions do not match RHS
+    shape". A transposed convolution with kernel = stride = 2 and no padding on one axis
+    beside a kernel larger than its input on another is one (Conv2DTranspose(30, (3, 2),
+    strides=(1, 2), padding="same", output_padding=0) on a (1, 2, 3, C) input). Without the
+    swap's lowerability callback the mirror may name axes XLA would leave (conservative)."""
+    group, kept, swapped = [], 1, 1
+    for i, a in enumerate(axes):
+        plain = a.lo == a.hi == 0 and a.rd == 1
+        if plain and a.ld == a.k and a.s == a.k - 1:
+            group.append(i)
+        elif not (plain and a.k == a.n and a.ld == 1 and a.s == 1):
+            kept *= a.k
+            swapped *= a.k if (a.n == 1 and a.s == 1 and a.rd == 1
+                               and a.lo == a.hi == a.k - 1) else a.n
+    return group if group and kept > swapped else []
+
+
+def _swap_aborts(axes: Sequence[_Axis]) -> list[list[int]]:
+    """The group axes (:func:`_swap_group_axes`) of each convolution that would abort: this
+    one and those JAX builds for its derivatives up to :data:`_GUARDED_ORDER` (outside
+    kconv's call: its transpose rules); empty where XLA would compile them all."""
+    found, forms = [], [list(axes)]
+    for order in range(_GUARDED_ORDER + 1):
+        for form in forms:
+            if all(a.n and a.k and a.out for a in form):  # no convolution for empty arrays
+                found += [group] if (group := _swap_group_axes(form)) else []
+        if order < _GUARDED_ORDER:
+            forms = [[t(a) for a in form] for form in forms if all(a.out for a in form)
+                     for t in (_Axis.input_transpose, _Axis.kernel_transpose)]
+    return found
+
+
+def _swap_safe(axes: list[_Axis]) -> list[_Axis]:
+    """``axes``, or an equivalent form of the convolution XLA compiles with its derivatives.
+
+    Where :func:`_swap_aborts` finds a convolution that would abort, its group axes, then
+    the others, are tried in another form computing the same outputs: the axis's low
+    padding moved into the input (``lax.pad``, whose transpose is a slice), one more output
+    (sliced off), one unit of its high padding moved into the input, or ``s`` more zeros
+    after the input (the extra outputs sliced off). Each changes a length or a padding in
+    the transposed convolutions. The first form that clears every convolution is taken, else
+    the first that leaves fewer, from which the search goes on (three moves at most). The
+    low side stays where it was, so the first outputs are the original ones; input-dilated
+    axes only take the extra output."""
+    found = _swap_aborts(axes)
+    for _ in range(3):
+        if not found:
+            break
+        named = {i for group in found for i in group}
+        better = None
+        for i in sorted(range(len(axes)), key=lambda i: i not in named):
+            a = axes[i]
+            moves = [a._replace(hi=a.hi + a.s)]
+            if a.ld == 1:
+                moves[:0] = [a._replace(n=a.n + a.lo, lo=0)] if a.lo > 0 else []
+                moves += [a._replace(n=a.n + 1, hi=a.hi - 1)] if a.hi > 0 else []
+                moves += [a._replace(n=a.n + a.s)]
+            for move in moves:
+                form = [*axes[:i], move, *axes[i + 1:]]
+                left = _swap_aborts(form)
+                if not left:
+                    return form
+                if better is None and len(left) < len(found):
+                    better = form, left
+        if better is None:
+            break
+        axes, found = better
+    return axes
+
+
 def _conv_general_dilated(
     x: Array, kernel: Array, *, strides: Sequence[int],
     padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int],
@@ -40,79 +161,36 @@ def _conv_general_dilated(
     precision: Any, preferred_element_type: Any,
 ) -> Array:
     # The single call site of lax.conv_general_dilated in the package.
-    padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
     dn = lax.conv_dimension_numbers(x.shape, kernel.shape, dimension_numbers)
-    moved = _gradient_swap_abort_axes(kernel, strides, padding, lhs_dilation, rhs_dilation, dn)
-    if moved:  # their low padding as the input's own: the same values
+    lhs, rhs, out = dn.lhs_spec[2:], dn.rhs_spec[2:], dn.out_spec[2:]
+    # Symbolic spatial lengths (jax.export's shape polymorphism): nothing to decide here.
+    known = all(isinstance(n, int) for n in [*(x.shape[d] for d in lhs), *kernel.shape])
+    if known and isinstance(padding, str):  # explicit, as lax makes it: the same program
+        padding = lax.padtype_to_pads(
+            [_dilated(x.shape[d], r) for d, r in zip(lhs, lhs_dilation)],
+            [_dilated(kernel.shape[d], r) for d, r in zip(rhs, rhs_dilation)],
+            strides, padding)
+    axes = [_Axis(x.shape[a], kernel.shape[b], s, ld, rd, lo, hi) for a, b, s, ld, rd, (lo, hi)
+            in zip(lhs, rhs, strides, lhs_dilation, rhs_dilation, padding)] if known else []
+    guarded = axes if feature_group_count != 1 else _swap_safe(axes)
+    if guarded != axes:  # the same values by another form: see _swap_safe
         widths = [(0, 0, 0)] * x.ndim
-        for i in moved:
-            widths[dn.lhs_spec[2 + i]] = (padding[i][0], 0, 0)
-        x = lax.pad(x, jnp.zeros((), x.dtype), widths)
-        padding = tuple((0, hi) if i in moved else (lo, hi)
-                        for i, (lo, hi) in enumerate(padding))
-    extended = _swap_abort_axes(x, kernel, strides, padding, lhs_dilation, rhs_dilation,
-                                dn, feature_group_count)
-    if extended:  # one more output on each, sliced off below: the same values
-        padding = tuple((lo, hi + strides[i]) if i in extended else (lo, hi)
-                        for i, (lo, hi) in enumerate(padding))
+        for d, a, g in zip(lhs, axes, guarded):  # padding moved into the input, zeros added
+            widths[d] = (a.lo - g.lo, g.n - a.n - (a.lo - g.lo), 0)
+        if any(w != (0, 0, 0) for w in widths):
+            x = lax.pad(x, jnp.zeros((), x.dtype), widths)
+        padding = [(g.lo, g.hi) for g in guarded]
     y = lax.conv_general_dilated(
-        x, kernel, window_strides=tuple(strides), padding=padding,
+        x, kernel, window_strides=tuple(strides),
+        padding=padding if isinstance(padding, str) else tuple(map(tuple, padding)),
         lhs_dilation=tuple(lhs_dilation), rhs_dilation=tuple(rhs_dilation),
         dimension_numbers=dn, feature_group_count=feature_group_count,
         precision=precision, preferred_element_type=preferred_element_type,
     )
-    out = dn.out_spec
-    for i in extended:
-        y = lax.slice_in_dim(y, 0, y.shape[out[2 + i]] - 1, axis=out[2 + i])
+    for d, a, g in zip(out, axes, guarded):
+        if g.out != a.out:  # a guarded axis's extra outputs
+            y = lax.slice_in_dim(y, 0, a.out, axis=d)
     return y
-
-
-def _gradient_swap_abort_axes(kernel: Array, strides: Sequence[int], padding: Any,
-                              lhs_dilation: Sequence[int], rhs_dilation: Sequence[int],
-                              dn: lax.ConvDimensionNumbers) -> list[int]:
-    """The spatial axes of a forward convolution whose input gradient, as JAX builds it
-    (outside this call, so outside :func:`_swap_abort_axes`), would have the axis XLA's
-    operand swap mishandles: kernel = stride = 2 and a low padding of 1 make it an
-    input-dilated convolution of kernel 2 without low padding. Their low padding is moved
-    into the input (``lax.pad``, whose transpose is a slice), which leaves the gradient's
-    axis padded."""
-    if isinstance(padding, str) or any(d != 1 for d in lhs_dilation):
-        return []
-    return [i for i, (lo, _) in enumerate(padding)
-            if kernel.shape[dn.rhs_spec[2 + i]] == strides[i] == 2 and rhs_dilation[i] == 1
-            and lo >= 1]
-
-
-def _swap_abort_axes(x: Array, kernel: Array, strides: Sequence[int], padding: Any,
-                     lhs_dilation: Sequence[int], rhs_dilation: Sequence[int],
-                     dn: lax.ConvDimensionNumbers, feature_group_count: int) -> list[int]:
-    """The spatial axes to pad by one more output where XLA would abort the process.
-
-    XLA (jaxlib 0.10.2; its ConvOperandSwapper, run by XLA:CPU) swaps a convolution's
-    operands where the kernel's window is larger than the input's, keeping as they are the
-    axes it takes for a "group" axis (input dilation = kernel size, stride = kernel size - 1,
-    no padding, no kernel dilation): but it keeps their window size, the kernel's, against
-    the swapped kernel (the input), of another size, and the invalid program it builds aborts
-    the process ("Window dimensions do not match RHS shape"). A transposed convolution with
-    kernel = stride = 2 and no padding on one axis beside a kernel larger than its input on
-    another is one (Conv2DTranspose(30, (3, 2), strides=(1, 2), padding="same",
-    output_padding=0) on a (1, 2, 3, C) input). The swap's own test is mirrored here; where
-    it would swap with such an axis, that axis gets one more output, which XLA then swaps
-    correctly (padded, it is no group axis), and which is sliced off."""
-    if isinstance(padding, str) or feature_group_count != 1:
-        return []
-    lhs, rhs = dn.lhs_spec, dn.rhs_spec
-    group, kept, swapped = [], 1, 1
-    for i, (lo, hi) in enumerate(padding):
-        k, n = kernel.shape[rhs[2 + i]], x.shape[lhs[2 + i]]
-        plain = (lo, hi) == (0, 0) and rhs_dilation[i] == 1
-        if plain and lhs_dilation[i] == k and strides[i] == k - 1:
-            group.append(i)
-        elif not (plain and k == n and lhs_dilation[i] == 1 and strides[i] == 1):
-            kept *= k
-            swapped *= k if (n == 1 and strides[i] == 1 and rhs_dilation[i] == 1
-                             and lo == hi == k - 1) else n
-    return group if group and kept > swapped else []
 
 
 def _check_bias(name: str, bias: Any, filters: int) -> None:
