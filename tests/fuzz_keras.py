@@ -29,8 +29,9 @@ jaxlib 0.10.2's XLA:CPU aborts the whole process compiling some input-dilated
 convolutions that Keras's transposed layers hand it (seed 3225, configuration 145: a
 ``Conv3DTranspose`` with kernel ``(3, 2, 3)``, strides ``(1, 2, 1)``, ``"same"``,
 ``output_padding=(0, 0, 0)``, on a ``(1, 2, 3, 4, 35)`` input; see the README's lowering
-modes): such a run ends there, on the Keras side (kconv steps around it). Go on with the
-next seed.
+modes). The fuzz traces Keras's forward and gradients first and leaves its layer uncalled
+where one of their convolutions is such a program (outcome ``"Keras would abort"``: kconv's
+are still run, so kconv aborting would end the run).
 """
 
 from __future__ import annotations
@@ -283,6 +284,37 @@ def _keras_ops_oracle(cfg: Config, params: dict[str, Any], x: np.ndarray) -> Any
     return keras.activations.get(kw.get("activation"))(y)
 
 
+def _convolutions(jaxpr: Any) -> Any:
+    """Every ``conv_general_dilated`` equation of ``jaxpr`` and of the jaxprs it holds."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's own
+                if hasattr(sub, "eqns"):
+                    yield from _convolutions(sub)
+
+
+def xla_would_abort(fn: Any, *args: Any) -> bool:
+    """Whether compiling ``fn(*args)`` meets the XLA:CPU operand-swap abort (jaxlib 0.10.2)
+    in one of its convolutions, by kconv's mirror of XLA's test
+    (``kconv.ops.convolution._swap_group_axes``), on the traced program (nothing compiled)."""
+    from kconv.ops.convolution import _Axis, _swap_group_axes
+
+    for eqn in _convolutions(jax.make_jaxpr(fn)(*args).jaxpr):
+        p = eqn.params
+        if p["batch_group_count"] != 1 or p["feature_group_count"] != 1:
+            continue  # XLA swaps no grouped convolution
+        dn, (x, k) = p["dimension_numbers"], (v.aval.shape for v in eqn.invars)
+        axes = [_Axis(x[a], k[b], *rest, lo, hi) for a, b, (lo, hi), *rest in zip(
+            dn.lhs_spec[2:], dn.rhs_spec[2:], p["padding"], p["window_strides"],
+            p["lhs_dilation"], p["rhs_dilation"])]
+        if _swap_group_axes(axes):
+            return True
+    return False
+
+
 def _refusal(call: Any) -> Exception | None:
     try:
         call()
@@ -334,7 +366,8 @@ def check(cfg: Config, *, eager_gradients: bool = False) -> tuple[str, list[str]
     Returns:
       ``(outcome, problems, lowerings)``: the outcome is ``"ok"``, ``"ok, at a kink"``
       (the gradients agree without the outputs whose pre-activations straddle a kink of
-      the activation: :func:`_kink_between`), ``"both refuse"``,
+      the activation: :func:`_kink_between`), ``"both refuse"``, ``"Keras would abort"``
+      (:func:`xla_would_abort`: kconv's forward and gradients run, uncompared),
       ``"beyond Keras, ok"`` (checked against ``keras.ops``), ``"beyond Keras, unchecked"``
       or ``"mismatch"`` (then ``problems`` says what differs); ``lowerings`` are the
       ``op:lowering`` pairs kconv took.
@@ -349,9 +382,14 @@ def check(cfg: Config, *, eager_gradients: bool = False) -> tuple[str, list[str]
         weights = [rng.standard_normal(w.shape).astype(np.float32) * 0.5
                    for w in layer.get_weights()]
         layer.set_weights(weights)
-        built["keras"], built["y"] = layer, np.asarray(layer(x))
+        built["keras"] = layer
         built["params"] = {w.path.split("/")[-1]: jnp.asarray(v)
                            for w, v in zip(layer.weights, weights)}
+        trainable = [v.value for v in layer.trainable_variables]
+        if xla_would_abort(jax.value_and_grad(lambda w, x: jnp.sum(
+                layer.stateless_call(w, [], x)[0]), argnums=(0, 1)), trainable, x):
+            return  # calling it would abort the process: kconv's side alone is run
+        built["y"] = np.asarray(layer(x))
 
     def build_kconv() -> None:
         layer = getattr(kconv, cfg.name)(**cfg.kwargs)
@@ -389,6 +427,12 @@ def check(cfg: Config, *, eager_gradients: bool = False) -> tuple[str, list[str]
     if kconv_error is not None:
         return "mismatch", [f"kconv refuses, Keras does not: {kconv_error!r}"[:400]], set()
 
+    if "y" not in built:  # Keras's program would abort the process: kconv's must run
+        layer, params = built["kconv"], built["params"]
+        with lowering.recorded_choices() as calls:
+            jax.block_until_ready(jax.jit(jax.value_and_grad(
+                lambda p, x: jnp.sum(layer(p, x)), argnums=(0, 1)))(params, x))
+        return "Keras would abort", [], {f"{op}:{low}" for op, low in calls}
     keras_layer, layer, params, expected = (built["keras"], built["kconv"], built["params"],
                                             built["y"])
     problems = []

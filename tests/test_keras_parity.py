@@ -6,6 +6,7 @@ and `from_config(keras_layer.get_config())` builds the same layer; regularizatio
 and constraint projections equal Keras's.
 """
 
+import functools
 import io
 import os
 
@@ -359,3 +360,33 @@ def test_fuzz_leaves_out_outputs_at_an_activation_kink():
     plain = fuzz_keras.Config(cfg.name, {**cfg.kwargs, "activation": None}, cfg.shape,
                               cfg.seed)
     assert fuzz_keras.check(plain)[:2] == ("ok", [])
+
+
+@pytest.mark.parametrize("mode", ["auto", "xla"])
+def test_fuzz_leaves_keras_uncalled_where_xla_would_abort(mode):
+    # Seed 3225's configuration 145 ended the fuzz: XLA:CPU (jaxlib 0.10.2) aborts the
+    # process compiling the input-dilated convolution Keras's layer builds for it. The fuzz
+    # now reads that off Keras's traced program and leaves its layer uncalled; kconv's own
+    # forward and gradients still run (in either mode: its guard keeps them compilable).
+    kwargs = {"filters": 3, "kernel_size": (3, 2, 3), "strides": (1, 2, 1),
+              "padding": "same", "output_padding": (0, 0, 0),
+              "data_format": "channels_last"}
+    cfg = fuzz_keras.Config("Conv3DTranspose", kwargs, (1, 2, 3, 4, 35), 7)
+    with kconv.config.conv_lowering(mode):
+        assert fuzz_keras.check(cfg)[:2] == ("Keras would abort", [])
+    # The same layer without the output padding is an ordinary program: compared.
+    plain = fuzz_keras.Config(cfg.name, {**kwargs, "output_padding": None}, cfg.shape, 7)
+    assert fuzz_keras.check(plain)[:2] == ("ok", [])
+    # The test itself, on the program Keras's layer builds (lax's, Keras's "same" padding)
+    # and on kconv's for the same layer under "xla" (guarded): forward and gradients.
+    x = jnp.zeros(cfg.shape)
+    lax_transpose = functools.partial(jax.lax.conv_transpose, strides=(1, 2, 1),
+                                      padding=((1, 1), (0, 0), (1, 1)),
+                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    assert fuzz_keras.xla_would_abort(lax_transpose, x, jnp.zeros((3, 2, 3, 35, 3)))
+    ours = functools.partial(kconv.ops.conv_transpose, strides=(1, 2, 1), padding="same",
+                             output_padding=0)
+    with kconv.config.conv_lowering("xla"):
+        assert not fuzz_keras.xla_would_abort(
+            jax.grad(lambda x, k: jnp.sum(ours(x, k)), argnums=(0, 1)), x,
+            jnp.zeros((3, 2, 3, 3, 35)))
