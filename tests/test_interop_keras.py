@@ -212,7 +212,11 @@ def test_load_keras_layers_names_frozen_layers(tmp_path):
     inner = keras.Sequential([keras.Input((8, 2)), L.Conv1D(2, 3, name="a"),
                               L.Conv1D(2, 1, name="b")], name="inner")
     frozen = L.Conv1D(2, 3, padding="same", name="frozen")
+    # Weightless layers are never listed: a live model's trains none of their (no)
+    # weights (they were all listed), a file's flag on one says nothing.
     model = keras.Sequential([keras.Input((8, 2)), frozen, inner,
+                              L.ZeroPadding1D(1, name="pad"),
+                              L.UpSampling1D(2, name="up", trainable=False),
                               L.Conv1D(2, 3, name="head")])
     frozen.trainable = False
     inner.trainable = False  # Keras writes it into a's and b's flags too
@@ -230,7 +234,7 @@ def test_load_keras_layers_names_frozen_layers(tmp_path):
             f"['frozen', 'inner/a'] frozen (trainable=False); kconv's layers have no "
             f"trainable flag: keep their params where they are (optax.set_to_zero on them, "
             f"chained after the optimizer; they are listed in .frozen)"]
-        assert list(ported) == ["frozen", "inner/a", "inner/b", "head"]
+        assert list(ported) == ["frozen", "inner/a", "inner/b", "pad", "up", "head"]
         assert ported.frozen == ["frozen", "inner/a"]
     # One layer: layer_from_keras warns of it too (live or its config); once, not per layer
     # in load_keras_layers (checked above: one warning each).
@@ -264,6 +268,31 @@ def test_keras3_roundtrip_through_kconv_and_back(kind, tmp_path_factory, tmp_pat
     for name, keras_layer in _family_layers(other):
         keras_layer.set_weights(interop.to_keras_weights(*named[name]))
     np.testing.assert_array_equal(np.asarray(other(x)), np.asarray(model(x)))
+
+
+def test_saved_weights_into_a_model_with_other_weighted_layers(tmp_path):
+    # The file has the convolutions' weights only: Keras's strict load_weights sets them and
+    # then raises for the BatchNormalization's (as the README says); skip_mismatch=True
+    # loads them and leaves the BatchNormalization as it was.
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 3, name="c1")(L.ZeroPadding2D(1, name="pad")(inp))
+    h = L.Conv2D(2, 3, name="c2")(L.BatchNormalization(name="bn")(h))
+    model = keras.Model(inp, h)
+    named = interop.load_keras_layers(model)
+    assert list(named) == ["pad", "c1", "c2"] and named.frozen == []
+    changed = {name: (layer, jax.tree.map(lambda w: w + 1.0, params))
+               for name, (layer, params) in named.items()}
+    interop.save_keras_weights(tmp_path / "m.weights.h5", changed)
+    bn = [np.asarray(w) for w in model.get_layer("bn").get_weights()]
+    with pytest.raises(ValueError, match="bn"):
+        model.load_weights(tmp_path / "m.weights.h5")
+    model.load_weights(tmp_path / "m.weights.h5", skip_mismatch=True)
+    for name in ("c1", "c2"):
+        np.testing.assert_array_equal(model.get_layer(name).get_weights()[0],
+                                      np.asarray(changed[name][1]["kernel"]))
+    for got, want in zip(model.get_layer("bn").get_weights(), bn):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))

@@ -312,7 +312,8 @@ class KerasWeights(dict):
       skipped: ``{layer_name: class name or "unknown"}`` of every layer in the file outside
         the convolution family (Dense, BatchNormalization, Lambda, ...), which are not read.
       frozen: the names of the layers read whose weights Keras does not train
-        (``trainable=False``; a frozen model's layers too), in the model's order:
+        (``trainable=False``; a frozen model's layers too; layers without weights, such as
+        ZeroPadding2D, never: they have nothing to train), in the model's order:
         :func:`load_keras_layers` lists them (a kconv layer has no trainable flag);
         empty elsewhere.
 
@@ -850,9 +851,10 @@ def load_keras_layers(path: Any, *,
       against the shape the config implies. Layers the model config does not list (a
       model class that writes its own config, as KerasHub backbones and Functional
       subclasses do) are in ``.skipped`` under their class, with a ``UserWarning``.
-      Layers Keras holds frozen (``trainable=False``) are named in ``.frozen``, with a
-      ``UserWarning``: a kconv layer has no trainable flag, so keep their params out of
-      the optimizer (``optax.set_to_zero`` on them, chained after it; see the example).
+      Layers with weights Keras holds frozen (``trainable=False``) are named in
+      ``.frozen``, with a ``UserWarning``: a kconv layer has no trainable flag, so keep
+      their params out of the optimizer (``optax.set_to_zero`` on them, chained after it;
+      see the example).
 
     Raises:
       ValueError: no model config, a config layer without weights, a weight whose shape
@@ -910,7 +912,7 @@ def load_keras_layers(path: Any, *,
                 params.setdefault(lora_name, np.zeros(weight.shape, layer.weight_dtype(weight)))
         layer._check_weights(params, f"{where}, layer {name!r}")
         out[name] = (layer, _as_jax(params))
-    frozen = _frozen(path, config, list(out))
+    frozen = _frozen(path, config, [name for name, (_, params) in out.items() if params])
     if frozen:
         warnings.warn(
             f"{where}: Keras holds the layers {frozen} frozen (trainable=False); kconv's "
@@ -1014,7 +1016,11 @@ def save_keras_weights(path: Any, named_params: Mapping[str, Any], *,
         written as Keras writes one: its merged kernel and bias. Keras addresses
         weights by position and class (the second Conv2D is ``conv2d_1``), so the order and
         the classes must be the Keras model's; layers of other classes between them do not
-        matter. Layers of nested models are named along the path (``"block/conv"``).
+        matter to the names. Their weights are not in the file: for a model that has some
+        (BatchNormalization, Dense), Keras's strict ``model.load_weights(path)`` sets the
+        convolutions' and then raises that it found no weights for those; load with
+        ``skip_mismatch=True``. Layers of nested models are named along the path
+        (``"block/conv"``).
       containers: for nested names, the Keras class of each nested model by its path
         (``{"block": "Sequential"}``; ``"Functional"`` for a ``keras.Model(inputs,
         outputs)``), which Keras's file layout names them by; ``"TimeDistributed"`` or
