@@ -68,7 +68,17 @@ _WEIGHT_NAMES = frozenset(LORA_WEIGHTS).union(
 
 
 class KconvModule(nn.Module):
-    """Base of the generated linen modules: builds the pure layer, then delegates to it."""
+    """Base of the generated linen modules: builds the pure layer, then delegates to it.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> m = Conv2D(4, 3)
+        >>> isinstance(m, KconvModule), m.layer_cls.__name__
+        (True, 'Conv2D')
+        >>> variables = m.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
+        >>> jax.tree.map(jnp.shape, variables["params"])
+        {'bias': (4,), 'kernel': (3, 3, 3, 4)}
+    """
 
     layer_cls: Any = dataclasses.field(default=None, init=False, repr=False)
 

@@ -65,7 +65,17 @@ class FrozenParam(nnx.Variable):
 
 
 class Penalty(nnx.Intermediate):
-    """An ``nnx.Intermediate`` holding the penalties a kconv layer sowed on its calls."""
+    """An ``nnx.Intermediate`` holding the penalties a kconv layer sowed on its calls.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> m = Conv1D(2, 3, activity_regularizer="l2", in_channels=1, rngs=nnx.Rngs(0))
+        >>> y, penalties = nnx.capture(m, Penalty)(jnp.ones((4, 8, 1)))
+        >>> [type(v).__name__ for v in jax.tree.leaves(
+        ...     penalties, is_leaf=lambda v: isinstance(v, nnx.Variable))]
+        ['Penalty']
+    """
 
 
 def regularization_loss(penalties: Any) -> jax.Array:
@@ -84,7 +94,15 @@ def regularization_loss(penalties: Any) -> jax.Array:
 
 
 class KconvModule(nnx.Module):
-    """Base of the generated NNX modules: holds the pure layer and its ``nnx.Param``s."""
+    """Base of the generated NNX modules: holds the pure layer and its ``nnx.Param``s.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> m = Conv2D(4, 3, in_channels=3, rngs=nnx.Rngs(0))
+        >>> isinstance(m, KconvModule), type(m.layer).__name__, m.kernel.shape
+        (True, 'Conv2D', (3, 3, 3, 4))
+    """
 
     layer_cls: type = _layers.Layer
 

@@ -201,6 +201,16 @@ def constrain(model: Any, *example_args: Any,
     Returns:
       A ``GradientTransformation`` whose ``update`` needs ``params`` and returns
       ``constrain(params + updates) - params``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax, kconv
+        >>> layer = kconv.Conv1D(2, 3, kernel_constraint="non_neg")
+        >>> params = layer.init(jax.random.key(0), (None, 8, 1))
+        >>> tx = optax.chain(optax.sgd(0.1), kconv.optax.constrain(layer))
+        >>> grads = jax.tree.map(jnp.ones_like, params)
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> bool(optax.apply_updates(params, updates)["kernel"].min() >= 0)
+        True
     """
     layers = _found(model, example_args, example_kwargs, "constrain")
 

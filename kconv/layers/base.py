@@ -140,6 +140,12 @@ class Weight(NamedTuple):
 
     ``dtype`` is ``None`` for the layer's ``param_dtype``; ``trainable`` is ``False`` for a
     weight Keras freezes (the kernel under LoRA), whose penalty Keras then leaves out.
+
+    Example:
+        >>> import kconv
+        >>> weights = kconv.Conv2D(4, 3).weights_for_channels(3)
+        >>> {name: w.shape for name, w in weights.items()}
+        {'kernel': (3, 3, 3, 4), 'bias': (4,)}
     """
 
     shape: tuple[int, ...]
@@ -221,7 +227,19 @@ def _compute_dtype(value: Any, where: str) -> tuple[Any, str | None]:
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-    """Base of all kconv layers (pure tier). Subclasses are frozen dataclasses."""
+    """Base of all kconv layers (pure tier). Subclasses are frozen dataclasses.
+
+    Example:
+        >>> import jax, kconv
+        >>> layer = kconv.Conv2D(4, 3)  # every layer: init, call, shapes, config
+        >>> isinstance(layer, kconv.Layer)
+        True
+        >>> params = layer.init(jax.random.key(0), (None, 8, 8, 3))
+        >>> layer(params, jax.numpy.ones((2, 8, 8, 3))).shape
+        (2, 6, 6, 4)
+        >>> layer.compute_output_shape((None, 8, 8, 3))
+        (None, 6, 6, 4)
+    """
 
     rank: ClassVar[int]
     #: Keras constructor arguments, in Keras's positional order (for get_config).

@@ -34,6 +34,11 @@ class Conv(BaseConv):
     ``lora_kernel_b`` ``(rank, filters)`` (zeros), both float32, both penalised by
     ``kernel_regularizer``; the kernel itself is frozen (``trainable_mask``) and its
     penalty left out, as Keras does.
+
+    Example:
+        >>> import kconv
+        >>> isinstance(kconv.Conv3D(8, 3), kconv.layers.Conv), kconv.Conv3D.rank
+        (True, 3)
     """
 
     weight_args = {"kernel": "kernel", "bias": "bias"}

@@ -23,6 +23,13 @@ class ConvTranspose(BaseConv):
     It is the vector-Jacobian product of the forward convolution with the same kernel,
     strides, padding and dilation: each input position spreads ``kernel`` over the output,
     ``stride`` positions apart (TF/Keras semantics, Keras's output lengths).
+
+    Example:
+        >>> import kconv
+        >>> layer = kconv.Conv2DTranspose(8, 3, strides=2, padding="same")
+        >>> isinstance(layer, kconv.layers.ConvTranspose), layer.compute_output_shape(
+        ...     (None, 5, 5, 3))
+        (True, (None, 10, 10, 8))
     """
 
     weight_args = {"kernel": "kernel", "bias": "bias"}

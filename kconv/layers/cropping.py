@@ -17,7 +17,13 @@ __all__ = ["Cropping", "Cropping1D", "Cropping2D", "Cropping3D"]
 
 @dataclasses.dataclass(frozen=True)
 class Cropping(Layer):
-    """N-d cropping (the family behind Cropping1D/2D/3D; use those)."""
+    """N-d cropping (the family behind Cropping1D/2D/3D; use those).
+
+    Example:
+        >>> import kconv
+        >>> kconv.Cropping2D(((1, 0), (2, 2))).compute_output_shape((None, 8, 8, 3))
+        (None, 7, 4, 3)
+    """
 
     # Keras's Cropping1D has no data_format argument: it always crops axis 1 of
     # (batch, steps, features). Cropping2D/3D shadow this with their field.

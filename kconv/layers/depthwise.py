@@ -26,6 +26,13 @@ class DepthwiseConv(BaseConv):
 
     Output channel ``c * depth_multiplier + m`` is input channel ``c`` convolved with
     ``kernel[..., c, m]``.
+
+    Example:
+        >>> import kconv
+        >>> layer = kconv.DepthwiseConv1D(3, depth_multiplier=2)
+        >>> isinstance(layer, kconv.layers.DepthwiseConv), layer.compute_output_shape(
+        ...     (None, 10, 4))
+        (True, (None, 8, 8))
     """
 
     weight_args = {"kernel": "depthwise", "bias": "bias"}

@@ -23,7 +23,14 @@ __all__ = ["SeparableConv", "SeparableConv1D", "SeparableConv2D", "SeparableConv
 @dataclasses.dataclass(frozen=True)
 class SeparableConv(BaseConv):
     """N-d separable convolution (the family behind SeparableConv1D/2D/3D; use those):
-    a depthwise convolution, then a pointwise (1×…×1) one mixing the channels."""
+    a depthwise convolution, then a pointwise (1×…×1) one mixing the channels.
+
+    Example:
+        >>> import kconv
+        >>> layer = kconv.SeparableConv2D(16, 3)
+        >>> {k: w.shape for k, w in layer.weights_for_channels(4).items()}
+        {'depthwise_kernel': (3, 3, 4, 1), 'pointwise_kernel': (1, 1, 4, 16), 'bias': (16,)}
+    """
 
     weight_args = {"depthwise_kernel": "depthwise", "pointwise_kernel": "pointwise",
                    "bias": "bias"}

@@ -19,7 +19,13 @@ __all__ = ["UpSampling", "UpSampling1D", "UpSampling2D", "UpSampling3D"]
 
 @dataclasses.dataclass(frozen=True)
 class UpSampling(Layer):
-    """N-d upsampling (the family behind UpSampling1D/2D/3D; use those)."""
+    """N-d upsampling (the family behind UpSampling1D/2D/3D; use those).
+
+    Example:
+        >>> import kconv
+        >>> kconv.UpSampling1D(3).compute_output_shape((None, 5, 2))
+        (None, 15, 2)
+    """
 
     # Keras's UpSampling1D has neither data_format nor interpolation, and UpSampling3D has
     # no interpolation: they always repeat, channels_last for 1-D. The rank classes that

@@ -18,7 +18,13 @@ __all__ = ["ZeroPadding", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D"]
 
 @dataclasses.dataclass(frozen=True)
 class ZeroPadding(Layer):
-    """N-d zero padding (the family behind ZeroPadding1D/2D/3D; use those)."""
+    """N-d zero padding (the family behind ZeroPadding1D/2D/3D; use those).
+
+    Example:
+        >>> import kconv
+        >>> kconv.ZeroPadding3D(1).compute_output_shape((None, 4, 4, 4, 2))
+        (None, 6, 6, 6, 2)
+    """
 
     def _canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
         values = super()._canonicalize(values)

@@ -196,6 +196,11 @@ def conv(x: Array, kernel: Array, spec: ConvSpec, *, precision: Any = None,
       spec: the call's facts.
       precision: as ``lax.conv_general_dilated``.
       bias: ``None`` or ``(filters,)``.
+
+    Example:
+        >>> spec = ConvSpec(1, "channels_last", (1, 4, 1), (3, 1, 1), (1,), ((1, 1),), (1,))
+        >>> conv(jnp.ones((1, 4, 1)), jnp.ones((3, 1, 1)), spec, bias=jnp.array([0.5]))[0, :, 0]
+        Array([2.5, 3.5, 3.5, 2.5], dtype=float32)
     """
     return _dispatch("conv", spec, _conv_lowerings(_xla_conv, _CONV_LOWERINGS, spec, precision),
                      *_with_bias(x, kernel, bias))
@@ -211,6 +216,11 @@ def conv_transpose(x: Array, kernel: Array, spec: ConvSpec, *, precision: Any = 
       spec: the call's facts; ``spec.padding`` pads the stride-dilated input.
       precision: as ``lax.conv_general_dilated``.
       bias: ``None`` or ``(filters,)``.
+
+    Example:
+        >>> spec = ConvSpec(1, "channels_last", (1, 2, 1), (2, 1, 1), (2,), ((1, 1),), (1,))
+        >>> conv_transpose(jnp.array([[[1.0], [2.0]]]), jnp.ones((2, 1, 1)), spec)[0, :, 0]
+        Array([1., 1., 2., 2.], dtype=float32)
     """
     return _dispatch("conv_transpose", spec,
                      _conv_lowerings(_xla_conv_transpose, _TRANSPOSE_LOWERINGS, spec,
@@ -224,7 +234,15 @@ def _with_bias(x: Array, kernel: Array, bias: Array | None) -> tuple[Array, ...]
 
 def upsample(x: Array, spec: UpsampleSpec, plain: Callable[[Array], Array]) -> Array:
     """An interpolating upsampling, lowered by :func:`choose`; ``plain(x)`` is the
-    ``jax.image.resize`` path (kept in :mod:`kconv.ops.reshape`, next to Keras's rules)."""
+    ``jax.image.resize`` path (kept in :mod:`kconv.ops.reshape`, next to Keras's rules).
+
+    Example:
+        >>> spec = UpsampleSpec("bilinear", (1, 2, 2, 1), (1, 2), (2, 2))
+        >>> plain = lambda x: jax.image.resize(x, (1, 4, 4, 1), "bilinear")
+        >>> x = jnp.arange(4.0).reshape(1, 2, 2, 1)
+        >>> bool(jnp.allclose(upsample(x, spec, plain), plain(x)))
+        True
+    """
     stencil = functools.partial(bilinear_stencil, spec=spec, plain=plain)
     return _dispatch("upsample", spec,
                      lambda name, device: plain if name == XLA else stencil, x)

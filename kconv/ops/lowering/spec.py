@@ -45,6 +45,12 @@ class ConvSpec:
         (the ops' ``bias``, which the layers pass when ``use_bias``), an
         elementwise consumer XLA fuses with whatever follows the convolution
         (``"eigen_crop"`` needs one for its crop).
+
+    Example:
+        >>> spec = ConvSpec(2, "channels_last", (8, 16, 16, 3), (3, 3, 3, 32), (2, 2),
+        ...                 ((0, 1), (0, 1)), (1, 1))
+        >>> spec.kernel_size, spec.spatial, spec.channels, spec.output_spatial()
+        ((3, 3), (16, 16), 3, (8, 8))
     """
 
     rank: int
@@ -109,6 +115,11 @@ class UpsampleSpec:
       axes: the spatial axes (non-negative).
       factors: the integer factor of each of ``axes``.
       dtype: the input's dtype.
+
+    Example:
+        >>> from kconv.ops.lowering import choose
+        >>> choose("upsample", "cpu", UpsampleSpec("bilinear", (2, 16, 16, 8), (1, 2), (2, 2)))
+        'bilinear_stencil'
     """
 
     interpolation: str
