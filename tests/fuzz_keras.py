@@ -54,6 +54,7 @@ import numpy as np  # noqa: E402
 
 import kconv  # noqa: E402
 from kconv.ops import lowering  # noqa: E402
+from tests.util import equations  # noqa: E402
 
 CL, CF = "channels_last", "channels_first"
 ACTIVATIONS = [None, None, None, "relu", "tanh", "sigmoid", "gelu", "silu", "softplus", "elu",
@@ -284,27 +285,16 @@ def _keras_ops_oracle(cfg: Config, params: dict[str, Any], x: np.ndarray) -> Any
     return keras.activations.get(kw.get("activation"))(y)
 
 
-def _convolutions(jaxpr: Any) -> Any:
-    """Every ``conv_general_dilated`` equation of ``jaxpr`` and of the jaxprs it holds."""
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated":
-            yield eqn
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's own
-                if hasattr(sub, "eqns"):
-                    yield from _convolutions(sub)
-
-
 def xla_would_abort(fn: Any, *args: Any) -> bool:
     """Whether compiling ``fn(*args)`` meets the XLA:CPU operand-swap abort (jaxlib 0.10.2)
     in one of its convolutions, by kconv's mirror of XLA's test
     (``kconv.ops.convolution._swap_group_axes``), on the traced program (nothing compiled)."""
     from kconv.ops.convolution import _Axis, _swap_group_axes
 
-    for eqn in _convolutions(jax.make_jaxpr(fn)(*args).jaxpr):
+    for eqn in equations(jax.make_jaxpr(fn)(*args).jaxpr):
         p = eqn.params
-        if p["batch_group_count"] != 1 or p["feature_group_count"] != 1:
+        if (eqn.primitive.name != "conv_general_dilated"
+                or p["batch_group_count"] != 1 or p["feature_group_count"] != 1):
             continue  # XLA swaps no grouped convolution
         dn, (x, k) = p["dimension_numbers"], (v.aval.shape for v in eqn.invars)
         axes = [_Axis(x[a], k[b], *rest, lo, hi) for a, b, (lo, hi), *rest in zip(

@@ -25,7 +25,7 @@ import pytest
 import kconv
 from kconv import config, ops
 from kconv.ops import lowering
-from tests.util import held_bytes
+from tests.util import equations, held_bytes
 
 FORMATS = ("channels_last", "channels_first")
 SPATIAL = {1: (11,), 2: (9, 8), 3: (6, 5, 7)}
@@ -1414,16 +1414,6 @@ def test_non_finite_values_leave_the_finite_results_xlas(monkeypatch, two_cores,
             _assert_close(np.asarray(a)[both], np.asarray(p)[both])
 
 
-def _equations(jaxpr):
-    """Every equation of ``jaxpr`` and of the jaxprs in its equations' parameters."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for value in eqn.params.values():
-            inner = getattr(value, "jaxpr", value)
-            if isinstance(inner, jax.extend.core.Jaxpr):
-                yield from _equations(inner)
-
-
 @pytest.mark.parametrize("name", ["eigen_crop", "width_fold"])
 def test_jvp_rules_with_every_tangent_zero(two_cores, name):
     """The JVP rules of the primitives (their own, and that of the joint tangent ``pair``)
@@ -1436,7 +1426,7 @@ def test_jvp_rules_with_every_tangent_zero(two_cores, name):
     value = jax.make_jaxpr(f)(*args)
     tangent = jax.make_jaxpr(lambda x, w, dx, dw: jax.jvp(
         lambda x, w: f(x, w, *args[2:]), (x, w), (dx, dw)))(x, w, x, w)
-    eqns = [e for j in (value, tangent) for e in _equations(j.jaxpr)
+    eqns = [e for j in (value, tangent) for e in equations(j.jaxpr)
             if e.primitive.name.startswith("kconv_")]
     assert {e.primitive.name for e in eqns} >= {f"kconv_{name}", *(
         ["kconv_width_fold_pair"] if name == "width_fold" else [])}, eqns

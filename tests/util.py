@@ -3,6 +3,7 @@
 import contextlib
 
 import jax
+import jax.extend
 import numpy as np
 
 
@@ -15,6 +16,18 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+def equations(jaxpr):
+    """Every equation of ``jaxpr`` and of the jaxprs its equations hold (a ``pjit``'s, a
+    ``custom_jvp_call``'s, each branch of a ``cond``)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's own
+                if isinstance(inner, jax.extend.core.Jaxpr):
+                    yield from equations(inner)
 
 
 def tup(v, n):

@@ -26,14 +26,11 @@ from jax import lax
 
 from kconv import _args
 from kconv.ops import lowering, shapes
+from kconv.ops.lowering.spec import _dilated, _output_length
 
 __all__ = ["conv", "conv_transpose", "depthwise_conv", "separable_conv"]
 
 Array = jax.Array
-
-
-def _dilated(n: int, dilation: int) -> int:
-    return 0 if n == 0 else dilation * (n - 1) + 1
 
 
 class _Axis(NamedTuple):
@@ -50,8 +47,8 @@ class _Axis(NamedTuple):
 
     @property
     def out(self) -> int:
-        span = _dilated(self.n, self.ld) + self.lo + self.hi - _dilated(self.k, self.rd)
-        return max(0, span // self.s + 1)
+        return max(0, _output_length(_dilated(self.n, self.ld), self.k, self.s, self.lo,
+                                     self.hi, self.rd))
 
     def input_transpose(self) -> _Axis:
         """This axis in the input gradient's convolution, as JAX's transpose rule builds it
