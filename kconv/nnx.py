@@ -142,16 +142,31 @@ class KconvModule(nnx.Module):
                      reduce_fn=_sown.weights_once)
         return y
 
+    def _stacked(self) -> tuple[dict[str, jax.Array], dict[str, int]]:
+        """The weights, a stack's axis (made under ``nnx.vmap`` / ``nnx.scan``) moved to
+        the front, and where it was by name (``{}`` for one layer's weights): NNX keeps no
+        record of ``out_axes``, so it is read off the shapes."""
+        from kconv.interop.flax import _kconv_stack_axes
+
+        params = self._params()
+        at = _kconv_stack_axes(self.layer, params, type(self).__name__,
+                               "make the stack with nnx.vmap's out_axes=0")
+        return {name: jnp.moveaxis(v, at[name], 0) if name in at else v
+                for name, v in params.items()}, at
+
     def regularization_losses(self, outputs: jax.Array | None = None) -> jax.Array:
-        """The pure tier's penalty for this module's current weights (and ``outputs``)."""
-        return self.layer.regularization_losses(self._params(), outputs)
+        """The pure tier's penalty for this module's current weights (and ``outputs``).
+
+        A stack made under ``nnx.vmap`` gives each layer's penalty, summed (its weights'
+        stack axis wherever ``out_axes`` put it; the outputs' stack axes leading)."""
+        return self.layer.regularization_losses(self._stacked()[0], outputs)
 
     def constrain(self) -> None:
-        """Projects the weights in place with their constraints (as Keras after a step)."""
-        for name, value in self.layer.constrain(self._params()).items():
-            getattr(self, name)[...] = value
-
-
+        """Projects the weights in place with their constraints (as Keras after a step);
+        a stack's one layer at a time, wherever ``nnx.vmap``'s ``out_axes`` put it."""
+        params, at = self._stacked()
+        for name, value in self.layer.constrain(params).items():
+            getattr(self, name)[...] = jnp.moveaxis(value, 0, at[name]) if name in at else value
 
 
 def _make(pure_cls: type) -> type:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax as _optax
 
 from kconv.layers import Layer
@@ -33,6 +35,7 @@ from kconv.layers import Layer
 __all__ = ["constrain", "constrain_params", "freeze"]
 
 Path = tuple[Any, ...]
+Orders = dict[str, tuple[int, ...]]  # a layer's weights' transposes, stack axes to the front
 
 
 def _key(entry: Any) -> Any:
@@ -47,39 +50,63 @@ def _is_layer(node: Any) -> bool:
 
 
 def _layers_of(model: Any, example_args: tuple, example_kwargs: dict,
-               what: str = "constrain") -> dict[Path, Layer]:
-    """``{module path: pure layer}`` for a pure layer, a pytree of them, or a Flax model."""
+               what: str = "constrain") -> tuple[dict[Path, Layer], dict[Path, Orders]]:
+    """``{module path: pure layer}`` for a pure layer, a pytree of them, or a Flax model;
+    and, for the layers of a Flax stack whose stack axes do not lead (``nn.vmap``'s
+    ``variable_axes={"params": 1}``, ``nnx.vmap``'s ``out_axes=1``), each weight's
+    transpose bringing them to the front, where a pure layer takes a stack's."""
     import flax.linen as nn
     from flax import nnx
 
     from kconv import linen as klinen
     from kconv import nnx as knnx
+    from kconv.interop import flax as interop
 
     if isinstance(model, nnx.Module):
-        return {tuple(path): node.layer for path, node in nnx.iter_graph(model)
-                if isinstance(node, knnx.KconvModule)}
+        found, orders = {}, {}
+        for path, node in nnx.iter_graph(model):
+            if isinstance(node, knnx.KconvModule):
+                found[tuple(path)] = node.layer
+                weights, at = node._stacked()
+                if at:
+                    orders[tuple(path)] = {name: _moved_to_front(np.ndim(w), at[name])
+                                           for name, w in weights.items() if name in at}
+        return found, orders
     if isinstance(model, nn.Module):
         if not example_args and not example_kwargs:
             raise TypeError(f"kconv.optax.{what}: a linen model builds its submodules when "
                             f"called; pass example inputs: {what}(model, x)")
-        found: dict[Path, Layer] = {}
-
-        def record(next_fun: Callable, args: Any, kwargs: Any, context: Any) -> Any:
-            module = context.module
-            if isinstance(module, klinen.KconvModule) and context.method_name == "__call__":
-                found[tuple(module.scope.path)] = module.pure_layer
-            return next_fun(*args, **kwargs)
-
-        with nn.intercept_methods(record):
-            jax.eval_shape(lambda: model.init(jax.random.key(0), *example_args,
-                                              **example_kwargs))
-        return found
+        shapes: dict[str, Any] = {}
+        modules, _, _ = interop._linen_modules(
+            model, None, example_args, example_kwargs,
+            run=lambda: shapes.update(jax.eval_shape(lambda: model.init(
+                jax.random.key(0), *example_args, **example_kwargs))))
+        found, orders = {}, {}
+        for path, module in modules.items():
+            if not isinstance(module, klinen.KconvModule):
+                continue
+            layer = found[path] = module.pure_layer
+            lifts = [modules.get(path[:i]) for i in range(1, len(path) + 1)]
+            axes = interop._stack_axes(lifts, f"kconv.optax.{what}")
+            weights = interop._params_at(shapes, path) if axes and layer.has_weights else {}
+            own = layer._weight_ranks()
+            order = {name: interop._stack_order(len(w.shape), axes, own[name])
+                     for name, w in weights.items() if name in own}
+            order = {name: o for name, o in order.items() if o and o != tuple(sorted(o))}
+            if order:
+                orders[path] = order
+        return found, orders
     flat, _ = jax.tree_util.tree_flatten_with_path(model, is_leaf=_is_layer)
     layers = {tuple(_key(k) for k in path): leaf for path, leaf in flat if _is_layer(leaf)}
     if len(layers) != len(flat):
         raise TypeError(f"kconv.optax.{what}: expected a kconv layer, a pytree of kconv "
                         f"layers, or a linen/nnx model, got {type(model).__name__}")
-    return layers
+    return layers, {}
+
+
+def _moved_to_front(ndim: int, axis: int) -> tuple[int, ...]:
+    """The transpose ``jnp.moveaxis(w, axis, 0)`` is."""
+    return (axis, *(i for i in range(ndim) if i != axis))
 
 
 def constrain_params(layers: dict[Path, Layer], params: Any) -> Any:
@@ -95,19 +122,30 @@ def constrain_params(layers: dict[Path, Layer], params: Any) -> Any:
         >>> constrain_params({("a",): layer}, {"a": {"bias": jnp.array([-1.0])}})
         {'a': {'bias': Array([0.], dtype=float32)}}
     """
-    return _per_layer(layers, params, lambda layer, weights: layer.constrain(weights))
+    return _per_layer(layers, params, _constrain)
+
+
+def _constrain(layer: Layer, weights: dict[str, Any]) -> dict[str, Any]:
+    return layer.constrain(weights)
 
 
 def _per_layer(layers: dict[Path, Layer], tree: Any,
-               fn: Callable[[Layer, dict[str, Any]], dict[str, Any]]) -> Any:
+               fn: Callable[[Layer, dict[str, Any]], dict[str, Any]],
+               orders: dict[Path, Orders] | None = None) -> Any:
     """``tree`` with each layer's weights (the leaves at ``path + (name,)``, an NNX
-    ``Param``'s trailing ``.value`` looked through) replaced by ``fn(layer, weights)``."""
+    ``Param``'s trailing ``.value`` looked through) replaced by ``fn(layer, weights)``;
+    a weight with an order (``orders[path][name]``) given to ``fn`` transposed by it, its
+    stack axes in front, and its result transposed back."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     values = [leaf for _, leaf in leaves]
     for module_path, index in _groups(layers, leaves).items():
-        mapped = fn(layers[module_path], {n: values[i] for n, i in index.items()})
+        order = (orders or {}).get(module_path, {})
+        weights = {n: jnp.transpose(values[i], order[n]) if n in order else values[i]
+                   for n, i in index.items()}
+        mapped = fn(layers[module_path], weights)
         for name, i in index.items():
-            values[i] = mapped[name]
+            values[i] = (jnp.transpose(mapped[name], np.argsort(order[name]))
+                         if name in order else mapped[name])
     return jax.tree_util.tree_unflatten(treedef, values)
 
 
@@ -159,7 +197,7 @@ def freeze(model: Any, *example_args: Any,
         >>> bool(jnp.all(updates["kernel"] == 0)), bool(jnp.all(updates["bias"] != 0))
         (True, True)
     """
-    layers = _found(model, example_args, example_kwargs, "freeze")
+    layers, _ = _found(model, example_args, example_kwargs, "freeze")  # masks: by name
 
     def keep_frozen(layer: Layer, updates: dict[str, Any]) -> dict[str, Any]:
         trainable = layer.trainable_mask(updates)
@@ -179,11 +217,11 @@ def freeze(model: Any, *example_args: Any,
 
 
 def _found(model: Any, example_args: tuple, example_kwargs: dict,
-           what: str) -> dict[Path, Layer]:
-    layers = _layers_of(model, example_args, example_kwargs, what)
+           what: str) -> tuple[dict[Path, Layer], dict[Path, Orders]]:
+    layers, orders = _layers_of(model, example_args, example_kwargs, what)
     if not layers:
         raise ValueError(f"kconv.optax.{what}: found no kconv layer in {type(model).__name__}")
-    return layers
+    return layers, orders
 
 
 def constrain(model: Any, *example_args: Any,
@@ -212,7 +250,7 @@ def constrain(model: Any, *example_args: Any,
         >>> bool(optax.apply_updates(params, updates)["kernel"].min() >= 0)
         True
     """
-    layers = _found(model, example_args, example_kwargs, "constrain")
+    layers, orders = _found(model, example_args, example_kwargs, "constrain")
 
     def init_fn(params: Any) -> _optax.EmptyState:
         _check_params(layers, params, "constrain", _has_constraint)
@@ -223,7 +261,7 @@ def constrain(model: Any, *example_args: Any,
             raise ValueError("kconv.optax.constrain: update needs params "
                              "(tx.update(grads, state, params))")
         new_params = _optax.apply_updates(params, updates)
-        projected = constrain_params(layers, new_params)
+        projected = _per_layer(layers, new_params, _constrain, orders)
         return jax.tree.map(lambda p, q: q - p, params, projected), state
 
     return _optax.GradientTransformation(init_fn, update_fn)

@@ -519,6 +519,56 @@ def test_constrain_stacked_layers_one_layer_at_a_time():
         np.testing.assert_allclose(stack.kernel[...][i], want["kernel"], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("axis", [1, -1])
+def test_constrain_a_stack_whose_axis_is_not_first(axis):
+    """nn.vmap's variable_axes and nnx.vmap's out_axes may put a stack's axis anywhere in
+    its weights: constraints still project one layer's slice at a time (they projected
+    slices across the layers, silently, where the axis was not the first)."""
+    max_norm = kconv.constraints.MaxNorm(0.5)   # axis 0 of one kernel: its first tap axis
+    args = dict(kernel_constraint=max_norm, bias_constraint="non_neg")
+    layer = kconv.Conv2D(4, 3, **args)
+
+    def check(got, stepped):
+        for i in range(3):
+            want = layer.constrain({n: jnp.take(w, i, axis=axis) for n, w in stepped.items()})
+            for name, value in want.items():
+                _allclose(jnp.take(got[name], i, axis=axis), value)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.vmap(kl.Conv2D, variable_axes={"params": axis}, in_axes=None,
+                           split_rngs={"params": True}, axis_size=3)(4, 3, **args)(x)
+
+    x = _inputs((2, 6, 6, 3))
+    params = Net().init(jax.random.key(0), x)["params"]
+    grads = jax.tree.map(lambda p: 2.0 * _inputs(p.shape, seed=1), params)
+    tx = optax.chain(optax.sgd(1.0), constrain(Net(), x))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    (name,) = params
+    assert params[name]["kernel"].shape[axis] == 3 and params[name]["bias"].shape[axis] == 3
+    check(optax.apply_updates(params, updates)[name],
+          jax.tree.map(lambda p, g: p - g, params[name], grads[name]))
+
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=0, out_axes=axis)
+    def make(rngs):
+        return kn.Conv2D(4, 3, **args, in_channels=3, rngs=rngs)
+
+    stack = make(nnx.Rngs(0))
+    params = nnx.state(stack, nnx.Param)
+    grads = jax.tree.map(lambda p: 2.0 * _inputs(p.shape, seed=1), params)
+    stepped = {n: stack.kernel[...] - grads["kernel"][...] if n == "kernel" else
+               stack.bias[...] - grads["bias"][...] for n in ("kernel", "bias")}
+    tx = optax.chain(optax.sgd(1.0), constrain(stack))   # as nnx.Optimizer runs it
+    updates, _ = tx.update(grads, tx.init(params), params)
+    got = optax.apply_updates(params, updates)
+    check({n: got[n][...] for n in stepped}, stepped)
+    stack.kernel[...], stack.bias[...] = stepped["kernel"], stepped["bias"]
+    stack.constrain()                                     # the module's own, in place
+    check({"kernel": stack.kernel[...], "bias": stack.bias[...]}, stepped)
+
+
 def test_linen_refuses_params_its_layer_does_not_use():
     # Ported weights that do not fit the config (a bias with use_bias=False, LoRA factors
     # on a layer without LoRA, a kernel for a padding layer) were silently ignored.
@@ -641,6 +691,46 @@ def test_a_shared_layers_weight_penalty_counts_once_as_in_keras():
     module = kn.from_layer(kconv.Conv1D(2, 3, **args), params)
     _, penalties = nnx.capture(lambda m, x: m(m(x)), kn.Penalty)(module, x)
     _allclose(kn.regularization_loss(penalties), want)
+
+
+def test_a_layer_tied_across_nn_scan_records_its_weight_penalty_at_every_step():
+    # nn.scan with variable_broadcast="params" applies one layer's weights at every step,
+    # but Flax gives each step a fresh slice of "losses": each step records as a first
+    # call, the weight penalty `length` times (README). Keras's count (its shared layer
+    # called 3 times) is the README's way: the weight regularizer left out of the scanned
+    # layer and its penalty added once.
+    import keras  # conftest.py has set KERAS_BACKEND=jax
+
+    l2 = dict(kernel_regularizer=kconv.regularizers.L2(0.01))
+    x = np.random.default_rng(0).normal(size=(2, 6, 2)).astype(np.float32)
+    inp = keras.Input((6, 2))
+    shared = keras.layers.Conv1D(2, 3, padding="same", activity_regularizer="l1",
+                                 kernel_regularizer=keras.regularizers.L2(0.01))
+    model = keras.Model(inp, shared(shared(shared(inp))))
+    params = {"kernel": shared.kernel.numpy(), "bias": shared.bias.numpy()}
+    model(x)
+    want = float(sum(model.losses))
+    weights_once = float(keras.regularizers.L2(0.01)(shared.kernel))
+
+    def tied(**args):
+        class Step(nn.Module):
+            @nn.compact
+            def __call__(self, h, _):
+                return kl.Conv1D(2, 3, padding="same", activity_regularizer="l1", **args)(h), None
+
+        class Tied(nn.Module):
+            @nn.compact
+            def __call__(self, h):
+                return nn.scan(Step, variable_broadcast="params", variable_axes={"losses": 0},
+                               split_rngs={"params": False}, length=3)()(h, None)[0]
+
+        _, state = Tied().apply({"params": {"ScanStep_0": {"Conv1D_0": params}}}, x,
+                                mutable=["losses"])
+        return kl.total_loss(state["losses"])
+
+    np.testing.assert_allclose(tied(**l2), want + 2 * weights_once, rtol=1e-5)
+    np.testing.assert_allclose(
+        tied() + kconv.Conv1D(2, 3, **l2).regularization_losses(params), want, rtol=1e-5)
 
 
 def test_penalty_of_an_nnx_stack_is_each_layers():

@@ -16,7 +16,7 @@ import functools
 import inspect
 import sys
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -629,7 +629,7 @@ def _stack_axes(lifted: list[Any], where: str) -> list[int]:
 
 def _nnx_stack_axes(shapes: Mapping[str, tuple[int, ...]],
                     fits: Callable[[dict[str, tuple[int, ...]]], bool], label: str,
-                    where: str) -> dict[str, int]:
+                    where: str, remedy: str = "port by hand") -> dict[str, int]:
     """Where an NNX module made under ``nnx.vmap`` / ``nnx.scan`` holds its stack, by
     param name (``shapes``: each param's, one stack axis more than its own). NNX keeps no
     record of ``out_axes``: it is the one ``out_axes`` (one int for every param, as
@@ -648,24 +648,33 @@ def _nnx_stack_axes(shapes: Mapping[str, tuple[int, ...]],
     if len(layouts) > 1 and leading is None:
         raise ValueError(f"{where}: {label}: a stack of params of shapes {dict(shapes)}, "
                          f"which {len(layouts)} out_axes of nnx.vmap fit alike, and NNX "
-                         f"keeps no record of which one made them: port by hand")
+                         f"keeps no record of which one made them: {remedy}")
     return leading if len(layouts) > 1 else next(iter(layouts.values()), {})
 
 
 def _stacks_first(w: jax.Array, axes: list[int], own_rank: int) -> jax.Array:
-    """``w`` with its stack axes moved to the front, outermost first: ``axes`` are where
-    the lifts holding the module put them (outermost first, each counted in the array as
-    the lifts inside it left it); stack axes beyond those (lifts not seen) lead already.
-    Shapes that do not fit are left for the shape check to name."""
-    extra = w.ndim - own_rank
+    """``w`` with its stack axes moved to the front (:func:`_stack_order`). Shapes that do
+    not fit are left for the shape check to name."""
+    order = _stack_order(w.ndim, axes, own_rank)
+    return w if order is None else jnp.transpose(w, order)
+
+
+def _stack_order(ndim: int, axes: Sequence[int], own_rank: int) -> tuple[int, ...] | None:
+    """The transpose of a stacked weight of ``ndim`` axes (one layer's: ``own_rank``) that
+    brings its stack axes to the front, outermost first: ``axes`` are where the lifts
+    holding the module put them (outermost first, each counted in the array as the lifts
+    inside it left it); stack axes beyond those (lifts not seen) lead already. ``None``
+    where the shape does not fit them."""
+    extra = ndim - own_rank
     if extra < len(axes):
-        return w
+        return None
+    order = list(range(ndim))
     for lead, axis in enumerate([0] * (extra - len(axes)) + list(axes)):
-        here = w.ndim - lead
+        here = ndim - lead
         if not -here <= axis < here:
-            return w
-        w = jnp.moveaxis(w, lead + axis % here, lead)
-    return w
+            return None
+        order.insert(lead, order.pop(lead + axis % here))
+    return tuple(order)
 
 
 def _expected(s: _Settings) -> str:
@@ -839,23 +848,33 @@ def _kconv_layer(module: Any, params_at: Callable, path: tuple[str, ...], axes: 
         params = {name: value for name, value in params.items() if name in layer._names()}
     if not params:
         return layer, params
-    own = {name: len(w.shape) for name, w in
-           layer.weights_for_channels(getattr(layer, "groups", 1)).items()}
-    if isinstance(module, _kconv_modules()[1]) and all(
-            np.ndim(v) == own.get(name, -1) + 1 for name, v in params.items()):
-        def fits(shapes: dict[str, tuple[int, ...]]) -> bool:
-            try:
-                layer._check_weights({name: np.broadcast_to(np.float32(0), shape)
-                                      for name, shape in shapes.items()}, "")
-            except (ValueError, TypeError):
-                return False
-            return True
-
-        at = _nnx_stack_axes({name: np.shape(v) for name, v in params.items()}, fits,
-                             type(layer).__name__, "layers_from_flax")
+    if isinstance(module, _kconv_modules()[1]):
+        at = _kconv_stack_axes(layer, params, "layers_from_flax")
         return layer, {name: jnp.moveaxis(v, at.get(name, 0), 0) for name, v in params.items()}
+    own = layer._weight_ranks()
     return layer, {name: _stacks_first(jnp.asarray(v), axes, own.get(name, np.ndim(v)))
                    for name, v in params.items()}
+
+
+def _kconv_stack_axes(layer: Layer, params: Mapping[str, Any], where: str,
+                     remedy: str = "port by hand") -> dict[str, int]:
+    """Where the params of a ``kconv.nnx`` module made under ``nnx.vmap`` / ``nnx.scan``
+    hold its stack, by weight name (:func:`_nnx_stack_axes`, checked against ``layer``'s
+    own shapes); ``{}`` for one layer's weights, or deeper stacks (their axes lead)."""
+    own = layer._weight_ranks()
+    if not params or not all(np.ndim(v) == own.get(name, -1) + 1 for name, v in params.items()):
+        return {}
+
+    def fits(shapes: dict[str, tuple[int, ...]]) -> bool:
+        try:
+            layer._check_weights({name: np.broadcast_to(np.float32(0), shape)
+                                  for name, shape in shapes.items()}, "")
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    return _nnx_stack_axes({name: np.shape(v) for name, v in params.items()}, fits,
+                           type(layer).__name__, where, remedy)
 
 
 def _nnx_wrapped(modules: dict[tuple[str, ...], Any]
@@ -888,7 +907,8 @@ def _nnx_wrapped(modules: dict[tuple[str, ...], Any]
     return modules, refused
 
 
-def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
+def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict,
+                   run: Callable[[], Any] | None = None
                    ) -> tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], tuple[str, ...]],
                               set[tuple[str, ...]]]:
     """Every module a linen model calls while it runs, by path (the first call's). A
@@ -897,7 +917,8 @@ def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
     Also the convolutions (Flax's, kconv's) that run inside an ``nn.SpectralNorm`` /
     ``nn.WeightNorm``, which hands them rescaled params: ``{path: the wrapper's path}``;
     and those that run (in any call) inside a function-form ``nn.map_variables``, which
-    may change them on the way in."""
+    may change them on the way in. ``run``: the call watched (``model.init`` for a model
+    without variables yet); ``model.apply`` of ``variables`` by default."""
     seen: dict[tuple[str, ...], Any] = {}
     wrapped: dict[tuple[str, ...], tuple[str, ...]] = {}
     mapped: set[tuple[str, ...]] = set()
@@ -935,9 +956,11 @@ def _linen_modules(model: Any, variables: Any, args: tuple, kwargs: dict
         finally:
             calling.pop()
 
-    leaves, traced, apply = _linen_apply(model, args, kwargs)
+    if run is None:
+        leaves, traced, apply = _linen_apply(model, args, kwargs)
+        run = functools.partial(jax.eval_shape, apply, variables, [leaves[i] for i in traced])
     with _flax()[0].intercept_methods(record):
-        jax.eval_shape(apply, variables, [leaves[i] for i in traced])
+        run()
     return seen, wrapped, mapped
 
 
