@@ -334,6 +334,35 @@ def test_signature_matches_keras(name):
     assert all(p.kind is p.KEYWORD_ONLY for p in ours[len(keras_params):])
 
 
+@pytest.mark.parametrize("name,args,kwargs,shape", [
+    ("Conv1D", (4, 3), dict(padding="same"), (2, 0, 2)),
+    ("Conv2D", (4, 3), dict(padding="same", strides=2), (1, 0, 6, 2)),
+    ("Conv2D", (4, 3), dict(padding="same", dilation_rate=2, data_format=CF), (1, 2, 5, 0)),
+    ("Conv3D", (4, 3), dict(padding="same"), (1, 0, 0, 4, 2)),
+    ("DepthwiseConv1D", (3,), dict(padding="same", depth_multiplier=2), (1, 0, 2)),
+    ("DepthwiseConv2D", (3,), dict(padding="same"), (1, 0, 6, 2)),
+    ("SeparableConv1D", (4, 3), dict(padding="same", strides=2), (1, 0, 2)),
+    ("SeparableConv2D", (4, 3), dict(padding="same"), (1, 5, 0, 2)),
+])
+def test_same_padding_of_an_empty_axis_is_keras_empty_output(name, args, kwargs, shape):
+    # "same" over an input axis of length 0 gives an output axis of length 0 in Keras
+    # (ceil(0 / stride)), as a batch of 0 gives a batch of 0; kconv refused it as a window
+    # larger than its input. "valid" and "causal" windows that do not fit stay refused, as
+    # in Keras (test_window_larger_than_input).
+    x = np.zeros(shape, np.float32)
+    keras_layer = getattr(keras.layers, name)(*args, **kwargs)
+    want = keras_layer(x)
+    layer = getattr(kconv, name)(*args, **kwargs)
+    params = {w.path.split("/")[-1]: jnp.asarray(w.numpy()) for w in keras_layer.weights}
+    got = jax.jit(layer)(params, x)
+    assert got.shape == want.shape == layer.compute_output_shape(shape) == \
+        keras_layer.compute_output_shape(shape)
+    assert got.dtype == want.dtype
+    grads = jax.grad(lambda p, x: jnp.sum(layer(p, x)), argnums=(0, 1))(params, x)
+    for g, a in zip(jax.tree.leaves(grads), jax.tree.leaves((params, x))):
+        assert g.shape == np.shape(a) and not np.any(g)
+
+
 def test_fuzz_runs_and_agrees():
     # tests/fuzz_keras.py (run by hand, hundreds of configurations) on a few of them here:
     # the harness itself works, and on these kconv agrees with Keras.

@@ -1381,7 +1381,8 @@ def test_empty_arrays_take_xlas_path(monkeypatch, two_cores, name):
     every call takes XLA's convolution, which takes empty arrays as they are (the tap loop
     read an element of its cotangent: the 3-D lowerings raised a slice error) — outputs
     and gradients the plain path's. (An empty spatial output is refused with a clear error
-    before this, DESIGN.md.)"""
+    before this, DESIGN.md, but for a "same" axis of an empty input: Keras's empty output,
+    test_keras_parity.)"""
     _steer(monkeypatch, name)
     if name in _GPU_LOWERINGS:  # forced past the rule: the lowering itself on empty input
         expected = _lowering_of(name)

@@ -266,7 +266,7 @@ class _Call:
         pads = shapes._axis_paddings(self.padding, self.rank)
         out = [shapes.conv_output_length(n, k, s, p, d) for n, k, s, p, d in
                zip(self.spatial, kernel_size, self.strides, pads, self.dilation)]
-        if any(_args.at_most(o, 0) for o in out):
+        if shapes.refused_output(self.spatial, pads, out):
             k_eff = tuple(d * (k - 1) + 1 for k, d in zip(kernel_size, self.dilation))
             raise ValueError(
                 f"{self.name}: the window is larger than the (padded) input: input shape "
@@ -480,7 +480,9 @@ def separable_conv(
     # The intermediate is kept in the operands' dtype (as Keras does), so that a 16-bit
     # pointwise step multiplies 16-bit operands; each step accumulates as asked.
     y = y.astype(jnp.promote_types(jnp.asarray(inputs).dtype, depthwise_kernel.dtype))
-    return conv(y, pointwise_kernel, 1, "valid", data_format, 1, bias=bias,
+    # "same" is "valid" for a 1×…×1 kernel at stride 1 (no padding), and also takes the
+    # empty axis of a "same" depthwise step's empty output (refused_output).
+    return conv(y, pointwise_kernel, 1, "same", data_format, 1, bias=bias,
                 precision=precision, preferred_element_type=preferred_element_type, name=name)
 
 

@@ -244,6 +244,14 @@ def _settings(input_shape: Sequence, kernel_size: Any, strides: Any, padding: Pa
     return batch, channels, spatial, fmt, ks, ss, ds, padding
 
 
+def refused_output(spatial: Sequence, pads: Sequence, out: Sequence) -> bool:
+    """Whether a forward convolution's spatial output is one Keras refuses: a length of 0
+    or less on any axis, but for a ``"same"`` axis of an empty input (``ceil(0 / stride)
+    = 0``: Keras returns the empty output, as lax computes it)."""
+    return any(o is not None and _args.at_most(o, 0) and not (p == "same" and n == 0)
+               for n, p, o in zip(spatial, pads, out))
+
+
 def _join(batch: Any, channels: Any, spatial: Sequence, data_format: str) -> Shape:
     if data_format == "channels_last":
         return (batch, *spatial, channels)
@@ -256,7 +264,7 @@ def _forward_spatial(
 ) -> list:
     pads = _axis_paddings(padding, len(spatial), name)
     out = [conv_output_length(*args) for args in zip(spatial, ks, ss, pads, ds)]
-    if any(o is not None and _args.at_most(o, 0) for o in out):
+    if refused_output(spatial, pads, out):
         raise ValueError(
             f"{name}: the convolution output would be empty: input shape {tuple(input_shape)}, "
             f"kernel_size {ks}, strides {ss}, padding {padding!r}, dilation_rate {ds} "
