@@ -277,6 +277,28 @@ def test_a_lora_fine_tuned_keras_model_loads(tmp_path):
                                want, **TOL)
 
 
+def test_a_mixed_precision_lora_file_loads_in_the_weight_dtypes(tmp_path):
+    # Keras saves a LoRA layer's merged kernel in its compute dtype (bfloat16 under
+    # "mixed_bfloat16") and loads it into a float32 variable; kconv returned the bfloat16
+    # array for a layer whose param_dtype is float32 (a later merge_lora rounded to it).
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 3))
+    model = keras.Model(inp, keras.layers.Conv2D(4, 3, lora_rank=2, dtype="mixed_bfloat16",
+                                                 name="tuned")(inp))
+    model.save(tmp_path / "mixed.keras")
+    reloaded = keras.models.load_model(tmp_path / "mixed.keras")
+    layer, params = interop.load_keras_layers(tmp_path / "mixed.keras")["tuned"]
+    keras_weights = {w.path.split("/")[-1]: w for w in reloaded.get_layer("tuned").weights}
+    assert {n: str(a.dtype) for n, a in params.items()} == {
+        n: str(w.dtype) for n, w in keras_weights.items()} and len(params) == 4
+    for name, w in keras_weights.items():
+        np.testing.assert_array_equal(params[name], np.asarray(w.value))
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(layer(params, x), np.float32),
+                                  np.asarray(reloaded(x), np.float32))
+    assert layer.merge_lora(params)["kernel"].dtype == jnp.float32
+
+
 def test_lora_params_go_back_to_keras(tmp_path):
     layer = kconv.Conv2D(2, 3, lora_rank=2)
     base = kconv.Conv2D(4, 3)

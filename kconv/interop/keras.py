@@ -911,6 +911,13 @@ def load_keras_layers(path: Any, *,
             for lora_name, weight in layer.weights_for_channels(in_channels).items():
                 params.setdefault(lora_name, np.zeros(weight.shape, layer.weight_dtype(weight)))
         layer._check_weights(params, f"{where}, layer {name!r}")
+        if params:
+            # Keras assigns a file's arrays into variables of the layer's weight dtypes:
+            # a LoRA layer's merged kernel is saved in the compute dtype (bfloat16 under
+            # "mixed_bfloat16") and loaded as a float32 variable.
+            own = layer.weights_for_channels(layer._param_in_channels(params))
+            params = {n: np.asarray(v).astype(layer.weight_dtype(own[n]), copy=False)
+                      for n, v in params.items()}
         out[name] = (layer, _as_jax(params))
     frozen = _frozen(path, config, [name for name, (_, params) in out.items() if params])
     if frozen:
