@@ -608,6 +608,22 @@ def test_layer_from_torch_computes_the_module(case, fmt):
     np.testing.assert_allclose(_kconv_out(layer, params, x), _torch_out(module, x), **TOL)
 
 
+@pytest.mark.parametrize("cls,k,kwargs", [
+    (torch.nn.Conv2d, 3, dict(stride=(2,))),
+    (torch.nn.Conv2d, 3, dict(padding=(1,))),
+    (torch.nn.Conv3d, 2, dict(dilation=(2,))),
+    (torch.nn.ConvTranspose2d, 3, dict(stride=2, output_padding=(1,))),
+])
+def test_one_element_settings_are_every_axis_as_torch_runs_them(cls, k, kwargs):
+    # torch's constructor keeps a one-element tuple as given (_pair((2,)) == (2,)) and its
+    # convolutions apply it to every axis; layer_from_torch refused it as "not 2 ints".
+    module = _seeded(cls, 2, 3, k, **kwargs)
+    layer = layer_from_torch(module)
+    x = _input((2, 2) + (7, 6, 5)[:layer.rank])
+    np.testing.assert_allclose(_kconv_out(layer, params_from_torch(layer, module), x),
+                               _torch_out(module, x), **TOL)
+
+
 def test_layer_from_torch_reads_keras_strings_and_reparametrized_modules():
     from torch.nn.utils import parametrizations, weight_norm
     assert layer_from_torch(torch.nn.Conv2d(3, 8, 3)).padding == "valid"
@@ -752,6 +768,8 @@ WEIGHTLESS_CASES = [
      kconv.UpSampling2D(2, interpolation="bilinear")),
     (torch.nn.UpsamplingNearest2d(scale_factor=2), {}, kconv.UpSampling2D(2)),
     (torch.nn.Upsample(scale_factor=(1, 2, 3)), {}, kconv.UpSampling3D((1, 2, 3))),
+    # A one-element tuple is one factor per spatial axis: torch runs it on 1-D inputs only.
+    (torch.nn.Upsample(scale_factor=(2,)), {}, kconv.UpSampling1D(2)),
 ]
 
 
@@ -807,6 +825,8 @@ def test_layer_from_torch_weightless_modules(module, kwargs, want, fmt):
     (torch.nn.UpsamplingNearest2d(scale_factor=2), {"rank": 3},
      r"rank=3, but nn.UpsamplingNearest2d\(.*\) works on 2 spatial axes"),
     (torch.nn.Conv1d(2, 4, 3), {"rank": 2}, r"rank=2, but nn.Conv1d\(.*\) works on 1 spatial"),
+    (torch.nn.Upsample(scale_factor=(2,)), {"rank": 2},
+     r"rank=2, but nn.Upsample\(scale_factor=\(2.0,\).*\) works on 1 spatial"),
     (torch.nn.ZeroPad2d(1), {"rank": 0}, r"rank must be a positive integer, got 0"),
 ])
 def test_layer_from_torch_refuses_weightless_settings(module, kwargs, match):

@@ -498,7 +498,8 @@ def params_from_flax(module: Any, params: Any = None) -> dict[str, jax.Array]:
     stack axes first, wherever the lift put them: a linen lift's ``variable_axes`` are read
     from its class; NNX keeps no record of ``out_axes``, so the stack is on the one axis
     whose removal leaves the module's own shapes (``0`` where several fit alike and ``0``
-    is one of them; refused where it is not). Run the layer under ``jax.lax.scan`` or
+    is one of them; refused where it is not; a stack of stacks, ``nnx.vmap`` of
+    ``nnx.vmap``, with its stack axes leading). Run the layer under ``jax.lax.scan`` or
     ``jax.vmap`` over them.
 
     Args:

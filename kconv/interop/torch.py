@@ -801,7 +801,8 @@ def _layer(module: Any, data_format: str | None, rank: int | None) -> Layer:
 
 def _ints(module: Any, rank: int, name: str) -> tuple[int, ...]:
     """A convolution module's per-axis setting as a tuple: torch's constructor stores
-    tuples, but its forward takes a plain int set afterwards (``module.stride = 2``) too."""
+    tuples, but its forward takes a plain int set afterwards (``module.stride = 2``) too,
+    and a one-element tuple (which the constructor keeps as given) for every axis."""
     value = getattr(module, name)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return (int(value),) * rank
@@ -809,6 +810,8 @@ def _ints(module: Any, rank: int, name: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in value)
     except (TypeError, ValueError):
         values = ()
+    if len(values) == 1:
+        return values * rank
     if len(values) != rank:
         raise ValueError(f"layer_from_torch: {_module_repr(module)}: {name}={value!r} is not "
                          f"an int or {rank} ints, one per spatial axis")
@@ -929,14 +932,17 @@ def _from_upsample(module: Any, data_format: str | None, rank: int | None) -> La
             f"layer_from_torch: {_module_repr(module)} resizes to a fixed size; kconv's "
             f"UpSampling layers, as Keras's, scale by integer factors: use "
             f"nn.Upsample(scale_factor=...)")
-    factors = module.scale_factor
-    factors = tuple(factors) if isinstance(factors, (tuple, list)) else (factors,)
+    given = module.scale_factor
+    # A tuple (one element too) is one factor per spatial axis: torch's interpolate refuses
+    # an input of another rank; a bare number scales every axis of any input.
+    per_axis = isinstance(given, (tuple, list))
+    factors = tuple(given) if per_axis else (given,)
     if not all(float(f).is_integer() and f >= 1 for f in factors):
         raise ValueError(f"layer_from_torch: {_module_repr(module)}: kconv's UpSampling "
                          f"layers, as Keras's, scale by positive integer factors")
     factors = tuple(int(f) for f in factors)
     known = [(_TORCH_UPSAMPLES[name], f"nn.{name}"), (_MODE_RANKS.get(mode), f"mode={mode!r}"),
-             (len(factors) if len(factors) > 1 else None, f"scale_factor={factors}")]
+             (len(factors) if per_axis else None, f"scale_factor={factors}")]
     known = [(r, why) for r, why in known if r is not None]
     if len({r for r, _ in known}) > 1:
         raise ValueError(f"layer_from_torch: {_module_repr(module)}: "
