@@ -149,8 +149,7 @@ class KconvModule(nnx.Module):
         from kconv.interop.flax import _kconv_stack_axes
 
         params = self._params()
-        at = _kconv_stack_axes(self.layer, params, type(self).__name__,
-                               "make the stack with nnx.vmap's out_axes=0")
+        at = _kconv_stack_axes(self.layer, params, type(self).__name__)
         return {name: jnp.moveaxis(v, at[name], 0) if name in at else v
                 for name, v in params.items()}, at
 

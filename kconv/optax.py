@@ -92,7 +92,8 @@ def _layers_of(model: Any, example_args: tuple, example_kwargs: dict,
             own = layer._weight_ranks()
             order = {name: interop._stack_order(len(w.shape), axes, own[name])
                      for name, w in weights.items() if name in own}
-            order = {name: o for name, o in order.items() if o and o != tuple(sorted(o))}
+            order = {name: o for name, o in order.items()
+                     if o is not None and o != tuple(range(len(o)))}
             if order:
                 orders[path] = order
         return found, orders

@@ -841,24 +841,20 @@ def _kconv_layer(module: Any, params_at: Callable, path: tuple[str, ...], axes: 
     """A ``kconv.linen`` / ``kconv.nnx`` module's pure layer and params, a stack's axes
     moved to the front as :func:`params_from_flax` does (``axes``: a linen one's lifts')."""
     if isinstance(module, _kconv_modules()[1]):
-        layer, params = module.layer, module._params()
-    else:
-        layer = module.pure_layer
-        params = dict(_flax()[0].meta.unbox(params_at(path))) if layer.has_weights else {}
-        # Its own: a module sharing its scope (nn.share_scope) may hold params beside them.
-        params = {name: value for name, value in params.items() if name in layer._names()}
+        return module.layer, module._stacked()[0]  # a stack's axis read off its shapes
+    layer = module.pure_layer
+    params = dict(_flax()[0].meta.unbox(params_at(path))) if layer.has_weights else {}
+    # Its own: a module sharing its scope (nn.share_scope) may hold params beside them.
+    params = {name: value for name, value in params.items() if name in layer._names()}
     if not params:
         return layer, params
-    if isinstance(module, _kconv_modules()[1]):
-        at = _kconv_stack_axes(layer, params, "layers_from_flax")
-        return layer, {name: jnp.moveaxis(v, at.get(name, 0), 0) for name, v in params.items()}
     own = layer._weight_ranks()
     return layer, {name: _stacks_first(jnp.asarray(v), axes, own.get(name, np.ndim(v)))
                    for name, v in params.items()}
 
 
-def _kconv_stack_axes(layer: Layer, params: Mapping[str, Any], where: str,
-                     remedy: str = "port by hand") -> dict[str, int]:
+def _kconv_stack_axes(layer: Layer, params: Mapping[str, Any], where: str
+                      ) -> dict[str, int]:
     """Where the params of a ``kconv.nnx`` module made under ``nnx.vmap`` / ``nnx.scan``
     hold its stack, by weight name (:func:`_nnx_stack_axes`, checked against ``layer``'s
     own shapes); ``{}`` for one layer's weights, or deeper stacks (their axes lead)."""
@@ -875,7 +871,8 @@ def _kconv_stack_axes(layer: Layer, params: Mapping[str, Any], where: str,
         return True
 
     return _nnx_stack_axes({name: np.shape(v) for name, v in params.items()}, fits,
-                           type(layer).__name__, where, remedy)
+                           type(layer).__name__, where,
+                           "make the stack with nnx.vmap's out_axes=0")
 
 
 def _nnx_wrapped(modules: dict[tuple[str, ...], Any]
