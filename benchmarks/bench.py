@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """kconv benchmark harness: kconv against jax.lax, flax.linen, Keras 3 (JAX backend) and
 PyTorch on the workloads of ../shared/bench/WORKLOADS.md (W1–W9) plus a few extras (X1–X6)
-and three small models (M1–M3: each library's layers composed, a ReLU between each two).
+and four small models (M1–M4: each library's layers composed, a ReLU between each two).
 
 One command writes the whole report:
 
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default="all",
                     help="comma-separated ids (W1,W4,X2), or 'all', 'base' (W1–W9), 'extra' "
-                         "(X1–X6), 'models' (M1–M3)")
+                         "(X1–X6), 'models' (M1–M4)")
     ap.add_argument("--modes", default="fwd,fwdbwd", help="fwd, fwdbwd or both (default)")
     ap.add_argument("--impls", default=",".join(ALL_IMPLS),
                     help="subset of " + ",".join(ALL_IMPLS) + " (kconv is always run as the "

@@ -1,5 +1,5 @@
 """The benchmark workloads (../shared/bench/WORKLOADS.md, W1–W9, plus extras X1–X6 and the
-small models M1–M3) and their analytic FLOP counts.
+small models M1–M4) and their analytic FLOP counts.
 
 A workload is a Keras layer class name, its constructor arguments (the same dict builds the
 kconv layer and the Keras layer) and an input shape in the layer's own data format. A model
@@ -134,12 +134,18 @@ WORKLOADS: tuple[Workload, ...] = (
            *(("Conv1D", dict(filters=64, kernel_size=3, dilation_rate=d, padding="causal"))
              for d in (1, 2, 4, 8)),
            ("Conv1D", dict(filters=32, kernel_size=1))),
+    # MobileNetV2's inverted residual block without its batch norms: the depthwise
+    # layer's output reaches its own gradients through the ReLU's derivative.
+    _model("M4", "2-D inverted residual (3 layers)", (16, 32, 32, 32), (2, 8, 8, 8),
+           ("Conv2D", dict(filters=128, kernel_size=1)),
+           ("DepthwiseConv2D", dict(kernel_size=3, padding="same")),
+           ("Conv2D", dict(filters=32, kernel_size=1))),
 )
 
 
 def by_id(ids: str | None) -> list[Workload]:
     """``"W1,W4"`` → those workloads, in the order given; ``None``/``"all"`` → all;
-    ``base`` → W1–W9, ``extra`` → the extras X1–X6, ``models`` → M1–M3."""
+    ``base`` → W1–W9, ``extra`` → the extras X1–X6, ``models`` → M1–M4."""
     if ids is None or ids.strip().lower() == "all":
         return list(WORKLOADS)
     table = {w.id: w for w in WORKLOADS}

@@ -1,4 +1,5 @@
-"""How far rounding moves a ReLU stack's gradients: the harness's models M1–M3.
+"""How far rounding moves a ReLU stack's gradients: the harness's models (M1–M4;
+RELU_ROUNDING-xeon.md ran before M4 existed: M1–M3).
 
 The models (``bench_workloads``: layers with a ReLU between each two) are checked by the
 harness with their gradients in norm, not elementwise (``bench.check_outputs``): a ReLU
@@ -150,7 +151,7 @@ def render(rows: list[dict], argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workloads", default="models", help="model ids (default M1,M2,M3)")
+    ap.add_argument("--workloads", default="models", help="model ids (default: all of them)")
     ap.add_argument("--batch-scale", type=int, default=8,
                     help="multiply every batch size (8: the GPU tables' sizes)")
     ap.add_argument("--quick", action="store_true", help="the models' tiny inputs (the tests)")

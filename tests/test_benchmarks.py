@@ -57,8 +57,12 @@ def test_flop_counter_hand_computed(bench):
         + 2 * 16 * 16 * 16 * 64 * 9 + 2 * 16 * 16 * 16 * 64 * 64
         + 2 * 16 * 16 * 16 * 64 * 9 * 32 + 2 * 16 * 32 * 32 * 3 * 32)
     assert bw.output_shape(w["M2"], w["M2"].input_shape) == (2, 16, 16, 16, 1)
-    assert [x.id for x in bw.by_id("models")] == ["M1", "M2", "M3"]
-    assert not {x.id for x in bw.by_id("extra")} & {"M1", "M2", "M3"}
+    m4 = w["M4"]  # 1x1 32 -> 128, depthwise 3x3 on 128 channels, 1x1 128 -> 32
+    assert bw.output_shape(m4, m4.input_shape) == (16, 32, 32, 32)
+    assert bw.forward_flops(m4, m4.input_shape) == 16 * 32 * 32 * (
+        2 * 32 * 128 + 2 * 128 * 9 + 2 * 128 * 32)
+    assert [x.id for x in bw.by_id("models")] == ["M1", "M2", "M3", "M4"]
+    assert not {x.id for x in bw.by_id("extra")} & {"M1", "M2", "M3", "M4"}
     # Batch scaling multiplies the count.
     assert bw.flops(w["W1"], w["W1"].shape(batch_scale=8), "fwd") == \
         8 * bw.flops(w["W1"], w["W1"].input_shape, "fwd")
@@ -114,7 +118,7 @@ def test_quick_models_agree(bench, tmp_path):
     res = bench.main(["--quick", "--workloads", "models", "--gemm-n", "64", "--rounds", "1",
                       "--out", str(tmp_path / "RESULTS.md")])
     assert [(r["workload"], r["mode"]) for r in res["rows"]] == [
-        (w, m) for w in ("M1", "M2", "M3") for m in ("fwd", "fwdbwd")]
+        (w, m) for w in ("M1", "M2", "M3", "M4") for m in ("fwd", "fwdbwd")]
     for row in res["rows"]:
         assert {"kconv", "lax", "flax"} <= set(row["impls"]), row["skipped"]
         for name, r in row["impls"].items():

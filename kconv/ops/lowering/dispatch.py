@@ -20,6 +20,7 @@ from kconv.ops.lowering.spec import Array, ConvSpec, UpsampleSpec, XLA, _channel
 from kconv.ops.lowering.rule import choose
 from kconv.ops.lowering.plain import _xla_conv, _xla_conv_transpose
 from kconv.ops.lowering.pointwise_dot import pointwise_dot
+from kconv.ops.lowering.primitives import materialized
 from kconv.ops.lowering.depthwise_taps import depthwise_taps
 from kconv.ops.lowering.grouped import block_diagonal, grouped_split
 from kconv.ops.lowering.eigen_crop import eigen_crop
@@ -120,7 +121,10 @@ def _conv_lowerings(plain: Callable[..., Array], lowerings: dict[str, Callable[.
         fn = plain if name == XLA else lowerings[name]
         if device and narrow:
             return _device_plain(fn, spec, precision)
-        return _biased(fn, spec, precision)
+        biased = _biased(fn, spec, precision)
+        if name in _MATERIALIZED:
+            return lambda *args: materialized(biased(*args))
+        return biased
 
     return lambda name, device: lowering(name, device and narrow)
 
@@ -257,7 +261,8 @@ def _cpu_conv(x: Array, kernel: Array, spec: ConvSpec, precision: Any, *,
     if name == "width_fold" and not fold:
         name = XLA
     fn = _xla_conv if name == XLA else _CONV_LOWERINGS[name]
-    return fn(x, kernel, spec=spec, precision=precision)
+    y = fn(x, kernel, spec=spec, precision=precision)
+    return materialized(y) if name in _MATERIALIZED else y
 
 
 def _cpu_conv_transpose(x: Array, kernel: Array, spec: ConvSpec, precision: Any) -> Array:
@@ -277,6 +282,13 @@ _CONV_LOWERINGS: dict[str, Callable[..., Array]] = {
     "width_fold": width_fold,
     "tap_loop": tap_loop,
 }
+
+
+#: The lowerings whose value is a chain of cheap elementwise operations, which XLA:CPU
+#: would copy into every consumer and, for one reading it at shifted positions (another
+#: depthwise convolution's taps, their transposes), once per position: their output
+#: (with the bias) goes through :func:`~.primitives.materialized`.
+_MATERIALIZED = frozenset({"depthwise_taps"})
 
 
 _TRANSPOSE_LOWERINGS: dict[str, Callable[..., Array]] = {
