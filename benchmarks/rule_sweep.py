@@ -193,6 +193,13 @@ CASES: list[Case] = [
        strides=2, padding="same"),
     _c("T12", "subpixel_transpose", "conv_transpose", (2, 8, 8, 8, 32), (3, 3, 3, 16, 32),
        strides=2, padding="same"),
+    # flipped_forward: stride 1, one input channel per group.
+    _c("T13", "flipped_forward", "conv_transpose", (8, 32, 32, 32), (3, 3, 1, 32),
+       padding="same", groups=32),
+    _c("T14", "flipped_forward", "conv_transpose", (8, 32, 32, 16), (3, 3, 2, 16),
+       padding="same", groups=16),
+    _c("T15", "flipped_forward", "conv_transpose", (8, 256, 64), (5, 1, 64), padding="valid",
+       groups=64, dilation_rate=2),
     # bilinear_stencil: bilinear upsampling.
     _c("U1", "bilinear_stencil", "upsample", (8, 32, 32, 64), size=2, interpolation="bilinear"),
     _c("U2", "bilinear_stencil", "upsample", (8, 32, 32, 64), size=3, interpolation="bilinear"),

@@ -63,11 +63,13 @@ CASES = [
     ("SeparableConv3D", dict(filters=4, kernel_size=2, padding="same"), (4, 4, 4, 2)),
     ("DepthwiseConv3D", dict(kernel_size=2, depth_multiplier=2), (4, 4, 4, 4)),
     ("Conv2DTranspose", dict(filters=8, kernel_size=3, strides=2, groups=2), (5, 5, 4)),
+    # Stride 1, one input channel per group: kconv's flipped_forward (depthwise_taps).
+    ("Conv2DTranspose", dict(filters=16, kernel_size=3, groups=4, padding="same"), (6, 6, 4)),
 ]
 
 # Grouped convolutions (feature_group_count > 1 on XLA's path): CASES indices also run with
 # kconv.config.conv_lowering("xla") on the layouts that batch-replicate over "model".
-PLAIN_PATH_CASES = (2, 4, 5, 6, 7)
+PLAIN_PATH_CASES = (2, 4, 5, 6, 7, 18)
 BUG_LAYOUTS = ("data+model", "data,replicated-over-model")
 # CASES indices whose shard_map step runs with check_vma=False (DepthwiseConv2D,
 # Conv3DTranspose).

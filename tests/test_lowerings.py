@@ -995,6 +995,46 @@ def test_subpixel_transpose(rank, padding, strides, output_padding, fmt):
            (x, w), "subpixel_transpose")
 
 
+def _flipped_forward_cases():
+    # rank × data_format × padding (Keras's two; explicit crops of the full output, one
+    # past the kernel: the forward's padding negative), dilation and depth multiplier
+    # rotating.
+    i = 0
+    for rank, fmt in itertools.product((1, 2, 3), FORMATS):
+        for padding in ("valid", "same", ((3, 0), (1, 1), (0, 2))[:rank]):
+            yield rank, fmt, padding, _rotate((1, 2), i), _rotate((1, 2, 2, 1), i)
+            i += 1
+
+
+@pytest.mark.parametrize("rank,fmt,padding,dilation,multiplier", list(_flipped_forward_cases()))
+def test_flipped_forward(rank, fmt, padding, dilation, multiplier):
+    """A stride-1 transposed convolution with one input channel per group as the forward
+    convolution it is (the kernel flipped and regrouped; the forward rule's
+    depthwise_taps): outputs and gradients as XLA's grouped transposed convolution."""
+    rng = np.random.default_rng(rank * 10 + dilation + multiplier)
+    x = _x(rng, rank, 3, fmt, spatial=SPATIAL[rank])
+    w = jnp.asarray(rng.standard_normal((*KERNEL[rank], multiplier, 3)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal(3 * multiplier), jnp.float32)
+    _check(lambda x, w, b: ops.conv_transpose(x, w, 1, padding, None, fmt, dilation,
+                                              groups=3, bias=b),
+           (x, w, b), "flipped_forward")
+
+
+def test_flipped_forward_leaves_xla_where_the_forward_rule_does():
+    # Stride 1 grouped with several input channels per group and more than 16 groups
+    # (the forward rule keeps XLA's grouped convolution), or a kernel past depthwise_taps'
+    # 49 taps × multiplier: XLA's transposed convolution, as the forward rule.
+    rng = np.random.default_rng(4)
+    for channels, kernel, filters, groups in ((36, (3,), 36, 18), (2, (8, 7), 2, 2)):
+        x = _x(rng, len(kernel), channels, "channels_last", spatial=(9, 9)[:len(kernel)])
+        w = jnp.asarray(rng.standard_normal((*kernel, filters // groups, channels)),
+                        jnp.float32)
+        with lowering.recorded_choices() as calls:
+            jax.eval_shape(lambda x, w: ops.conv_transpose(x, w, 1, "same", groups=groups),
+                           x, w)
+        assert calls == [("conv_transpose", "xla")]
+
+
 @pytest.mark.parametrize("rank,padding,strides,output_padding,fmt", [
     c for i, c in enumerate(_transpose_cases()) if i % 2 == 0])
 def test_strided_dual(monkeypatch, rank, padding, strides, output_padding, fmt):
@@ -1290,6 +1330,11 @@ def _one_of_each(rng, dtype, fmt="channels_last"):
                                                                data_format=fmt),
          (xs, jnp.asarray(rng.standard_normal((3, 3, 2, 3)), dtype))),
         ("bilinear_stencil", lambda x: ops.upsample(x, 2, fmt, "bilinear", rank=2), (x,)),
+        # Stride 1, one input channel per group (4 groups, 2 filters each): the forward
+        # convolution it is, through the forward rule (depthwise_taps).
+        ("flipped_forward", lambda x, w: ops.conv_transpose(x, w, 1, "same",
+                                                            data_format=fmt, groups=4),
+         (x, jnp.asarray(rng.standard_normal((3, 3, 2, 4)), dtype))),
         ("width_fold", lambda x, w, b: ops.conv(x, w, 1, "same", fmt, bias=b),
          (_x(rng, 3, 6, fmt, spatial=(3, 4, 5), dtype=dtype),
           jnp.asarray(rng.standard_normal((3, 2, 3, 6, 17)), dtype),
@@ -1342,8 +1387,8 @@ def _lowering_of(example):
                                   "depthwise_taps", "block_diagonal", "block_diagonal_1d_wide",
                                   "subpixel_transpose", "subpixel_transpose_3d",
                                   "subpixel_transpose_3d_wide",
-                                  "bilinear_stencil", "eigen_crop", "width_fold",
-                                  *_GPU_LOWERINGS])
+                                  "bilinear_stencil", "flipped_forward", "eigen_crop",
+                                  "width_fold", *_GPU_LOWERINGS])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])
 def test_low_precision(monkeypatch, two_cores, dtype, name):
     _steer(monkeypatch, name)
@@ -1734,8 +1779,12 @@ def _spec3(**kw):
     ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(5, 5, 4, 64),
                              strides=(2, 2), padding=((3, 2), (3, 2)), groups=64),
      "xla"),                                                         # 9 taps × 4 × 4 > 49
+    # Stride 1, one input channel per group: the forward convolution it is, which takes
+    # depthwise_taps; past its 49 taps × multiplier, XLA's, as the forward rule.
     ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(3, 3, 1, 64),
-                             padding=((1, 1), (1, 1)), groups=64), "xla"),   # stride 1
+                             padding=((1, 1), (1, 1)), groups=64), "flipped_forward"),
+    ("conv_transpose", _spec(input_shape=(16, 16, 16, 64), kernel_shape=(5, 5, 2, 64),
+                             padding=((2, 2), (2, 2)), groups=64), "xla"),   # 25 × 2 > 49
 ])
 def test_choose(two_cores, op, spec, cpu):
     assert lowering.choose(op, "cpu", spec) == cpu

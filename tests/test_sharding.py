@@ -18,7 +18,8 @@ TOL = 1e-4  # relative to the largest magnitude: float32 sums in a different ord
 # jax 0.10.2's SPMD partitioner (both partitioners, CPU) multiplies the weight gradient of a
 # grouped convolution (feature_group_count > 1) by the size of a mesh axis the batch is
 # replicated over ("model", size 2: a relative error of exactly 1.0); see the README,
-# "Beyond one device". kconv's CPU lowerings (depthwise_taps, grouped_split) compute these
+# "Beyond one device". kconv's CPU lowerings (depthwise_taps, grouped_split, a stride-1
+# transposed one with one input channel per group as flipped_forward) compute these
 # layers without feature_group_count, so kconv's own path must be exact everywhere; the
 # plain XLA path (conv_lowering("xla"), the "<case>-xla" entries) is where the bug shows.
 # Strict: once upstream is fixed, test_known_upstream_bug_still_present says so.
@@ -29,7 +30,8 @@ GROUPED_WEIGHTS = {"Conv2D-2-xla": {"grad_kernel"},
                    "SeparableConv1D-4-xla": {"grad_depthwise_kernel"},
                    "SeparableConv2D-5-xla": {"grad_depthwise_kernel"},
                    "DepthwiseConv1D-6-xla": {"grad_kernel"},
-                   "DepthwiseConv2D-7-xla": {"grad_kernel"}}
+                   "DepthwiseConv2D-7-xla": {"grad_kernel"},
+                   "Conv2DTranspose-18-xla": {"grad_kernel"}}
 PINNED = ("Conv2D-2-xla", "grad_kernel")
 
 

@@ -153,7 +153,14 @@ since every lowering's windows need known lengths; a symbolic batch takes the ru
      channels by a 0/1 kernel and the rest over the merged ``(D, H · W)`` plane
      (:func:`~kconv.ops.lowering.width_fold._merged_plane_conv`: X2 forward 0.97 →
      0.67 ms against XLA's 3-D loop for the phase convolution, no loop fusion added).
-  3. otherwise ``"xla"``.
+  3. ``"flipped_forward"`` — stride 1, one input channel per group, where the forward
+     rule takes the forward convolution this one is (the kernel flipped and regrouped)
+     off XLA's grouped convolution: ``"depthwise_taps"``, taps × filters per group ≤ 49
+     (Conv2DTranspose(32, 3, groups=32) on
+     (8, 32, 32, 32): 7.4 / 16.7 → 0.68 / 1.6 ms forward / forward+backward; with a
+     depth multiplier 2 on 16 channels 223 → 1.5 ms forward+backward; 1.0–1.6 × XLA's
+     lower + compile), and no ``feature_group_count`` for the 2-D mesh bug to multiply.
+  4. otherwise ``"xla"``.
 - CPU, ``upsample`` with ``bilinear`` (floating inputs): ``"bilinear_stencil"`` — the
   fixed two-tap half-pixel stencil per axis instead of ``jax.image.resize``'s dense
   weight matrices (W8 forward 6–12 → 1.7–2.2 ms), differentiated through ``resize``

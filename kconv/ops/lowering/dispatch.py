@@ -27,7 +27,7 @@ from kconv.ops.lowering.eigen_crop import eigen_crop
 from kconv.ops.lowering.tap_loop import tap_loop
 from kconv.ops.lowering.width_fold import width_fold
 from kconv.ops.lowering.space_to_batch import space_to_batch
-from kconv.ops.lowering.transposed import strided_dual, subpixel_transpose
+from kconv.ops.lowering.transposed import flipped_forward, strided_dual, subpixel_transpose
 from kconv.ops.lowering.bilinear_stencil import bilinear_stencil
 
 
@@ -294,6 +294,7 @@ _MATERIALIZED = frozenset({"depthwise_taps"})
 _TRANSPOSE_LOWERINGS: dict[str, Callable[..., Array]] = {
     "subpixel_transpose": subpixel_transpose,
     "strided_dual": strided_dual,  # the GPU's
+    "flipped_forward": flipped_forward,
     # Each group a dense transposed convolution on its slice (kernel[..., j * C/g:…]).
     "grouped_split": functools.partial(grouped_split, lower=_cpu_conv_transpose),
 }

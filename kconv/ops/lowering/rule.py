@@ -67,7 +67,7 @@ def choose(op: str, backend: str, spec: ConvSpec | UpsampleSpec) -> str:
       ``"xla"`` (``lax.conv_general_dilated`` / ``jax.image.resize`` as written) or the
       name of a lowering: ``"pointwise_dot"``, ``"depthwise_taps"``, ``"block_diagonal"``,
       ``"grouped_split"``, ``"eigen_crop"``, ``"width_fold"``, ``"tap_loop"``,
-      ``"subpixel_transpose"``, ``"bilinear_stencil"``. ``"eigen_crop"`` (and ``"width_fold"``'s inner 2-D
+      ``"subpixel_transpose"``, ``"flipped_forward"``, ``"bilinear_stencil"``. ``"eigen_crop"`` (and ``"width_fold"``'s inner 2-D
       convolution) also depends on the cores this process may run on (two or more).
 
     Rewrites measured on XLA:CPU and left out of the rule (forward / forward+backward,
@@ -327,6 +327,16 @@ def _choose_conv_transpose(spec: ConvSpec) -> str:
         return XLA
     if spec.channels // spec.groups > 1 and 1 < spec.groups <= MAX_SPLIT_GROUPS:
         return "grouped_split"  # each group is chosen for again, as a dense one
+    # The sub-pixel form's geometry and the forward form's spec live with them (that
+    # module imports this one).
+    from kconv.ops.lowering.transposed import (_forward_of_transpose, _phase_spec,
+                                               _subpixel_plan)
+    if spec.groups > 1 and all(s == 1 for s in spec.strides):
+        # At stride 1 a grouped one (here: one input channel per group, or more than 16
+        # groups) is a forward convolution: its rule's choice where that is not XLA's
+        # grouped one (depthwise_taps).
+        forward = _choose_conv(_forward_of_transpose(spec))
+        return "flipped_forward" if forward != XLA else XLA
     # With dilation the phase kernels would be mostly zeros; such calls are rare.
     if any(d > 1 for d in spec.dilation) or all(s == 1 for s in spec.strides):
         return XLA
@@ -334,8 +344,6 @@ def _choose_conv_transpose(spec: ConvSpec) -> str:
         return "subpixel_transpose"
     # Grouped, the phase convolution is grouped too: its kernel gradient beats XLA's only
     # where it is depthwise itself (one input channel per group) and takes depthwise_taps.
-    # The sub-pixel form's geometry lives with it (that module imports this one).
-    from kconv.ops.lowering.transposed import _phase_spec, _subpixel_plan
 
     phase = _phase_spec(spec, _subpixel_plan(spec))
     return "subpixel_transpose" if _choose_conv(phase) == "depthwise_taps" else XLA

@@ -19,7 +19,7 @@ from kconv.ops.lowering import dispatch  # imports this module: used at call tim
 from kconv.ops.lowering.spec import (Array, ConvSpec, _pad_spatial, _reshape_batched,
                                      _spatial_axes)
 from kconv.ops.lowering.rule import _TAP_LOOP_FLOATS, _cpu_float
-from kconv.ops.lowering.plain import _xla_conv_transpose
+from kconv.ops.lowering.plain import _grouped_transpose_kernel, _xla_conv_transpose
 from kconv.ops.lowering.primitives import _conv_primitive, _transposes
 from kconv.ops.lowering.tap_loop import _tap_loop
 from kconv.ops.lowering.width_fold import _merged_plane_applies, _merged_plane_conv
@@ -374,3 +374,38 @@ def strided_dual(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> 
 
 _strided_dual_p = _conv_primitive("kconv_strided_dual", _xla_conv_transpose,
                                   _conv_transpose_lhs, _conv_transpose_rhs, transposed=True)
+
+
+def flipped_forward(x: Array, kernel: Array, *, spec: ConvSpec, precision: Any) -> Array:
+    """A stride-1 grouped transposed convolution as the forward convolution it is: the
+    kernel flipped along its spatial axes and regrouped into the forward layout
+    (:func:`_grouped_transpose_kernel`), then the CPU's forward rule on
+    :func:`_forward_of_transpose`'s spec (for one input channel per group:
+    ``depthwise_taps``, whose own transposes are the gradients).
+
+    XLA's grouped convolution (``feature_group_count``), which lax's transposed form is,
+    runs few channels per group on its generic loop, and its kernel gradient comes out
+    multiplied on a 2-D mesh with the batch replicated over one axis (the README's
+    sharding note): both are the forward rule's reasons to leave it, for the same
+    convolution.
+
+    Example:
+        >>> spec = ConvSpec(1, "channels_last", (1, 3, 2), (2, 1, 2), (1,), ((1, 1),), (1,),
+        ...                 groups=2)
+        >>> k = jnp.array([[[1.0, 2.0]], [[3.0, 4.0]]])        # (k, F // g, C)
+        >>> x = jnp.array([[[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])
+        >>> flipped_forward(x, k, spec=spec, precision=None)[0].tolist()
+        [[1.0, 2.0], [3.0, 4.0], [0.0, 0.0], [0.0, 0.0]]
+    """
+    forward = _forward_of_transpose(spec)
+    kernel = _grouped_transpose_kernel(lax.rev(kernel, tuple(range(spec.rank))), spec.groups)
+    return dispatch._cpu_conv(x, kernel, forward, precision)
+
+
+def _forward_of_transpose(spec: ConvSpec) -> ConvSpec:
+    """A stride-1 transposed convolution's spec (kernel ``(*k, F // g, C)``) as the
+    forward convolution's it computes (kernel ``(*k, C // g, F)``): the padding, which
+    pads the input (the stride-dilated input at stride 1), and the dilation are the same."""
+    *size, per_group, channels = spec.kernel_shape
+    return dataclasses.replace(
+        spec, kernel_shape=(*size, channels // spec.groups, per_group * spec.groups))
