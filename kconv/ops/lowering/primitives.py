@@ -229,7 +229,8 @@ def materialized(a: Array) -> Array:
     a ReLU between two such layers 1270 ms / 210 ms / 103 MiB (257 / 153 / 20), now
     397 / 7.3 / 9. The cost where nothing needed it (X1's ``vjp`` with a given
     cotangent): one more pass over the output and over the cotangent, ~20 ms of compile
-    (1.19 → 1.34 × lax's) and X1's temporaries 2.25 → 5.1 MiB (lax's 8.1).
+    (a side probe: 1.19 → 1.34 × lax's; the benchmark run at 5a34a80 read 1.19) and X1's
+    temporaries 2.25 → 5.1 MiB (lax's 8.1).
 
     A forward pass alone keeps ``a`` as it is: the identity's loop costs XLA:CPU ~10 ms
     of compile (X1's forward 1.6 → 1.9 × lax's), so there a depthwise convolution read by
