@@ -376,6 +376,90 @@ def test_depthwise_taps_computed_once_in_a_training_step(shape, kernel, stacked)
     assert "reduce-window" not in forward.lower(x, w1).compile().as_text()
 
 
+def _pad_once_params(f, *args):
+    """The ``pad_once`` of every taps' forward in ``f``'s jaxpr (nested jaxprs too)."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "kconv_depthwise_taps":
+                found.append(eqn.params.get("pad_once", False))
+            for value in eqn.params.values():
+                inner = getattr(value, "jaxpr", None)
+                if inner is not None:
+                    walk(getattr(inner, "jaxpr", inner))
+    walk(jax.make_jaxpr(f)(*args).jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("rank,padding,multiplier,fmt,dtype", [
+    (r, p, m, f, dt) for i, (r, p, s, d, m, f) in enumerate(_depthwise_cases())
+    if s == 1 and p != "valid"
+    for dt in ((np.float32, jnp.bfloat16) if i % 5 == 0 else (np.float32,))])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_depthwise_taps_padded_once(rank, padding, multiplier, fmt, dtype, dilation):
+    """A forward on an input computed in the program (an activation's output) pads it once,
+    negated, and cuts every tap's window from that buffer: the plain path's numbers."""
+    rng = np.random.default_rng(rank * 10 + multiplier + dilation)
+    x = _x(rng, rank, 3, fmt, dtype=dtype)
+    kernel = (4,) if rank == 1 else KERNEL[rank]  # 1-D k3 multiplies first: no pads
+    w = jnp.asarray(rng.standard_normal((*kernel, 3, multiplier)), dtype)
+    pad = ((2, 0), (0, 1), (1, 2))[:rank] if padding == "explicit" else padding
+    _check_padded_once(
+        lambda x, w: ops.depthwise_conv(jnp.tanh(x) * 1.5 - 0.25, w, 1, pad, fmt, dilation),
+        (x, w), ("conv", "depthwise_taps"), dtype)
+
+
+def _check_padded_once(f, args, expect, dtype):
+    """``f``'s forward takes the padded-once taps (the lowering ``expect``) and computes
+    the plain path's numbers."""
+    assert _pad_once_params(f, *args) == [True]
+    with lowering.recorded_choices() as calls:
+        compiled = jax.jit(lambda *a: f(*a)).lower(*args).compile()
+    assert expect in calls, calls
+    with config.conv_lowering("xla"):
+        plain = jax.jit(lambda *a: f(*a))(*args)
+    _assert_close(compiled(*args), plain, np.dtype(dtype))
+
+
+def test_depthwise_pads_once_where_the_input_is_computed():
+    """Which forwards pad once (``_pads_once``): inputs computed in the traced program,
+    seen through vmap; arguments (and bitcasts of them) only from 25 taps; never strided,
+    unpadded, products-first or inside a derivative (whose value has its own loop)."""
+    rng = np.random.default_rng(21)
+    x = _x(rng, 2, 4, "channels_last", spatial=(9, 8))
+    w, w5 = (jnp.asarray(rng.standard_normal((*k, 4, 1)), jnp.float32)
+             for k in ((3, 3), (5, 5)))
+    same = lambda x, w: ops.depthwise_conv(x, w, 1, "same")  # noqa: E731
+    assert _pad_once_params(same, x, w) == [False]
+    assert _pad_once_params(lambda x, w: same(x.reshape(x.shape), w), x, w) == [False]
+    assert _pad_once_params(lambda x, w: same(jax.nn.relu(x), w), x, w) == [True]
+    # The computed input evaluated once, into the pad's loop; the taps' loop reads it.
+    compiled = jax.jit(lambda x, w: same(jax.nn.relu(x), w)).lower(x, w).compile()
+    fusions = [line for line in compiled.as_text().split("ENTRY")[1].splitlines()
+               if "fusion(" in line]
+    assert len(fusions) == 2 and "negate_pad_fusion" in fusions[0], fusions
+    assert _pad_once_params(lambda x, w: same(same(x, w), w), x, w) == [False, True]
+    assert _pad_once_params(lambda x, w: same(x.astype(jnp.bfloat16), w), x, w) == [True]
+    assert _pad_once_params(same, x, w5) == [True]
+    assert _pad_once_params(
+        lambda x, w: jax.vmap(same, (0, None))(jnp.sin(x)[None], w), x, w) == [True]
+    assert _pad_once_params(lambda x, w: ops.depthwise_conv(
+        jax.nn.relu(x), w, 2, "same"), x, w) == [False]
+    assert _pad_once_params(lambda x, w: ops.depthwise_conv(
+        jax.nn.relu(x), w, 1, "valid"), x, w) == [False]
+    x1 = jnp.asarray(rng.standard_normal((2, 11, 4)), jnp.float32)
+    w1 = jnp.asarray(rng.standard_normal((3, 4, 1)), jnp.float32)
+    assert _pad_once_params(lambda x, w: ops.depthwise_conv(
+        jax.nn.relu(x), w, 1, "same"), x1, w1) == [False]  # products first
+    grad = jax.grad(lambda x, w: jnp.sum(same(jax.nn.relu(x), w) ** 2), argnums=(0, 1))
+    assert not any(_pad_once_params(grad, x, w))
+    # Eagerly every input is an argument of the primitive's own program.
+    spec = lowering.ConvSpec(2, "channels_last", x.shape, (3, 3, 1, 4), (1, 1),
+                             ((1, 1), (1, 1)), (1, 1), groups=4)
+    assert lowering.depthwise_taps._pads_once(jax.nn.relu(x), spec) is False
+
+
 # --- block_diagonal, grouped_split ---------------------------------------------------
 
 # The depthwise cross-product, with groups 2 / 3 where the depth multiplier rotates 1 / 2.
@@ -1018,6 +1102,19 @@ def test_flipped_forward(rank, fmt, padding, dilation, multiplier):
     _check(lambda x, w, b: ops.conv_transpose(x, w, 1, padding, None, fmt, dilation,
                                               groups=3, bias=b),
            (x, w, b), "flipped_forward")
+
+
+@pytest.mark.parametrize("rank,fmt,padding,dilation,multiplier", list(_flipped_forward_cases()))
+def test_flipped_forward_padded_once(rank, fmt, padding, dilation, multiplier):
+    # The forward of a stride-1 depthwise transposed convolution is padded by the kernel's
+    # extent less Keras's amounts: negative (a crop) for explicit amounts past it.
+    rng = np.random.default_rng(rank * 10 + dilation + multiplier)
+    x = _x(rng, rank, 3, fmt)
+    kernel = (4,) if rank == 1 else KERNEL[rank]
+    w = jnp.asarray(rng.standard_normal((*kernel, multiplier, 3)), jnp.float32)
+    _check_padded_once(lambda x, w: ops.conv_transpose(
+        jax.nn.relu(x), w, 1, padding, None, fmt, dilation, groups=3), (x, w),
+        ("conv_transpose", "flipped_forward"), np.float32)
 
 
 def test_flipped_forward_leaves_xla_where_the_forward_rule_does():

@@ -79,7 +79,10 @@ since every lowering's windows need known lengths; a symbolic batch takes the ru
      kernel taps × depth multiplier ≤ :data:`MAX_DEPTHWISE_TAPS`: a sum over the taps of
      a strided window times per-channel weights. XLA:CPU runs a grouped convolution with
      one channel per group on its generic loop (W4's depthwise step: 7–15× faster
-     forward, 5–10× forward+backward, e.g. 23 / 37 → 1.6 / 3.7 ms).
+     forward, 5–10× forward+backward, e.g. 23 / 37 → 1.6 / 3.7 ms). A stride-1 forward
+     pads its input once where the program computes that input (an activation's
+     output) or the kernel has 25 taps or more, and each window in the loop otherwise
+     (``depthwise_taps._pads_once``).
   3. ``"block_diagonal"`` — several input channels per group, ``1 < groups ≤``
      :data:`MAX_SPLIT_GROUPS`, a dense kernel of at most
      :data:`MAX_BLOCK_DIAGONAL_WEIGHTS`: one dense convolution with each group's kernel

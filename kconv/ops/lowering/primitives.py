@@ -233,9 +233,12 @@ def materialized(a: Array) -> Array:
     temporaries 2.25 → 5.1 MiB (lax's 8.1).
 
     A forward pass alone keeps ``a`` as it is: the identity's loop costs XLA:CPU ~10 ms
-    of compile (X1's forward 1.6 → 1.9 × lax's), so there a depthwise convolution read by
+    of compile (X1's forward 1.6 → 1.9 × lax's). There a depthwise convolution read by
     another one's taps through elementwise operations (a stack without a pointwise step
-    between) is still copied into them.
+    between) is evaluated into the second one's padded input once
+    (``depthwise_taps._pads_once``) and, for the centre tap, which XLA reads from the
+    unpadded value, once more: a ReLU between two 3×3 layers 36 → 0.9 ms, 500 → 83 ms of
+    compile (lax's 57 ms, 45 ms).
 
     Example:
         >>> a = jnp.arange(6.0).reshape(2, 3)
