@@ -79,10 +79,10 @@ def _pads_once(x: Array, spec: ConvSpec) -> bool:
     input computed by elementwise operations (an activation's output) into every tap's
     window, re-evaluating it per tap: a ``DepthwiseConv2D(3, padding="same")`` on a
     ReLU's output ((16, 32, 32, 64)) ran 3.1 ms, 6 × its run on an argument, and one on
-    another depthwise layer's output 36 ms at 500 ms of compile (lax's 45). Padded once,
-    the computed input is evaluated once, fused into the pad's loop, and the taps' loop
-    reads a buffer without bounds checks: 0.5 ms and 0.9 ms (83 ms of compile), at the
-    old form's compile time for one layer. Measured on a ReLU's output (ms, old → padded
+    another depthwise layer's output 36 ms at 500 ms of compile (lax's 58 ms, 39). Padded
+    once, the computed input is evaluated once, fused into the pad's loop, and the taps'
+    loop reads a buffer without bounds checks: 0.5 ms at the old form's compile time,
+    and 2.3 ms at 75 ms of compile (the first layer's taps inside the second's pad). Measured on a ReLU's output (ms, old → padded
     once): 1-D k5 1.00 → 0.23, 2-D 3×3 with 16-256 channels 1.2-3.6 → 0.2-0.7,
     dilation 2 4.2 → 1.3, 5×5 4.5 → 1.1, 7×7 5.0 → 1.3, multiplier 2 4.7 → 1.2,
     channels_first 1.3 → 0.4, 3×3×3 2.4 → 0.4, bfloat16 11 → 0.8.
@@ -191,14 +191,20 @@ def _depthwise_value(ops: _Emitter, x: Any, weights: Any, avals: Sequence[Any], 
         v, shape, _skip(len(x_aval.shape), channel + 1))
     in_shape = x_aval.shape
     if pad_once:
-        # The input negated, and the sum: the same products and sums, exactly (signed
-        # zeros aside), but the pad is then no standalone pad, which XLA:CPU compiles
-        # slowly (X1's input: 175 ms against 55), and it costs nothing (the negation
-        # fuses into the pad's loop and the sum's).
+        # The padded input negated, and the sum: the same products and sums, exactly
+        # (signed zeros aside), but the pad is then no standalone pad, which XLA:CPU
+        # compiles slowly (X1's input: 175 ms against 55), and it costs nothing (the
+        # negation fuses into the pad's loop and the sum's). Negated after the pad, no
+        # window is a slice of the pad's operand (XLA's simplifier would read the centre
+        # tap's from it, the input's computation copied into the taps' loop once more:
+        # a ReLU between two 3×3 depthwise layers 19.6 ms and 561 ms of compile, 1-D k5
+        # 311 ms, against 2.3 ms / 75 ms and 58 ms); in 3-D that form compiled 15-25 ms
+        # slower (3×3×3 on a ReLU's output 110 → 125 ms) and the stack no faster, so
+        # there the input is negated before it is padded.
         config = [(0, 0, 0)] * len(in_shape)
         for axis, (lo, hi) in zip(axes, spec.padding):
             config[axis] = (lo, hi, 0)
-        x = ops.pad(ops.neg(x), config)
+        x = (ops.neg(ops.pad(x, config)) if spec.rank < 3 else ops.pad(ops.neg(x), config))
         in_shape = tuple(n + lo + hi for n, (lo, hi, _) in zip(in_shape, config))
         spec = dataclasses.replace(spec, input_shape=in_shape, padding=((0, 0),) * spec.rank)
     if first:
