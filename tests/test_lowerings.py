@@ -377,13 +377,14 @@ def test_depthwise_taps_computed_once_in_a_training_step(shape, kernel, stacked)
 
 
 def _pad_once_params(f, *args):
-    """The ``pad_once`` of every taps' forward in ``f``'s jaxpr (nested jaxprs too)."""
+    """The ``pad_once`` of every taps' forward in ``f``'s jaxpr (nested jaxprs too): ``""``
+    for the per-window pads."""
     found = []
 
     def walk(jaxpr):
         for eqn in jaxpr.eqns:
             if eqn.primitive.name == "kconv_depthwise_taps":
-                found.append(eqn.params.get("pad_once", False))
+                found.append(eqn.params.get("pad_once", ""))
             for value in eqn.params.values():
                 inner = getattr(value, "jaxpr", None)
                 if inner is not None:
@@ -392,14 +393,19 @@ def _pad_once_params(f, *args):
     return found
 
 
-@pytest.mark.parametrize("rank,padding,multiplier,fmt,dtype", [
-    (r, p, m, f, dt) for i, (r, p, s, d, m, f) in enumerate(_depthwise_cases())
-    if s == 1 and p != "valid"
+PAD_FORMS = ("negate_input", "negate_padded")
+
+
+@pytest.mark.parametrize("rank,padding,multiplier,fmt,dtype,form", [
+    (r, p, m, f, dt, _rotate(PAD_FORMS, i))
+    for i, (r, p, s, d, m, f) in enumerate(_depthwise_cases()) if s == 1 and p != "valid"
     for dt in ((np.float32, jnp.bfloat16) if i % 5 == 0 else (np.float32,))])
 @pytest.mark.parametrize("dilation", [1, 2])
-def test_depthwise_taps_padded_once(rank, padding, multiplier, fmt, dtype, dilation):
-    """A forward on an input computed in the program (an activation's output) pads it once,
-    negated, and cuts every tap's window from that buffer: the plain path's numbers."""
+def test_depthwise_taps_padded_once(monkeypatch, rank, padding, multiplier, fmt, dtype,
+                                    form, dilation):
+    """The taps' forward from one padded copy of the input, negated before or after the
+    pad (``pad_once``, forced here): the plain path's numbers."""
+    monkeypatch.setattr(lowering.depthwise_taps, "_pads_once", lambda x, spec: form)
     rng = np.random.default_rng(rank * 10 + multiplier + dilation)
     x = _x(rng, rank, 3, fmt, dtype=dtype)
     kernel = (4,) if rank == 1 else KERNEL[rank]  # 1-D k3 multiplies first: no pads
@@ -407,13 +413,29 @@ def test_depthwise_taps_padded_once(rank, padding, multiplier, fmt, dtype, dilat
     pad = ((2, 0), (0, 1), (1, 2))[:rank] if padding == "explicit" else padding
     _check_padded_once(
         lambda x, w: ops.depthwise_conv(jnp.tanh(x) * 1.5 - 0.25, w, 1, pad, fmt, dilation),
-        (x, w), ("conv", "depthwise_taps"), dtype)
+        (x, w), ("conv", "depthwise_taps"), dtype, (form,))
 
 
-def _check_padded_once(f, args, expect, dtype):
-    """``f``'s forward takes the padded-once taps (the lowering ``expect``) and computes
-    the plain path's numbers."""
-    assert _pad_once_params(f, *args) == [True]
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_depthwise_stack_padded_once(rank, fmt):
+    # A depthwise layer on another's taps (through an activation) pads its input once:
+    # in 1-D and 2-D it negates the padded copy.
+    rng = np.random.default_rng(30 + rank)
+    x = _x(rng, rank, 3, fmt)
+    kernel = (4,) if rank == 1 else KERNEL[rank]
+    w1, w2 = (jnp.asarray(rng.standard_normal((*kernel, c, m)), jnp.float32)
+              for c, m in ((3, 2), (6, 1)))
+    same = lambda x, w: ops.depthwise_conv(x, w, 1, "same", fmt)  # noqa: E731
+    _check_padded_once(lambda x, w1, w2: same(jnp.tanh(same(x, w1)), w2), (x, w1, w2),
+                       ("conv", "depthwise_taps"), np.float32,
+                       ("", "negate_padded" if rank < 3 else "negate_input"))
+
+
+def _check_padded_once(f, args, expect, dtype, forms):
+    """``f``'s forward takes the padded-once taps (the lowering ``expect``; ``forms``:
+    each taps' ``pad_once``) and computes the plain path's numbers."""
+    assert _pad_once_params(f, *args) == list(forms)
     with lowering.recorded_choices() as calls:
         compiled = jax.jit(lambda *a: f(*a)).lower(*args).compile()
     assert expect in calls, calls
@@ -422,48 +444,43 @@ def _check_padded_once(f, args, expect, dtype):
     _assert_close(compiled(*args), plain, np.dtype(dtype))
 
 
-def test_depthwise_pads_once_where_the_input_is_computed():
-    """Which forwards pad once (``_pads_once``): inputs computed in the traced program,
-    seen through vmap; arguments (and bitcasts of them) only from 25 taps; never strided,
-    unpadded, products-first or inside a derivative (whose value has its own loop)."""
+def test_depthwise_pads_once_where():
+    """Which forwards pad once (``_pads_once``): a depthwise layer on another's taps
+    through elementwise operations (not through a matrix product), seen through vmap;
+    any input from 25 taps; never strided, unpadded, products-first or inside a
+    derivative (whose value has its own loop)."""
     rng = np.random.default_rng(21)
     x = _x(rng, 2, 4, "channels_last", spatial=(9, 8))
     w, w5 = (jnp.asarray(rng.standard_normal((*k, 4, 1)), jnp.float32)
              for k in ((3, 3), (5, 5)))
     same = lambda x, w: ops.depthwise_conv(x, w, 1, "same")  # noqa: E731
-    assert _pad_once_params(same, x, w) == [False]
-    assert _pad_once_params(lambda x, w: same(x.reshape(x.shape), w), x, w) == [False]
-    assert _pad_once_params(lambda x, w: same(jax.nn.relu(x), w), x, w) == [True]
-    # The computed input evaluated once, into the pad's loop; the taps' loop reads it.
-    compiled = jax.jit(lambda x, w: same(jax.nn.relu(x), w)).lower(x, w).compile()
+    stack = lambda x, w: same(jax.nn.relu(same(x, w) * 2.0), w)  # noqa: E731
+    assert _pad_once_params(same, x, w) == [""]
+    assert _pad_once_params(lambda x, w: same(jax.nn.relu(x), w), x, w) == [""]
+    assert _pad_once_params(stack, x, w) == ["", "negate_padded"]
+    assert _pad_once_params(lambda x, w: jax.vmap(stack, (0, None))(x[None], w), x, w) == [
+        "", "negate_padded"]
+    assert _pad_once_params(lambda x, w: same(jax.nn.relu(ops.separable_conv(
+        x, w, jnp.ones((1, 1, 4, 4)), 1, "same")), w), x, w) == ["", ""]
+    assert _pad_once_params(same, x, w5) == ["negate_input"]
+    assert _pad_once_params(lambda x, w: same(jax.nn.relu(x), w), x, w5) == ["negate_input"]
+    assert _pad_once_params(lambda x, w: ops.depthwise_conv(
+        jax.nn.relu(same(x, w)), w, 2, "same"), x, w) == ["", ""]
+    assert _pad_once_params(lambda x, w: ops.depthwise_conv(
+        jax.nn.relu(same(x, w)), w, 1, "valid"), x, w) == ["", ""]
+    x1 = jnp.asarray(rng.standard_normal((2, 11, 4)), jnp.float32)
+    w1 = jnp.asarray(rng.standard_normal((3, 4, 1)), jnp.float32)
+    same1 = lambda x, w: ops.depthwise_conv(x, w, 1, "same")  # noqa: E731
+    assert _pad_once_params(lambda x, w: same1(jnp.tanh(same1(x, w)), w), x1, w1) == [
+        "", ""]  # products first
+    grad = jax.grad(lambda x, w: jnp.sum(stack(x, w) ** 2), argnums=(0, 1))
+    assert not any(_pad_once_params(grad, x, w))
+    # The first layer's taps computed once, into the second's pad: two loops (the
+    # per-window form copied the first's loop into the second's, its pads materialised).
+    compiled = jax.jit(stack).lower(x, w).compile()
     fusions = [line for line in compiled.as_text().split("ENTRY")[1].splitlines()
                if "fusion(" in line]
     assert len(fusions) == 2 and "_pad_fusion" in fusions[0], fusions
-    # A stack: the first layer's taps evaluated into the second's padded input, once (no
-    # centre window read from the pad's operand; no pads of the first one's windows).
-    compiled = jax.jit(lambda x, w: same(jax.nn.relu(same(x, w)), w)).lower(x, w).compile()
-    fusions = [line for line in compiled.as_text().split("ENTRY")[1].splitlines()
-               if "fusion(" in line]
-    assert len(fusions) == 2, fusions
-    assert _pad_once_params(lambda x, w: same(same(x, w), w), x, w) == [False, True]
-    assert _pad_once_params(lambda x, w: same(x.astype(jnp.bfloat16), w), x, w) == [True]
-    assert _pad_once_params(same, x, w5) == [True]
-    assert _pad_once_params(
-        lambda x, w: jax.vmap(same, (0, None))(jnp.sin(x)[None], w), x, w) == [True]
-    assert _pad_once_params(lambda x, w: ops.depthwise_conv(
-        jax.nn.relu(x), w, 2, "same"), x, w) == [False]
-    assert _pad_once_params(lambda x, w: ops.depthwise_conv(
-        jax.nn.relu(x), w, 1, "valid"), x, w) == [False]
-    x1 = jnp.asarray(rng.standard_normal((2, 11, 4)), jnp.float32)
-    w1 = jnp.asarray(rng.standard_normal((3, 4, 1)), jnp.float32)
-    assert _pad_once_params(lambda x, w: ops.depthwise_conv(
-        jax.nn.relu(x), w, 1, "same"), x1, w1) == [False]  # products first
-    grad = jax.grad(lambda x, w: jnp.sum(same(jax.nn.relu(x), w) ** 2), argnums=(0, 1))
-    assert not any(_pad_once_params(grad, x, w))
-    # Eagerly every input is an argument of the primitive's own program.
-    spec = lowering.ConvSpec(2, "channels_last", x.shape, (3, 3, 1, 4), (1, 1),
-                             ((1, 1), (1, 1)), (1, 1), groups=4)
-    assert lowering.depthwise_taps._pads_once(jax.nn.relu(x), spec) is False
 
 
 # --- block_diagonal, grouped_split ---------------------------------------------------
@@ -1111,16 +1128,19 @@ def test_flipped_forward(rank, fmt, padding, dilation, multiplier):
 
 
 @pytest.mark.parametrize("rank,fmt,padding,dilation,multiplier", list(_flipped_forward_cases()))
-def test_flipped_forward_padded_once(rank, fmt, padding, dilation, multiplier):
+@pytest.mark.parametrize("form", PAD_FORMS)
+def test_flipped_forward_padded_once(monkeypatch, rank, fmt, padding, dilation, multiplier,
+                                     form):
     # The forward of a stride-1 depthwise transposed convolution is padded by the kernel's
     # extent less Keras's amounts: negative (a crop) for explicit amounts past it.
+    monkeypatch.setattr(lowering.depthwise_taps, "_pads_once", lambda x, spec: form)
     rng = np.random.default_rng(rank * 10 + dilation + multiplier)
     x = _x(rng, rank, 3, fmt)
     kernel = (4,) if rank == 1 else KERNEL[rank]
     w = jnp.asarray(rng.standard_normal((*kernel, multiplier, 3)), jnp.float32)
     _check_padded_once(lambda x, w: ops.conv_transpose(
         jax.nn.relu(x), w, 1, padding, None, fmt, dilation, groups=3), (x, w),
-        ("conv_transpose", "flipped_forward"), np.float32)
+        ("conv_transpose", "flipped_forward"), np.float32, (form,))
 
 
 def test_flipped_forward_leaves_xla_where_the_forward_rule_does():

@@ -80,8 +80,8 @@ since every lowering's windows need known lengths; a symbolic batch takes the ru
      a strided window times per-channel weights. XLA:CPU runs a grouped convolution with
      one channel per group on its generic loop (W4's depthwise step: 7–15× faster
      forward, 5–10× forward+backward, e.g. 23 / 37 → 1.6 / 3.7 ms). A stride-1 forward
-     pads its input once where the program computes that input (an activation's
-     output) or the kernel has 25 taps or more, and each window in the loop otherwise
+     pads its input once where that input is another depthwise layer's taps (a stack)
+     or the kernel has 25 taps or more, and each window in the loop otherwise
      (``depthwise_taps._pads_once``).
   3. ``"block_diagonal"`` — several input channels per group, ``1 < groups ≤``
      :data:`MAX_SPLIT_GROUPS`, a dense kernel of at most

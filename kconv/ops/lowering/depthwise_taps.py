@@ -71,64 +71,83 @@ def _depthwise_sum(x: Array, weights: Array, spec: ConvSpec) -> Array:
     return _depthwise_p.bind(x, weights, spec=spec, pad_once=_pads_once(x, spec))
 
 
-def _pads_once(x: Array, spec: ConvSpec) -> bool:
+def _pads_once(x: Array, spec: ConvSpec) -> str:
     """Whether the taps' forward pads the input once, into a buffer of its own, and cuts
-    every tap's window from it, instead of padding each window in the fused loop.
+    every tap's window from it, instead of padding each window in the fused loop (``""``),
+    and how: ``"negate_input"`` or ``"negate_padded"`` (:func:`_depthwise_value`).
 
     XLA:CPU compiles the per-window pads into the loop as bounds checks, and copies an
-    input computed by elementwise operations (an activation's output) into every tap's
-    window, re-evaluating it per tap: a ``DepthwiseConv2D(3, padding="same")`` on a
-    ReLU's output ((16, 32, 32, 64)) ran 3.1 ms, 6 × its run on an argument, and one on
-    another depthwise layer's output 36 ms at 500 ms of compile (lax's 58 ms, 39). Padded
-    once, the computed input is evaluated once, fused into the pad's loop, and the taps'
-    loop reads a buffer without bounds checks: 0.5 ms at the old form's compile time,
-    and 2.3 ms at 75 ms of compile (the first layer's taps inside the second's pad). Measured on a ReLU's output (ms, old → padded
-    once): 1-D k5 1.00 → 0.23, 2-D 3×3 with 16-256 channels 1.2-3.6 → 0.2-0.7,
-    dilation 2 4.2 → 1.3, 5×5 4.5 → 1.1, 7×7 5.0 → 1.3, multiplier 2 4.7 → 1.2,
-    channels_first 1.3 → 0.4, 3×3×3 2.4 → 0.4, bfloat16 11 → 0.8.
+    input computed by elementwise operations into every tap's window, re-evaluating it
+    per tap. Where that input is another depthwise layer's taps (a stack, through an
+    activation) that is the first layer's whole loop, per tap: a ReLU between two
+    ``DepthwiseConv2D(3, padding="same")`` on (16, 32, 32, 64) ran 36 ms at 500 ms of
+    compile (lax's 58 ms, 39), a 1-D k5 pair compiled in 311 ms. Padded once, the first
+    layer's taps are computed once, into the pad's loop, and the second's loop reads a
+    buffer without bounds checks: 2.3 ms at 75 ms of compile, the 1-D pair 58 ms. From
+    25 taps the bounds-checked loop compiles slower than the two loops, and runs 3-5 ×
+    slower, on any input (an argument: 5×5 on (16, 32, 32, 64) 5.5 → 1.4 ms at 141 → 109
+    ms of compile, 7×7 161 → 119, 3×3×3 105 → 73). Strided windows read a quarter of
+    the input or less: there padding all of it first ran slower (3×3 stride 2 0.29 →
+    0.40 ms).
 
-    Where the input is an argument of the traced program, the pad is one more loop, ~8
-    ms of compile more for a 3×3 kernel (X1's forward 1.5 → 1.8 × lax's), so there the
-    per-window pads stay below 25 taps (above, the loop with 25+ bounds-checked windows
-    compiled slower still: 5×5 141 → 109 ms, 7×7 161 → 119, 3×3×3 105 → 73, and ran 3-5 ×
-    slower). Strided windows read a quarter of the input or less: there padding all of it
-    first ran slower (3×3 stride 2 0.29 → 0.40 ms). Inside a derivative the value keeps
-    its fast loop (:func:`_depthwise_lowering`: ``fast``), which padding once did not
-    speed up. The input's origin is read from JAX's tracer (its producing equation); where
+    Below 25 taps a single layer keeps the per-window pads, though on a computed input
+    padding once runs faster: a 3×3 layer on a ReLU's output (16, 32, 32, 64) 3.1 → 0.5
+    ms (1-D k5 1.0 → 0.2, 3×3×3 2.4 → 0.4, bfloat16 11 → 0.8), at its own compile time —
+    but inside a model the pad's loop cost XLA:CPU 8-21 ms of compile more (M4's
+    forward 4.9 against 8.8 ms, at 1.37-1.54 × lax's lower + compile against 1.2; M1's
+    1.42 → 1.56), past the 1.5 × line; on an argument ~8 ms more (X1's forward 1.5 →
+    1.8 ×). Inside a derivative the value keeps its fast loop (:func:`_depthwise_lowering`:
+    ``fast``), which padding once did not speed up.
+
+    The input's origin is read from JAX's tracer (the equations that produced it); where
     that cannot be told (eagerly, inside a ``scan`` body, a nested ``jit``'s argument),
-    it counts as an argument.
+    it counts as an argument. The pad is of the input negated (the sum negated back), or
+    negated itself in a 1-D or 2-D stack (:func:`_depthwise_value` says why).
     """
     if (not any(lo or hi for lo, hi in spec.padding) or any(s > 1 for s in spec.strides)
             or _products_first(spec) or _args.is_symbolic(spec.input_shape)):
-        return False
-    return math.prod(spec.kernel_size) >= 25 or _computed(x)
+        return ""
+    if _reads_taps(x):
+        return "negate_padded" if spec.rank < 3 else "negate_input"
+    return "negate_input" if math.prod(spec.kernel_size) >= 25 else ""
 
 
-#: Producers that move no data in XLA (a bitcast): the input counts as their operand.
-_FREE = frozenset({"reshape", "squeeze", "expand_dims", "copy", "copy_p"})
-
-
-def _computed(x: Any) -> bool:
-    """Whether ``x`` is the output of an operation of the program being traced (not one
-    of its arguments or constants, nor a bitcast of one). Reads the equation a JAX tracer
-    was produced by (``DynamicJaxprTracer.parent``, jax 0.10), through ``vmap``'s
-    tracers; ``False`` where there is none to read."""
+def _producer(x: Any) -> Any:
+    """The equation that produced the tracer ``x`` (through ``vmap``'s tracers), or None."""
     while hasattr(x, "batch_dim") and hasattr(x, "val"):  # vmap's BatchTracer
         x = x.val
-    equation = getattr(x, "parent", None)
-    while equation is not None:
+    return getattr(x, "parent", None)
+
+
+#: Where :func:`_reads_taps` stops: operations XLA computes into a buffer of their own.
+_LIBRARY = frozenset({"conv_general_dilated", "dot_general"})
+
+
+def _reads_taps(x: Any, budget: int = 16) -> bool:
+    """Whether ``x`` is computed from the output of another depthwise taps' forward
+    through operations on arrays of ``x``'s size (an activation, a bias, a reshape,
+    ``materialized``): up to ``budget`` equations back, not past a convolution or a
+    matrix product. Reads the equations JAX's tracers were produced by
+    (``DynamicJaxprTracer.parent``, jax 0.10); ``False`` where there are none."""
+    size = math.prod(getattr(x, "shape", ()))
+    pending, seen = [_producer(x)], 0
+    while pending and seen < budget:
+        equation = pending.pop()
+        if equation is None:
+            continue
+        seen += 1
         name = getattr(getattr(equation, "primitive", None), "name", None)
-        if name is None:
-            return False
-        if name not in _FREE:
+        if name == "kconv_depthwise_taps":
             return True
-        operands = getattr(equation, "in_tracers", ())
-        equation = getattr(operands[0], "parent", None) if operands else None
+        if name is None or name in _LIBRARY:
+            continue
+        pending += [getattr(t, "parent", None) for t in getattr(equation, "in_tracers", ())
+                    if math.prod(getattr(t, "shape", (0,))) == size]
     return False
 
 
 def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
-                        spec: ConvSpec, fast: bool = False, pad_once: bool = False
+                        spec: ConvSpec, fast: bool = False, pad_once: str = ""
                         ) -> list[Any]:
     """The value, emitted as StableHLO directly: the taps unrolled, each a window of the
     input (:func:`_tap_window_plan`) times the tap's per-channel weights, added up
@@ -151,7 +170,7 @@ def _depthwise_lowering(ctx: mlir.LoweringRuleContext, x: Any, weights: Any, *,
     copy of the input instead of each padded in the loop.
     """
     return _lower(ctx, _depthwise_value, x, weights, spec=spec, fast=fast,
-                  pad_once=pad_once and not fast)
+                  pad_once="" if fast else pad_once)
 
 
 def _lower(ctx: mlir.LoweringRuleContext, build: Callable[..., Any], a: Any, weights: Any,
@@ -169,7 +188,7 @@ def _lower(ctx: mlir.LoweringRuleContext, build: Callable[..., Any], a: Any, wei
 
 
 def _depthwise_value(ops: _Emitter, x: Any, weights: Any, avals: Sequence[Any], *,
-                     spec: ConvSpec, fast: bool, pad_once: bool) -> Any:
+                     spec: ConvSpec, fast: bool, pad_once: str) -> Any:
     """The taps' sum (:func:`_depthwise_lowering`) built with ``ops``; with
     ``pad_once`` (:func:`_pads_once`) from one padded copy of the input."""
     x_aval, _, y_aval = avals
@@ -190,21 +209,24 @@ def _depthwise_value(ops: _Emitter, x: Any, weights: Any, avals: Sequence[Any], 
     split = lambda v: v if multiplier == 1 else ops.broadcast(  # noqa: E731
         v, shape, _skip(len(x_aval.shape), channel + 1))
     in_shape = x_aval.shape
-    if pad_once:
-        # The padded input negated, and the sum: the same products and sums, exactly
-        # (signed zeros aside), but the pad is then no standalone pad, which XLA:CPU
-        # compiles slowly (X1's input: 175 ms against 55), and it costs nothing (the
-        # negation fuses into the pad's loop and the sum's). Negated after the pad, no
-        # window is a slice of the pad's operand (XLA's simplifier would read the centre
-        # tap's from it, the input's computation copied into the taps' loop once more:
-        # a ReLU between two 3×3 depthwise layers 19.6 ms and 561 ms of compile, 1-D k5
-        # 311 ms, against 2.3 ms / 75 ms and 58 ms); in 3-D that form compiled 15-25 ms
-        # slower (3×3×3 on a ReLU's output 110 → 125 ms) and the stack no faster, so
-        # there the input is negated before it is padded.
+    if pad_once and not first:
+        # The input negated, and the sum: the same products and sums, exactly (signed
+        # zeros aside), but the pad is then no standalone pad, which XLA:CPU compiles
+        # slowly (X1's input: 175 ms against 55), and it costs nothing (the negation
+        # fuses into the pad's loop and the sum's). XLA's simplifier reads the centre
+        # tap's window from the pad's operand, the input's computation copied into the
+        # taps' loop once more; where that is another depthwise layer's taps (a stack)
+        # the padded input is negated instead ("negate_padded"), and no window is a
+        # slice of the pad's operand: a ReLU between two 3×3 depthwise layers 19.6 ms at
+        # 561 ms of compile, 1-D k5 311 ms, against 2.3 ms / 75 ms and 58 ms. Elsewhere
+        # that form compiled up to 8 ms slower (single layers inside M1 and M4, padded
+        # once in a probe; a 3×3×3 kernel on a ReLU's output 110 → 125 ms; in 3-D the
+        # stack ran no faster).
         config = [(0, 0, 0)] * len(in_shape)
         for axis, (lo, hi) in zip(axes, spec.padding):
             config[axis] = (lo, hi, 0)
-        x = (ops.neg(ops.pad(x, config)) if spec.rank < 3 else ops.pad(ops.neg(x), config))
+        x = (ops.neg(ops.pad(x, config)) if pad_once == "negate_padded"
+             else ops.pad(ops.neg(x), config))
         in_shape = tuple(n + lo + hi for n, (lo, hi, _) in zip(in_shape, config))
         spec = dataclasses.replace(spec, input_shape=in_shape, padding=((0, 0),) * spec.rank)
     if first:
@@ -228,7 +250,7 @@ def _depthwise_value(ops: _Emitter, x: Any, weights: Any, avals: Sequence[Any], 
         y = ops.add(y, term)
     if y is None:
         return ops.zeros(y_aval.shape)
-    return ops.neg(y) if pad_once else y
+    return ops.neg(y) if pad_once and not first else y
 
 
 def _products_first(spec: ConvSpec) -> bool:
@@ -251,12 +273,12 @@ def _products_first(spec: ConvSpec) -> bool:
 
 
 def _depthwise_abstract(x: Any, weights: Any, *, spec: ConvSpec, fast: bool = False,
-                        pad_once: bool = False) -> jax.core.ShapedArray:
+                        pad_once: str = "") -> jax.core.ShapedArray:
     return _output_aval(x, _output_shape(x, spec, spec.output_spatial()), x.dtype)
 
 
 def _depthwise_lhs(ct: Array, x: Any, weights: Array, *, spec: ConvSpec,
-                   fast: bool = False, pad_once: bool = False) -> Array:
+                   fast: bool = False, pad_once: str = "") -> Array:
     """The input's cotangent: :data:`_depthwise_input_p` of the cotangent."""
     del x, fast, pad_once  # its shape is spec.input_shape
     return _depthwise_input_p.bind(ct, weights, spec=spec)
@@ -420,7 +442,7 @@ def _tap_window_pads(shape: Sequence[int], axes: Sequence[int], offsets: Sequenc
 
 
 def _depthwise_rhs(ct: Array, x: Array, weights: Any, *, spec: ConvSpec,
-                   fast: bool = False, pad_once: bool = False) -> Array:
+                   fast: bool = False, pad_once: str = "") -> Array:
     """The weights' cotangent: per tap, its input window times the cotangent, summed over
     the batch and space (:func:`_depthwise_tap_sums` where :func:`_tap_sums_pay`, else
     :func:`_depthwise_tap_scan`)."""
@@ -624,7 +646,7 @@ _depthwise_p = _depthwise_primitive("kconv_depthwise_taps", _depthwise_abstract,
 
 
 def _depthwise_jvp(primals: Sequence[Array], tangents: Sequence[Any], *, spec: ConvSpec,
-                   fast: bool = False, pad_once: bool = False) -> tuple[Array, Array]:
+                   fast: bool = False, pad_once: str = "") -> tuple[Array, Array]:
     """The taps' JVP (bilinear: ``F(dx, w) + F(x, dw)``), every term on the fast loop
     (:func:`_depthwise_lowering`): a derivative's program (training, ``jax.jvp``,
     ``remat``) affords its compile time."""

@@ -276,8 +276,9 @@ def _tap_window_plan(shape: Sequence[int], axes: Sequence[int], offsets: Sequenc
     Each window is its own slice and zero pad, not a slice of one padded copy of the
     input: XLA:CPU fuses a slice-and-pad into the multiply-add, but compiles a standalone
     pad of a large array slowly (~200 ms for W4's input). (The depthwise taps' forward
-    pads an input computed in the program once, where the pad's loop is the computation's
-    own: ``depthwise_taps._pads_once``; ``spec`` is then the padded input's.)
+    pads its input once where that is another depthwise layer's output, or from 25 taps,
+    the pad fused with a negation: ``depthwise_taps._pads_once``; ``spec`` is then the
+    padded input's.)
     """
     start, limit, step = [0] * len(shape), list(shape), [1] * len(shape)
     pads = [(0, 0, 0)] * len(shape)
