@@ -29,6 +29,7 @@ from kconv.ops.lowering.spec import (
     _pad_spatial,
     _skip,
     _spatial_axes,
+    _spatial_pad_config,
     _tap_ranges,
     _tap_window_plan,
 )
@@ -208,8 +209,8 @@ def _depthwise_value(ops: _Emitter, x: Any, weights: Any, avals: Sequence[Any], 
             None if config is None else [*config[:channel + 1], whole, *config[channel + 1:]])
     split = lambda v: v if multiplier == 1 else ops.broadcast(  # noqa: E731
         v, shape, _skip(len(x_aval.shape), channel + 1))
-    in_shape = x_aval.shape
-    if pad_once and not first:
+    in_shape, padded = x_aval.shape, bool(pad_once) and not first
+    if padded:
         # The input negated, and the sum: the same products and sums, exactly (signed
         # zeros aside), but the pad is then no standalone pad, which XLA:CPU compiles
         # slowly (X1's input: 175 ms against 55), and it costs nothing (the negation
@@ -222,9 +223,7 @@ def _depthwise_value(ops: _Emitter, x: Any, weights: Any, avals: Sequence[Any], 
         # that form compiled up to 8 ms slower (single layers inside M1 and M4, padded
         # once in a probe; a 3×3×3 kernel on a ReLU's output 110 → 125 ms; in 3-D the
         # stack ran no faster).
-        config = [(0, 0, 0)] * len(in_shape)
-        for axis, (lo, hi) in zip(axes, spec.padding):
-            config[axis] = (lo, hi, 0)
+        config = _spatial_pad_config(len(in_shape), axes, spec.padding)
         x = (ops.neg(ops.pad(x, config)) if pad_once == "negate_padded"
              else ops.pad(ops.neg(x), config))
         in_shape = tuple(n + lo + hi for n, (lo, hi, _) in zip(in_shape, config))
@@ -250,7 +249,7 @@ def _depthwise_value(ops: _Emitter, x: Any, weights: Any, avals: Sequence[Any], 
         y = ops.add(y, term)
     if y is None:
         return ops.zeros(y_aval.shape)
-    return ops.neg(y) if pad_once and not first else y
+    return ops.neg(y) if padded else y
 
 
 def _products_first(spec: ConvSpec) -> bool:

@@ -183,10 +183,16 @@ def _pad_spatial(x: Array, axes: Sequence[int], pads: Sequence[tuple[int, int]])
     """Zero (lo, hi) padding of ``axes``; negative amounts crop."""
     if all(lo == hi == 0 for lo, hi in pads):
         return x
-    config_ = [(0, 0, 0)] * x.ndim
+    return lax.pad(x, np.zeros((), x.dtype), _spatial_pad_config(x.ndim, axes, pads))
+
+
+def _spatial_pad_config(ndim: int, axes: Sequence[int], pads: Sequence[tuple[int, int]]
+                        ) -> list[tuple[int, int, int]]:
+    """The ``lax.pad`` config of (lo, hi) amounts on ``axes`` of an ``ndim``-d array."""
+    config = [(0, 0, 0)] * ndim
     for axis, (lo, hi) in zip(axes, pads):
-        config_[axis] = (lo, hi, 0)
-    return lax.pad(x, np.zeros((), x.dtype), config_)
+        config[axis] = (lo, hi, 0)
+    return config
 
 
 def _accumulation_dtype(spec: ConvSpec) -> np.dtype:
